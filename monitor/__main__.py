@@ -1,0 +1,5 @@
+"""`python -m monitor`: the same entry point as the `model-monitor` console command."""
+
+from monitor.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,234 @@
+"""Avro in and out: plain (schemaless) Avro and the Confluent Schema Registry wire format.
+
+fastavro and registry errors are re-raised as our own (`DecodeError`, `DependencyUnavailable`).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import fastavro
+from fastavro import parse_schema, schemaless_reader, schemaless_writer
+
+from monitor.errors import ConfigError, DecodeError, DependencyUnavailable
+from monitor.events import Alert, AlertKind, Severity, Window
+
+_NUMERIC = {"int", "long", "float", "double", "boolean"}
+_CATEGORICAL = {"string", "enum"}
+WIRE_MAGIC = 0
+WIRE_HEADER = struct.Struct(">bI")
+
+
+def schemas_dir() -> Path:
+    """The schemas folder: inside the installed package, or at the repository root in a checkout."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "schemas", here.parent / "schemas"):
+        if (candidate / "alert.avsc").exists():
+            return candidate
+    raise ConfigError("schemas/alert.avsc not found next to the monitor package")
+
+
+def load_schema(path: Path) -> dict[str, Any]:
+    try:
+        raw = json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read schema {path}: {exc.strerror}") from exc
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"schema {path} is not JSON: {exc}") from exc
+    try:
+        parsed: dict[str, Any] = parse_schema(raw)
+    except Exception as exc:  # fastavro raises several types for a bad schema
+        raise ConfigError(f"schema {path} is not a valid Avro schema: {exc}") from exc
+    return parsed
+
+
+@dataclass(frozen=True, slots=True)
+class FieldSpec:
+    name: str
+    kind: Literal["numeric", "categorical"]
+    nullable: bool
+
+
+def _base_type(avro_type: Any) -> tuple[str | None, bool]:
+    """The single non-null type name of a field type, and whether null is allowed."""
+    nullable = False
+    if isinstance(avro_type, list):
+        non_null = [t for t in avro_type if t != "null"]
+        nullable = len(non_null) < len(avro_type)
+        if len(non_null) != 1:
+            return None, nullable
+        avro_type = non_null[0]
+    if isinstance(avro_type, dict):
+        avro_type = avro_type.get("type")
+    return (avro_type if isinstance(avro_type, str) else None), nullable
+
+
+def infer_fields(
+    schema: Mapping[str, Any],
+    *,
+    skip: set[str],
+    monitor: list[str] | None = None,
+    exclude: list[str] | None = None,
+    categorical: list[str] | None = None,
+) -> list[FieldSpec]:
+    """Monitored fields of a record schema: numeric types are numeric, string/enum categorical.
+
+    >>> schema = {"type": "record", "name": "r", "fields": [
+    ...     {"name": "id", "type": "string"}, {"name": "age", "type": ["null", "double"]},
+    ...     {"name": "plan", "type": {"type": "enum", "name": "P", "symbols": ["a", "b"]}},
+    ...     {"name": "tags", "type": {"type": "array", "items": "string"}}]}
+    >>> [(f.name, f.kind, f.nullable) for f in infer_fields(schema, skip={"id"})]
+    [('age', 'numeric', True), ('plan', 'categorical', False)]
+    """
+    forced_categorical = set(categorical or [])
+    excluded = set(exclude or []) | skip
+    by_name: dict[str, FieldSpec] = {}
+    for fld in schema.get("fields", []):
+        base, nullable = _base_type(fld["type"])
+        name = fld["name"]
+        if base is None:
+            continue
+        if name in forced_categorical or base in _CATEGORICAL:
+            by_name[name] = FieldSpec(name, "categorical", nullable)
+        elif base in _NUMERIC:
+            by_name[name] = FieldSpec(name, "numeric", nullable)
+    if monitor is not None:
+        missing = [m for m in monitor if m not in by_name]
+        if missing:
+            raise ConfigError(f"monitored fields not in the schema (or not numeric/string): {missing}")
+        return [by_name[m] for m in monitor if m not in excluded]
+    return [spec for name, spec in by_name.items() if name not in excluded]
+
+
+SchemaLookup = Callable[[int], Mapping[str, Any]]
+
+
+class AvroDecoder:
+    """Decodes one topic's values to dicts, plain Avro or Confluent wire format.
+
+    Every failure is a `DecodeError` with a stable reason code; a registry outage is
+    `DependencyUnavailable` (never a reason to dead-letter).
+    """
+
+    def __init__(
+        self,
+        reader_schema: Mapping[str, Any] | None,
+        *,
+        wire_format: Literal["plain", "confluent"] = "plain",
+        lookup: SchemaLookup | None = None,
+        max_payload_bytes: int = 1_000_000,
+    ) -> None:
+        if wire_format == "plain" and reader_schema is None:
+            raise ConfigError("plain Avro needs a reader schema")
+        if wire_format == "confluent" and lookup is None:
+            raise ConfigError("Confluent wire format needs a schema registry")
+        self.reader_schema = reader_schema
+        self.wire_format = wire_format
+        self._lookup = lookup
+        self._writers: dict[int, Any] = {}
+        self.max_payload_bytes = max_payload_bytes
+        self.schema_ids_seen: set[int] = set()
+
+    def _writer_schema(self, schema_id: int) -> Any:
+        writer = self._writers.get(schema_id)
+        if writer is None:
+            assert self._lookup is not None
+            writer = parse_schema(dict(self._lookup(schema_id)))
+            self._writers[schema_id] = writer
+        return writer
+
+    def decode(self, payload: bytes | None) -> dict[str, Any]:
+        if not payload:
+            raise DecodeError("empty_payload", "the record has no value")
+        if len(payload) > self.max_payload_bytes:
+            raise DecodeError("payload_too_large", f"{len(payload)} bytes exceeds {self.max_payload_bytes}")
+        start = 0
+        writer = self.reader_schema
+        if self.wire_format == "confluent":
+            if len(payload) <= WIRE_HEADER.size:
+                raise DecodeError("truncated_header", f"{len(payload)} bytes is too short for the wire format")
+            magic, schema_id = WIRE_HEADER.unpack_from(payload)
+            if magic != WIRE_MAGIC:
+                raise DecodeError("bad_magic_byte", f"magic byte {magic} is not 0")
+            writer = self._writer_schema(schema_id)
+            self.schema_ids_seen.add(schema_id)
+            start = WIRE_HEADER.size
+        buf = io.BytesIO(payload)
+        buf.seek(start)
+        try:
+            record = schemaless_reader(buf, writer, self.reader_schema)
+        except (EOFError, StopIteration) as exc:
+            raise DecodeError("truncated_payload", "the payload ends before the record does") from exc
+        except UnicodeDecodeError as exc:
+            raise DecodeError("invalid_utf8", "a string field is not valid UTF-8") from exc
+        except fastavro.read.SchemaResolutionError as exc:
+            raise DecodeError("schema_mismatch", f"writer schema does not resolve to reader: {exc}") from exc
+        except (ValueError, IndexError, TypeError, OverflowError, MemoryError) as exc:
+            raise DecodeError("avro_decode_error", f"{type(exc).__name__} while decoding") from exc
+        if buf.tell() != len(payload):
+            raise DecodeError("trailing_bytes", f"{len(payload) - buf.tell()} bytes left after the record")
+        if not isinstance(record, dict):
+            raise DecodeError("not_a_record", "the payload is not an Avro record")
+        return record
+
+
+def registry_lookup(conf: Mapping[str, str]) -> SchemaLookup:
+    """A schema-id lookup backed by confluent-kafka's SchemaRegistryClient (`mock://` works in tests)."""
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+    from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+    client = SchemaRegistryClient(dict(conf))
+
+    def lookup(schema_id: int) -> Mapping[str, Any]:
+        try:
+            schema = client.get_schema(schema_id)
+        except SchemaRegistryError as exc:
+            if exc.http_status_code == 404:
+                raise DecodeError("unknown_schema_id", f"schema id {schema_id} is not in the registry") from exc
+            raise DependencyUnavailable(f"schema registry error {exc.http_status_code}") from exc
+        except Exception as exc:  # connection errors from the HTTP client
+            raise DependencyUnavailable(f"schema registry unreachable: {type(exc).__name__}") from exc
+        if schema.schema_type not in (None, "AVRO"):
+            raise DecodeError("not_avro", f"schema id {schema_id} is {schema.schema_type}, not Avro")
+        parsed: Mapping[str, Any] = json.loads(schema.schema_str)
+        return parsed
+
+    return lookup
+
+
+def encode_plain(schema: Any, record: Mapping[str, Any]) -> bytes:
+    buf = io.BytesIO()
+    schemaless_writer(buf, schema, dict(record))
+    return buf.getvalue()
+
+
+def encode_confluent(schema: Any, schema_id: int, record: Mapping[str, Any]) -> bytes:
+    return WIRE_HEADER.pack(WIRE_MAGIC, schema_id) + encode_plain(schema, record)
+
+
+class AlertCodec:
+    """Alerts as plain Avro with schemas/alert.avsc (namespace monitor.v1)."""
+
+    def __init__(self) -> None:
+        self.schema = load_schema(schemas_dir() / "alert.avsc")
+
+    def encode(self, alert: Alert) -> bytes:
+        record = asdict(alert)
+        record["kind"] = str(alert.kind)
+        record["severity"] = str(alert.severity)
+        return encode_plain(self.schema, record)
+
+    def decode(self, payload: bytes) -> Alert:
+        buf = io.BytesIO(payload)
+        rec = schemaless_reader(buf, self.schema, None)
+        assert isinstance(rec, dict)
+        rec["kind"] = AlertKind(rec["kind"])
+        rec["severity"] = Severity(rec["severity"])
+        rec["window"] = Window(**rec["window"])
+        return Alert(**rec)

@@ -1,0 +1,326 @@
+"""The loop: consume a micro-batch, process it per partition, checkpoint to Redis, publish, commit.
+
+Handles rebalances (fence + stored offsets), dependency outages (pause, back off, keep polling) and SIGTERM.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, Message, Producer, TopicPartition
+
+from monitor.codec import AlertCodec
+from monitor.errors import DependencyUnavailable, FencedError, MonitorError, OffsetConflict
+from monitor.events import RawRecord
+from monitor.kafka_io import dead_letter_headers, is_fatal, to_raw
+from monitor.metrics import Metrics
+from monitor.pipeline import StreamProcessor, build_processors
+from monitor.settings import Settings
+from monitor.state import StateStore, check_consistent
+from monitor.stream_state import StreamPartition
+
+log = structlog.get_logger("monitor.daemon")
+TP = tuple[str, int]
+
+
+@dataclass
+class Owned:
+    """A partition this instance owns: its fence token, stored offset and in-memory state."""
+
+    fence: int
+    stored_offset: int | None
+    part: StreamPartition
+
+
+class Daemon:
+    def __init__(self, settings: Settings, store: StateStore, metrics: Metrics | None = None) -> None:
+        self.settings = settings
+        self.store = store
+        self.metrics = metrics or Metrics()
+        self.processors: dict[str, StreamProcessor] = build_processors(settings)
+        self.codec = AlertCodec()
+        self.owned: dict[TP, Owned] = {}
+        self.stop_event = threading.Event()
+        self.assigned_once = False
+        self.outage: str | None = None
+        self.alive = True
+        # Alerts written to the outbox but not yet confirmed by Kafka: alert_id -> (tp, key, value).
+        self.pending: dict[str, tuple[TP, bytes, bytes]] = {}
+        self.inflight: set[str] = set()
+        self.delivered: dict[TP, list[str]] = defaultdict(list)
+        self.consumer: Consumer | None = None
+        self.producer: Producer | None = None
+
+    # -- health ---------------------------------------------------------------------------------
+    def is_ready(self) -> bool:
+        return self.alive and self.assigned_once and self.outage is None
+
+    def is_live(self) -> bool:
+        return self.alive
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    # -- rebalance callbacks ----------------------------------------------------------------------
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            tp.offset = self._take(tp.topic, tp.partition)
+        consumer.incremental_assign(partitions)
+        self.assigned_once = True
+        self.metrics.assigned.set(len(self.owned))
+        log.info("partitions.assigned", partitions=[f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in partitions])
+
+    def _take(self, topic: str, partition: int) -> int:
+        """Fence the partition, load its state and outbox; return where to start consuming."""
+        while True:
+            try:
+                snap = self.store.acquire(topic, partition)
+                break
+            except DependencyUnavailable as exc:
+                self._outage("redis", exc)
+        check_consistent(topic, partition, snap)
+        part = self.processors[topic].new_partition(partition)
+        if snap.fields:
+            part.load_fields(snap.fields)
+        self.owned[(topic, partition)] = Owned(snap.fence, snap.offset, part)
+        for alert_id, entry in snap.outbox.items():
+            key, _, value = entry.partition(b"\n")
+            self.pending[alert_id] = ((topic, partition), key, value)
+        if snap.offset is not None:
+            return snap.offset
+        return OFFSET_BEGINNING if self.settings.start_from == "earliest" else OFFSET_END
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Every batch is checkpointed before the next poll, so there is nothing left to write here.
+        self._publish(wait=5.0)
+        for tp in partitions:
+            self.owned.pop((tp.topic, tp.partition), None)
+        consumer.incremental_unassign(partitions)
+        self.metrics.assigned.set(len(self.owned))
+        log.info("partitions.revoked", partitions=[f"{tp.topic}[{tp.partition}]" for tp in partitions])
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Write nothing: another instance may own these now, and the fence rejects our late writes.
+        for tp in partitions:
+            self.owned.pop((tp.topic, tp.partition), None)
+        consumer.incremental_unassign(partitions)
+        self.metrics.assigned.set(len(self.owned))
+        log.warning("partitions.lost", partitions=[f"{tp.topic}[{tp.partition}]" for tp in partitions])
+
+    # -- the loop -------------------------------------------------------------------------------
+    def run(self) -> int:
+        s = self.settings
+        self.consumer = Consumer({**s.consumer_config(), "error_cb": self._on_kafka_error})
+        self.producer = Producer({**s.producer_config(), "error_cb": self._on_kafka_error})
+        self.consumer.subscribe(list(self.processors), on_assign=self._on_assign, on_revoke=self._on_revoke,
+                                on_lost=self._on_lost)
+        log.info("daemon.started", topics=list(self.processors), group=s.group_id)
+        try:
+            while not self.stop_event.is_set() and self.alive:
+                msgs = self.consumer.consume(num_messages=s.batch.max_messages, timeout=s.batch.timeout_s)
+                if msgs:
+                    self._handle(msgs)
+                self._publish(wait=0.0)
+                self.metrics.ready.set(1 if self.is_ready() else 0)
+        finally:
+            log.info("daemon.stopping")
+            self._publish(wait=10.0)
+            self.consumer.close()  # runs on_revoke: the last batch is already checkpointed
+            self.producer.flush(10.0)
+        return 0 if self.alive else 1
+
+    def _on_kafka_error(self, err: KafkaError) -> None:
+        if is_fatal(err):
+            log.error("kafka.fatal", code=err.name(), reason=err.str())
+            self.alive = False
+        else:
+            log.warning("kafka.error", code=err.name(), reason=err.str())
+
+    def _handle(self, msgs: list[Message]) -> None:
+        started = time.perf_counter()
+        by_tp: dict[TP, list[RawRecord]] = defaultdict(list)
+        for msg in msgs:
+            err = msg.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    self._on_kafka_error(err)
+                continue
+            by_tp[(msg.topic(), msg.partition())].append(to_raw(msg))
+        commits = []
+        for tp, records in by_tp.items():
+            next_offset = self._process_partition(tp, records)
+            if next_offset is not None:
+                commits.append(TopicPartition(tp[0], tp[1], next_offset))
+        if commits:
+            assert self.consumer is not None
+            # Only for lag dashboards: the offsets that count are in the state store.
+            self.consumer.commit(offsets=commits, asynchronous=True)
+        self.metrics.batch_seconds.observe(time.perf_counter() - started)
+
+    def _process_partition(self, tp: TP, records: list[RawRecord]) -> int | None:
+        owned = self.owned.get(tp)
+        if owned is None:
+            return None  # revoked while the batch was in flight
+        if owned.stored_offset is not None:
+            records = [r for r in records if r.offset >= owned.stored_offset]  # already applied
+        if not records:
+            return None
+        processor = self.processors[tp[0]]
+        outcome = processor.process(owned.part, records)
+        try:
+            self._dead_letter(outcome.rejects)
+            encoded = {a.alert_id: self.codec.encode(a) for a in outcome.alerts}
+            key = processor.model.name.encode()
+            outbox = {alert_id: key + b"\n" + value for alert_id, value in encoded.items()}
+            self.store.commit(tp[0], tp[1], owned.fence, owned.stored_offset, outcome.next_offset,
+                              owned.part.to_fields(), outbox)
+        except FencedError:
+            log.warning("partition.fenced", topic=tp[0], partition=tp[1])
+            self.owned.pop(tp, None)
+            return None
+        except (OffsetConflict, DependencyUnavailable) as exc:
+            # Memory is ahead of the store: drop it, reload what the store has and consume from there.
+            if isinstance(exc, DependencyUnavailable):
+                self._outage("redis" if "redis" in str(exc) else "kafka", exc)
+            self._reload(tp)
+            return None
+        owned.stored_offset = outcome.next_offset
+        self.outage = None
+        for alert_id, value in encoded.items():
+            self.pending[alert_id] = (tp, key, value)
+        m = self.metrics
+        m.events.labels(processor.model.name, processor.stream).inc(outcome.valid)
+        for rej in outcome.rejects:
+            m.rejects.labels(processor.model.name, processor.stream, rej.reason).inc()
+        for alert in outcome.alerts:
+            m.alerts.labels(alert.model, alert.kind, alert.check).inc()
+            log.info("alert.raised", model=alert.model, feature=alert.feature, kind=str(alert.kind),
+                     check=alert.check, statistic=alert.statistic, threshold=alert.threshold,
+                     alert_id=alert.alert_id, offset=alert.source_offset)
+        self._update_lag(tp, outcome.next_offset)
+        return outcome.next_offset
+
+    def _reload(self, tp: TP) -> None:
+        assert self.consumer is not None
+        owned = self.owned.get(tp)
+        if owned is None:
+            return
+        while not self.stop_event.is_set():
+            try:
+                snap = self.store.read(*tp)
+                break
+            except DependencyUnavailable as exc:
+                self._outage("redis", exc)
+        else:
+            return
+        if snap.fence != owned.fence:
+            self.owned.pop(tp, None)
+            return
+        part = self.processors[tp[0]].new_partition(tp[1])
+        if snap.fields:
+            part.load_fields(snap.fields)
+        self.owned[tp] = Owned(owned.fence, snap.offset, part)
+        start = snap.offset if snap.offset is not None else (
+            OFFSET_BEGINNING if self.settings.start_from == "earliest" else OFFSET_END)
+        self.consumer.seek(TopicPartition(tp[0], tp[1], start))
+        log.info("partition.reloaded", topic=tp[0], partition=tp[1], offset=snap.offset)
+
+    def _outage(self, dependency: str, exc: Exception) -> None:
+        """Pause consumption while a dependency is down; keep polling so the group membership holds."""
+        if self.outage is None:
+            self.metrics.outages.labels(dependency).inc()
+            log.warning("dependency.down", dependency=dependency, error=str(exc))
+        self.outage = dependency
+        self.metrics.ready.set(0)
+        consumer = self.consumer
+        assignment = consumer.assignment() if consumer is not None else []
+        if consumer is not None and assignment:
+            consumer.pause(assignment)
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline and not self.stop_event.is_set():
+            if consumer is not None:
+                consumer.poll(0.1)  # paused: returns no messages, serves callbacks and heartbeats
+            else:
+                time.sleep(0.1)
+        if consumer is not None and assignment:
+            consumer.resume(assignment)
+
+    def _dead_letter(self, rejects: list[Any]) -> None:
+        """Write rejects to the dead-letter topic and wait for Kafka: the offset may not pass them before."""
+        if not rejects:
+            return
+        assert self.producer is not None
+        failures: list[KafkaError] = []
+
+        def report(err: KafkaError | None, _msg: Message) -> None:
+            if err is not None:
+                failures.append(err)
+
+        for rej in rejects:
+            rec = rej.record
+            self.producer.produce(self.settings.dead_letter_topic, key=rec.key, value=rec.value,
+                                  headers=dead_letter_headers(rej), on_delivery=report)
+            log.info("record.dead_lettered", topic=rec.topic, partition=rec.partition, offset=rec.offset,
+                     reason=rej.reason)
+        remaining = self.producer.flush(30.0)
+        if remaining or failures:
+            raise DependencyUnavailable(f"kafka: dead-letter topic unwritable ({len(failures)} failed)")
+
+    def _publish(self, wait: float) -> None:
+        """Send outbox alerts not yet in flight; forget those Kafka confirmed."""
+        producer = self.producer
+        if producer is None:
+            return
+        for alert_id, (tp, key, value) in list(self.pending.items()):
+            if alert_id in self.inflight:
+                continue
+            self.inflight.add(alert_id)
+            producer.produce(self.settings.alerts_topic, key=key, value=value,
+                             on_delivery=self._delivery(alert_id, tp))
+        if wait > 0:
+            producer.flush(wait)
+        else:
+            producer.poll(0)
+        for tp, ids in list(self.delivered.items()):
+            try:
+                self.store.outbox_done(tp[0], tp[1], ids)
+            except DependencyUnavailable:
+                continue  # retried on the next loop; a re-sent alert is byte-identical
+            del self.delivered[tp]
+        self.metrics.outbox.set(len(self.pending))
+
+    def _delivery(self, alert_id: str, tp: TP) -> Any:
+        def report(err: KafkaError | None, _msg: Message) -> None:
+            self.inflight.discard(alert_id)
+            if err is None:
+                self.pending.pop(alert_id, None)
+                self.delivered[tp].append(alert_id)
+                self.metrics.alerts_delivered.inc()
+            else:
+                log.warning("alert.delivery_failed", alert_id=alert_id, code=err.name())
+
+        return report
+
+    def _update_lag(self, tp: TP, next_offset: int) -> None:
+        assert self.consumer is not None
+        try:
+            _low, high = self.consumer.get_watermark_offsets(TopicPartition(*tp), cached=True)
+        except Exception:  # noqa: BLE001 - lag is best effort
+            return
+        if high >= 0:
+            self.metrics.lag.labels(tp[0], str(tp[1])).set(max(high - next_offset, 0))
+
+
+def run_daemon(settings: Settings, store: StateStore) -> int:
+    """Convenience for tests and the CLI: build and run a daemon until stopped."""
+    daemon = Daemon(settings, store)
+    try:
+        return daemon.run()
+    except MonitorError:
+        log.exception("daemon.failed")
+        return 2

@@ -1,0 +1,46 @@
+"""The one exception hierarchy of model-monitor.
+
+Library errors are translated at the boundary (`raise DecodeError(...) from exc`).
+"""
+
+from __future__ import annotations
+
+
+class MonitorError(Exception):
+    """Base class of every error model-monitor raises on purpose."""
+
+
+class ConfigError(MonitorError):
+    """The configuration file or an environment override is invalid."""
+
+
+class DecodeError(MonitorError):
+    """A record could not be turned into a valid event; it goes to the dead-letter topic.
+
+    `reason` is a short stable code (it becomes the `mm.error.reason` header).
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class DependencyUnavailable(MonitorError):
+    """Redis, Kafka or a schema registry is unreachable: pause and retry, never dead-letter."""
+
+
+class FencedError(MonitorError):
+    """Another instance took over this partition; our writes for it are rejected."""
+
+
+class OffsetConflict(MonitorError):
+    """The stored offset is not the one this instance expected: reload the partition from the store."""
+
+    def __init__(self, expected: int | None, stored: int | None) -> None:
+        super().__init__(f"stored offset {stored} differs from expected {expected}")
+        self.expected = expected
+        self.stored = stored
+
+
+class StateLost(MonitorError):
+    """A partition has state but no stored offset (or the reverse): the store lost data."""

@@ -1,0 +1,84 @@
+"""Frozen dataclasses for the values that flow through the pipeline: raw records, alerts, rejects."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class AlertKind(StrEnum):
+    DATA_QUALITY = "DATA_QUALITY"
+    DRIFT = "DRIFT"
+    PREDICTION_DRIFT = "PREDICTION_DRIFT"
+    SCHEMA = "SCHEMA"
+    CONCEPT_DRIFT = "CONCEPT_DRIFT"
+    VOLUME = "VOLUME"
+
+
+class Severity(StrEnum):
+    INFO = "INFO"
+    WARNING = "WARNING"
+    CRITICAL = "CRITICAL"
+
+
+@dataclass(frozen=True, slots=True)
+class RawRecord:
+    """One consumed Kafka message, as bytes; `offset` is its position in `topic`/`partition`."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
+    timestamp_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """The span of events a statistic was computed over (offsets of one input partition)."""
+
+    first_offset: int
+    last_offset: int
+    first_event_time: int | None
+    last_event_time: int | None
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """A typed alert event; serialised with schemas/alert.avsc. Equal inputs give byte-equal alerts."""
+
+    alert_id: str
+    model: str
+    model_version: str | None
+    kind: AlertKind
+    check: str
+    feature: str
+    severity: Severity
+    statistic: float
+    threshold: float
+    window: Window
+    source_topic: str
+    source_partition: int
+    source_offset: int
+    event_time: int | None
+    message: str
+    evidence: dict[str, str] = field(default_factory=dict)
+
+
+def alert_id_for(topic: str, partition: int, offset: int, model: str, feature: str, check: str) -> str:
+    """Deterministic id: the same triggering event and check always give the same id."""
+    text = "\x1f".join((topic, str(partition), str(offset), model, feature, check))
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    """A record that could not be used; it goes to the dead-letter topic with these error details."""
+
+    record: RawRecord
+    reason: str
+    error_class: str
+    message: str

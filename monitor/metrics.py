@@ -1,0 +1,25 @@
+"""The daemon's Prometheus metrics, on a registry injected per daemon (each test gets a fresh one)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.events = Counter("monitor_events_total", "Valid events processed", ["model", "stream"], registry=r)
+        self.rejects = Counter("monitor_rejects_total", "Records sent to the dead-letter topic",
+                               ["model", "stream", "reason"], registry=r)
+        self.alerts = Counter("monitor_alerts_total", "Alerts raised", ["model", "kind", "check"], registry=r)
+        self.alerts_delivered = Counter("monitor_alerts_delivered_total", "Alerts Kafka confirmed", registry=r)
+        self.outbox = Gauge("monitor_outbox_pending", "Alerts waiting for a delivery report", registry=r)
+        self.lag = Gauge("monitor_consumer_lag", "High watermark minus next offset", ["topic", "partition"],
+                         registry=r)
+        self.batch_seconds = Histogram("monitor_batch_seconds", "Time to process and checkpoint one batch",
+                                       buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5), registry=r)
+        self.assigned = Gauge("monitor_assigned_partitions", "Input partitions owned", registry=r)
+        self.outages = Counter("monitor_dependency_outages_total", "Pauses because a dependency was down",
+                               ["dependency"], registry=r)
+        self.ready = Gauge("monitor_ready", "1 when partitions are assigned and state is loaded", registry=r)

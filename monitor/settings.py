@@ -1,0 +1,283 @@
+"""Typed configuration: a YAML file plus `MONITOR_*` environment overrides.
+
+The only module that reads the environment, and the one place that builds librdkafka config dicts.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from monitor.errors import ConfigError
+
+ENV_PREFIX = "MONITOR_"
+# Top-level scalar settings an environment variable may override: MONITOR_<NAME>.
+_SCALAR_ENV = {
+    "GROUP_ID": ("group_id",),
+    "REDIS_URL": ("redis_url",),
+    "KEY_PREFIX": ("key_prefix",),
+    "ALERTS_TOPIC": ("alerts_topic",),
+    "DEAD_LETTER_TOPIC": ("dead_letter_topic",),
+    "HTTP_HOST": ("http", "host"),
+    "HTTP_PORT": ("http", "port"),
+    "LOG_LEVEL": ("log_level",),
+    "START_FROM": ("start_from",),
+}
+# Pass-through dictionaries: MONITOR_KAFKA__SASL_PASSWORD -> kafka["sasl.password"].
+_DICT_ENV = {"KAFKA__": "kafka", "SCHEMA_REGISTRY__": "schema_registry"}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HttpSettings(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+
+
+class BatchSettings(_Strict):
+    max_messages: int = Field(500, ge=1, le=100_000)
+    timeout_s: float = Field(0.5, gt=0)
+
+
+class AdwinSettings(_Strict):
+    """river.drift.ADWIN parameters, applied to standardised values."""
+
+    enabled: bool = True
+    delta: float = Field(0.0002, gt=0, lt=1)
+    clock: int = Field(32, ge=1)
+    max_buckets: int = Field(5, ge=2)
+    min_window_length: int = Field(5, ge=1)
+    grace_period: int = Field(10, ge=1)
+
+
+class PageHinkleySettings(_Strict):
+    """river.drift.PageHinkley parameters, applied to standardised values (units of warm-up std)."""
+
+    enabled: bool = True
+    min_instances: int = Field(30, ge=1)
+    delta: float = Field(0.5, ge=0)
+    threshold: float = Field(25.0, gt=0)
+    # river's default fading factor 0.9999 lets the sum hover near delta/(1-alpha) with spread ~70 and
+    # raises false alarms on stationary streams; 1.0 is the classic test (docs/detectors.md).
+    alpha: float = Field(1.0, gt=0, le=1)
+    mode: Literal["up", "down", "both"] = "both"
+
+
+class CheckSettings(_Strict):
+    """Per-feature monitoring settings; `defaults` and per-feature `overrides` both use this shape."""
+
+    warmup: int = Field(500, ge=10, description="finite values that fix the mean/std used to standardise")
+    block_size: int = Field(100, ge=1, description="events per sketch block")
+    window_blocks: int = Field(10, ge=1, description="blocks in the sliding window")
+    clip_z: float = Field(4.0, gt=0, description="standardised values are clipped to +-clip_z for detectors")
+    histogram_bins: int = Field(20, ge=2, le=200)
+    max_nan_rate: float = Field(0.05, ge=0, le=1)
+    max_missing_rate: float = Field(0.10, ge=0, le=1)
+    min_window_count: int = Field(200, ge=1, description="events in the window before rate checks apply")
+    cooldown_events: int = Field(5000, ge=0, description="events a fired check stays quiet (per partition)")
+    max_categories: int = Field(64, ge=1, description="distinct categories tracked before 'other'")
+    adwin: AdwinSettings = AdwinSettings()
+    page_hinkley: PageHinkleySettings = PageHinkleySettings()
+
+
+class StreamSettings(_Strict):
+    """One input topic of a model (its features or its predictions) and how to read it."""
+
+    topic: str
+    schema_path: Path | None = Field(None, alias="schema")
+    format: Literal["plain", "confluent"] = "plain"
+    monitor: list[str] | None = None
+    exclude: list[str] = []
+    categorical: list[str] = []
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _needs_a_schema(self) -> StreamSettings:
+        if self.format == "plain" and self.schema_path is None:
+            raise ValueError(f"topic {self.topic}: plain Avro needs a 'schema' (.avsc file)")
+        return self
+
+
+class ModelSettings(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    id_field: str | None = "event_id"
+    time_field: str | None = "event_time"
+    version_field: str | None = None
+    features: StreamSettings
+    predictions: StreamSettings | None = None
+    overrides: dict[str, dict[str, Any]] = {}
+
+    def streams(self) -> list[tuple[str, StreamSettings]]:
+        out = [("features", self.features)]
+        if self.predictions is not None:
+            out.append(("predictions", self.predictions))
+        return out
+
+
+class Settings(_Strict):
+    kafka: dict[str, str] = Field(default_factory=lambda: {"bootstrap.servers": "127.0.0.1:9092"})
+    schema_registry: dict[str, str] = {}
+    group_id: str = "model-monitor"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    key_prefix: str = Field("mm", pattern=r"^[A-Za-z0-9_.-]+$")
+    alerts_topic: str = "monitor.alerts"
+    dead_letter_topic: str = "monitor.dead-letter"
+    start_from: Literal["earliest", "latest"] = "earliest"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    http: HttpSettings = HttpSettings()
+    batch: BatchSettings = BatchSettings()
+    max_payload_bytes: int = Field(1_000_000, ge=16)
+    defaults: CheckSettings = CheckSettings()
+    models: list[ModelSettings] = Field(min_length=1)
+
+    @field_validator("kafka", "schema_registry", mode="before")
+    @classmethod
+    def _stringify(cls, value: Any) -> Any:
+        # librdkafka takes strings; YAML gives ints and bools for things like acks or timeouts.
+        if isinstance(value, Mapping):
+            return {str(k): _librdkafka_str(v) for k, v in value.items()}
+        return value
+
+    @model_validator(mode="after")
+    def _topics_are_distinct(self) -> Settings:
+        seen: dict[str, str] = {}
+        for model in self.models:
+            for kind, stream in model.streams():
+                if stream.topic in seen:
+                    raise ValueError(f"topic {stream.topic} is used twice ({seen[stream.topic]}, {model.name})")
+                seen[stream.topic] = model.name
+        names = [m.name for m in self.models]
+        if len(set(names)) != len(names):
+            raise ValueError("model names must be unique")
+        return self
+
+    # librdkafka configuration: built here and nowhere else.
+    def consumer_config(self) -> dict[str, Any]:
+        conf: dict[str, Any] = dict(self.kafka)
+        conf.update(
+            {
+                "group.id": self.group_id,
+                # Offsets live in Redis with the state; Kafka commits are only for lag dashboards.
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": self.start_from,
+                "isolation.level": "read_committed",
+                "partition.assignment.strategy": "cooperative-sticky",
+            }
+        )
+        conf.setdefault("max.poll.interval.ms", "300000")
+        return conf
+
+    def producer_config(self) -> dict[str, Any]:
+        conf: dict[str, Any] = {
+            k: v for k, v in self.kafka.items() if not k.startswith(("group.", "auto.offset", "isolation"))
+        }
+        conf.update({"enable.idempotence": True, "acks": "all"})
+        conf.setdefault("linger.ms", "5")
+        return conf
+
+    def admin_config(self) -> dict[str, Any]:
+        return {k: v for k, v in self.kafka.items() if not k.startswith(("group.", "auto.offset", "isolation"))}
+
+    def model(self, name: str) -> ModelSettings:
+        for model in self.models:
+            if model.name == name:
+                return model
+        raise ConfigError(f"no model named {name!r} in the config (have: {', '.join(m.name for m in self.models)})")
+
+    def checks_for(self, model: ModelSettings, feature: str) -> CheckSettings:
+        override = model.overrides.get(feature)
+        if not override:
+            return self.defaults
+        merged = _deep_merge(self.defaults.model_dump(), override)
+        try:
+            return CheckSettings.model_validate(merged)
+        except ValidationError as exc:
+            raise ConfigError(f"overrides for {model.name}/{feature}: {exc}") from exc
+
+
+def _librdkafka_str(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _deep_merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _read_env(environ: Mapping[str, str], name: str) -> str | None:
+    """`MONITOR_X` or, for secrets, `MONITOR_X_FILE` naming a file that holds the value."""
+    if name in environ:
+        return environ[name]
+    path = environ.get(name + "_FILE")
+    if path is None:
+        return None
+    try:
+        return Path(path).read_text().rstrip("\n")
+    except OSError as exc:
+        raise ConfigError(f"{name}_FILE: cannot read {path}: {exc.strerror}") from exc
+
+
+def apply_env(raw: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    """Return the raw config with `MONITOR_*` overrides applied (values from the environment win)."""
+    out = dict(raw)
+    for suffix, path in _SCALAR_ENV.items():
+        value = _read_env(environ, ENV_PREFIX + suffix)
+        if value is None:
+            continue
+        target = out
+        for part in path[:-1]:
+            target[part] = dict(target.get(part) or {})
+            target = target[part]
+        target[path[-1]] = value
+    for prefix, section in _DICT_ENV.items():
+        full = ENV_PREFIX + prefix
+        names = {k.removesuffix("_FILE") for k in environ if k.startswith(full)}
+        for name in sorted(names):
+            value = _read_env(environ, name)
+            if value is None:
+                continue
+            key = name[len(full) :].lower().replace("_", ".")
+            out[section] = {**(out.get(section) or {}), key: value}
+    return out
+
+
+def load_settings(path: str | Path, environ: Mapping[str, str] | None = None) -> Settings:
+    """Load a YAML config file, apply environment overrides, validate, resolve schema paths."""
+    env = os.environ if environ is None else environ
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config {path} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config {path} must be a mapping at the top level")
+    raw = apply_env(raw, env)
+    base = path.parent.resolve()
+    for model in raw.get("models") or []:
+        for kind in ("features", "predictions"):
+            stream = model.get(kind) if isinstance(model, dict) else None
+            if isinstance(stream, dict) and stream.get("schema"):
+                schema = Path(stream["schema"])
+                stream["schema"] = schema if schema.is_absolute() else base / schema
+    try:
+        return Settings.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"config {path}: {exc}") from exc

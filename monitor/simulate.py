@@ -1,0 +1,149 @@
+"""Realistic feature and prediction events for the example churn model, with injectable incidents.
+
+Columns are drawn with a seeded numpy generator, so the same arguments give the same events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from monitor.errors import ConfigError
+
+# name -> (generator, standard deviation of the generating distribution)
+Gen = Callable[[np.random.Generator, int], np.ndarray]
+NUMERIC: dict[str, tuple[Gen, float]] = {
+    "age": (lambda r, n: r.normal(42.0, 12.0, n), 12.0),
+    "tenure_months": (lambda r, n: r.integers(1, 73, n), float(np.sqrt((72**2 - 1) / 12))),
+    "monthly_charges": (lambda r, n: r.normal(65.0, 20.0, n), 20.0),
+    "total_charges": (lambda r, n: r.lognormal(7.0, 0.8, n), float(np.sqrt((np.exp(0.64) - 1) * np.exp(14.64)))),
+    "support_calls": (lambda r, n: r.poisson(1.5, n), float(np.sqrt(1.5))),
+    "session_minutes": (lambda r, n: r.gamma(4.0, 6.0, n), 12.0),
+    "days_since_login": (lambda r, n: r.exponential(5.0, n), 5.0),
+    "data_usage_gb": (lambda r, n: r.lognormal(2.0, 0.5, n), float(np.sqrt((np.exp(0.25) - 1) * np.exp(4.25)))),
+    "discount_rate": (lambda r, n: r.uniform(0.0, 0.3, n), 0.3 / np.sqrt(12)),
+    "credit_score": (lambda r, n: r.normal(680.0, 60.0, n), 60.0),
+}
+INTEGER = {"tenure_months", "support_calls"}
+CATEGORICAL: dict[str, tuple[list[str], list[float]]] = {
+    "plan": (["basic", "standard", "premium"], [0.5, 0.35, 0.15]),
+    "region": (["north", "south", "east", "west", "central"], [0.25, 0.2, 0.2, 0.2, 0.15]),
+    "payment_method": (["card", "bank_transfer", "paypal", "invoice"], [0.45, 0.3, 0.2, 0.05]),
+}
+NULLABLE = {"credit_score": 0.01}
+MODEL_VERSION = "churn-2026.11"
+
+
+@dataclass(frozen=True)
+class Incident:
+    """`nan_burst` (feature, start, length, rate) or `shift` (feature, start, size in std, length)."""
+
+    kind: str
+    feature: str
+    start: int
+    length: int | None = None
+    rate: float = 0.3
+    size: float = 1.0
+
+    @classmethod
+    def parse(cls, text: str) -> Incident:
+        """`kind:key=value,...`, e.g. `nan_burst:feature=age,start=10000,length=2000,rate=0.3`.
+
+        >>> Incident.parse("shift:feature=age,start=20000,size=1.5")
+        Incident(kind='shift', feature='age', start=20000, length=None, rate=0.3, size=1.5)
+        """
+        kind, _, rest = text.partition(":")
+        if kind not in ("nan_burst", "shift"):
+            raise ConfigError(f"unknown incident {kind!r} (nan_burst, shift)")
+        args: dict[str, Any] = {}
+        for part in filter(None, rest.split(",")):
+            key, _, value = part.partition("=")
+            if key == "feature":
+                args[key] = value
+            elif key in ("start", "length"):
+                args[key] = int(value)
+            elif key in ("rate", "size"):
+                args[key] = float(value)
+            else:
+                raise ConfigError(f"incident {kind}: unknown argument {key!r}")
+        if "feature" not in args or "start" not in args:
+            raise ConfigError(f"incident {kind} needs feature= and start=")
+        if args["feature"] not in NUMERIC:
+            raise ConfigError(f"incident feature must be numeric: {sorted(NUMERIC)}")
+        if kind == "nan_burst" and args["feature"] in INTEGER:
+            raise ConfigError(f"nan_burst needs a floating-point feature; {args['feature']} is an integer")
+        if kind == "nan_burst" and "length" not in args:
+            raise ConfigError("nan_burst needs length=")
+        return cls(kind=kind, **args)
+
+
+@dataclass
+class Simulator:
+    seed: int = 7
+    start_time_ms: int = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+    interval_ms: int = 10
+    incidents: list[Incident] = field(default_factory=list)
+
+    def batches(self, events: int, batch: int = 5000) -> Iterator[tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
+        """Yield (feature records, prediction records) in chunks; event i is the i-th of the stream."""
+        rng = np.random.default_rng(self.seed)
+        for lo in range(0, events, batch):
+            n = min(batch, events - lo)
+            yield self._chunk(rng, lo, n)
+
+    def _chunk(self, rng: np.random.Generator, lo: int, n: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        idx = np.arange(lo, lo + n)
+        cols: dict[str, np.ndarray] = {}
+        for name, (gen, std) in NUMERIC.items():
+            values = gen(rng, n).astype(np.float64)
+            for inc in self.incidents:
+                if inc.feature != name or inc.kind != "shift":
+                    continue
+                end = inc.start + inc.length if inc.length is not None else np.inf
+                values = np.where((idx >= inc.start) & (idx < end), values + inc.size * std, values)
+            cols[name] = values
+        nan_masks = {name: np.zeros(n, dtype=bool) for name in NUMERIC}
+        for inc in self.incidents:
+            if inc.kind == "nan_burst":
+                assert inc.length is not None
+                active = (idx >= inc.start) & (idx < inc.start + inc.length)
+                nan_masks[inc.feature] |= active & (rng.random(n) < inc.rate)
+        null_masks = {name: rng.random(n) < p for name, p in NULLABLE.items()}
+        cats = {name: rng.choice(values, size=n, p=probs) for name, (values, probs) in CATEGORICAL.items()}
+        logit = (
+            -1.0
+            - 0.04 * (cols["tenure_months"] - 36)
+            + 0.5 * (cols["support_calls"] - 1.5)
+            + 0.08 * (cols["days_since_login"] - 5)
+            + 0.01 * (cols["monthly_charges"] - 65)
+        )
+        score = 1.0 / (1.0 + np.exp(-logit))
+        features, predictions = [], []
+        lists = {k: v.tolist() for k, v in cols.items()}
+        nan_lists = {k: v.tolist() for k, v in nan_masks.items()}
+        null_lists = {k: v.tolist() for k, v in null_masks.items()}
+        cat_lists = {k: v.tolist() for k, v in cats.items()}
+        scores = score.tolist()
+        for j in range(n):
+            i = lo + j
+            event_id = f"evt-{self.seed}-{i:09d}"
+            t = self.start_time_ms + i * self.interval_ms
+            rec: dict[str, Any] = {"event_id": event_id, "event_time": t, "model_version": MODEL_VERSION}
+            for name in NUMERIC:
+                v = lists[name][j]
+                if nan_lists[name][j]:
+                    v = float("nan")
+                elif name in INTEGER:
+                    v = int(round(v))
+                if name in null_lists and null_lists[name][j]:
+                    v = None
+                rec[name] = v
+            for name in CATEGORICAL:
+                rec[name] = cat_lists[name][j]
+            features.append(rec)
+            predictions.append({"event_id": event_id, "event_time": t, "model_version": MODEL_VERSION,
+                                "churn_score": scores[j], "predicted_churn": int(scores[j] >= 0.5)})
+        return features, predictions

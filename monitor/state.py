@@ -1,0 +1,129 @@
+"""Where partition state lives: the `StateStore` protocol and `MemoryStore`, a real in-process store.
+
+`MemoryStore` backs unit tests and offline replay; `monitor.redis_store.RedisStore` backs the daemon.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from monitor.errors import FencedError, OffsetConflict, StateLost
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionSnapshot:
+    """What the store holds for one input partition, read when the partition is assigned."""
+
+    fence: int
+    offset: int | None  # next offset to consume; None = never checkpointed
+    fields: dict[str, bytes] = field(default_factory=dict)
+    outbox: dict[str, bytes] = field(default_factory=dict)  # alert_id -> model name + b"\n" + Avro bytes
+
+
+class StateStore(Protocol):
+    def acquire(self, topic: str, partition: int) -> PartitionSnapshot:
+        """Take ownership (bump the fence token) and read the partition's offset, state and outbox."""
+        ...
+
+    def read(self, topic: str, partition: int) -> PartitionSnapshot:
+        """Read without taking ownership (for `status`)."""
+        ...
+
+    def commit(
+        self,
+        topic: str,
+        partition: int,
+        fence: int,
+        expected_offset: int | None,
+        new_offset: int,
+        fields: dict[str, bytes],
+        outbox: dict[str, bytes],
+    ) -> None:
+        """Atomically write state, outbox entries and the new offset, if the fence and offset still match.
+
+        Raises `FencedError` if another owner took the partition, `OffsetConflict` if the stored offset
+        is not `expected_offset`; in both cases nothing is written.
+        """
+        ...
+
+    def outbox_done(self, topic: str, partition: int, alert_ids: list[str]) -> None:
+        """Forget outbox entries whose delivery Kafka confirmed."""
+        ...
+
+    def partitions(self) -> list[tuple[str, int]]:
+        """Every input partition the store has state for."""
+        ...
+
+    def ping(self) -> None: ...
+
+
+def check_consistent(topic: str, partition: int, snap: PartitionSnapshot) -> None:
+    """State without an offset (or the reverse) means the store lost data: never resume silently."""
+    if (snap.offset is None) != (not snap.fields):
+        have = "state but no offset" if snap.offset is None else "an offset but no state"
+        raise StateLost(f"{topic}[{partition}] has {have}: the store lost data")
+
+
+class MemoryStore:
+    """A `StateStore` in process memory with the same guarantees as the Redis one (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._fence: dict[tuple[str, int], int] = {}
+        self._offset: dict[tuple[str, int], int] = {}
+        self._fields: dict[tuple[str, int], dict[str, bytes]] = {}
+        self._outbox: dict[tuple[str, int], dict[str, bytes]] = {}
+
+    def acquire(self, topic: str, partition: int) -> PartitionSnapshot:
+        key = (topic, partition)
+        with self._lock:
+            self._fence[key] = self._fence.get(key, 0) + 1
+            return self._snapshot(key)
+
+    def read(self, topic: str, partition: int) -> PartitionSnapshot:
+        with self._lock:
+            return self._snapshot((topic, partition))
+
+    def _snapshot(self, key: tuple[str, int]) -> PartitionSnapshot:
+        return PartitionSnapshot(
+            self._fence.get(key, 0),
+            self._offset.get(key),
+            dict(self._fields.get(key, {})),
+            dict(self._outbox.get(key, {})),
+        )
+
+    def commit(
+        self,
+        topic: str,
+        partition: int,
+        fence: int,
+        expected_offset: int | None,
+        new_offset: int,
+        fields: dict[str, bytes],
+        outbox: dict[str, bytes],
+    ) -> None:
+        key = (topic, partition)
+        with self._lock:
+            if self._fence.get(key, 0) != fence:
+                raise FencedError(f"{topic}[{partition}] fence {fence} is stale")
+            stored = self._offset.get(key)
+            if stored != expected_offset:
+                raise OffsetConflict(expected_offset, stored)
+            self._fields.setdefault(key, {}).update(fields)
+            self._outbox.setdefault(key, {}).update(outbox)
+            self._offset[key] = new_offset
+
+    def outbox_done(self, topic: str, partition: int, alert_ids: list[str]) -> None:
+        with self._lock:
+            box = self._outbox.get((topic, partition), {})
+            for alert_id in alert_ids:
+                box.pop(alert_id, None)
+
+    def partitions(self) -> list[tuple[str, int]]:
+        with self._lock:
+            return sorted(set(self._offset) | set(self._fields))
+
+    def ping(self) -> None:
+        return None
