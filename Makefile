@@ -1,0 +1,41 @@
+# model-monitor: the commands a newcomer runs. See README.md.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STACK := deploy/local/stack.sh
+
+.PHONY: venv test unit lint demo stack-up stack-down clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+lint: venv
+	$(VENV)/bin/ruff check monitor tests bench
+	$(VENV)/bin/mypy
+
+## The whole suite on a real Kafka broker and Redis (started here unless already reachable).
+test: lint
+	bash $(STACK) run -- $(PY) -m pytest $(PYTEST_ARGS)
+
+## Unit tests only: no broker, no Redis.
+unit: venv
+	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
+
+## Start Kafka + Redis, create topics, run the daemon and the simulator with two incidents, print alerts.
+demo: venv
+	bash deploy/local/demo.sh
+
+stack-up:
+	bash $(STACK) up
+
+stack-down:
+	bash $(STACK) down
+
+clean: stack-down
+	rm -rf $(VENV) .stack .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,104 @@
+"""`model-monitor status`: per model and feature, what the store holds, merged over input partitions."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from monitor.settings import Settings
+from monitor.state import StateStore
+from monitor.stream_state import META_FIELD
+
+
+def collect_status(settings: Settings, store: StateStore) -> dict[str, Any]:
+    """The JSON shape: models.<name>.{events, rejects, features.<f>.{count, ...}, partitions, open_alerts}."""
+    topics = {stream.topic: (model.name, kind) for model in settings.models for kind, stream in model.streams()}
+    models: dict[str, Any] = {m.name: {"events": 0, "rejects": 0, "features": {}, "predictions": {},
+                                       "partitions": {}, "open_alerts": []} for m in settings.models}
+    for topic, partition in store.partitions():
+        if topic not in topics:
+            continue
+        name, kind = topics[topic]
+        snap = store.read(topic, partition)
+        out = models[name]
+        out["partitions"][f"{topic}[{partition}]"] = snap.offset
+        if META_FIELD not in snap.fields:
+            continue
+        meta = json.loads(snap.fields[META_FIELD])
+        if kind == "features":
+            out["events"] += meta["events"]
+        out["rejects"] += meta["rejects"]
+        for key, until in meta["quiet_until"].items():
+            if until > meta["events"]:
+                feature, _, check = key.partition("/")
+                out["open_alerts"].append({"stream": kind, "feature": feature, "check": check,
+                                           "partition": partition, "quiet_until_event": until})
+        for field, raw in snap.fields.items():
+            if field == META_FIELD:
+                continue
+            feature = field.split("/", 1)[1]
+            _merge(out[kind].setdefault(feature, {}), json.loads(raw), partition)
+    for out in models.values():
+        for group in (out["features"], out["predictions"]):
+            for feat in group.values():
+                _finish(feat)
+    return {"models": models}
+
+
+def _merge(acc: dict[str, Any], state: dict[str, Any], partition: int) -> None:
+    acc["kind"] = state["kind"]
+    if state["kind"] == "numeric":
+        t = state["totals"]
+        n, missing, nan, inf, finite, total, sumsq = t[0], t[1], t[2], t[3], t[4], t[5], t[6]
+        acc["count"] = acc.get("count", 0) + int(n)
+        acc["missing"] = acc.get("missing", 0) + int(missing)
+        acc["nan"] = acc.get("nan", 0) + int(nan) + int(inf)
+        acc["_finite"] = acc.get("_finite", 0) + finite
+        acc["_sum"] = acc.get("_sum", 0.0) + total
+        acc["_sumsq"] = acc.get("_sumsq", 0.0) + sumsq
+        acc.setdefault("detectors", {})[str(partition)] = {
+            "adwin_width": int(state["adwin"]["width"]),
+            "page_hinkley_n": state["page_hinkley"]["n"],
+            "warmup_mean": state["mean"],
+            "warmup_std": state["std"],
+        }
+    else:
+        acc["count"] = acc.get("count", 0) + state["count"]
+        acc["missing"] = acc.get("missing", 0) + state["missing"]
+        acc["nan"] = 0
+
+
+def _finish(feat: dict[str, Any]) -> None:
+    count = feat.get("count", 0)
+    feat["missing_rate"] = feat["missing"] / count if count else 0.0
+    feat["nan_rate"] = feat["nan"] / count if count else 0.0
+    finite = feat.pop("_finite", 0)
+    total = feat.pop("_sum", 0.0)
+    sumsq = feat.pop("_sumsq", 0.0)
+    if finite:
+        mean = total / finite
+        feat["mean"] = mean
+        feat["std"] = max(sumsq / finite - mean * mean, 0.0) ** 0.5
+
+
+def render_status(status: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    for name, model in status["models"].items():
+        console.print(f"[bold]{name}[/bold]: {model['events']} events, {model['rejects']} rejected, "
+                      f"{len(model['open_alerts'])} open alerts")
+        table = Table("stream", "feature", "kind", "count", "missing", "NaN", "mean", "std")
+        for kind in ("features", "predictions"):
+            for feature, f in sorted(model[kind].items()):
+                mean = f"{f['mean']:.4g}" if "mean" in f else ""
+                std = f"{f['std']:.4g}" if "std" in f else ""
+                table.add_row(kind, feature, f["kind"], str(f["count"]), f"{f['missing_rate']:.2%}",
+                              f"{f['nan_rate']:.2%}", mean, std)
+        console.print(table)
+        for alert in model["open_alerts"]:
+            console.print(f"  open: {alert['stream']}/{alert['feature']} {alert['check']} "
+                          f"(partition {alert['partition']})")
+        for tp, offset in sorted(model["partitions"].items()):
+            console.print(f"  {tp}: next offset {offset}")

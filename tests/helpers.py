@@ -1,0 +1,222 @@
+"""Helpers for integration tests: configs, producing events, awaiting conditions, a daemon subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from monitor.codec import encode_plain, load_schema
+from monitor.simulate import Incident, Simulator
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "schemas" / "examples"
+PARTITIONS = 3
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
+    """Poll `predicate` until it returns something truthy; fail with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+@dataclass
+class Setup:
+    """Unique topics, group and key prefix for one test, and the config file that names them."""
+
+    unique: str
+    bootstrap: str
+    redis_url: str
+    tmp: Path
+    http_port: int = field(default_factory=free_port)
+    batch: int = 500
+
+    @property
+    def features(self) -> str:
+        return f"t{self.unique}.features"
+
+    @property
+    def predictions(self) -> str:
+        return f"t{self.unique}.predictions"
+
+    @property
+    def alerts(self) -> str:
+        return f"t{self.unique}.alerts"
+
+    @property
+    def dead_letter(self) -> str:
+        return f"t{self.unique}.dlq"
+
+    @property
+    def group(self) -> str:
+        return f"g{self.unique}"
+
+    @property
+    def prefix(self) -> str:
+        return f"p{self.unique}"
+
+    def write_config(self, extra: dict[str, Any] | None = None) -> Path:
+        cfg: dict[str, Any] = {
+            "kafka": {"bootstrap.servers": self.bootstrap},
+            "group_id": self.group,
+            "redis_url": self.redis_url,
+            "key_prefix": self.prefix,
+            "alerts_topic": self.alerts,
+            "dead_letter_topic": self.dead_letter,
+            "http": {"host": "127.0.0.1", "port": self.http_port},
+            "batch": {"max_messages": self.batch, "timeout_s": 0.2},
+            "models": [{
+                "name": "churn",
+                "id_field": "event_id",
+                "time_field": "event_time",
+                "version_field": "model_version",
+                "features": {"topic": self.features, "schema": str(EXAMPLES / "churn_features.avsc")},
+                "predictions": {"topic": self.predictions, "schema": str(EXAMPLES / "churn_predictions.avsc")},
+            }],
+        }
+        cfg.update(extra or {})
+        path = self.tmp / "monitor.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        return path
+
+    def create_topics(self) -> None:
+        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        topics = [self.features, self.predictions, self.alerts, self.dead_letter]
+        futures = admin.create_topics([NewTopic(t, num_partitions=PARTITIONS, replication_factor=1)
+                                       for t in topics])
+        for fut in futures.values():
+            fut.result(30)
+
+
+def produce_simulated(setup: Setup, events: int, incidents: Iterable[str] = (), seed: int = 7,
+                      bad: dict[int, tuple[str, bytes]] | None = None) -> tuple[list[dict[str, Any]], int]:
+    """Produce `events` simulated feature+prediction pairs (key = event id); `bad` maps an event index to a
+    (label, payload) pair to send to the features topic right after that event. Returns the feature rows."""
+    f_schema = load_schema(EXAMPLES / "churn_features.avsc")
+    p_schema = load_schema(EXAMPLES / "churn_predictions.avsc")
+    sim = Simulator(seed=seed, incidents=[Incident.parse(i) for i in incidents])
+    producer = Producer({"bootstrap.servers": setup.bootstrap, "enable.idempotence": True, "linger.ms": 20})
+    rows: list[dict[str, Any]] = []
+    failures: list[Any] = []
+    bad_sent = 0
+
+    def report(err: Any, _msg: Any) -> None:
+        if err is not None:
+            failures.append(err)
+
+    for feats, preds in sim.batches(events, batch=2000):
+        for f, p in zip(feats, preds, strict=True):
+            key = f["event_id"].encode()
+            producer.produce(setup.features, key=key, value=encode_plain(f_schema, f), on_delivery=report)
+            producer.produce(setup.predictions, key=key, value=encode_plain(p_schema, p), on_delivery=report)
+            if bad and len(rows) in bad:
+                label, payload = bad[len(rows)]
+                producer.produce(setup.features, key=key, value=payload, headers=[("case", label.encode())],
+                                 on_delivery=report)
+                bad_sent += 1
+            rows.append(f)
+            producer.poll(0)
+    assert producer.flush(60) == 0
+    assert not failures, failures
+    return rows, bad_sent
+
+
+def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "probe"})
+    try:
+        return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                for p in range(PARTITIONS)}
+    finally:
+        consumer.close()
+
+
+def read_topic(bootstrap: str, topic: str, expected: int | None = None, idle: float = 3.0) -> list[Any]:
+    """All messages of a topic (until `expected` are read, or nothing new arrives for `idle` seconds)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{time.monotonic_ns()}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
+    out: list[Any] = []
+    last = time.monotonic()
+    try:
+        while time.monotonic() - last < idle and (expected is None or len(out) < expected):
+            for msg in consumer.consume(500, 0.2):
+                if msg.error() is None:
+                    out.append(msg)
+                    last = time.monotonic()
+    finally:
+        consumer.close()
+    return out
+
+
+class DaemonProcess:
+    """`model-monitor run` as a real subprocess (stopped with SIGTERM), logs kept in a file."""
+
+    def __init__(self, config: Path, log_path: Path) -> None:
+        self.config = config
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> DaemonProcess:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "monitor", "run", "--config", str(self.config)],
+                                     stdout=log, stderr=log, env=_clean_env())
+        return self
+
+    def terminate(self, timeout: float = 60) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def logs(self) -> list[dict[str, Any]]:
+        out = []
+        for line in self.log_path.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                out.append({"raw": line})
+        return out
+
+
+def http_get(port: int, path: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+    except OSError:
+        return 0, b""
+
+
+def _clean_env() -> dict[str, str]:
+    """The test's config file is the whole truth: drop MONITOR_* overrides from the developer's shell."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("MONITOR_")}

@@ -1,0 +1,225 @@
+"""The daemon end to end on the real Kafka broker and Redis: alerts, dead letters, restarts, endpoints."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import fastavro
+import numpy as np
+import pytest
+
+from monitor.codec import schemas_dir
+from monitor.redis_store import RedisStore
+from monitor.settings import load_settings
+from monitor.simulate import NUMERIC
+from monitor.status import collect_status
+from tests.helpers import (
+    PARTITIONS,
+    DaemonProcess,
+    Setup,
+    end_offsets,
+    http_get,
+    produce_simulated,
+    read_topic,
+    wait_until,
+)
+
+pytestmark = pytest.mark.integration
+START_MS, INTERVAL_MS = 1_767_225_600_000, 10  # the simulator's clock: event i has time START + i*INTERVAL
+
+
+@pytest.fixture
+def setup(kafka_bootstrap: str, redis_url: str, unique: str, tmp_path: Path) -> Setup:
+    s = Setup(unique, kafka_bootstrap, redis_url, tmp_path)
+    s.create_topics()
+    return s
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[DaemonProcess]]:
+    started: list[DaemonProcess] = []
+    yield started
+    for d in started:
+        d.kill()
+
+
+def _store(setup: Setup) -> RedisStore:
+    return RedisStore.from_url(setup.redis_url, setup.prefix, setup.group)
+
+
+def _caught_up(setup: Setup) -> bool:
+    store = _store(setup)
+    for topic in (setup.features, setup.predictions):
+        ends = end_offsets(setup.bootstrap, topic)
+        for p in range(PARTITIONS):
+            if ends[p] and store.read(topic, p).offset != ends[p]:
+                return False
+    return True
+
+
+def _alerts(setup: Setup, expected: int | None = None, idle: float = 2.0) -> list[dict[str, Any]]:
+    """Alerts decoded with plain fastavro and schemas/alert.avsc only (no project code)."""
+    schema = fastavro.parse_schema(json.loads((schemas_dir() / "alert.avsc").read_text()))
+    return [fastavro.schemaless_reader(io.BytesIO(m.value()), schema, None)
+            for m in read_topic(setup.bootstrap, setup.alerts, expected, idle)]
+
+
+def _event_index(alert: dict[str, Any]) -> int:
+    return (alert["event_time"] - START_MS) // INTERVAL_MS
+
+
+def _run_to_end(setup: Setup, daemons: list[DaemonProcess], tmp_path: Path, timeout: float = 120) -> DaemonProcess:
+    d = DaemonProcess(setup.write_config(), tmp_path / "daemon.log").start()
+    daemons.append(d)
+    wait_until(lambda: _caught_up(setup), timeout, "the daemon to checkpoint every input partition's end")
+    return d
+
+
+def test_clean_stream_raises_no_alert(setup: Setup, daemons: list[DaemonProcess], tmp_path: Path) -> None:
+    """50,000 clean events: every one counted, zero alerts."""
+    rows, _ = produce_simulated(setup, 50_000, seed=11)
+    d = _run_to_end(setup, daemons, tmp_path)
+    assert d.terminate() == 0
+    assert _alerts(setup, idle=1.0) == []
+    status = collect_status(load_settings(setup.write_config()), _store(setup))
+    churn = status["models"]["churn"]
+    assert churn["events"] == 50_000
+    for name in NUMERIC:
+        assert churn["features"][name]["count"] == 50_000
+    # Nulls in credit_score: counted from the produced rows, independently of the monitor.
+    assert churn["features"]["credit_score"]["missing"] == sum(r["credit_score"] is None for r in rows)
+
+
+@pytest.fixture
+def incident_run(setup: Setup, daemons: list[DaemonProcess], tmp_path: Path) -> tuple[Setup, list[dict[str, Any]],
+                                                                                         list[dict[str, Any]]]:
+    rows, _ = produce_simulated(setup, 30_000, seed=5, incidents=[
+        "nan_burst:feature=credit_score,start=10000,length=2000,rate=0.3",
+        "shift:feature=monthly_charges,start=20000,size=1.0",
+    ])
+    d = _run_to_end(setup, daemons, tmp_path)
+    assert d.terminate() == 0
+    return setup, rows, _alerts(setup)
+
+
+def test_mean_shift_raises_drift_for_that_feature_only(incident_run: Any) -> None:
+    """A 1-std mean shift at event 20,000: DRIFT for that feature within 2,000 events, none for others."""
+    _setup, _rows, alerts = incident_run
+    drift = [a for a in alerts if a["kind"] == "DRIFT"]
+    assert {a["feature"] for a in drift} == {"monthly_charges"}
+    first = min(_event_index(a) for a in drift)
+    assert 20_000 <= first < 22_000
+    assert {a["check"] for a in drift} == {"adwin", "page_hinkley"}
+
+
+def test_nan_burst_raises_data_quality_with_observed_rate(incident_run: Any) -> None:
+    """30% NaN for 2,000 events from 10,000: DATA_QUALITY nan_rate naming the feature, with the true rate."""
+    _setup, rows, alerts = incident_run
+    dq = [a for a in alerts if a["kind"] == "DATA_QUALITY"]
+    assert dq and {(a["feature"], a["check"]) for a in dq} == {("credit_score", "nan_rate")}
+    ids = [r["event_id"] for r in rows]
+    by_offset = {}
+    for msg in read_topic(_setup.bootstrap, _setup.features, len(rows)):
+        by_offset[(msg.partition(), msg.offset())] = ids.index(msg.key().decode())
+    for a in dq:
+        assert 10_000 <= _event_index(a) < 12_000 + 1000
+        # The observed rate over the alert's window, recomputed from the produced rows.
+        p = a["source_partition"]
+        window = [by_offset[(p, o)] for o in range(a["window"]["first_offset"], a["window"]["last_offset"] + 1)]
+        assert len(window) == a["window"]["count"]
+        nan = sum(1 for i in window if rows[i]["credit_score"] is not None and math.isnan(rows[i]["credit_score"]))
+        assert a["statistic"] == pytest.approx(nan / len(window), abs=1e-12)
+        assert a["statistic"] > a["threshold"] == 0.05
+
+
+def test_alerts_carry_the_documented_fields(incident_run: Any) -> None:
+    """Alerts decode with plain fastavro; ids are unique and keyed to the source event."""
+    setup, _rows, alerts = incident_run
+    assert alerts
+    ids = [a["alert_id"] for a in alerts]
+    assert len(ids) == len(set(ids))
+    for a in alerts:
+        assert a["model"] == "churn" and a["model_version"] == "churn-2026.11"
+        assert a["source_topic"] in (setup.features, setup.predictions)
+        assert a["window"]["first_offset"] <= a["source_offset"] == a["window"]["last_offset"]
+        assert a["severity"] in ("WARNING", "CRITICAL")
+
+
+BAD_PAYLOADS: dict[str, bytes] = {
+    "empty": b"",
+    "short": b"\x01\x02",
+    "truncated": b"\x14evt-1\x02",
+    "garbage": bytes(range(200, 256)) * 3,
+}
+
+
+def test_bad_records_go_to_dead_letter_and_sigterm_restart_loses_nothing(
+    setup: Setup, daemons: list[DaemonProcess], tmp_path: Path
+) -> None:
+    """Undecodable records land in the DLQ with error headers; SIGTERM mid-stream + restart counts exactly."""
+    setup.batch = 100
+    rng = np.random.default_rng(3)
+    positions = sorted(rng.choice(np.arange(100, 19_900), size=40, replace=False).tolist())
+    labels = list(BAD_PAYLOADS)
+    bad = {pos: (labels[i % len(labels)], BAD_PAYLOADS[labels[i % len(labels)]]) for i, pos in enumerate(positions)}
+    rows, bad_sent = produce_simulated(setup, 20_000, seed=9, bad=bad)
+    assert bad_sent == 40
+    config = setup.write_config()
+
+    first = DaemonProcess(config, tmp_path / "first.log").start()
+    daemons.append(first)
+    store = _store(setup)
+
+    def progressed() -> bool:
+        done = sum(store.read(setup.features, p).offset or 0 for p in range(PARTITIONS))
+        return done > 2_000
+
+    wait_until(progressed, 60, "the first daemon to checkpoint some batches")
+    assert first.terminate() == 0
+    total = sum(end_offsets(setup.bootstrap, setup.features).values())
+    stopped_at = sum(store.read(setup.features, p).offset or 0 for p in range(PARTITIONS))
+    assert stopped_at < total, "SIGTERM should land mid-stream"
+
+    _run_to_end(setup, daemons, tmp_path)
+    dead = read_topic(setup.bootstrap, setup.dead_letter, bad_sent)
+    status = collect_status(load_settings(config), store)
+    churn = status["models"]["churn"]
+    assert churn["events"] + len(dead) == len(rows) + bad_sent
+    assert churn["events"] == len(rows)
+    assert churn["rejects"] == bad_sent
+    for name in NUMERIC:
+        values = [r[name] for r in rows]
+        assert churn["features"][name]["count"] == len(rows)
+        assert churn["features"][name]["missing"] == sum(v is None for v in values)
+    assert len(dead) == bad_sent
+    for msg in dead:
+        headers = dict(msg.headers())
+        assert headers["case"].decode() in BAD_PAYLOADS
+        assert BAD_PAYLOADS[headers["case"].decode()] == (msg.value() or b"")
+        assert headers["mm.error.reason"].decode() in {"empty_payload", "truncated_payload", "avro_decode_error",
+                                                       "trailing_bytes", "invalid_utf8"}
+        assert headers["mm.error.topic"].decode() == setup.features
+        assert int(headers["mm.error.offset"]) >= 0
+        assert headers["mm.error.exception"]
+    reasons = {dict(m.headers())["case"].decode(): dict(m.headers())["mm.error.reason"].decode() for m in dead}
+    assert reasons["empty"] == "empty_payload"
+
+
+def test_http_endpoints(setup: Setup, daemons: list[DaemonProcess], tmp_path: Path) -> None:
+    """/healthz, /readyz (after assignment) and /metrics with event counts."""
+    produce_simulated(setup, 2_000, seed=1)
+    d = _run_to_end(setup, daemons, tmp_path)
+    assert http_get(setup.http_port, "/healthz")[0] == 200
+    wait_until(lambda: http_get(setup.http_port, "/readyz")[0] == 200, 30, "readiness")
+    status, body = http_get(setup.http_port, "/metrics")
+    assert status == 200
+    text = body.decode()
+    assert 'monitor_events_total{model="churn",stream="features"} 2000.0' in text
+    assert "monitor_consumer_lag" in text
+    assert http_get(setup.http_port, "/nope")[0] == 404
+    assert d.terminate() == 0
