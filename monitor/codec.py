@@ -178,12 +178,26 @@ class AvroDecoder:
         return record
 
 
+_REGISTRY_CLIENTS: dict[tuple[tuple[str, str], ...], Any] = {}
+
+
+def registry_client(conf: Mapping[str, str]) -> Any:
+    """One SchemaRegistryClient per configuration in a process, so a `mock://` registry is shared."""
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+
+    key = tuple(sorted(conf.items()))
+    if key not in _REGISTRY_CLIENTS:
+        if not conf.get("url"):
+            raise ConfigError("Confluent wire format needs schema_registry.url in the config")
+        _REGISTRY_CLIENTS[key] = SchemaRegistryClient.new_client(dict(conf))
+    return _REGISTRY_CLIENTS[key]
+
+
 def registry_lookup(conf: Mapping[str, str]) -> SchemaLookup:
     """A schema-id lookup backed by confluent-kafka's SchemaRegistryClient (`mock://` works in tests)."""
-    from confluent_kafka.schema_registry import SchemaRegistryClient
     from confluent_kafka.schema_registry.error import SchemaRegistryError
 
-    client = SchemaRegistryClient(dict(conf))
+    client = registry_client(conf)
 
     def lookup(schema_id: int) -> Mapping[str, Any]:
         try:

@@ -25,6 +25,7 @@ class Detection:
     index: int
     statistic: float
     threshold: float
+    window: int = 0  # values in the detector's window when it fired
 
 
 class Adwin:
@@ -79,7 +80,7 @@ class Adwin:
             insert(value)
             if detect():
                 self.pending_reset = True
-                found.append(Detection(i, *self.first_cut))
+                found.append(Detection(i, *self.first_cut, window=int(self.width)))
         return found
 
     def _insert(self, value: float) -> None:
@@ -243,7 +244,7 @@ class PageHinkley:
             if hit is None:
                 break
             index, stat = hit
-            found.append(Detection(start + index, stat, self.threshold))
+            found.append(Detection(start + index, stat, self.threshold, window=self.n))
             self.pending_reset = True
             start += index + 1
         return found

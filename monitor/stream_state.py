@@ -295,7 +295,7 @@ class StreamPartition:
                             findings.append(Finding(name, "adwin", d.statistic, d.threshold, i,
                                                     events_before + i + 1, first, first_t, count,
                                                     {"delta": f"{checks.adwin.delta:g}",
-                                                     "adwin_width": str(int(feat.adwin.width)),
+                                                     "adwin_width": str(d.window),
                                                      "warmup_mean": f"{feat.mean:.6g}",
                                                      "warmup_std": f"{feat.std:.6g}"}))
                     if checks.page_hinkley.enabled:
@@ -305,7 +305,8 @@ class StreamPartition:
                             findings.append(Finding(name, "page_hinkley", d.statistic,
                                                     d.threshold, i, events_before + i + 1,
                                                     first, first_t, count,
-                                                    {"warmup_mean": f"{feat.mean:.6g}",
+                                                    {"values_since_reset": str(d.window),
+                                                     "warmup_mean": f"{feat.mean:.6g}",
                                                      "warmup_std": f"{feat.std:.6g}"}))
             else:
                 raw, missing = feat.column(batch.rows)

@@ -1,0 +1,86 @@
+"""MemoryStore and RedisStore keep the same promises: fenced, offset-guarded, atomic commits."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from monitor.errors import FencedError, OffsetConflict, StateLost
+from monitor.redis_store import RedisStore
+from monitor.state import MemoryStore, StateStore, check_consistent
+
+
+@pytest.fixture(params=["memory", "redis"])
+def store(request: pytest.FixtureRequest) -> Iterator[StateStore]:
+    if request.param == "memory":
+        yield MemoryStore()
+        return
+    request.applymarker(pytest.mark.integration)
+    url = request.getfixturevalue("redis_url")
+    unique = request.getfixturevalue("unique")
+    yield RedisStore(redis.Redis.from_url(url), prefix=f"p{unique}", group="g")
+
+
+def test_first_commit_and_read_back(store: StateStore) -> None:
+    """A new partition has no offset; a commit stores state, outbox and offset together."""
+    snap = store.acquire("t", 0)
+    assert snap.offset is None and snap.fields == {} and snap.fence == 1
+    store.commit("t", 0, snap.fence, None, 10, {"a": b"1"}, {"id1": b"m\nx"})
+    again = store.read("t", 0)
+    assert again.offset == 10 and again.fields == {"a": b"1"} and again.outbox == {"id1": b"m\nx"}
+    assert store.partitions() == [("t", 0)]
+
+
+def test_stale_fence_writes_nothing(store: StateStore) -> None:
+    """After another owner acquires the partition, the old owner's commit is refused and changes nothing."""
+    old = store.acquire("t", 1)
+    store.commit("t", 1, old.fence, None, 5, {"a": b"old"}, {})
+    new = store.acquire("t", 1)
+    assert new.fence == old.fence + 1
+    with pytest.raises(FencedError):
+        store.commit("t", 1, old.fence, 5, 9, {"a": b"zombie"}, {"z": b"m\nz"})
+    snap = store.read("t", 1)
+    assert snap.offset == 5 and snap.fields == {"a": b"old"} and snap.outbox == {}
+
+
+def test_offset_guard_refuses_a_replayed_batch(store: StateStore) -> None:
+    """A commit whose expected offset is not the stored one raises OffsetConflict and writes nothing."""
+    snap = store.acquire("t", 2)
+    store.commit("t", 2, snap.fence, None, 100, {"a": b"1"}, {})
+    with pytest.raises(OffsetConflict) as info:
+        store.commit("t", 2, snap.fence, None, 100, {"a": b"2"}, {})
+    assert info.value.stored == 100
+    assert store.read("t", 2).fields == {"a": b"1"}
+
+
+def test_outbox_entries_are_removed_after_delivery(store: StateStore) -> None:
+    """outbox_done forgets exactly the confirmed ids."""
+    snap = store.acquire("t", 3)
+    store.commit("t", 3, snap.fence, None, 1, {"a": b"1"}, {"x": b"m\n1", "y": b"m\n2"})
+    store.outbox_done("t", 3, ["x"])
+    assert store.read("t", 3).outbox == {"y": b"m\n2"}
+
+
+def test_state_without_offset_is_an_alarm() -> None:
+    """State with no offset (or the reverse) raises StateLost instead of resuming silently."""
+    from monitor.state import PartitionSnapshot
+
+    check_consistent("t", 0, PartitionSnapshot(1, None, {}, {}))
+    check_consistent("t", 0, PartitionSnapshot(1, 5, {"a": b"1"}, {}))
+    with pytest.raises(StateLost):
+        check_consistent("t", 0, PartitionSnapshot(1, None, {"a": b"1"}, {}))
+    with pytest.raises(StateLost):
+        check_consistent("t", 0, PartitionSnapshot(1, 5, {}, {}))
+
+
+@pytest.mark.integration
+def test_redis_keys_share_one_hash_tag(redis_url: str, unique: str) -> None:
+    """All keys of a partition carry the same {hash tag}, so one Redis Cluster slot holds them."""
+    client = redis.Redis.from_url(redis_url)
+    store = RedisStore(client, prefix=f"p{unique}", group="grp")
+    snap = store.acquire("topic.a", 4)
+    store.commit("topic.a", 4, snap.fence, None, 7, {"f": b"1"}, {"o": b"m\n1"})
+    keys = sorted(k.decode() for k in client.scan_iter(match=f"{{p{unique}:grp:topic.a:4}}:*"))
+    assert keys == [f"{{p{unique}:grp:topic.a:4}}:{name}" for name in ("fence", "offset", "outbox", "state")]
