@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 lint: venv
-	$(VENV)/bin/ruff check monitor tests bench
+	$(VENV)/bin/ruff check monitor tests
 	$(VENV)/bin/mypy
 
 ## The whole suite on a real Kafka broker and Redis (started here unless already reachable).

@@ -179,12 +179,12 @@ def _alerts(settings: Settings, args: argparse.Namespace) -> int:
     try:
         while args.max == 0 or seen < args.max:
             msg = consumer.poll(0.5)
-            if msg is None or msg.error():
+            if msg is None or msg.error() or not msg.value():
                 if args.timeout and time.monotonic() - idle_since > args.timeout:
                     break
                 continue
             idle_since = time.monotonic()
-            a = codec.decode(msg.value())
+            a = codec.decode(msg.value() or b"")
             seen += 1
             print(f"ALERT {a.kind:<16} {a.check:<13} {a.model}/{a.feature:<18} statistic={a.statistic:.4g} "
                   f"threshold={a.threshold:.4g} severity={a.severity} offset={a.source_topic}"

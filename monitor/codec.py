@@ -42,9 +42,11 @@ def load_schema(path: Path) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise ConfigError(f"schema {path} is not JSON: {exc}") from exc
     try:
-        parsed: dict[str, Any] = parse_schema(raw)
+        parsed = parse_schema(raw)
     except Exception as exc:  # fastavro raises several types for a bad schema
         raise ConfigError(f"schema {path} is not a valid Avro schema: {exc}") from exc
+    if not isinstance(parsed, dict) or parsed.get("type") != "record":
+        raise ConfigError(f"schema {path} must be an Avro record schema")
     return parsed
 
 
@@ -162,7 +164,7 @@ class AvroDecoder:
         buf = io.BytesIO(payload)
         buf.seek(start)
         try:
-            record = schemaless_reader(buf, writer, self.reader_schema)
+            record = schemaless_reader(buf, writer, self.reader_schema)  # type: ignore[arg-type]
         except (EOFError, StopIteration) as exc:
             raise DecodeError("truncated_payload", "the payload ends before the record does") from exc
         except UnicodeDecodeError as exc:

@@ -12,7 +12,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 
 from monitor.codec import AlertCodec
 from monitor.errors import DependencyUnavailable, FencedError, MonitorError, OffsetConflict
@@ -150,7 +159,8 @@ class Daemon:
                 if err.code() != KafkaError._PARTITION_EOF:
                     self._on_kafka_error(err)
                 continue
-            by_tp[(msg.topic(), msg.partition())].append(to_raw(msg))
+            raw = to_raw(msg)
+            by_tp[(raw.topic, raw.partition)].append(raw)
         commits = []
         for tp, records in by_tp.items():
             next_offset = self._process_partition(tp, records)
@@ -310,8 +320,8 @@ class Daemon:
         assert self.consumer is not None
         try:
             _low, high = self.consumer.get_watermark_offsets(TopicPartition(*tp), cached=True)
-        except Exception:  # noqa: BLE001 - lag is best effort
-            return
+        except KafkaException:
+            return  # lag is best effort
         if high >= 0:
             self.metrics.lag.labels(tp[0], str(tp[1])).set(max(high - next_offset, 0))
 

@@ -9,20 +9,32 @@ from collections.abc import Iterable
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
 
 from monitor.events import RawRecord, Reject
 
 DLQ_HEADER_PREFIX = "mm.error."
 
 
+def _bytes(value: str | bytes | None) -> bytes:
+    if value is None:
+        return b""
+    return value.encode() if isinstance(value, str) else value
+
+
 def to_raw(msg: Message) -> RawRecord:
+    """A consumed message (never an error event) as a plain frozen value."""
     ts_type, ts = msg.timestamp()
-    headers = tuple((k, v if isinstance(v, bytes) else (v or b"")) for k, v in (msg.headers() or []))
+    raw_headers = msg.headers() or []
+    pairs = raw_headers.items() if isinstance(raw_headers, dict) else raw_headers
+    headers = tuple((str(k), _bytes(v)) for k, v in pairs)
+    topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+    assert topic is not None and partition is not None and offset is not None
     return RawRecord(
-        topic=msg.topic(),
-        partition=msg.partition(),
-        offset=msg.offset(),
+        topic=topic,
+        partition=partition,
+        offset=offset,
         key=msg.key(),
         value=msg.value(),
         headers=headers,
@@ -30,7 +42,7 @@ def to_raw(msg: Message) -> RawRecord:
     )
 
 
-def dead_letter_headers(reject: Reject) -> list[tuple[str, bytes]]:
+def dead_letter_headers(reject: Reject) -> list[tuple[str, str | bytes | None]]:
     """The original headers, then ours: why it failed and where it came from (never the payload)."""
     rec = reject.record
     ours = {
@@ -55,7 +67,9 @@ def is_fatal(err: KafkaError) -> bool:
     )
 
 
-def create_topics(admin_conf: dict[str, Any], topics: Iterable[str], partitions: int, replication: int = 1) -> list[str]:
+def create_topics(
+    admin_conf: dict[str, Any], topics: Iterable[str], partitions: int, replication: int = 1
+) -> list[str]:
     """Create the topics that do not exist yet; return the names created."""
     admin = AdminClient(admin_conf)
     existing = set(admin.list_topics(timeout=15).topics)

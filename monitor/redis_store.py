@@ -34,7 +34,7 @@ return {'OK', ARGV[3]}
 
 
 class RedisStore:
-    def __init__(self, client: redis.Redis, prefix: str, group: str) -> None:
+    def __init__(self, client: redis.Redis[bytes], prefix: str, group: str) -> None:
         self.client = client
         self.prefix = prefix
         self.group = group

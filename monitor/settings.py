@@ -152,7 +152,7 @@ class Settings(_Strict):
     def _topics_are_distinct(self) -> Settings:
         seen: dict[str, str] = {}
         for model in self.models:
-            for kind, stream in model.streams():
+            for _kind, stream in model.streams():
                 if stream.topic in seen:
                     raise ValueError(f"topic {stream.topic} is used twice ({seen[stream.topic]}, {model.name})")
                 seen[stream.topic] = model.name

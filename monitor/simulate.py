@@ -137,7 +137,7 @@ class Simulator:
                 if nan_lists[name][j]:
                     v = float("nan")
                 elif name in INTEGER:
-                    v = int(round(v))
+                    v = round(v)
                 if name in null_lists and null_lists[name][j]:
                     v = None
                 rec[name] = v

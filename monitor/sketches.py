@@ -50,7 +50,7 @@ def numeric_block(values: np.ndarray, missing: np.ndarray, edges: np.ndarray | N
 def merge_numeric(blocks: list[np.ndarray]) -> np.ndarray:
     """Sum of block vectors, with min/max taken properly."""
     stacked = np.vstack(blocks)
-    out = stacked.sum(axis=0)
+    out: np.ndarray = stacked.sum(axis=0)
     out[MIN] = stacked[:, MIN].min()
     out[MAX] = stacked[:, MAX].max()
     return out
@@ -107,9 +107,11 @@ class CategoricalWindow:
 
     def add(self, values: list[Any], missing: np.ndarray) -> None:
         present = [str(v) for v, m in zip(values, missing.tolist(), strict=True) if not m]
-        cats, counts = np.unique(np.array(present, dtype=object), return_counts=True) if present else ([], [])
+        tally: dict[str, int] = {}
+        for cat in present:
+            tally[cat] = tally.get(cat, 0) + 1
         known = set(self.vocab)
-        for cat, cnt in zip(cats, counts, strict=True):
+        for cat, cnt in sorted(tally.items()):
             if cat not in known and len(self.vocab) < self.max_categories:
                 self.vocab.append(cat)
                 known.add(cat)

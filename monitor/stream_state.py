@@ -262,7 +262,7 @@ class StreamPartition:
                 self.closed_meta.append(meta)
                 del self.closed_meta[: -self.window_blocks]
                 self.open_meta = None
-                closes.append((stop - 1, list(self.closed_meta[0]) + [sum(m[4] for m in self.closed_meta)]))
+                closes.append((stop - 1, [*list(self.closed_meta[0]), sum(m[4] for m in self.closed_meta)]))
         events_before = self.events
         self.events += n
 

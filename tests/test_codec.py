@@ -10,8 +10,17 @@ from typing import Any
 import fastavro
 import pytest
 
-from monitor.codec import AlertCodec, AvroDecoder, encode_confluent, encode_plain, infer_fields, load_schema, \
-    registry_client, registry_lookup, schemas_dir
+from monitor.codec import (
+    AlertCodec,
+    AvroDecoder,
+    encode_confluent,
+    encode_plain,
+    infer_fields,
+    load_schema,
+    registry_client,
+    registry_lookup,
+    schemas_dir,
+)
 from monitor.errors import ConfigError, DecodeError
 from monitor.events import Alert, AlertKind, Severity, Window
 from tests.helpers import EXAMPLES

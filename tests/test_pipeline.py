@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 from typing import Any
@@ -106,7 +107,7 @@ def test_cooldown_silences_a_repeating_check(tmp_path: Path) -> None:
     alerts = [a for a in proc.process(part, _records(proc, rows)).alerts if a.check == "nan_rate"]
     firsts = [a.source_offset for a in alerts]
     assert len(firsts) == 3
-    assert all(b - a >= 1000 for a, b in zip(firsts, firsts[1:], strict=False))
+    assert all(b - a >= 1000 for a, b in itertools.pairwise(firsts))
 
 
 def test_undecodable_records_are_rejected_and_counted(tmp_path: Path) -> None:
