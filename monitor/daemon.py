@@ -27,6 +27,7 @@ from monitor.codec import AlertCodec
 from monitor.errors import DependencyUnavailable, FencedError, MonitorError, OffsetConflict
 from monitor.events import RawRecord
 from monitor.kafka_io import dead_letter_headers, is_fatal, to_raw
+from monitor.logs import librdkafka_logger
 from monitor.metrics import Metrics
 from monitor.pipeline import StreamProcessor, build_processors
 from monitor.settings import Settings
@@ -63,6 +64,7 @@ class Daemon:
         self.inflight: set[str] = set()
         self.delivered: dict[TP, list[str]] = defaultdict(list)
         self.consumer: Consumer | None = None
+        self._last_probe = 0.0
         self.producer: Producer | None = None
 
     # -- health ---------------------------------------------------------------------------------
@@ -91,7 +93,8 @@ class Daemon:
                 snap = self.store.acquire(topic, partition)
                 break
             except DependencyUnavailable as exc:
-                self._outage("redis", exc)
+                # Inside the rebalance callback: wait without polling (librdkafka heartbeats on its own thread).
+                self._outage("redis", exc, poll=False)
         check_consistent(topic, partition, snap)
         part = self.processors[topic].new_partition(partition)
         if snap.fields:
@@ -124,8 +127,9 @@ class Daemon:
     # -- the loop -------------------------------------------------------------------------------
     def run(self) -> int:
         s = self.settings
-        self.consumer = Consumer({**s.consumer_config(), "error_cb": self._on_kafka_error})
-        self.producer = Producer({**s.producer_config(), "error_cb": self._on_kafka_error})
+        hooks = {"error_cb": self._on_kafka_error, "logger": librdkafka_logger()}
+        self.consumer = Consumer({**s.consumer_config(), **hooks})
+        self.producer = Producer({**s.producer_config(), **hooks})
         self.consumer.subscribe(list(self.processors), on_assign=self._on_assign, on_revoke=self._on_revoke,
                                 on_lost=self._on_lost)
         log.info("daemon.started", topics=list(self.processors), group=s.group_id)
@@ -135,6 +139,7 @@ class Daemon:
                 if msgs:
                     self._handle(msgs)
                 self._publish(wait=0.0)
+                self._probe_kafka()
                 self.metrics.ready.set(1 if self.is_ready() else 0)
         finally:
             log.info("daemon.stopping")
@@ -147,8 +152,24 @@ class Daemon:
         if is_fatal(err):
             log.error("kafka.fatal", code=err.name(), reason=err.str())
             self.alive = False
-        else:
-            log.warning("kafka.error", code=err.name(), reason=err.str())
+            return
+        log.warning("kafka.error", code=err.name(), reason=err.str())
+        if err.code() == KafkaError._ALL_BROKERS_DOWN and self.outage is None:
+            self.outage = "kafka"
+            self.metrics.outages.labels("kafka").inc()
+
+    def _probe_kafka(self) -> None:
+        """While the brokers were down: a metadata request that answers means they are back."""
+        now = time.monotonic()
+        if self.outage != "kafka" or now - self._last_probe < 2.0 or self.consumer is None:
+            return
+        self._last_probe = now
+        try:
+            self.consumer.list_topics(timeout=2.0)
+        except KafkaException:
+            return
+        log.info("dependency.up", dependency="kafka")
+        self.outage = None
 
     def _handle(self, msgs: list[Message]) -> None:
         started = time.perf_counter()
@@ -235,18 +256,22 @@ class Daemon:
         if snap.fields:
             part.load_fields(snap.fields)
         self.owned[tp] = Owned(owned.fence, snap.offset, part)
+        self.outage = None
         start = snap.offset if snap.offset is not None else (
             OFFSET_BEGINNING if self.settings.start_from == "earliest" else OFFSET_END)
         self.consumer.seek(TopicPartition(tp[0], tp[1], start))
         log.info("partition.reloaded", topic=tp[0], partition=tp[1], offset=snap.offset)
 
-    def _outage(self, dependency: str, exc: Exception) -> None:
+    def _outage(self, dependency: str, exc: Exception, poll: bool = True) -> None:
         """Pause consumption while a dependency is down; keep polling so the group membership holds."""
         if self.outage is None:
             self.metrics.outages.labels(dependency).inc()
             log.warning("dependency.down", dependency=dependency, error=str(exc))
         self.outage = dependency
         self.metrics.ready.set(0)
+        if not poll:
+            self.stop_event.wait(1.0)
+            return
         consumer = self.consumer
         assignment = consumer.assignment() if consumer is not None else []
         if consumer is not None and assignment:

@@ -7,6 +7,8 @@ import sys
 
 import structlog
 
+_LIBRDKAFKA = "monitor.librdkafka"
+
 
 def configure_logging(level: str = "info") -> None:
     numeric = logging.getLevelName(level.upper())
@@ -22,3 +24,24 @@ def configure_logging(level: str = "info") -> None:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
+
+
+class _ToStructlog(logging.Handler):
+    """Forwards librdkafka's log lines (handed to Python logging by confluent-kafka) as structured events."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        level = record.levelname.lower()
+        log = structlog.get_logger(_LIBRDKAFKA)
+        getattr(log, level if level in ("debug", "info", "warning", "error") else "warning")(
+            "librdkafka", message=record.getMessage()
+        )
+
+
+def librdkafka_logger() -> logging.Logger:
+    """The logger to pass as confluent-kafka's `logger` config, so its lines are JSON like ours."""
+    logger = logging.getLogger(_LIBRDKAFKA)
+    if not logger.handlers:
+        logger.addHandler(_ToStructlog())
+        logger.propagate = False
+        logger.setLevel(logging.INFO)
+    return logger

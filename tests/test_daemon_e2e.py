@@ -5,6 +5,9 @@ from __future__ import annotations
 import io
 import json
 import math
+import subprocess
+import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +15,7 @@ from typing import Any
 import fastavro
 import numpy as np
 import pytest
+import yaml
 
 from monitor.codec import schemas_dir
 from monitor.redis_store import RedisStore
@@ -19,9 +23,11 @@ from monitor.settings import load_settings
 from monitor.simulate import NUMERIC
 from monitor.status import collect_status
 from tests.helpers import (
+    EXAMPLES,
     PARTITIONS,
     DaemonProcess,
     Setup,
+    _clean_env,
     end_offsets,
     http_get,
     produce_simulated,
@@ -93,6 +99,12 @@ def test_clean_stream_raises_no_alert(setup: Setup, daemons: list[DaemonProcess]
         assert churn["features"][name]["count"] == 50_000
     # Nulls in credit_score: counted from the produced rows, independently of the monitor.
     assert churn["features"]["credit_score"]["missing"] == sum(r["credit_score"] is None for r in rows)
+    # The same through the command line, as scripts would read it.
+    out = subprocess.run([sys.executable, "-m", "monitor", "status", "--config", str(setup.write_config()),
+                          "--json"], check=True, capture_output=True, text=True, env=_clean_env())
+    as_json = json.loads(out.stdout)
+    assert as_json["models"]["churn"]["events"] == 50_000
+    assert as_json["models"]["churn"]["features"]["age"]["count"] == 50_000
 
 
 @pytest.fixture
@@ -208,6 +220,13 @@ def test_bad_records_go_to_dead_letter_and_sigterm_restart_loses_nothing(
         assert headers["mm.error.exception"]
     reasons = {dict(m.headers())["case"].decode(): dict(m.headers())["mm.error.reason"].decode() for m in dead}
     assert reasons["empty"] == "empty_payload"
+    # No payload value reaches the logs: no event id, no categorical value, no numeric value.
+    logs = (tmp_path / "first.log").read_text() + (tmp_path / "daemon.log").read_text()
+    assert "dead_lettered" in logs
+    for r in rows[:200]:
+        assert r["event_id"] not in logs
+        assert repr(r["age"]) not in logs
+    assert "premium" not in logs and "bank_transfer" not in logs
 
 
 def test_http_endpoints(setup: Setup, daemons: list[DaemonProcess], tmp_path: Path) -> None:
@@ -223,3 +242,49 @@ def test_http_endpoints(setup: Setup, daemons: list[DaemonProcess], tmp_path: Pa
     assert "monitor_consumer_lag" in text
     assert http_get(setup.http_port, "/nope")[0] == 404
     assert d.terminate() == 0
+
+
+def test_confluent_wire_format_through_the_daemon(setup: Setup, tmp_path: Path) -> None:
+    """Features in Confluent wire format (schema id from a mock:// registry) are decoded and monitored;
+    a record with an unknown schema id is dead-lettered with its reason."""
+    from confluent_kafka import Producer
+    from confluent_kafka.schema_registry import Schema
+
+    from monitor.codec import encode_confluent, load_schema, registry_client
+    from monitor.daemon import Daemon
+    from monitor.simulate import Simulator
+
+    registry = {"url": f"mock://{setup.unique}"}
+    schema = load_schema(EXAMPLES / "churn_features.avsc")
+    schema_id = registry_client(registry).register_schema(
+        f"{setup.features}-value", Schema((EXAMPLES / "churn_features.avsc").read_text(), "AVRO"))
+    config = setup.write_config({"schema_registry": registry})
+    cfg = yaml.safe_load(config.read_text())
+    cfg["models"][0]["features"]["format"] = "confluent"
+    del cfg["models"][0]["predictions"]
+    config.write_text(yaml.safe_dump(cfg))
+    settings = load_settings(config, environ={})
+
+    rows = [f for feats, _ in Simulator(seed=2).batches(3_000) for f in feats]
+    producer = Producer({"bootstrap.servers": setup.bootstrap})
+    for r in rows:
+        producer.produce(setup.features, key=r["event_id"].encode(), value=encode_confluent(schema, schema_id, r))
+    producer.produce(setup.features, key=b"bad", value=encode_confluent(schema, schema_id + 999, rows[0]))
+    assert producer.flush(30) == 0
+
+    daemon = Daemon(settings, _store(setup))
+    thread = threading.Thread(target=daemon.run, daemon=True)
+    thread.start()
+    try:
+        ends = end_offsets(setup.bootstrap, setup.features)
+        store = _store(setup)
+        wait_until(lambda: all(store.read(setup.features, p).offset == ends[p] for p in range(PARTITIONS) if ends[p]),
+                   60, "the in-process daemon to reach the end")
+    finally:
+        daemon.stop()
+        thread.join(30)
+    status = collect_status(settings, _store(setup))["models"]["churn"]
+    assert status["events"] == 3_000 and status["rejects"] == 1
+    assert status["features"]["plan"]["count"] == 3_000
+    (dead,) = read_topic(setup.bootstrap, setup.dead_letter, 1)
+    assert dict(dead.headers())["mm.error.reason"] == b"unknown_schema_id"
