@@ -110,19 +110,26 @@ class Daemon:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Every batch is checkpointed before the next poll, so there is nothing left to write here.
         self._publish(wait=5.0)
-        for tp in partitions:
-            self.owned.pop((tp.topic, tp.partition), None)
+        self._release(partitions)
         consumer.incremental_unassign(partitions)
         self.metrics.assigned.set(len(self.owned))
         log.info("partitions.revoked", partitions=[f"{tp.topic}[{tp.partition}]" for tp in partitions])
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Write nothing: another instance may own these now, and the fence rejects our late writes.
-        for tp in partitions:
-            self.owned.pop((tp.topic, tp.partition), None)
+        self._release(partitions)
         consumer.incremental_unassign(partitions)
         self.metrics.assigned.set(len(self.owned))
         log.warning("partitions.lost", partitions=[f"{tp.topic}[{tp.partition}]" for tp in partitions])
+
+    def _release(self, partitions: list[TopicPartition]) -> None:
+        """Forget partitions and their unsent alerts: the next owner re-sends them from the outbox."""
+        gone = {(tp.topic, tp.partition) for tp in partitions}
+        for tp in gone:
+            self.owned.pop(tp, None)
+        for alert_id, (tp, _key, _value) in list(self.pending.items()):
+            if tp in gone and alert_id not in self.inflight:
+                del self.pending[alert_id]
 
     # -- the loop -------------------------------------------------------------------------------
     def run(self) -> int:
