@@ -75,9 +75,10 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
     from monitor.daemon import Daemon
     from monitor.http import HealthServer
     from monitor.redis_store import RedisStore
+    from monitor.reference import RedisReferenceStore
 
     store = RedisStore.from_url(settings.redis_url, settings.key_prefix, settings.group_id)
-    daemon = Daemon(settings, store)
+    daemon = Daemon(settings, store, references=RedisReferenceStore(store.client, settings.key_prefix))
     server = HealthServer(settings.http.host, settings.http.port, daemon.metrics.registry,
                           daemon.is_live, daemon.is_ready)
     server.start()

@@ -108,6 +108,44 @@ def infer_fields(
     return [spec for name, spec in by_name.items() if name not in excluded]
 
 
+def type_name(avro_type: Any) -> str:
+    """A short, comparable name of an Avro type: `double`, `null|double`, `enum`, `array`...
+
+    >>> type_name(["null", {"type": "long", "logicalType": "timestamp-millis"}])
+    'null|long'
+    """
+    if isinstance(avro_type, list):
+        return "|".join(type_name(t) for t in avro_type)
+    if isinstance(avro_type, dict):
+        return type_name(avro_type.get("type"))
+    return str(avro_type).rsplit(".", 1)[-1] if avro_type in _NUMERIC | {"string", "null", "bytes"} else (
+        "named" if "." in str(avro_type) else str(avro_type))
+
+
+def field_types(schema: Mapping[str, Any]) -> dict[str, str]:
+    return {f["name"]: type_name(f["type"]) for f in schema.get("fields", [])}
+
+
+def schema_changes(expected: Mapping[str, str], writer: Mapping[str, str]) -> list[tuple[str, str, str]]:
+    """(field, check, detail) for each field missing from, added to, or retyped in the writer schema.
+
+    >>> for change in schema_changes({"a": "double", "b": "string"}, {"a": "long", "c": "int"}):
+    ...     print(change)
+    ('a', 'schema_type_changed', 'a: double -> long')
+    ('b', 'schema_field_missing', 'b is gone')
+    ('c', 'schema_field_added', 'c (int) is new')
+    """
+    out = []
+    for name in sorted(set(expected) | set(writer)):
+        if name not in writer:
+            out.append((name, "schema_field_missing", f"{name} is gone"))
+        elif name not in expected:
+            out.append((name, "schema_field_added", f"{name} ({writer[name]}) is new"))
+        elif expected[name] != writer[name]:
+            out.append((name, "schema_type_changed", f"{name}: {expected[name]} -> {writer[name]}"))
+    return out
+
+
 SchemaLookup = Callable[[int], Mapping[str, Any]]
 
 
@@ -136,6 +174,7 @@ class AvroDecoder:
         self._writers: dict[int, Any] = {}
         self.max_payload_bytes = max_payload_bytes
         self.schema_ids_seen: set[int] = set()
+        self.last_schema_id: int | None = None
 
     def _writer_schema(self, schema_id: int) -> Any:
         writer = self._writers.get(schema_id)
@@ -144,6 +183,11 @@ class AvroDecoder:
             writer = parse_schema(dict(self._lookup(schema_id)))
             self._writers[schema_id] = writer
         return writer
+
+    def writer_fields(self, schema_id: int) -> dict[str, str] | None:
+        """Field name -> type name of a writer schema already fetched, or None."""
+        writer = self._writers.get(schema_id)
+        return field_types(writer) if isinstance(writer, dict) else None
 
     def decode(self, payload: bytes | None) -> dict[str, Any]:
         if not payload:
@@ -158,6 +202,7 @@ class AvroDecoder:
             magic, schema_id = WIRE_HEADER.unpack_from(payload)
             if magic != WIRE_MAGIC:
                 raise DecodeError("bad_magic_byte", f"magic byte {magic} is not 0")
+            self.last_schema_id = schema_id
             writer = self._writer_schema(schema_id)
             self.schema_ids_seen.add(schema_id)
             start = WIRE_HEADER.size

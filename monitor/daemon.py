@@ -25,11 +25,12 @@ from confluent_kafka import (
 
 from monitor.codec import AlertCodec
 from monitor.errors import DependencyUnavailable, FencedError, MonitorError, OffsetConflict
-from monitor.events import RawRecord
+from monitor.events import Alert, RawRecord, Reject
 from monitor.kafka_io import dead_letter_headers, is_fatal, to_raw
 from monitor.logs import librdkafka_logger
 from monitor.metrics import Metrics
 from monitor.pipeline import StreamProcessor, build_processors
+from monitor.reference import ReferenceStore
 from monitor.settings import Settings
 from monitor.state import StateStore, check_consistent
 from monitor.stream_state import StreamPartition
@@ -48,9 +49,14 @@ class Owned:
 
 
 class Daemon:
-    def __init__(self, settings: Settings, store: StateStore, metrics: Metrics | None = None) -> None:
+    def __init__(self, settings: Settings, store: StateStore, metrics: Metrics | None = None,
+                 references: ReferenceStore | None = None) -> None:
         self.settings = settings
         self.store = store
+        self.references = references
+        self.last_seen: dict[TP, float] = {}
+        self._last_silence_check = 0.0
+        self._last_reference_check = 0.0
         self.metrics = metrics or Metrics()
         self.processors: dict[str, StreamProcessor] = build_processors(settings)
         self.codec = AlertCodec()
@@ -100,6 +106,7 @@ class Daemon:
         if snap.fields:
             part.load_fields(snap.fields)
         self.owned[(topic, partition)] = Owned(snap.fence, snap.offset, part)
+        self.last_seen[(topic, partition)] = time.monotonic()
         for alert_id, entry in snap.outbox.items():
             key, _, value = entry.partition(b"\n")
             self.pending[alert_id] = ((topic, partition), key, value)
@@ -139,6 +146,7 @@ class Daemon:
         self.producer = Producer({**s.producer_config(), **hooks})
         self.consumer.subscribe(list(self.processors), on_assign=self._on_assign, on_revoke=self._on_revoke,
                                 on_lost=self._on_lost)
+        self._refresh_references(force=True)
         log.info("daemon.started", topics=list(self.processors), group=s.group_id)
         try:
             while not self.stop_event.is_set() and self.alive:
@@ -147,6 +155,8 @@ class Daemon:
                     self._handle(msgs)
                 self._publish(wait=0.0)
                 self._probe_kafka()
+                self._check_silence()
+                self._refresh_references()
                 self.metrics.ready.set(1 if self.is_ready() else 0)
         finally:
             log.info("daemon.stopping")
@@ -208,40 +218,93 @@ class Daemon:
             records = [r for r in records if r.offset >= owned.stored_offset]  # already applied
         if not records:
             return None
+        self.last_seen[tp] = time.monotonic()
         processor = self.processors[tp[0]]
         outcome = processor.process(owned.part, records)
+        if not self._checkpoint(tp, owned, outcome.next_offset, outcome.alerts, outcome.rejects):
+            return None
+        m = self.metrics
+        m.events.labels(processor.model.name, processor.stream).inc(outcome.valid)
+        for rej in outcome.rejects:
+            m.rejects.labels(processor.model.name, processor.stream, rej.reason).inc()
+        self._update_lag(tp, outcome.next_offset)
+        return outcome.next_offset
+
+    def _checkpoint(self, tp: TP, owned: Owned, next_offset: int, alerts: list[Alert], rejects: list[Reject]) -> bool:
+        """Dead-letter the rejects, then write state + outbox + offset atomically; False if not written.
+
+        1. produce the rejects to the dead-letter topic and wait for Kafka's confirmation;
+        2. one Redis script: check the fence and the expected offset, write state, outbox and offset;
+        3. queue the alerts for publishing (removed from the outbox once Kafka confirms them).
+        """
+        processor = self.processors[tp[0]]
         try:
-            self._dead_letter(outcome.rejects)
-            encoded = {a.alert_id: self.codec.encode(a) for a in outcome.alerts}
+            self._dead_letter(rejects)
+            encoded = {a.alert_id: self.codec.encode(a) for a in alerts}
             key = processor.model.name.encode()
             outbox = {alert_id: key + b"\n" + value for alert_id, value in encoded.items()}
-            self.store.commit(tp[0], tp[1], owned.fence, owned.stored_offset, outcome.next_offset,
+            self.store.commit(tp[0], tp[1], owned.fence, owned.stored_offset, next_offset,
                               owned.part.to_fields(), outbox)
         except FencedError:
             log.warning("partition.fenced", topic=tp[0], partition=tp[1])
             self.owned.pop(tp, None)
-            return None
+            return False
         except (OffsetConflict, DependencyUnavailable) as exc:
             # Memory is ahead of the store: drop it, reload what the store has and consume from there.
             if isinstance(exc, DependencyUnavailable):
                 self._outage("redis" if "redis" in str(exc) else "kafka", exc)
             self._reload(tp)
-            return None
-        owned.stored_offset = outcome.next_offset
+            return False
+        owned.stored_offset = next_offset
         self.outage = None
         for alert_id, value in encoded.items():
             self.pending[alert_id] = (tp, key, value)
-        m = self.metrics
-        m.events.labels(processor.model.name, processor.stream).inc(outcome.valid)
-        for rej in outcome.rejects:
-            m.rejects.labels(processor.model.name, processor.stream, rej.reason).inc()
-        for alert in outcome.alerts:
-            m.alerts.labels(alert.model, alert.kind, alert.check).inc()
+        for alert in alerts:
+            self.metrics.alerts.labels(alert.model, alert.kind, alert.check).inc()
             log.info("alert.raised", model=alert.model, feature=alert.feature, kind=str(alert.kind),
-                     check=alert.check, statistic=alert.statistic, threshold=alert.threshold,
+                     check=alert.check, status=alert.status, statistic=alert.statistic, threshold=alert.threshold,
                      alert_id=alert.alert_id, offset=alert.source_offset)
-        self._update_lag(tp, outcome.next_offset)
-        return outcome.next_offset
+        return True
+
+    def _check_silence(self) -> None:
+        """VOLUME alerts for owned partitions with no event for their model's `freshness_s`."""
+        now = time.monotonic()
+        if now - self._last_silence_check < 1.0:
+            return
+        self._last_silence_check = now
+        for tp, owned in list(self.owned.items()):
+            if owned.stored_offset is None:
+                continue  # never had an event: a stream that has not started has not stopped
+            alerts = self.processors[tp[0]].silence(owned.part, now - self.last_seen.get(tp, now))
+            if alerts:
+                self._checkpoint(tp, owned, owned.stored_offset, alerts, [])
+
+    def _refresh_references(self, force: bool = False) -> None:
+        """Load each model's active reference; when it changed, rebuild owned partitions with it."""
+        if self.references is None:
+            return
+        now = time.monotonic()
+        if not force and now - self._last_reference_check < self.settings.reference_poll_s:
+            return
+        self._last_reference_check = now
+        for model in self.settings.models:
+            try:
+                version = self.references.active_version(model.name)
+                topics = [s.topic for _, s in model.streams()]
+                if version == self.processors[topics[0]].reference_version:
+                    continue
+                profile = self.references.get(model.name, version) if version is not None else None
+            except DependencyUnavailable as exc:
+                log.warning("reference.unavailable", model=model.name, error=str(exc))
+                continue
+            log.info("reference.loaded", model=model.name, version=version)
+            for topic in topics:
+                self.processors[topic].set_reference(profile)
+                for tp, owned in self.owned.items():
+                    if tp[0] == topic:
+                        part = self.processors[topic].new_partition(tp[1])
+                        part.load_fields(owned.part.to_fields())
+                        owned.part = part
 
     def _reload(self, tp: TP) -> None:
         assert self.consumer is not None
@@ -292,7 +355,7 @@ class Daemon:
         if consumer is not None and assignment:
             consumer.resume(assignment)
 
-    def _dead_letter(self, rejects: list[Any]) -> None:
+    def _dead_letter(self, rejects: list[Reject]) -> None:
         """Write rejects to the dead-letter topic and wait for Kafka: the offset may not pass them before."""
         if not rejects:
             return
@@ -358,9 +421,9 @@ class Daemon:
             self.metrics.lag.labels(tp[0], str(tp[1])).set(max(high - next_offset, 0))
 
 
-def run_daemon(settings: Settings, store: StateStore) -> int:
+def run_daemon(settings: Settings, store: StateStore, references: ReferenceStore | None = None) -> int:
     """Convenience for tests and the CLI: build and run a daemon until stopped."""
-    daemon = Daemon(settings, store)
+    daemon = Daemon(settings, store, references=references)
     try:
         return daemon.run()
     except MonitorError:

@@ -1,76 +1,84 @@
-"""Turn findings (a check crossed its threshold) into alerts: kind, severity, cooldown, deterministic ids.
+"""Turn findings into alerts: severity, message, deterministic ids, and cooldown for detector firings.
 
 Pure: the cooldown state lives in the `StreamPartition` and is counted in events, not wall-clock time.
+Window checks already went through their OPEN/RESOLVED lifecycle in `stream_state`.
 """
 
 from __future__ import annotations
 
 from monitor.events import Alert, AlertKind, Severity, Window, alert_id_for
 from monitor.settings import CheckSettings
-from monitor.stream_state import DecodedBatch, Finding, StreamPartition
+from monitor.stream_state import DETECTOR_CHECKS, Finding, StreamPartition
 
-RATE_CHECKS = {"nan_rate", "missing_rate"}
-
-
-def _kind(check: str, stream: str) -> AlertKind:
-    if check in RATE_CHECKS:
-        return AlertKind.DATA_QUALITY
-    return AlertKind.DRIFT if stream == "features" else AlertKind.PREDICTION_DRIFT
+_RATE_WORDS = {
+    "missing_rate": "missing (null)",
+    "nan_rate": "NaN/inf",
+    "sentinel_rate": "sentinel-value",
+    "out_of_range": "out-of-range",
+    "unseen_category": "unseen-category",
+}
 
 
 def _severity(f: Finding) -> Severity:
-    if f.check in RATE_CHECKS and f.statistic >= 2 * f.threshold:
+    if f.status == "RESOLVED":
+        return Severity.INFO
+    if f.kind in (AlertKind.SCHEMA, AlertKind.VOLUME) or f.check == "constant":
+        return Severity.CRITICAL
+    if f.kind == AlertKind.DATA_QUALITY and f.statistic >= 2 * f.threshold:
         return Severity.CRITICAL
     return Severity.WARNING
 
 
-def _message(f: Finding, kind: AlertKind) -> str:
-    if f.check in RATE_CHECKS:
-        what = "NaN/inf" if f.check == "nan_rate" else "missing (null)"
-        return f"{what} rate {f.statistic:.2%} over the last {f.window_count} events exceeds {f.threshold:.2%}"
+def _message(f: Finding) -> str:
+    if f.status == "RESOLVED":
+        return f"{f.check} on {f.feature} is back within its threshold"
+    if f.check in _RATE_WORDS:
+        return (f"{_RATE_WORDS[f.check]} rate {f.statistic:.2%} over the last {f.window_count} events "
+                f"exceeds {f.threshold:.2%}")
+    if f.check == "constant":
+        return f"{f.feature} has a single value over the last {f.window_count} events"
     if f.check == "adwin":
         return (f"ADWIN: the mean of the recent window differs from the older one by {f.statistic:.3f} "
-                f"warm-up standard deviations, above the bound {f.threshold:.3f}")
-    return f"Page-Hinkley cumulative deviation {f.statistic:.1f} exceeds {f.threshold:g}"
+                f"standard deviations, above the bound {f.threshold:.3f}")
+    if f.check == "page_hinkley":
+        return f"Page-Hinkley cumulative deviation {f.statistic:.1f} exceeds {f.threshold:g}"
+    if f.kind == AlertKind.SCHEMA:
+        return f"writer schema {int(f.statistic)}: {f.evidence.get('detail', f.check)}"
+    if f.check == "stream_stopped":
+        return f"no event for {f.statistic:.0f} s (limit {f.threshold:.0f} s)"
+    return (f"{f.check} {f.statistic:.4f} between the last {f.window_count} events and the reference "
+            f"exceeds {f.threshold:g} (p={f.evidence.get('p_value', '?')})")
 
 
-def evaluate(
-    findings: list[Finding],
-    part: StreamPartition,
-    batch: DecodedBatch,
-    checks: dict[str, CheckSettings],
-    version_field: str | None,
-) -> list[Alert]:
-    """Alerts for the findings of one batch, skipping a feature's check while it is cooling down."""
+def evaluate(findings: list[Finding], part: StreamPartition, checks: dict[str, CheckSettings]) -> list[Alert]:
+    """Alerts for the findings of one batch, skipping a detector while it is cooling down."""
     alerts = []
     for f in findings:
-        key = f"{f.feature}/{f.check}"
-        if f.event_number <= part.quiet_until.get(key, 0):
-            continue
-        part.quiet_until[key] = f.event_number + checks[f.feature].cooldown_events
-        offset = int(batch.offsets[f.index])
-        row = batch.rows[f.index]
-        version = row.get(version_field) if version_field else None
-        kind = _kind(f.check, part.stream)
+        if f.check in DETECTOR_CHECKS:
+            key = f"{f.feature}/{f.check}"
+            if f.event_number <= part.quiet_until.get(key, 0):
+                continue
+            part.quiet_until[key] = f.event_number + checks[f.feature].cooldown_events
+        check_key = f.check if f.status == "OPEN" else f"{f.check}/resolved"
         alerts.append(
             Alert(
-                alert_id=alert_id_for(part.topic, part.partition, offset, part.model, f.feature, f.check),
+                alert_id=alert_id_for(part.topic, part.partition, f.offset, part.model, f.feature, check_key),
                 model=part.model,
-                model_version=None if version is None else str(version),
-                kind=kind,
+                model_version=f.model_version,
+                kind=f.kind,
                 check=f.check,
                 feature=f.feature,
                 severity=_severity(f),
                 statistic=f.statistic,
                 threshold=f.threshold,
-                window=Window(f.first_offset, offset, f.first_event_time, batch.event_times[f.index],
-                              f.window_count),
+                window=Window(f.first_offset, f.offset, f.first_event_time, f.event_time, f.window_count),
                 source_topic=part.topic,
                 source_partition=part.partition,
-                source_offset=offset,
-                event_time=batch.event_times[f.index],
-                message=_message(f, kind),
+                source_offset=f.offset,
+                event_time=f.event_time,
+                message=_message(f),
                 evidence=dict(f.evidence),
+                status=f.status,
             )
         )
     return alerts

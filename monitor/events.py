@@ -66,6 +66,7 @@ class Alert:
     event_time: int | None
     message: str
     evidence: dict[str, str] = field(default_factory=dict)
+    status: str = "OPEN"  # OPEN, or RESOLVED when a window check is back under its threshold
 
 
 def alert_id_for(topic: str, partition: int, offset: int, model: str, feature: str, check: str) -> str:

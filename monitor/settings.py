@@ -72,12 +72,42 @@ class PageHinkleySettings(_Strict):
     mode: Literal["up", "down", "both"] = "both"
 
 
+# Default thresholds of the window-vs-reference statistics (README "Checks and defaults" compares them with
+# Evidently's and Orbit's): PSI 0.1 (Evidently's PSI default), JS 0.1 and normalised Wasserstein 0.1
+# (Evidently's defaults for large references), L-infinity 0.1 (Orbit's), KS 0.1.
+DRIFT_THRESHOLDS = {"psi": 0.1, "js": 0.1, "linf": 0.1, "ks": 0.1, "wasserstein": 0.1, "chi2": 0.0}
+
+
+class DriftSettings(_Strict):
+    """Window-versus-reference drift: a chi-squared p-value gate (BH across features) plus an effect floor."""
+
+    enabled: bool = True
+    numeric_statistic: Literal["psi", "js", "linf", "ks", "wasserstein"] = "psi"
+    categorical_statistic: Literal["psi", "js", "linf", "chi2"] = "js"
+    threshold: float | None = Field(None, ge=0, description="effect floor; default per statistic")
+    fdr: float = Field(0.001, gt=0, lt=1, description="Benjamini-Hochberg false-discovery rate per window")
+    min_window_count: int = Field(200, ge=10)
+
+    def threshold_for(self, statistic: str) -> float:
+        return self.threshold if self.threshold is not None else DRIFT_THRESHOLDS[statistic]
+
+
+class WindowSettings(_Strict):
+    """How events are grouped: blocks by count or by event time; a window is the last `blocks` blocks."""
+
+    by: Literal["count", "time"] = "count"
+    block_size: int = Field(100, ge=1, description="events per block (by: count)")
+    block_ms: int = Field(60_000, ge=1, description="event-time span of a block (by: time)")
+    blocks: int = Field(10, ge=1, description="blocks in a window")
+    mode: Literal["sliding", "tumbling"] = Field(
+        "sliding", description="sliding: evaluate at every block; tumbling: every `blocks` blocks")
+    resolve_windows: int = Field(3, ge=1, description="evaluations under the threshold before RESOLVED")
+
+
 class CheckSettings(_Strict):
     """Per-feature monitoring settings; `defaults` and per-feature `overrides` both use this shape."""
 
     warmup: int = Field(500, ge=10, description="finite values that fix the mean/std used to standardise")
-    block_size: int = Field(100, ge=1, description="events per sketch block")
-    window_blocks: int = Field(10, ge=1, description="blocks in the sliding window")
     clip_z: float = Field(4.0, gt=0, description="standardised values are clipped to +-clip_z for detectors")
     histogram_bins: int = Field(20, ge=2, le=200)
     max_nan_rate: float = Field(0.05, ge=0, le=1)
@@ -85,8 +115,11 @@ class CheckSettings(_Strict):
     min_window_count: int = Field(200, ge=1, description="events in the window before rate checks apply")
     cooldown_events: int = Field(5000, ge=0, description="events a fired check stays quiet (per partition)")
     max_categories: int = Field(64, ge=1, description="distinct categories tracked before 'other'")
+    max_out_of_range_rate: float = Field(0.01, ge=0, le=1, description="used by inferred contracts")
+    max_unseen_rate: float = Field(0.01, ge=0, le=1, description="used by inferred contracts")
     adwin: AdwinSettings = AdwinSettings()
     page_hinkley: PageHinkleySettings = PageHinkleySettings()
+    drift: DriftSettings = DriftSettings()
 
 
 class StreamSettings(_Strict):
@@ -116,6 +149,10 @@ class ModelSettings(_Strict):
     features: StreamSettings
     predictions: StreamSettings | None = None
     overrides: dict[str, dict[str, Any]] = {}
+    contract: Path | None = Field(None, description="YAML data contract (model-monitor contract infer)")
+    sentinels: dict[str, list[float]] = Field({}, description="per field, values that mean 'no value'")
+    freshness_s: float | None = Field(300.0, gt=0, description="VOLUME alert after this long with no event")
+    window: WindowSettings | None = None
 
     def streams(self) -> list[tuple[str, StreamSettings]]:
         out = [("features", self.features)]
@@ -138,6 +175,8 @@ class Settings(_Strict):
     batch: BatchSettings = BatchSettings()
     max_payload_bytes: int = Field(1_000_000, ge=16)
     defaults: CheckSettings = CheckSettings()
+    window: WindowSettings = WindowSettings()
+    reference_poll_s: float = Field(10.0, gt=0, description="how often the daemon looks for a new active reference")
     models: list[ModelSettings] = Field(min_length=1)
 
     @field_validator("kafka", "schema_registry", mode="before")
@@ -194,6 +233,9 @@ class Settings(_Strict):
             if model.name == name:
                 return model
         raise ConfigError(f"no model named {name!r} in the config (have: {', '.join(m.name for m in self.models)})")
+
+    def window_for(self, model: ModelSettings) -> WindowSettings:
+        return model.window or self.window
 
     def checks_for(self, model: ModelSettings, feature: str) -> CheckSettings:
         override = model.overrides.get(feature)
@@ -274,6 +316,9 @@ def load_settings(path: str | Path, environ: Mapping[str, str] | None = None) ->
     raw = apply_env(raw, env)
     base = path.parent.resolve()
     for model in raw.get("models") or []:
+        if isinstance(model, dict) and model.get("contract"):
+            contract = Path(model["contract"])
+            model["contract"] = contract if contract.is_absolute() else base / contract
         for kind in ("features", "predictions"):
             stream = model.get(kind) if isinstance(model, dict) else None
             if isinstance(stream, dict) and stream.get("schema"):

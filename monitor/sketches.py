@@ -1,6 +1,6 @@
-"""Sliding-window sketches made of fixed-size blocks: counts, moments, min/max and a histogram.
+"""Sliding-window sketches made of blocks: counts, moments, min/max, range and sentinel counts, histogram.
 
-A window is the last `window_blocks` closed blocks; blocks with the same edges merge by addition.
+A window is the last `blocks` closed blocks; blocks over the same bin edges merge by addition.
 """
 
 from __future__ import annotations
@@ -9,25 +9,41 @@ from typing import Any
 
 import numpy as np
 
-# Layout of a numeric block vector; the histogram (with underflow and overflow bins) follows.
-N, MISSING, NAN, INF, FINITE, SUM, SUMSQ, MIN, MAX = range(9)
-_HEAD = 9
+# Layout of a numeric block vector; the histogram follows the head.
+N, MISSING, NAN, INF, FINITE, SUM, SUMSQ, MIN, MAX, BELOW, ABOVE, SENTINEL = range(12)
+HEAD = 12
 
 
-def numeric_block(values: np.ndarray, missing: np.ndarray, edges: np.ndarray | None, bins: int) -> np.ndarray:
+def numeric_block(
+    values: np.ndarray,
+    missing: np.ndarray,
+    edges: np.ndarray | None,
+    hist_len: int,
+    bounds: tuple[float | None, float | None] = (None, None),
+    sentinels: np.ndarray | None = None,
+) -> np.ndarray:
     """Summary of one block's values (NaN where missing) as a flat float vector.
 
-    >>> v = np.array([1.0, np.nan, 3.0, np.inf, np.nan])
-    >>> b = numeric_block(v, np.array([False, False, False, False, True]), np.array([0.0, 2.0, 4.0]), 2)
-    >>> b[:9].tolist()
-    [5.0, 1.0, 1.0, 1.0, 2.0, 4.0, 10.0, 1.0, 3.0]
-    >>> b[9:].tolist()  # underflow, [0,2), [2,4], overflow
-    [0.0, 1.0, 1.0, 0.0]
+    `edges` are interior bin edges: bin 0 is below edges[0], bin len(edges) at or above edges[-1].
+    Sentinel values are counted apart and left out of the moments, range and histogram.
+
+    >>> v = np.array([1.0, np.nan, 3.0, np.inf, np.nan, -1.0, 9.0])
+    >>> b = numeric_block(v, np.array([0, 0, 0, 0, 1, 0, 0], bool), np.array([2.0]), 2, (0.0, 5.0),
+    ...                   np.array([-1.0]))
+    >>> b[:HEAD].tolist()
+    [7.0, 1.0, 1.0, 1.0, 3.0, 13.0, 91.0, 1.0, 9.0, 0.0, 1.0, 1.0]
+    >>> b[HEAD:].tolist()  # below 2, at or above 2
+    [1.0, 2.0]
     """
-    out = np.zeros(_HEAD + bins + 2)
+    out = np.zeros(HEAD + hist_len)
     nan = np.isnan(values)
     inf = np.isinf(values)
-    finite = values[~(nan | inf)]
+    finite_mask = ~(nan | inf)
+    if sentinels is not None and len(sentinels):
+        is_sentinel = finite_mask & np.isin(values, sentinels)
+        out[SENTINEL] = int(is_sentinel.sum())
+        finite_mask &= ~is_sentinel
+    finite = values[finite_mask]
     n_missing = int(missing.sum())
     out[N] = len(values)
     out[MISSING] = n_missing
@@ -38,12 +54,13 @@ def numeric_block(values: np.ndarray, missing: np.ndarray, edges: np.ndarray | N
     out[SUMSQ] = float(np.dot(finite, finite))
     out[MIN] = float(finite.min()) if len(finite) else np.inf
     out[MAX] = float(finite.max()) if len(finite) else -np.inf
-    if edges is not None and len(finite):
-        # side="right" puts a value equal to an inner edge in the bin that starts there; the top edge is
-        # included in the last bin, as numpy.histogram does.
-        idx = np.searchsorted(edges, finite, side="right")
-        idx[finite == edges[-1]] = len(edges) - 1
-        out[_HEAD:] += np.bincount(idx, minlength=bins + 2)
+    lo, hi = bounds
+    if lo is not None:
+        out[BELOW] = int((finite < lo).sum())
+    if hi is not None:
+        out[ABOVE] = int((finite > hi).sum())
+    if edges is not None and len(finite) and hist_len:
+        out[HEAD:] += np.bincount(np.searchsorted(edges, finite, side="right"), minlength=hist_len)
     return out
 
 
@@ -57,24 +74,39 @@ def merge_numeric(blocks: list[np.ndarray]) -> np.ndarray:
 
 
 class NumericWindow:
-    """Ring of closed numeric blocks plus the open one."""
+    """Ring of closed numeric blocks plus the open one, all over the same bin edges."""
 
-    def __init__(self, bins: int, window_blocks: int) -> None:
-        self.bins = bins
-        self.window_blocks = window_blocks
-        self.edges: np.ndarray | None = None
+    def __init__(self, hist_len: int, blocks: int, edges: np.ndarray | None = None) -> None:
+        self.hist_len = hist_len
+        self.blocks = blocks
+        self.edges = edges
         self.closed: list[np.ndarray] = []
         self.open: np.ndarray | None = None
+        # First offset seen in each bin of the open block, then of the last closed block (evidence).
+        self.examples_open: list[int] = [-1] * hist_len
+        self.examples: list[int] = [-1] * hist_len
 
-    def add(self, values: np.ndarray, missing: np.ndarray) -> None:
-        block = numeric_block(values, missing, self.edges, self.bins)
+    def add(self, values: np.ndarray, missing: np.ndarray, offsets: np.ndarray,
+            bounds: tuple[float | None, float | None], sentinels: np.ndarray | None) -> None:
+        block = numeric_block(values, missing, self.edges, self.hist_len, bounds, sentinels)
         self.open = block if self.open is None else merge_numeric([self.open, block])
+        if self.edges is not None:
+            ok = np.isfinite(values)
+            if sentinels is not None and len(sentinels):
+                ok &= ~np.isin(values, sentinels)
+            bins = np.searchsorted(self.edges, values[ok], side="right")
+            first_bins, first_pos = np.unique(bins, return_index=True)
+            for b, pos in zip(first_bins.tolist(), first_pos.tolist(), strict=True):
+                if self.examples_open[b] < 0:
+                    self.examples_open[b] = int(offsets[ok][pos])
 
     def close_block(self) -> None:
         if self.open is not None:
             self.closed.append(self.open)
-            del self.closed[: -self.window_blocks]
+            del self.closed[: -self.blocks]
         self.open = None
+        self.examples = self.examples_open
+        self.examples_open = [-1] * self.hist_len
 
     def window(self) -> np.ndarray | None:
         return merge_numeric(self.closed) if self.closed else None
@@ -84,45 +116,54 @@ class NumericWindow:
             "edges": None if self.edges is None else self.edges.tolist(),
             "closed": [b.tolist() for b in self.closed],
             "open": None if self.open is None else self.open.tolist(),
+            "examples_open": self.examples_open,
+            "examples": self.examples,
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.edges = None if state["edges"] is None else np.array(state["edges"], dtype=float)
         self.closed = [np.array(b, dtype=float) for b in state["closed"]]
         self.open = None if state["open"] is None else np.array(state["open"], dtype=float)
+        self.examples_open = list(state["examples_open"])
+        self.examples = list(state["examples"])
 
 
 OTHER = "__other__"
+N_KEY, MISSING_KEY, UNSEEN_KEY = "__n__", "__missing__", "__unseen__"
+META_KEYS = {N_KEY, MISSING_KEY, UNSEEN_KEY}
 
 
 class CategoricalWindow:
     """Ring of closed blocks of category counts (bounded vocabulary; the rest counts as `__other__`)."""
 
-    def __init__(self, max_categories: int, window_blocks: int) -> None:
+    def __init__(self, max_categories: int, blocks: int, vocab: list[str] | None = None) -> None:
         self.max_categories = max_categories
-        self.window_blocks = window_blocks
-        self.vocab: list[str] = []
+        self.blocks = blocks
+        self.vocab: list[str] = list(vocab or [])
         self.closed: list[dict[str, int]] = []
         self.open: dict[str, int] = {}
 
-    def add(self, values: list[Any], missing: np.ndarray) -> None:
-        present = [str(v) for v, m in zip(values, missing.tolist(), strict=True) if not m]
+    def add(self, values: list[Any], missing: np.ndarray, allowed: set[str] | None = None) -> None:
         tally: dict[str, int] = {}
-        for cat in present:
-            tally[cat] = tally.get(cat, 0) + 1
+        for v, m in zip(values, missing.tolist(), strict=True):
+            if not m:
+                key = str(v)
+                tally[key] = tally.get(key, 0) + 1
         known = set(self.vocab)
         for cat, cnt in sorted(tally.items()):
             if cat not in known and len(self.vocab) < self.max_categories:
                 self.vocab.append(cat)
                 known.add(cat)
             key = cat if cat in known else OTHER
-            self.open[key] = self.open.get(key, 0) + int(cnt)
-        self.open["__n__"] = self.open.get("__n__", 0) + len(values)
-        self.open["__missing__"] = self.open.get("__missing__", 0) + int(missing.sum())
+            self.open[key] = self.open.get(key, 0) + cnt
+            if allowed is not None and cat not in allowed:
+                self.open[UNSEEN_KEY] = self.open.get(UNSEEN_KEY, 0) + cnt
+        self.open[N_KEY] = self.open.get(N_KEY, 0) + len(values)
+        self.open[MISSING_KEY] = self.open.get(MISSING_KEY, 0) + int(missing.sum())
 
     def close_block(self) -> None:
         self.closed.append(self.open)
-        del self.closed[: -self.window_blocks]
+        del self.closed[: -self.blocks]
         self.open = {}
 
     def window(self) -> dict[str, int] | None:

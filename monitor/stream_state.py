@@ -1,10 +1,13 @@
 """Per-partition monitor state of one model stream, and its pure batch update.
 
 `StreamPartition.apply(batch)` takes decoded records and returns findings; no I/O, no wall clock.
+Blocks group events (by count or event time); at each block close the window of the last blocks is
+checked against the data contract and the reference profile, with an OPEN/RESOLVED lifecycle per check.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from dataclasses import dataclass, field
@@ -13,18 +16,30 @@ from typing import Any, Literal
 
 import numpy as np
 
+from monitor import stats
 from monitor.codec import FieldSpec
+from monitor.contract import FieldContract
 from monitor.detectors import Adwin, PageHinkley
-from monitor.settings import CheckSettings
+from monitor.events import AlertKind
+from monitor.reference import CategoricalProfile, FieldProfile, NumericProfile
+from monitor.settings import CheckSettings, WindowSettings
 from monitor.sketches import (
+    ABOVE,
+    BELOW,
     FINITE,
+    HEAD,
     INF,
     MAX,
+    META_KEYS,
     MIN,
     MISSING,
+    MISSING_KEY,
+    N_KEY,
     NAN,
+    SENTINEL,
     SUM,
     SUMSQ,
+    UNSEEN_KEY,
     CategoricalWindow,
     NumericWindow,
     merge_numeric,
@@ -33,6 +48,9 @@ from monitor.sketches import (
 from monitor.sketches import N as COUNT
 
 META_FIELD = "__meta__"
+DETECTOR_CHECKS = {"adwin", "page_hinkley"}
+DQ_CHECKS = {"missing_rate", "nan_rate", "out_of_range", "sentinel_rate", "unseen_category", "constant"}
+Status = Literal["OPEN", "RESOLVED"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,17 +67,21 @@ class DecodedBatch:
 
 @dataclass(frozen=True, slots=True)
 class Finding:
-    """A check crossed its threshold at record `index` of the batch (before cooldown and dedupe)."""
+    """A check crossed its threshold (OPEN) or came back under it (RESOLVED) at `offset`."""
 
     feature: str
     check: str
+    kind: AlertKind
     statistic: float
     threshold: float
-    index: int
-    event_number: int  # 1-based count of valid events of this stream partition at the trigger
+    offset: int
+    event_time: int | None
+    event_number: int  # valid events of this stream partition up to and including the trigger
     first_offset: int
     first_event_time: int | None
     window_count: int
+    status: Status = "OPEN"
+    model_version: str | None = None
     evidence: dict[str, str] = field(default_factory=dict)
 
 
@@ -74,19 +96,89 @@ def event_time_ms(value: Any) -> int | None:
     return None
 
 
+def kind_of(check: str, stream: str) -> AlertKind:
+    if check in DQ_CHECKS:
+        return AlertKind.DATA_QUALITY
+    if check.startswith("schema_"):
+        return AlertKind.SCHEMA
+    if check in ("stream_stopped", "low_rate"):
+        return AlertKind.VOLUME
+    return AlertKind.DRIFT if stream == "features" else AlertKind.PREDICTION_DRIFT
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What a feature's window may look like: the contract's limits, or the defaults without one."""
+
+    max_missing_rate: float
+    max_nan_rate: float
+    max_sentinel_rate: float
+    max_out_of_range_rate: float | None
+    max_unseen_rate: float | None
+    allow_constant: bool
+    bounds: tuple[float | None, float | None]
+    sentinels: np.ndarray | None
+    allowed: set[str] | None
+
+    @classmethod
+    def build(cls, checks: CheckSettings, contract: FieldContract | None, sentinels: list[float]) -> Limits:
+        if contract is None:
+            return cls(checks.max_missing_rate, checks.max_nan_rate, checks.max_out_of_range_rate, None, None,
+                       True, (None, None), np.array(sentinels, dtype=float) if sentinels else None, None)
+        sent = contract.sentinels or sentinels
+        return cls(
+            contract.max_missing_rate,
+            contract.max_nan_rate,
+            contract.max_sentinel_rate,
+            contract.max_out_of_range_rate,
+            contract.max_unseen_rate if contract.allowed is not None else None,
+            contract.allow_constant,
+            (contract.min, contract.max),
+            np.array(sent, dtype=float) if sent else None,
+            set(contract.allowed) if contract.allowed is not None else None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CheckValue:
+    """One check's value at a window evaluation; `firing` before the lifecycle is applied."""
+
+    feature: str
+    check: str
+    statistic: float
+    threshold: float
+    firing: bool
+    evidence: dict[str, str] = field(default_factory=dict)
+    p_value: float | None = None
+
+
 class NumericFeature:
     kind: Literal["numeric"] = "numeric"
 
-    def __init__(self, spec: FieldSpec, checks: CheckSettings) -> None:
+    def __init__(self, spec: FieldSpec, checks: CheckSettings, blocks: int, profile: NumericProfile | None,
+                 limits: Limits, ref_version: str | None) -> None:
         self.name = spec.name
         self.checks = checks
-        self.totals = np.zeros(9)
+        self.profile = profile
+        self.limits = limits
+        self.ref_version = ref_version
+        self.totals = np.zeros(HEAD)
         self.totals[MIN], self.totals[MAX] = np.inf, -np.inf
         self.warm = [0.0, 0.0, 0.0]  # n, sum, sum of squares of the first `warmup` finite values
         self.mean: float | None = None
         self.std: float | None = None
-        self.window = NumericWindow(checks.histogram_bins, checks.window_blocks)
-        a, p = checks.adwin, checks.page_hinkley
+        if profile is not None and profile.edges:
+            edges: np.ndarray | None = np.asarray(profile.edges, dtype=float)
+            hist_len = len(profile.edges) + 1
+        else:
+            edges, hist_len = None, checks.histogram_bins + 2
+        if profile is not None and profile.mean is not None and profile.std:
+            self.mean, self.std = profile.mean, profile.std  # standardise with the reference: no warm-up
+        self.window = NumericWindow(hist_len, blocks, edges)
+        self._new_detectors()
+
+    def _new_detectors(self) -> None:
+        a, p = self.checks.adwin, self.checks.page_hinkley
         self.adwin = Adwin(a.delta, a.clock, a.max_buckets, a.min_window_length, a.grace_period)
         self.ph = PageHinkley(p.min_instances, p.delta, p.threshold, p.alpha, p.mode)
 
@@ -96,12 +188,21 @@ class NumericFeature:
         values = np.array([math.nan if v is None else v for v in raw], dtype=np.float64)
         return values, missing
 
-    def _warm_up(self, values: np.ndarray, finite_idx: np.ndarray) -> int:
-        """Feed the warm-up; return how many of the finite values it took."""
+    def add(self, values: np.ndarray, missing: np.ndarray, offsets: np.ndarray) -> None:
+        self.window.add(values, missing, offsets, self.limits.bounds, self.limits.sentinels)
+
+    def _usable(self, values: np.ndarray) -> np.ndarray:
+        ok = np.isfinite(values)
+        if self.limits.sentinels is not None:
+            ok &= ~np.isin(values, self.limits.sentinels)
+        return np.flatnonzero(ok)
+
+    def _warm_up(self, values: np.ndarray, idx: np.ndarray) -> int:
+        """Feed the warm-up (only without a reference); return how many of the values it took."""
         need = self.checks.warmup - int(self.warm[0])
-        if need <= 0:
+        if self.mean is not None or need <= 0:
             return 0
-        taken = values[finite_idx[:need]]
+        taken = values[idx[:need]]
         self.warm[0] += len(taken)
         self.warm[1] += float(taken.sum())
         self.warm[2] += float(np.dot(taken, taken))
@@ -110,23 +211,86 @@ class NumericFeature:
             self.mean = s / n
             var = max(ss / n - self.mean * self.mean, 0.0) * n / (n - 1)
             self.std = math.sqrt(var) if var > 0 else 1.0
-            half = 4.0 * self.std
-            self.window.edges = np.linspace(self.mean - half, self.mean + half, self.checks.histogram_bins + 1)
+            if self.window.edges is None:
+                half = 4.0 * self.std
+                self.window.edges = np.linspace(self.mean - half, self.mean + half, self.checks.histogram_bins + 1)
         return len(taken)
 
     def detector_input(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Indices and standardised, clipped values of the finite values past the warm-up."""
-        finite_idx = np.flatnonzero(np.isfinite(values))
-        taken = self._warm_up(values, finite_idx)
-        idx = finite_idx[taken:]
+        """Indices and standardised, clipped values of the usable values past the warm-up."""
+        usable = self._usable(values)
+        taken = self._warm_up(values, usable)
+        idx = usable[taken:]
         if self.mean is None or self.std is None or not len(idx):
             return idx[:0], values[:0]
         z = (values[idx] - self.mean) / self.std
         return idx, np.clip(z, -self.checks.clip_z, self.checks.clip_z)
 
+    def window_checks(self, min_count: int) -> list[CheckValue]:
+        w = self.window.window()
+        if w is None or w[COUNT] < min_count:
+            return []
+        lim, n = self.limits, w[COUNT]
+        out = [
+            CheckValue(self.name, "missing_rate", w[MISSING] / n, lim.max_missing_rate,
+                       w[MISSING] / n > lim.max_missing_rate, {"missing": str(int(w[MISSING]))}),
+            CheckValue(self.name, "nan_rate", (w[NAN] + w[INF]) / n, lim.max_nan_rate,
+                       (w[NAN] + w[INF]) / n > lim.max_nan_rate, {"nan": str(int(w[NAN])), "inf": str(int(w[INF]))}),
+        ]
+        if lim.sentinels is not None:
+            rate = w[SENTINEL] / n
+            out.append(CheckValue(self.name, "sentinel_rate", rate, lim.max_sentinel_rate,
+                                  rate > lim.max_sentinel_rate,
+                                  {"sentinels": ",".join(f"{s:g}" for s in lim.sentinels)}))
+        if lim.max_out_of_range_rate is not None and w[FINITE] > 0:
+            rate = (w[BELOW] + w[ABOVE]) / w[FINITE]
+            lo, hi = lim.bounds
+            out.append(CheckValue(self.name, "out_of_range", rate, lim.max_out_of_range_rate,
+                                  rate > lim.max_out_of_range_rate,
+                                  {"below_min": str(int(w[BELOW])), "above_max": str(int(w[ABOVE])),
+                                   "min": "" if lo is None else f"{lo:.6g}", "max": "" if hi is None else f"{hi:.6g}",
+                                   "window_min": f"{w[MIN]:.6g}", "window_max": f"{w[MAX]:.6g}"}))
+        if not lim.allow_constant and w[FINITE] >= min_count:
+            constant = bool(w[MAX] == w[MIN])
+            out.append(CheckValue(self.name, "constant", float(constant), 0.0, constant,
+                                  {"value": f"{w[MIN]:.6g}"} if constant else {}))
+        return out
+
+    def drift_value(self) -> CheckValue | None:
+        prof, w = self.profile, self.window.window()
+        drift = self.checks.drift
+        if prof is None or w is None or not drift.enabled or w[FINITE] < drift.min_window_count:
+            return None
+        cur = w[HEAD:]
+        ref = prof.counts()
+        name = drift.numeric_statistic
+        centers = prof.centers()
+        value = stats.statistic(name, ref, cur, centers)
+        if name == "wasserstein" and prof.std:
+            value /= prof.std  # normalised, as Evidently's default
+        threshold = drift.threshold_for(name)
+        floor = threshold + (stats.psi_null_bias(int((ref + cur > 0).sum()), cur.sum(), ref.sum())
+                             if name == "psi" else 0.0)
+        test = stats.chi2_homogeneity(ref, cur)
+        mean = w[SUM] / w[FINITE]
+        evidence = {
+            "p_value": f"{test.p_value:.3g}",
+            "threshold_with_sample_size": f"{floor:.4g}",
+            "window_mean": f"{mean:.6g}",
+            "window_std": f"{math.sqrt(max(w[SUMSQ] / w[FINITE] - mean * mean, 0.0)):.6g}",
+            "window_min": f"{w[MIN]:.6g}",
+            "window_max": f"{w[MAX]:.6g}",
+            "reference_mean": f"{prof.mean:.6g}" if prof.mean is not None else "",
+            "reference_std": f"{prof.std:.6g}" if prof.std is not None else "",
+            "reference_version": str(self.ref_version),
+        }
+        evidence.update(_top_bins(ref, cur, _bin_labels(prof.edges), self.window.examples))
+        return CheckValue(self.name, name, value, threshold, value > floor, evidence, test.p_value)
+
     def to_state(self) -> dict[str, Any]:
         return {
             "kind": self.kind,
+            "ref_version": self.ref_version,
             "totals": self.totals.tolist(),
             "warm": self.warm,
             "mean": self.mean,
@@ -138,6 +302,8 @@ class NumericFeature:
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.totals = np.array(state["totals"], dtype=float)
+        if state.get("ref_version") != self.ref_version:
+            return  # a new reference: new bins and standardisation, so windows and detectors start afresh
         self.warm = [float(x) for x in state["warm"]]
         self.mean, self.std = state["mean"], state["std"]
         self.window.load_state(state["window"])
@@ -146,58 +312,126 @@ class NumericFeature:
 
     def summary(self) -> dict[str, Any]:
         t = self.totals
-        w = self.window.window()
         out: dict[str, Any] = {
             "kind": self.kind,
             "count": int(t[COUNT]),
             "missing": int(t[MISSING]),
             "nan": int(t[NAN]),
             "inf": int(t[INF]),
+            "sentinel": int(t[SENTINEL]),
+            "out_of_range": int(t[BELOW] + t[ABOVE]),
             "sum": float(t[SUM]),
             "min": None if t[FINITE] == 0 else float(t[MIN]),
             "max": None if t[FINITE] == 0 else float(t[MAX]),
-            "warmup_mean": self.mean,
-            "warmup_std": self.std,
-            "adwin_width": int(self.adwin.width),
-            "page_hinkley_n": self.ph.n,
         }
-        if w is not None and w[FINITE] > 0:
-            mean = w[SUM] / w[FINITE]
-            out["window_mean"] = float(mean)
-            out["window_std"] = float(math.sqrt(max(w[SUMSQ] / w[FINITE] - mean * mean, 0.0)))
-            out["window_count"] = int(w[COUNT])
         return out
 
 
 class CategoricalFeature:
     kind: Literal["categorical"] = "categorical"
 
-    def __init__(self, spec: FieldSpec, checks: CheckSettings) -> None:
+    def __init__(self, spec: FieldSpec, checks: CheckSettings, blocks: int, profile: CategoricalProfile | None,
+                 limits: Limits, ref_version: str | None) -> None:
         self.name = spec.name
         self.checks = checks
+        self.profile = profile
+        self.limits = limits
+        self.ref_version = ref_version
         self.count = 0
         self.missing = 0
-        self.window = CategoricalWindow(checks.max_categories, checks.window_blocks)
+        vocab = profile.categories if profile is not None else None
+        self.window = CategoricalWindow(max(checks.max_categories, len(vocab or [])), blocks, vocab)
 
     def column(self, rows: list[dict[str, Any]]) -> tuple[list[Any], np.ndarray]:
         raw = [r.get(self.name) for r in rows]
         return raw, np.fromiter((v is None for v in raw), dtype=bool, count=len(raw))
 
+    def add(self, values: list[Any], missing: np.ndarray, _offsets: np.ndarray) -> None:
+        self.count += len(values)
+        self.missing += int(missing.sum())
+        self.window.add(values, missing, self.limits.allowed)
+
+    def window_checks(self, min_count: int) -> list[CheckValue]:
+        w = self.window.window()
+        if w is None or w.get(N_KEY, 0) < min_count:
+            return []
+        lim, n = self.limits, w[N_KEY]
+        present = n - w.get(MISSING_KEY, 0)
+        out = [CheckValue(self.name, "missing_rate", w.get(MISSING_KEY, 0) / n, lim.max_missing_rate,
+                          w.get(MISSING_KEY, 0) / n > lim.max_missing_rate, {"missing": str(w.get(MISSING_KEY, 0))})]
+        if lim.max_unseen_rate is not None and lim.allowed is not None and present > 0:
+            rate = w.get(UNSEEN_KEY, 0) / present
+            new = sorted(((k, v) for k, v in w.items() if k not in META_KEYS and k not in lim.allowed),
+                         key=lambda kv: (-kv[1], kv[0]))[:5]
+            out.append(CheckValue(self.name, "unseen_category", rate, lim.max_unseen_rate, rate > lim.max_unseen_rate,
+                                  {"new_values": ", ".join(f"{k} ({v})" for k, v in new)}))
+        if not lim.allow_constant and present >= min_count:
+            cats = [k for k, v in w.items() if k not in META_KEYS and v > 0]
+            constant = len(cats) == 1
+            out.append(CheckValue(self.name, "constant", float(constant), 0.0, constant,
+                                  {"value": cats[0]} if constant else {}))
+        return out
+
+    def drift_value(self) -> CheckValue | None:
+        prof, w = self.profile, self.window.window()
+        drift = self.checks.drift
+        if prof is None or w is None or not drift.enabled:
+            return None
+        present = w.get(N_KEY, 0) - w.get(MISSING_KEY, 0)
+        if present < drift.min_window_count:
+            return None
+        known = set(prof.categories)
+        cur = np.array([w.get(c, 0) for c in prof.categories]
+                       + [sum(v for k, v in w.items() if k not in META_KEYS and k not in known)], dtype=float)
+        ref = prof.counts()
+        name = drift.categorical_statistic
+        value = stats.statistic(name, ref, cur)
+        threshold = drift.threshold_for(name)
+        test = stats.chi2_homogeneity(ref, cur)
+        floor = threshold + (stats.psi_null_bias(int((ref + cur > 0).sum()), cur.sum(), ref.sum())
+                             if name == "psi" else 0.0)
+        evidence = {"p_value": f"{test.p_value:.3g}", "threshold_with_sample_size": f"{floor:.4g}",
+                    "reference_version": str(self.ref_version)}
+        evidence.update(_top_bins(ref, cur, [*prof.categories, "other"], None))
+        return CheckValue(self.name, name, value, threshold, value > floor, evidence, test.p_value)
+
     def to_state(self) -> dict[str, Any]:
-        return {"kind": self.kind, "count": self.count, "missing": self.missing, "window": self.window.to_state()}
+        return {"kind": self.kind, "ref_version": self.ref_version, "count": self.count, "missing": self.missing,
+                "window": self.window.to_state()}
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.count, self.missing = int(state["count"]), int(state["missing"])
-        self.window.load_state(state["window"])
+        if state.get("ref_version") == self.ref_version:
+            self.window.load_state(state["window"])
 
     def summary(self) -> dict[str, Any]:
         w = self.window.window() or {}
-        top = sorted(((k, v) for k, v in w.items() if not k.startswith("__n") and k != "__missing__"),
-                     key=lambda kv: (-kv[1], kv[0]))[:10]
+        top = sorted(((k, v) for k, v in w.items() if k not in META_KEYS), key=lambda kv: (-kv[1], kv[0]))[:10]
         return {"kind": self.kind, "count": self.count, "missing": self.missing, "window_top": dict(top)}
 
 
 Feature = NumericFeature | CategoricalFeature
+
+
+def _bin_labels(edges: list[float]) -> list[str]:
+    e = [f"{x:.4g}" for x in edges]
+    if not e:
+        return ["all"]
+    return [f"<{e[0]}"] + [f"[{a},{b})" for a, b in itertools.pairwise(e)] + [f">={e[-1]}"]
+
+
+def _top_bins(ref: np.ndarray, cur: np.ndarray, labels: list[str], examples: list[int] | None) -> dict[str, str]:
+    """The three bins whose share moved most: reference share, current share, an example offset."""
+    p = ref / ref.sum() if ref.sum() else ref
+    q = cur / cur.sum() if cur.sum() else cur
+    order = np.argsort(-np.abs(q - p), kind="stable")[:3]
+    out = {}
+    for rank, b in enumerate(order.tolist(), start=1):
+        text = f"{labels[b]}: reference {p[b]:.2%}, current {q[b]:.2%}"
+        if examples is not None and b < len(examples) and examples[b] >= 0:
+            text += f", e.g. offset {examples[b]}"
+        out[f"top_bin_{rank}"] = text
+    return out
 
 
 class StreamPartition:
@@ -211,137 +445,213 @@ class StreamPartition:
         partition: int,
         fields: list[FieldSpec],
         checks: dict[str, CheckSettings],
-        block_size: int,
-        window_blocks: int,
+        window: WindowSettings,
+        *,
+        reference: dict[str, FieldProfile] | None = None,
+        ref_version: str | None = None,
+        contract: dict[str, FieldContract] | None = None,
+        sentinels: dict[str, list[float]] | None = None,
+        version_field: str | None = None,
     ) -> None:
         self.model, self.stream, self.topic, self.partition = model, stream, topic, partition
-        self.block_size = block_size
-        self.window_blocks = window_blocks
+        self.window_settings = window
+        self.version_field = version_field
         self.events = 0
         self.rejects = 0
-        # Block metadata ring: [first_offset, last_offset, first_time, last_time, count]; time -1 = unknown.
+        self.blocks_closed = 0
+        # Block metadata ring: [first_offset, last_offset, first_time, last_time, count, block_id]; time -1 = none.
         self.closed_meta: list[list[int]] = []
         self.open_meta: list[int] | None = None
-        self.quiet_until: dict[str, int] = {}  # "<feature>/<check>" -> event number the cooldown ends
+        self.last_version: str | None = None
+        self.quiet_until: dict[str, int] = {}  # detector "<feature>/<check>" -> event number its cooldown ends
+        self.open_alerts: dict[str, dict[str, Any]] = {}  # window "<feature>/<check>" -> {"since", "below"}
+        self.schema_ids: list[int] = []
         self.features: dict[str, Feature] = {}
+        reference = reference or {}
+        contract = contract or {}
+        sentinels = sentinels or {}
         for spec in fields:
-            cls = NumericFeature if spec.kind == "numeric" else CategoricalFeature
-            self.features[spec.name] = cls(spec, checks[spec.name])
+            prof = reference.get(spec.name)
+            lim = Limits.build(checks[spec.name], contract.get(spec.name), sentinels.get(spec.name, []))
+            blocks = window.blocks
+            if spec.kind == "numeric":
+                self.features[spec.name] = NumericFeature(
+                    spec, checks[spec.name], blocks, prof if isinstance(prof, NumericProfile) else None, lim,
+                    ref_version)
+            else:
+                self.features[spec.name] = CategoricalFeature(
+                    spec, checks[spec.name], blocks, prof if isinstance(prof, CategoricalProfile) else None, lim,
+                    ref_version)
+
+    # -- blocks ----------------------------------------------------------------------------------
+    def _block_ids(self, batch: DecodedBatch, times: list[int]) -> np.ndarray:
+        n = len(batch)
+        w = self.window_settings
+        if w.by == "count":
+            return (self.events + np.arange(n)) // w.block_size
+        current = self.open_meta[5] if self.open_meta is not None else -1
+        raw = np.array([t // w.block_ms if t >= 0 else -1 for t in times], dtype=np.int64)
+        # Late events join the open block: block ids never go back.
+        return np.maximum.accumulate(np.maximum(raw, current))
+
+    def _window_bounds(self) -> tuple[int, int | None, int]:
+        first = self.closed_meta[0]
+        return first[0], (None if first[2] < 0 else first[2]), sum(m[4] for m in self.closed_meta)
 
     # -- the update ------------------------------------------------------------------------------
-    def _segments(self, n: int) -> list[tuple[int, int, bool]]:
-        """Split batch positions [0, n) at block boundaries: (start, stop, closes_block)."""
-        out = []
-        start = 0
-        fill = self.events % self.block_size
-        while start < n:
-            stop = min(n, start + self.block_size - fill)
-            out.append((start, stop, fill + (stop - start) == self.block_size))
-            fill = 0
-            start = stop
-        return out
-
     def apply(self, batch: DecodedBatch) -> list[Finding]:
         n = len(batch)
         if n == 0:
             return []
         offsets = batch.offsets
         times = [-1 if t is None else t for t in batch.event_times]
-        segments = self._segments(n)
-        # Window position before each segment: (first offset, first time, events in window).
-        snapshots: list[tuple[int, int, int]] = []
-        closes: list[tuple[int, list[int]]] = []  # (end index, window meta) for each closed block
-        for start, stop, closes_block in segments:
-            meta = self.open_meta or [int(offsets[start]), 0, times[start], 0, 0]
-            window_first = self.closed_meta[0] if self.closed_meta else meta
-            snapshots.append((window_first[0], window_first[2], sum(m[4] for m in self.closed_meta) + meta[4]))
+        findings: list[Finding] = []
+        versions = [r.get(self.version_field) for r in batch.rows] if self.version_field else None
+        if "*/stream_stopped" in self.open_alerts:
+            findings.append(self._resolve_silence(int(offsets[0]), batch.event_times[0]))
+
+        numeric = [(f, *f.column(batch.rows)) for f in self.features.values() if isinstance(f, NumericFeature)]
+        categorical = [(f, *f.column(batch.rows)) for f in self.features.values()
+                       if isinstance(f, CategoricalFeature)]
+        bids = self._block_ids(batch, times)
+        cuts = np.flatnonzero(np.diff(bids)) + 1
+        runs = list(zip([0, *cuts.tolist()], [*cuts.tolist(), n], strict=True))
+        snapshots: list[tuple[int, int | None, int]] = []
+        events_before = self.events
+        for start, stop in runs:
+            bid = int(bids[start])
+            if self.open_meta is not None and self.open_meta[5] != bid:
+                findings += self._close_block(events_before + start)
+            meta = self.open_meta or [int(offsets[start]), 0, times[start], 0, 0, bid]
+            if self.closed_meta:
+                first, first_t, before = self._window_bounds()
+            else:
+                first, first_t, before = meta[0], (None if meta[2] < 0 else meta[2]), 0
+            snapshots.append((first, first_t, before + meta[4]))
             meta[1], meta[3] = int(offsets[stop - 1]), times[stop - 1]
             meta[4] += stop - start
             self.open_meta = meta
-            if closes_block:
-                self.closed_meta.append(meta)
-                del self.closed_meta[: -self.window_blocks]
-                self.open_meta = None
-                closes.append((stop - 1, [*list(self.closed_meta[0]), sum(m[4] for m in self.closed_meta)]))
-        events_before = self.events
+            for feat, values, missing in numeric:
+                feat.add(values[start:stop], missing[start:stop], offsets[start:stop])
+            for cfeat, raw, cmissing in categorical:
+                cfeat.add(raw[start:stop], cmissing[start:stop], offsets[start:stop])
         self.events += n
+        if versions:
+            last = versions[-1]
+            self.last_version = None if last is None else str(last)
 
-        findings: list[Finding] = []
-
-        def window_at(index: int) -> tuple[int, int | None, int]:
-            for (start, stop, _), (first, first_t, before) in zip(segments, snapshots, strict=True):
-                if start <= index < stop:
-                    return first, (None if first_t < 0 else first_t), before + index - start + 1
-            raise AssertionError(index)
-
-        for name, feat in self.features.items():
-            if isinstance(feat, NumericFeature):
-                values, missing = feat.column(batch.rows)
-                feat.totals[:9] = _add_totals(feat.totals, values, missing)
-                idx, z = feat.detector_input(values)
-                close_iter = iter(closes)
-                for start, stop, closes_block in segments:
-                    feat.window.add(values[start:stop], missing[start:stop])
-                    if closes_block:
-                        end, meta = next(close_iter)
-                        feat.window.close_block()
-                        findings += self._rate_checks(feat, end, events_before + end + 1, meta)
-                if len(idx):
-                    checks = feat.checks
-                    if checks.adwin.enabled:
-                        for d in feat.adwin.update_many(z):
-                            i = int(idx[d.index])
-                            first, first_t, count = window_at(i)
-                            findings.append(Finding(name, "adwin", d.statistic, d.threshold, i,
-                                                    events_before + i + 1, first, first_t, count,
-                                                    {"delta": f"{checks.adwin.delta:g}",
-                                                     "adwin_width": str(d.window),
-                                                     "warmup_mean": f"{feat.mean:.6g}",
-                                                     "warmup_std": f"{feat.std:.6g}"}))
-                    if checks.page_hinkley.enabled:
-                        for d in feat.ph.update_many(z):
-                            i = int(idx[d.index])
-                            first, first_t, count = window_at(i)
-                            findings.append(Finding(name, "page_hinkley", d.statistic,
-                                                    d.threshold, i, events_before + i + 1,
-                                                    first, first_t, count,
-                                                    {"values_since_reset": str(d.window),
-                                                     "warmup_mean": f"{feat.mean:.6g}",
-                                                     "warmup_std": f"{feat.std:.6g}"}))
-            else:
-                raw, missing = feat.column(batch.rows)
-                feat.count += n
-                feat.missing += int(missing.sum())
-                close_iter = iter(closes)
-                for start, stop, closes_block in segments:
-                    feat.window.add(raw[start:stop], missing[start:stop])
-                    if closes_block:
-                        end, meta = next(close_iter)
-                        feat.window.close_block()
-                        findings += self._rate_checks(feat, end, events_before + end + 1, meta)
-        findings.sort(key=lambda f: (f.index, f.feature, f.check))
+        for feat, values, missing in numeric:
+            name = feat.name
+            feat.totals = merge_numeric([feat.totals, numeric_block(values, missing, None, 0, feat.limits.bounds,
+                                                                      feat.limits.sentinels)])
+            idx, z = feat.detector_input(values)
+            if not len(idx):
+                continue
+            checks = feat.checks
+            hits = []
+            if checks.adwin.enabled:
+                hits += [("adwin", d, {"delta": f"{checks.adwin.delta:g}", "adwin_width": str(d.window)})
+                         for d in feat.adwin.update_many(z)]
+            if checks.page_hinkley.enabled:
+                hits += [("page_hinkley", d, {"values_since_reset": str(d.window)})
+                         for d in feat.ph.update_many(z)]
+            for check, d, evidence in hits:
+                i = int(idx[d.index])
+                run = next(k for k, (a, b) in enumerate(runs) if a <= i < b)
+                first, first_t, before = snapshots[run]
+                evidence.update({"standardised_by": "reference" if feat.profile is not None else "warm-up",
+                                 "mean": f"{feat.mean:.6g}", "std": f"{feat.std:.6g}"})
+                findings.append(Finding(
+                    name, check, kind_of(check, self.stream), d.statistic, d.threshold, int(offsets[i]),
+                    batch.event_times[i], events_before + i + 1, first, first_t, before + i - runs[run][0] + 1,
+                    model_version=None if versions is None or versions[i] is None else str(versions[i]),
+                    evidence=evidence))
+        findings.sort(key=lambda f: (f.event_number, f.feature, f.check, f.status))
         return findings
 
-    def _rate_checks(self, feat: Feature, end: int, event_number: int, meta: list[int]) -> list[Finding]:
-        checks = feat.checks
-        if isinstance(feat, NumericFeature):
-            w = feat.window.window()
-            assert w is not None
-            n, nan, missing = w[COUNT], w[NAN] + w[INF], w[MISSING]
-        else:
-            cw = feat.window.window() or {}
-            n, nan, missing = cw.get("__n__", 0), 0, cw.get("__missing__", 0)
-        if n < checks.min_window_count:
+    def _close_block(self, event_number: int) -> list[Finding]:
+        """Close the open block; evaluate the window if this close is an evaluation point."""
+        assert self.open_meta is not None
+        self.closed_meta.append(self.open_meta)
+        del self.closed_meta[: -self.window_settings.blocks]
+        self.open_meta = None
+        for feat in self.features.values():
+            feat.window.close_block()
+        self.blocks_closed += 1
+        if self.window_settings.mode == "tumbling" and self.blocks_closed % self.window_settings.blocks:
             return []
-        first_t = None if meta[2] < 0 else meta[2]
+        return self._evaluate(event_number)
+
+    def _evaluate(self, event_number: int) -> list[Finding]:
+        values: list[CheckValue] = []
+        drift: list[CheckValue] = []
+        for feat in self.features.values():
+            values += feat.window_checks(feat.checks.min_window_count)
+            d = feat.drift_value()
+            if d is not None:
+                drift.append(d)
+        if drift:
+            # Multiple-testing control across the features of this window: BH on the chi-squared p-values.
+            fdr = min(self.features[d.feature].checks.drift.fdr for d in drift)
+            significant = stats.benjamini_hochberg(np.array([d.p_value or 1.0 for d in drift]), fdr)
+            values += [CheckValue(d.feature, d.check, d.statistic, d.threshold, d.firing and bool(sig), d.evidence)
+                       for d, sig in zip(drift, significant.tolist(), strict=True)]
+        return self._lifecycle(values, event_number)
+
+    def _lifecycle(self, values: list[CheckValue], event_number: int) -> list[Finding]:
+        """OPEN when a check starts firing, nothing while it stays open, RESOLVED after enough quiet windows."""
         out = []
-        for check, bad, limit in (("nan_rate", nan, checks.max_nan_rate),
-                                  ("missing_rate", missing, checks.max_missing_rate)):
-            rate = bad / n
-            if rate > limit:
-                out.append(Finding(feat.name, check, float(rate), limit, end, event_number, meta[0], first_t,
-                                   int(meta[5]), {"bad": str(int(bad)), "window_events": str(int(n))}))
+        first, first_t, count = self._window_bounds()
+        last = self.closed_meta[-1]
+        offset, time = last[1], (None if last[3] < 0 else last[3])
+        for v in values:
+            key = f"{v.feature}/{v.check}"
+            state = self.open_alerts.get(key)
+            status: Status | None = None
+            if v.firing:
+                if state is None:
+                    self.open_alerts[key] = {"since": event_number, "below": 0}
+                    status = "OPEN"
+                else:
+                    state["below"] = 0
+            elif state is not None:
+                state["below"] += 1
+                if state["below"] >= self.window_settings.resolve_windows:
+                    del self.open_alerts[key]
+                    status = "RESOLVED"
+            if status is not None:
+                out.append(Finding(v.feature, v.check, kind_of(v.check, self.stream), float(v.statistic),
+                                   float(v.threshold), offset, time, event_number, first, first_t, count, status,
+                                   self.last_version, dict(v.evidence)))
         return out
+
+    # -- findings that are not about a window -----------------------------------------------------
+    def schema_change(self, schema_id: int, changes: list[tuple[str, str, str]], offset: int,
+                      event_time: int | None) -> list[Finding]:
+        """SCHEMA findings the first time this partition sees a writer schema id that differs from ours."""
+        if schema_id in self.schema_ids:
+            return []
+        self.schema_ids.append(schema_id)
+        return [Finding(name, check, AlertKind.SCHEMA, float(schema_id), 0.0, offset, event_time, self.events,
+                        offset, event_time, 0, "OPEN", self.last_version,
+                        {"schema_id": str(schema_id), "detail": detail})
+                for name, check, detail in changes]
+
+    def silence(self, idle_s: float, limit_s: float) -> list[Finding]:
+        """A VOLUME finding when no event has arrived for `limit_s` seconds (the daemon's clock)."""
+        meta = self.open_meta or (self.closed_meta[-1] if self.closed_meta else None)
+        if meta is None or idle_s < limit_s or "*/stream_stopped" in self.open_alerts:
+            return []
+        self.open_alerts["*/stream_stopped"] = {"since": self.events, "below": 0}
+        t = None if meta[3] < 0 else meta[3]
+        return [Finding("*", "stream_stopped", AlertKind.VOLUME, float(idle_s), float(limit_s), meta[1], t,
+                        self.events, meta[1], t, 0, "OPEN", self.last_version,
+                        {"last_offset": str(meta[1]), "topic": self.topic})]
+
+    def _resolve_silence(self, offset: int, event_time: int | None) -> Finding:
+        del self.open_alerts["*/stream_stopped"]
+        return Finding("*", "stream_stopped", AlertKind.VOLUME, 0.0, 0.0, offset, event_time, self.events + 1,
+                       offset, event_time, 0, "RESOLVED", self.last_version, {"topic": self.topic})
 
     # -- persistence -----------------------------------------------------------------------------
     def meta_state(self) -> dict[str, Any]:
@@ -350,9 +660,13 @@ class StreamPartition:
             "stream": self.stream,
             "events": self.events,
             "rejects": self.rejects,
+            "blocks_closed": self.blocks_closed,
             "closed_meta": self.closed_meta,
             "open_meta": self.open_meta,
+            "last_version": self.last_version,
             "quiet_until": self.quiet_until,
+            "open_alerts": self.open_alerts,
+            "schema_ids": self.schema_ids,
         }
 
     def to_fields(self) -> dict[str, bytes]:
@@ -365,17 +679,17 @@ class StreamPartition:
     def load_fields(self, fields: dict[str, bytes]) -> None:
         meta = json.loads(fields[META_FIELD])
         self.events, self.rejects = int(meta["events"]), int(meta["rejects"])
+        self.blocks_closed = int(meta.get("blocks_closed", 0))
         self.closed_meta = meta["closed_meta"]
         self.open_meta = meta["open_meta"]
+        self.last_version = meta.get("last_version")
         self.quiet_until = {k: int(v) for k, v in meta["quiet_until"].items()}
+        self.open_alerts = dict(meta.get("open_alerts", {}))
+        self.schema_ids = list(meta.get("schema_ids", []))
         for name, feat in self.features.items():
             raw = fields.get(f"{self.model}/{name}")
             if raw is not None:
                 feat.load_state(json.loads(raw))
-
-
-def _add_totals(totals: np.ndarray, values: np.ndarray, missing: np.ndarray) -> np.ndarray:
-    return merge_numeric([totals[:9], numeric_block(values, missing, None, 0)[:9]])
 
 
 def _dumps(obj: Any) -> bytes:

@@ -85,7 +85,7 @@ def test_nan_rate_fires_at_the_first_block_whose_window_crosses(tmp_path: Path) 
         rows[i]["age"] = math.nan
     part = proc.new_partition(0)
     alerts = [a for a in proc.process(part, _records(proc, rows)).alerts if a.feature == "age"]
-    assert [a.check for a in alerts] == ["nan_rate"]
+    assert [(a.check, a.status) for a in alerts] == [("nan_rate", "OPEN"), ("nan_rate", "RESOLVED")]
     # Block k closes at event 100k+99; its window spans events max(0, 100(k-9)) .. 100k+99.
     for k in range(30):
         first, last = max(0, 100 * (k - 9)), 100 * k + 99
@@ -95,19 +95,44 @@ def test_nan_rate_fires_at_the_first_block_whose_window_crosses(tmp_path: Path) 
     assert alerts[0].source_offset == last
     assert alerts[0].window.first_offset == first and alerts[0].window.count == last - first + 1
     assert alerts[0].statistic == pytest.approx(rate, abs=1e-15)
+    # RESOLVED at the third evaluation in a row (resolve_windows=3) whose window rate is back under 5%.
+    below = 0
+    for k2 in range(k + 1, 30):
+        first, last = max(0, 100 * (k2 - 9)), 100 * k2 + 99
+        below = below + 1 if sum(first <= i <= last for i in nan_at) / (last - first + 1) <= 0.05 else 0
+        if below == 3:
+            break
+    assert alerts[1].source_offset == last and alerts[1].severity == "INFO"
 
 
-def test_cooldown_silences_a_repeating_check(tmp_path: Path) -> None:
-    """A check that keeps crossing raises one alert per cooldown period (counted in events)."""
-    proc = build_processors(_settings(tmp_path, cooldown_events=1000))["churn.features"]
-    rows = _feature_rows(4_000, 6)
+def test_a_persistent_problem_opens_once(tmp_path: Path) -> None:
+    """A window check that keeps failing raises one OPEN alert, not one per window; state survives a reload."""
+    proc = build_processors(_settings(tmp_path))["churn.features"]
+    rows = _feature_rows(8_000, 6)
     for r in rows[1000:]:
         r["age"] = math.nan
+    records = _records(proc, rows)
     part = proc.new_partition(0)
-    alerts = [a for a in proc.process(part, _records(proc, rows)).alerts if a.check == "nan_rate"]
-    firsts = [a.source_offset for a in alerts]
-    assert len(firsts) == 3
-    assert all(b - a >= 1000 for a, b in itertools.pairwise(firsts))
+    first = [a for a in proc.process(part, records[:4000]).alerts if a.check == "nan_rate"]
+    restored = proc.new_partition(0)
+    restored.load_fields(part.to_fields())
+    second = [a for a in proc.process(restored, records[4000:]).alerts if a.check == "nan_rate"]
+    assert [a.status for a in first] == ["OPEN"] and second == []
+    assert "age/nan_rate" in restored.open_alerts
+
+
+def test_detector_cooldown_is_counted_in_events(tmp_path: Path) -> None:
+    """A detector that keeps firing is silenced for cooldown_events events after each alert."""
+    proc = build_processors(_settings(tmp_path, cooldown_events=3000))["churn.features"]
+    rows = _feature_rows(12_000, 8)
+    for i, r in enumerate(rows):
+        if i >= 2000:
+            r["age"] += 30.0 * ((i - 2000) // 500 % 2 * 2 - 1)  # the mean flips every 500 events
+    part = proc.new_partition(0)
+    alerts = [a for a in proc.process(part, _records(proc, rows)).alerts if a.check == "page_hinkley"]
+    offsets = [a.source_offset for a in alerts]
+    assert len(offsets) >= 2
+    assert all(b - a > 3000 for a, b in itertools.pairwise(offsets))
 
 
 def test_undecodable_records_are_rejected_and_counted(tmp_path: Path) -> None:

@@ -1,0 +1,108 @@
+"""Data contracts: what a model's input may look like, inferred from a reference and edited by people.
+
+A contract sets per-field limits (nullability, range, allowed categories, special-value rates) and the
+expected schema; `stream_state` checks every window against it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from monitor.errors import ConfigError
+from monitor.reference import CategoricalProfile, NumericProfile, ReferenceProfile
+from monitor.settings import CheckSettings
+
+
+class FieldContract(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["numeric", "categorical"]
+    avro_type: str | None = None
+    nullable: bool = True
+    min: float | None = None
+    max: float | None = None
+    allowed: list[str] | None = None
+    sentinels: list[float] = []
+    max_missing_rate: float = Field(0.1, ge=0, le=1)
+    max_nan_rate: float = Field(0.05, ge=0, le=1)
+    max_sentinel_rate: float = Field(0.01, ge=0, le=1)
+    max_out_of_range_rate: float = Field(0.01, ge=0, le=1)
+    max_unseen_rate: float = Field(0.01, ge=0, le=1)
+    allow_constant: bool = False
+
+
+class Contract(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str
+    reference_version: str | None = None
+    fields: dict[str, FieldContract]
+
+
+def load_contract(path: Path) -> Contract:
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read contract {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"contract {path} is not valid YAML: {exc}") from exc
+    try:
+        return Contract.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"contract {path}: {exc}") from exc
+
+
+def _rate_limit(reference_rate: float, floor: float) -> float:
+    """Twice the reference rate plus a floor: room for sampling noise, none for a broken pipeline."""
+    return round(min(1.0, max(floor, 2 * reference_rate + floor)), 6)
+
+
+def infer_contract(
+    profile: ReferenceProfile, avro_types: dict[str, str], checks: dict[str, CheckSettings], margin: float = 0.1
+) -> Contract:
+    """A contract from a reference: ranges widened by `margin` of the span, allowed = seen categories."""
+    fields: dict[str, FieldContract] = {}
+    for name, prof in profile.fields.items():
+        c = checks[name] if name in checks else CheckSettings()
+        if isinstance(prof, NumericProfile):
+            lo = hi = None
+            if prof.min is not None and prof.max is not None:
+                span = prof.max - prof.min
+                lo, hi = prof.min - margin * span, prof.max + margin * span
+            fields[name] = FieldContract(
+                type="numeric",
+                avro_type=avro_types.get(name),
+                nullable=prof.null_rate > 0,
+                min=lo,
+                max=hi,
+                sentinels=prof.sentinels,
+                max_missing_rate=_rate_limit(prof.null_rate, 0.01),
+                max_nan_rate=_rate_limit(prof.nan_rate, 0.01),
+                max_sentinel_rate=_rate_limit(prof.sentinel_rate, 0.01),
+                max_out_of_range_rate=c.max_out_of_range_rate,
+                allow_constant=(prof.std or 0.0) == 0.0,
+            )
+        elif isinstance(prof, CategoricalProfile):
+            # Every category the reference saw is allowed; a long tail folded into "other" is not listed.
+            other = prof.fractions[-1] if prof.fractions else 0.0
+            fields[name] = FieldContract(
+                type="categorical",
+                avro_type=avro_types.get(name),
+                nullable=prof.null_rate > 0,
+                allowed=None if other > 0 else list(prof.categories),
+                max_missing_rate=_rate_limit(prof.null_rate, 0.01),
+                max_unseen_rate=c.max_unseen_rate,
+                allow_constant=len(prof.categories) <= 1,
+            )
+    return Contract(model=profile.model, reference_version=profile.version, fields=fields)
+
+
+def dump_contract(contract: Contract) -> str:
+    data: dict[str, Any] = contract.model_dump(exclude_none=True)
+    header = (f"# Data contract for model {contract.model}, inferred from reference "
+              f"{contract.reference_version}.\n# Edit freely; point the model's `contract:` setting at this file.\n")
+    return header + yaml.safe_dump(data, sort_keys=False)
