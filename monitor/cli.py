@@ -37,6 +37,38 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--incident", action="append", default=[],
                      help="nan_burst:feature=F,start=N,length=N,rate=R or shift:feature=F,start=N,size=S")
     sim.add_argument("--rate", type=float, default=0.0, help="events per second (0 = as fast as possible)")
+    sim.add_argument("--out", type=Path, help="write the events to a CSV or Parquet file (reference data) "
+                                               "instead of Kafka; prediction fields are included")
+
+    ref = sub.add_parser("reference", help="build and manage reference profiles (the metadata store)")
+    ref_sub = ref.add_subparsers(dest="action", required=True)
+    build = ref_sub.add_parser("build", help="profile training/validation data (CSV, Parquet, Avro file)")
+    build.add_argument("--input", required=True, type=Path)
+    build.add_argument("--version", help="default: the next v<N>")
+    build.add_argument("--activate", action="store_true", help="make it active (default if none is)")
+    ref_sub.add_parser("list", help="versions, the active one marked")
+    show = ref_sub.add_parser("show", help="a profile as JSON")
+    show.add_argument("--version", help="default: the active one")
+    act = ref_sub.add_parser("activate", help="point the daemon at a version")
+    act.add_argument("--version", required=True)
+    exp = ref_sub.add_parser("export", help="write a profile to a JSON file")
+    exp.add_argument("--version", help="default: the active one")
+    exp.add_argument("--out", required=True, type=Path)
+    imp = ref_sub.add_parser("import", help="store a profile from a JSON file")
+    imp.add_argument("--file", required=True, type=Path)
+    imp.add_argument("--version", help="store under this version instead of the file's")
+    imp.add_argument("--activate", action="store_true")
+    for sp in (build, show, act, exp, imp, ref_sub.choices["list"]):
+        sp.add_argument("--config", required=True, type=Path)
+        sp.add_argument("--model", required=True)
+
+    contract = sub.add_parser("contract", help="data contracts")
+    contract_sub = contract.add_subparsers(dest="action", required=True)
+    infer = contract_sub.add_parser("infer", help="write a YAML contract inferred from the active reference")
+    infer.add_argument("--config", required=True, type=Path)
+    infer.add_argument("--model", required=True)
+    infer.add_argument("--version", help="reference version (default: the active one)")
+    infer.add_argument("--out", type=Path, help="default: standard output")
 
     status = sub.add_parser("status", help="show what the monitor knows, per model and feature")
     status.add_argument("--config", required=True, type=Path)
@@ -64,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_logging(settings.log_level)
     try:
-        handler = {"run": _run, "simulate": _simulate, "status": _status, "topics": _topics, "alerts": _alerts}
+        handler = {"run": _run, "simulate": _simulate, "status": _status, "topics": _topics, "alerts": _alerts,
+                   "reference": _reference, "contract": _contract}
         return handler[args.command](settings, args)
     except MonitorError as exc:
         log.error("command.failed", command=args.command, error=str(exc), error_class=type(exc).__name__)
@@ -100,7 +133,7 @@ def _simulate(settings: Settings, args: argparse.Namespace) -> int:
     from confluent_kafka import Producer
 
     from monitor.codec import encode_plain, load_schema
-    from monitor.simulate import Incident, Simulator
+    from monitor.simulate import Incident, Simulator, without_field
 
     model = settings.model(args.model)
     if model.predictions is None or model.features.schema_path is None or model.predictions.schema_path is None:
@@ -113,6 +146,9 @@ def _simulate(settings: Settings, args: argparse.Namespace) -> int:
     f_schema = load_schema(model.features.schema_path)
     p_schema = load_schema(model.predictions.schema_path)
     sim = Simulator(seed=args.seed, incidents=[Incident.parse(text) for text in args.incident])
+    if args.out is not None:
+        return _simulate_to_file(sim, args.events, args.out)
+    schemas = {}  # dropped fields -> the schema the producer writes with
     producer = Producer(settings.producer_config())
     failed: list[str] = []
 
@@ -120,12 +156,20 @@ def _simulate(settings: Settings, args: argparse.Namespace) -> int:
         if err is not None:
             failed.append(err.name())
 
+    f_schema_names = [fld["name"] for fld in f_schema["fields"]]
     sent = 0
     started = time.monotonic()
     for feats, preds in sim.batches(args.events, batch=1000):
         for f, pr in zip(feats, preds, strict=True):
             key = f["event_id"].encode()
-            producer.produce(model.features.topic, key=key, value=encode_plain(f_schema, f), on_delivery=report)
+            dropped = frozenset(n for n in f_schema_names if n not in f)
+            if dropped not in schemas:
+                writer = f_schema
+                for name in dropped:
+                    writer = without_field(writer, name)
+                schemas[dropped] = writer
+            producer.produce(model.features.topic, key=key, value=encode_plain(schemas[dropped], f),
+                             on_delivery=report)
             producer.produce(model.predictions.topic, key=key, value=encode_plain(p_schema, pr),
                              on_delivery=report)
             producer.poll(0)
@@ -194,4 +238,125 @@ def _alerts(settings: Settings, args: argparse.Namespace) -> int:
         pass
     finally:
         consumer.close()
+    return 0
+
+
+def _simulate_to_file(sim: Any, events: int, out: Path) -> int:
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    rows: list[dict[str, Any]] = []
+    for feats, preds in sim.batches(events, batch=10_000):
+        rows += [{**f, **{k: v for k, v in p.items() if k not in f}} for f, p in zip(feats, preds, strict=True)]
+    table = pa.Table.from_pylist(rows)
+    if out.suffix.lower() in (".parquet", ".pq"):
+        pq.write_table(table, out)
+    else:
+        pacsv.write_csv(table, out)
+    log.info("simulate.written", events=len(rows), path=str(out))
+    return 0
+
+
+def _reference_store(settings: Settings) -> Any:
+    import redis
+
+    from monitor.reference import RedisReferenceStore
+
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
+    return RedisReferenceStore(client, settings.key_prefix)
+
+
+def _model_specs(settings: Settings, model_name: str) -> list[Any]:
+    from monitor.codec import infer_fields, load_schema
+
+    model = settings.model(model_name)
+    skip = {f for f in (model.id_field, model.time_field, model.version_field) if f}
+    specs = []
+    for _, stream in model.streams():
+        if stream.schema_path is not None:
+            specs += infer_fields(load_schema(stream.schema_path), skip=skip, monitor=stream.monitor,
+                                  exclude=stream.exclude, categorical=stream.categorical)
+    return specs
+
+
+def _reference(settings: Settings, args: argparse.Namespace) -> int:
+    from monitor.reference import ReferenceProfile, build_profile, profile_size, read_table
+
+    model = settings.model(args.model)
+    store = _reference_store(settings)
+    if args.action == "build":
+        started = time.monotonic()
+        columns = read_table(args.input)
+        version = args.version or store.next_version(model.name)
+        profile = build_profile(model.name, _model_specs(settings, model.name), columns, version=version,
+                                source=args.input.name, sentinels=model.sentinels, time_field=model.time_field)
+        store.put(profile)
+        if args.activate or store.active_version(model.name) is None:
+            store.activate(model.name, version)
+        log.info("reference.built", model=model.name, version=version, rows=profile.rows,
+                 fields=len(profile.fields), bytes=profile_size(profile),
+                 seconds=round(time.monotonic() - started, 2), active=store.active_version(model.name) == version)
+        print(version)
+    elif args.action == "list":
+        active = store.active_version(model.name)
+        for version in store.versions(model.name):
+            p = store.get(model.name, version)
+            mark = "*" if version == active else " "
+            print(f"{mark} {version}  rows={p.rows}  fields={len(p.fields)}  source={p.source}  created={p.created_at}")
+    elif args.action == "show":
+        version = args.version or store.active_version(model.name)
+        if version is None:
+            print(f"model-monitor: model {model.name} has no active reference", file=sys.stderr)
+            return 2
+        print(json.dumps(json.loads(store.get(model.name, version).to_json()), indent=2))
+    elif args.action == "activate":
+        store.activate(model.name, args.version)
+        log.info("reference.activated", model=model.name, version=args.version)
+    elif args.action == "export":
+        version = args.version or store.active_version(model.name)
+        if version is None:
+            print(f"model-monitor: model {model.name} has no active reference", file=sys.stderr)
+            return 2
+        args.out.write_text(store.get(model.name, version).to_json())
+        log.info("reference.exported", model=model.name, version=version, path=str(args.out))
+    elif args.action == "import":
+        profile = ReferenceProfile.from_json(args.file.read_text())
+        if profile.model != model.name:
+            profile = ReferenceProfile(model.name, profile.version, profile.created_at, profile.source,
+                                       profile.rows, profile.event_rate, profile.fields)
+        if args.version:
+            profile = ReferenceProfile(profile.model, args.version, profile.created_at, profile.source,
+                                       profile.rows, profile.event_rate, profile.fields)
+        store.put(profile)
+        if args.activate:
+            store.activate(model.name, profile.version)
+        log.info("reference.imported", model=model.name, version=profile.version)
+        print(profile.version)
+    return 0
+
+
+def _contract(settings: Settings, args: argparse.Namespace) -> int:
+    from monitor.codec import field_types, load_schema
+    from monitor.contract import dump_contract, infer_contract
+
+    model = settings.model(args.model)
+    store = _reference_store(settings)
+    version = args.version or store.active_version(model.name)
+    if version is None:
+        print(f"model-monitor: model {model.name} has no active reference; run `reference build` first",
+              file=sys.stderr)
+        return 2
+    profile = store.get(model.name, version)
+    types: dict[str, str] = {}
+    for _, stream in model.streams():
+        if stream.schema_path is not None:
+            types.update(field_types(load_schema(stream.schema_path)))
+    checks = {name: settings.checks_for(model, name) for name in profile.fields}
+    text = dump_contract(infer_contract(profile, types, checks))
+    if args.out is None:
+        print(text, end="")
+    else:
+        args.out.write_text(text)
+        log.info("contract.written", model=model.name, reference=version, path=str(args.out))
     return 0

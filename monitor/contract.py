@@ -101,8 +101,15 @@ def infer_contract(
     return Contract(model=profile.model, reference_version=profile.version, fields=fields)
 
 
+_NUMERIC_ONLY = {"min", "max", "sentinels", "max_nan_rate", "max_sentinel_rate", "max_out_of_range_rate"}
+_CATEGORICAL_ONLY = {"allowed", "max_unseen_rate"}
+
+
 def dump_contract(contract: Contract) -> str:
     data: dict[str, Any] = contract.model_dump(exclude_none=True)
+    for spec in data["fields"].values():
+        for key in _CATEGORICAL_ONLY if spec["type"] == "numeric" else _NUMERIC_ONLY:
+            spec.pop(key, None)
     header = (f"# Data contract for model {contract.model}, inferred from reference "
               f"{contract.reference_version}.\n# Edit freely; point the model's `contract:` setting at this file.\n")
     return header + yaml.safe_dump(data, sort_keys=False)

@@ -1,6 +1,7 @@
 """Realistic feature and prediction events for the example churn model, with injectable incidents.
 
-Columns are drawn with a seeded numpy generator, so the same arguments give the same events.
+Columns are drawn with seeded numpy generators, so the same arguments give the same events; incidents
+use a generator of their own, so adding one leaves the rest of the stream unchanged.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ NUMERIC: dict[str, tuple[Gen, float]] = {
     "discount_rate": (lambda r, n: r.uniform(0.0, 0.3, n), 0.3 / np.sqrt(12)),
     "credit_score": (lambda r, n: r.normal(680.0, 60.0, n), 60.0),
 }
+MEANS = {"age": 42.0, "tenure_months": 36.5, "monthly_charges": 65.0, "total_charges": float(np.exp(7.32)),
+         "support_calls": 1.5, "session_minutes": 24.0, "days_since_login": 5.0,
+         "data_usage_gb": float(np.exp(2.125)), "discount_rate": 0.15, "credit_score": 680.0}
 INTEGER = {"tenure_months", "support_calls"}
 CATEGORICAL: dict[str, tuple[list[str], list[float]]] = {
     "plan": (["basic", "standard", "premium"], [0.5, 0.35, 0.15]),
@@ -35,11 +39,20 @@ CATEGORICAL: dict[str, tuple[list[str], list[float]]] = {
 }
 NULLABLE = {"credit_score": 0.01}
 MODEL_VERSION = "churn-2026.11"
+KINDS = {
+    "nan_burst": "NaN in `rate` of the events of a float feature",
+    "shift": "mean shift of `size` standard deviations",
+    "variance": "deviations from the mean scaled so the variance is multiplied by `factor`",
+    "out_of_range": "`rate` of the values set far outside the usual range (mean + 20 std)",
+    "sentinel": "`rate` of the values replaced by the sentinel `value` (default -1)",
+    "new_category": "`rate` of a categorical feature's values replaced by the unseen `value`",
+    "drop_field": "the field is left out of the records (the writer schema loses it)",
+}
 
 
 @dataclass(frozen=True)
 class Incident:
-    """`nan_burst` (feature, start, length, rate) or `shift` (feature, start, size in std, length)."""
+    """`kind:key=value,...` from `start` for `length` events (default: to the end). Kinds: see KINDS."""
 
     kind: str
     feature: str
@@ -47,37 +60,45 @@ class Incident:
     length: int | None = None
     rate: float = 0.3
     size: float = 1.0
+    factor: float = 2.0
+    value: str | None = None
 
     @classmethod
     def parse(cls, text: str) -> Incident:
-        """`kind:key=value,...`, e.g. `nan_burst:feature=age,start=10000,length=2000,rate=0.3`.
+        """e.g. `nan_burst:feature=credit_score,start=10000,length=2000,rate=0.3`.
 
         >>> Incident.parse("shift:feature=age,start=20000,size=1.5")
-        Incident(kind='shift', feature='age', start=20000, length=None, rate=0.3, size=1.5)
+        Incident(kind='shift', feature='age', start=20000, length=None, rate=0.3, size=1.5, factor=2.0, value=None)
         """
         kind, _, rest = text.partition(":")
-        if kind not in ("nan_burst", "shift"):
-            raise ConfigError(f"unknown incident {kind!r} (nan_burst, shift)")
+        if kind not in KINDS:
+            raise ConfigError(f"unknown incident {kind!r} (one of {', '.join(KINDS)})")
         args: dict[str, Any] = {}
         for part in filter(None, rest.split(",")):
             key, _, value = part.partition("=")
-            if key == "feature":
+            if key in ("feature", "value"):
                 args[key] = value
             elif key in ("start", "length"):
                 args[key] = int(value)
-            elif key in ("rate", "size"):
+            elif key in ("rate", "size", "factor"):
                 args[key] = float(value)
             else:
                 raise ConfigError(f"incident {kind}: unknown argument {key!r}")
         if "feature" not in args or "start" not in args:
             raise ConfigError(f"incident {kind} needs feature= and start=")
-        if args["feature"] not in NUMERIC:
-            raise ConfigError(f"incident feature must be numeric: {sorted(NUMERIC)}")
-        if kind == "nan_burst" and args["feature"] in INTEGER:
-            raise ConfigError(f"nan_burst needs a floating-point feature; {args['feature']} is an integer")
-        if kind == "nan_burst" and "length" not in args:
-            raise ConfigError("nan_burst needs length=")
+        feature = args["feature"]
+        if kind == "new_category":
+            if feature not in CATEGORICAL:
+                raise ConfigError(f"new_category needs a categorical feature: {sorted(CATEGORICAL)}")
+        elif kind != "drop_field" and feature not in NUMERIC:
+            raise ConfigError(f"{kind} needs a numeric feature: {sorted(NUMERIC)}")
+        if kind == "nan_burst" and feature in INTEGER:
+            raise ConfigError(f"nan_burst needs a floating-point feature; {feature} is an integer")
         return cls(kind=kind, **args)
+
+    def active(self, idx: np.ndarray) -> np.ndarray:
+        end = self.start + self.length if self.length is not None else np.iinfo(np.int64).max
+        return (idx >= self.start) & (idx < end)
 
 
 @dataclass
@@ -90,29 +111,41 @@ class Simulator:
     def batches(self, events: int, batch: int = 5000) -> Iterator[tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
         """Yield (feature records, prediction records) in chunks; event i is the i-th of the stream."""
         rng = np.random.default_rng(self.seed)
+        incident_rng = np.random.default_rng([self.seed, 1])
         for lo in range(0, events, batch):
             n = min(batch, events - lo)
-            yield self._chunk(rng, lo, n)
+            yield self._chunk(rng, incident_rng, lo, n)
 
-    def _chunk(self, rng: np.random.Generator, lo: int, n: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    def dropped_fields(self, index: int) -> set[str]:
+        return {i.feature for i in self.incidents if i.kind == "drop_field" and i.active(np.array([index]))[0]}
+
+    def _chunk(self, rng: np.random.Generator, irng: np.random.Generator, lo: int,
+               n: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         idx = np.arange(lo, lo + n)
-        cols: dict[str, np.ndarray] = {}
-        for name, (gen, std) in NUMERIC.items():
-            values = gen(rng, n).astype(np.float64)
-            for inc in self.incidents:
-                if inc.feature != name or inc.kind != "shift":
-                    continue
-                end = inc.start + inc.length if inc.length is not None else np.inf
-                values = np.where((idx >= inc.start) & (idx < end), values + inc.size * std, values)
-            cols[name] = values
+        cols = {name: gen(rng, n).astype(np.float64) for name, (gen, _std) in NUMERIC.items()}
+        null_masks = {name: rng.random(n) < p for name, p in NULLABLE.items()}
+        cats = {name: rng.choice(values, size=n, p=probs).astype(object)
+                for name, (values, probs) in CATEGORICAL.items()}
         nan_masks = {name: np.zeros(n, dtype=bool) for name in NUMERIC}
         for inc in self.incidents:
-            if inc.kind == "nan_burst":
-                assert inc.length is not None
-                active = (idx >= inc.start) & (idx < inc.start + inc.length)
-                nan_masks[inc.feature] |= active & (rng.random(n) < inc.rate)
-        null_masks = {name: rng.random(n) < p for name, p in NULLABLE.items()}
-        cats = {name: rng.choice(values, size=n, p=probs) for name, (values, probs) in CATEGORICAL.items()}
+            on = inc.active(idx)
+            name = inc.feature
+            if inc.kind == "shift":
+                cols[name] = np.where(on, cols[name] + inc.size * NUMERIC[name][1], cols[name])
+            elif inc.kind == "variance":
+                scaled = MEANS[name] + (cols[name] - MEANS[name]) * np.sqrt(inc.factor)
+                cols[name] = np.where(on, scaled, cols[name])
+            elif inc.kind == "nan_burst":
+                nan_masks[name] |= on & (irng.random(n) < inc.rate)
+            elif inc.kind == "out_of_range":
+                hit = on & (irng.random(n) < inc.rate)
+                cols[name] = np.where(hit, MEANS[name] + 20 * NUMERIC[name][1], cols[name])
+            elif inc.kind == "sentinel":
+                hit = on & (irng.random(n) < inc.rate)
+                cols[name] = np.where(hit, float(inc.value or -1), cols[name])
+            elif inc.kind == "new_category":
+                hit = on & (irng.random(n) < inc.rate)
+                cats[name] = np.where(hit, inc.value or "unseen", cats[name])
         logit = (
             -1.0
             - 0.04 * (cols["tenure_months"] - 36)
@@ -127,6 +160,7 @@ class Simulator:
         null_lists = {k: v.tolist() for k, v in null_masks.items()}
         cat_lists = {k: v.tolist() for k, v in cats.items()}
         scores = score.tolist()
+        drops = [i for i in self.incidents if i.kind == "drop_field"]
         for j in range(n):
             i = lo + j
             event_id = f"evt-{self.seed}-{i:09d}"
@@ -143,7 +177,17 @@ class Simulator:
                 rec[name] = v
             for name in CATEGORICAL:
                 rec[name] = cat_lists[name][j]
+            for inc in drops:
+                if inc.start <= i and (inc.length is None or i < inc.start + inc.length):
+                    rec.pop(inc.feature, None)
             features.append(rec)
             predictions.append({"event_id": event_id, "event_time": t, "model_version": MODEL_VERSION,
                                 "churn_score": scores[j], "predicted_churn": int(scores[j] >= 0.5)})
         return features, predictions
+
+
+def without_field(schema: dict[str, Any], name: str) -> dict[str, Any]:
+    """A copy of a record schema without one field (what an upstream change that drops it writes)."""
+    out = dict(schema)
+    out["fields"] = [f for f in schema["fields"] if f["name"] != name]
+    return out
