@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STACK := deploy/local/stack.sh
 
-.PHONY: venv test unit lint demo stack-up stack-down clean
+.PHONY: venv test unit lint demo stack-up stack-down clean bench-reference
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 lint: venv
-	$(VENV)/bin/ruff check monitor tests
+	$(VENV)/bin/ruff check monitor tests bench
 	$(VENV)/bin/mypy
 
 ## The whole suite on a real Kafka broker and Redis (started here unless already reachable).
@@ -39,3 +39,7 @@ stack-down:
 
 clean: stack-down
 	rm -rf $(VENV) .stack .pytest_cache .mypy_cache .ruff_cache
+
+## Reference build on 1M rows x 20 columns: time and profile size (issue 3).
+bench-reference: venv
+	$(PY) bench/reference_build.py

@@ -82,8 +82,9 @@ def _event_index(alert: dict[str, Any]) -> int:
     return (alert["event_time"] - START_MS) // INTERVAL_MS
 
 
-def _run_to_end(setup: Setup, daemons: list[DaemonProcess], tmp_path: Path, timeout: float = 120) -> DaemonProcess:
-    d = DaemonProcess(setup.write_config(), tmp_path / "daemon.log").start()
+def _run_to_end(setup: Setup, daemons: list[DaemonProcess], tmp_path: Path, timeout: float = 120,
+                config: Path | None = None) -> DaemonProcess:
+    d = DaemonProcess(config or setup.write_config(), tmp_path / "daemon.log").start()
     daemons.append(d)
     wait_until(lambda: _caught_up(setup), timeout, "the daemon to checkpoint every input partition's end")
     return d
@@ -321,3 +322,47 @@ def test_confluent_wire_format_through_the_daemon(setup: Setup, tmp_path: Path) 
     assert status["features"]["plan"]["count"] == 3_000
     (dead,) = read_topic(setup.bootstrap, setup.dead_letter, 1)
     assert dict(dead.headers())["mm.error.reason"] == b"unknown_schema_id"
+
+
+def test_daemon_uses_the_active_reference_and_contract(
+    setup: Setup, daemons: list[DaemonProcess], tmp_path: Path
+) -> None:
+    """reference build + contract infer through the CLI; the daemon raises reference-based alerts and picks
+    up a newly activated reference while running."""
+    env = _clean_env()
+    config = setup.write_config({"reference_poll_s": 0.5})
+    train = tmp_path / "train.parquet"
+
+    def cli(*args: str) -> str:
+        out = subprocess.run([sys.executable, "-m", "monitor", *args, "--config", str(config)], check=True,
+                             capture_output=True, text=True, env=env)
+        return out.stdout
+
+    cli("simulate", "--model", "churn", "--events", "50000", "--seed", "77", "--out", str(train))
+    assert cli("reference", "build", "--model", "churn", "--input", str(train)).strip() == "v1"
+    contract = tmp_path / "churn.contract.yaml"
+    cli("contract", "infer", "--model", "churn", "--out", str(contract))
+    raw = yaml.safe_load(config.read_text())
+    raw["models"][0]["contract"] = str(contract)
+    config.write_text(yaml.safe_dump(raw))
+    assert "* v1" in cli("reference", "list", "--model", "churn")
+
+    produce_simulated(setup, 12_000, seed=8, incidents=[
+        "new_category:feature=region,start=6000,rate=0.1,value=antarctica",
+        "shift:feature=age,start=6000,size=1.0",
+    ])
+    d = _run_to_end(setup, daemons, tmp_path, config=config)
+    alerts = _alerts(setup)
+    opened = {(a["feature"], a["kind"], a["check"]) for a in alerts if a["status"] == "OPEN"}
+    assert ("region", "DATA_QUALITY", "unseen_category") in opened
+    assert ("age", "DRIFT", "psi") in opened
+    assert {f for f, kind, _ in opened if kind != "PREDICTION_DRIFT"} == {"region", "age"}
+
+    # A second reference, activated while the daemon runs, is loaded without a restart.
+    exported = tmp_path / "v1.json"
+    cli("reference", "export", "--model", "churn", "--out", str(exported))
+    assert cli("reference", "import", "--model", "churn", "--file", str(exported), "--version", "v2",
+               "--activate").strip() == "v2"
+    wait_until(lambda: any(e.get("event") == "reference.loaded" and e.get("version") == "v2" for e in d.logs()),
+               30, "the daemon to load reference v2")
+    assert d.terminate() == 0

@@ -146,3 +146,26 @@ def test_undecodable_records_are_rejected_and_counted(tmp_path: Path) -> None:
     assert outcome.valid == 10 and outcome.next_offset == 12
     assert [r.reason for r in outcome.rejects] == ["empty_payload", "trailing_bytes"]
     assert part.rejects == 2 and part.events == 10
+
+
+def test_event_time_blocks(tmp_path: Path) -> None:
+    """Blocks by event time: a block holds one `block_ms` span; a late event joins the open block."""
+    settings = _settings(tmp_path)
+    window = settings.window.model_copy(update={"by": "time", "block_ms": 2_000, "blocks": 3})
+    settings = settings.model_copy(update={"window": window})
+    proc = build_processors(settings)["churn.features"]
+    rows = _feature_rows(3_000, 9)  # 10 ms apart: 200 events per 2-second block
+    rows[1600]["event_time"] = rows[0]["event_time"]  # late: joins the block open at the time (1400..1599)
+    for i in range(1200, 1400):
+        rows[i]["age"] = math.nan  # exactly the 7th block (events 1200..1399)
+    part = proc.new_partition(0)
+    records = _records(proc, rows)
+    alerts = [a for a in proc.process(part, records[:1700]).alerts if a.check == "nan_rate"]
+    assert part.closed_meta[-1][4] == 201 and part.open_meta is not None and part.open_meta[4] == 99
+    alerts += [a for a in proc.process(part, records[1700:]).alerts if a.check == "nan_rate"]
+    opened = alerts[0]
+    # At the close of block 7 (events 1200..1399) the window is blocks 5..7 = events 800..1399, 200 NaN of 600.
+    assert opened.status == "OPEN" and opened.source_offset == 1399
+    assert opened.window.first_offset == 800 and opened.window.count == 600
+    assert opened.statistic == pytest.approx(200 / 600)
+    assert [m[4] for m in part.closed_meta] == [200, 200, 200]
