@@ -593,7 +593,7 @@ class StreamPartition:
         if drift:
             # Multiple-testing control across the features of this window: BH on the chi-squared p-values.
             fdr = min(self.features[d.feature].checks.drift.fdr for d in drift)
-            significant = stats.benjamini_hochberg(np.array([d.p_value or 1.0 for d in drift]), fdr)
+            significant = stats.benjamini_hochberg(np.array([1.0 if d.p_value is None else d.p_value for d in drift]), fdr)
             values += [CheckValue(d.feature, d.check, d.statistic, d.threshold, d.firing and bool(sig), d.evidence)
                        for d, sig in zip(drift, significant.tolist(), strict=True)]
         return self._lifecycle(values, event_number)

@@ -225,3 +225,12 @@ def test_contract_file_round_trips(contract_path: Path) -> None:
     assert age.min is not None and age.max is not None and age.min < 0 < 100 < age.max
     assert contract.fields["credit_score"].nullable is True
     assert contract.fields["days_since_login"].sentinels == [-1.0]
+
+
+def test_a_large_lasting_shift_stays_open(tmp_path: Path, reference: ReferenceProfile, contract_path: Path) -> None:
+    """A shift so large its p-value underflows to 0 opens once and is never resolved while it lasts."""
+    alerts, part = _run(_processor(tmp_path, reference, contract_path),
+                        ["shift:feature=monthly_charges,start=5000,size=3.0"])
+    psi = [(a.status, a.evidence["p_value"]) for a in alerts if a.check == "psi"]
+    assert [s for s, _ in psi] == ["OPEN"]
+    assert "monthly_charges/psi" in part.open_alerts
