@@ -231,9 +231,9 @@ def _alerts(settings: Settings, args: argparse.Namespace) -> int:
             idle_since = time.monotonic()
             a = codec.decode(msg.value() or b"")
             seen += 1
-            print(f"ALERT {a.kind:<16} {a.check:<13} {a.model}/{a.feature:<18} statistic={a.statistic:.4g} "
-                  f"threshold={a.threshold:.4g} severity={a.severity} offset={a.source_topic}"
-                  f"[{a.source_partition}]@{a.source_offset}", flush=True)
+            print(f"{a.status:<8} {a.kind:<16} {a.check:<15} {a.model}/{a.feature:<18} "
+                  f"statistic={a.statistic:.4g} threshold={a.threshold:.4g} severity={a.severity} "
+                  f"at={a.source_topic}[{a.source_partition}]@{a.source_offset}", flush=True)
     except KeyboardInterrupt:
         pass
     finally:

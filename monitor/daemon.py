@@ -55,6 +55,7 @@ class Daemon:
         self.store = store
         self.references = references
         self.last_seen: dict[TP, float] = {}
+        self.topic_partitions: dict[str, int] = {}  # for the event-rate check: a partition sees 1/n
         self._last_silence_check = 0.0
         self._last_reference_check = 0.0
         self.metrics = metrics or Metrics()
@@ -102,7 +103,7 @@ class Daemon:
                 # Inside the rebalance callback: wait without polling (librdkafka heartbeats on its own thread).
                 self._outage("redis", exc, poll=False)
         check_consistent(topic, partition, snap)
-        part = self.processors[topic].new_partition(partition)
+        part = self._new_partition(topic, partition)
         if snap.fields:
             part.load_fields(snap.fields)
         self.owned[(topic, partition)] = Owned(snap.fence, snap.offset, part)
@@ -113,6 +114,9 @@ class Daemon:
         if snap.offset is not None:
             return snap.offset
         return OFFSET_BEGINNING if self.settings.start_from == "earliest" else OFFSET_END
+
+    def _new_partition(self, topic: str, partition: int) -> StreamPartition:
+        return self.processors[topic].new_partition(partition, self.topic_partitions.get(topic, 1))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Every batch is checkpointed before the next poll, so there is nothing left to write here.
@@ -147,6 +151,12 @@ class Daemon:
         self.consumer.subscribe(list(self.processors), on_assign=self._on_assign, on_revoke=self._on_revoke,
                                 on_lost=self._on_lost)
         self._refresh_references(force=True)
+        try:
+            metadata = self.consumer.list_topics(timeout=10)
+            self.topic_partitions = {t: len(metadata.topics[t].partitions) for t in self.processors
+                                     if t in metadata.topics and metadata.topics[t].error is None}
+        except KafkaException as exc:
+            log.warning("kafka.metadata_unavailable", error=str(exc))
         log.info("daemon.started", topics=list(self.processors), group=s.group_id)
         try:
             while not self.stop_event.is_set() and self.alive:
@@ -302,7 +312,7 @@ class Daemon:
                 self.processors[topic].set_reference(profile)
                 for tp, owned in self.owned.items():
                     if tp[0] == topic:
-                        part = self.processors[topic].new_partition(tp[1])
+                        part = self._new_partition(topic, tp[1])
                         part.load_fields(owned.part.to_fields())
                         owned.part = part
 
@@ -322,7 +332,7 @@ class Daemon:
         if snap.fence != owned.fence:
             self.owned.pop(tp, None)
             return
-        part = self.processors[tp[0]].new_partition(tp[1])
+        part = self._new_partition(*tp)
         if snap.fields:
             part.load_fields(snap.fields)
         self.owned[tp] = Owned(owned.fence, snap.offset, part)

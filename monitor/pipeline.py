@@ -74,7 +74,7 @@ class StreamProcessor:
     def reference_version(self) -> str | None:
         return None if self.reference is None else self.reference.version
 
-    def new_partition(self, partition: int) -> StreamPartition:
+    def new_partition(self, partition: int, topic_partitions: int = 1) -> StreamPartition:
         names = {f.name for f in self.fields}
         ref = {k: v for k, v in self.reference.fields.items() if k in names} if self.reference else None
         contract = ({k: v for k, v in self.contract.fields.items() if k in names}
@@ -82,7 +82,11 @@ class StreamProcessor:
         return StreamPartition(self.model.name, self.stream, self.topic, partition, self.fields, self.checks,
                                self.window, reference=ref, ref_version=self.reference_version,
                                contract=contract, sentinels=self.model.sentinels,
-                               version_field=self.model.version_field)
+                               version_field=self.model.version_field, id_field=self.model.id_field,
+                               uniqueness_memory=self.model.uniqueness_memory if self.stream == "features" else 0,
+                               max_duplicate_rate=self.model.max_duplicate_rate,
+                               reference_rate=self.reference.event_rate if self.reference else None,
+                               min_rate_ratio=self.model.min_rate_ratio, topic_partitions=topic_partitions)
 
     def decode(self, records: list[RawRecord]) -> tuple[DecodedBatch, list[Reject], list[tuple[int, int, int | None]]]:
         """Valid rows, rejects, and (schema id, offset, event time) where each writer schema id first shows."""

@@ -152,6 +152,11 @@ class ModelSettings(_Strict):
     contract: Path | None = Field(None, description="YAML data contract (model-monitor contract infer)")
     sentinels: dict[str, list[float]] = Field({}, description="per field, values that mean 'no value'")
     freshness_s: float | None = Field(300.0, gt=0, description="VOLUME alert after this long with no event")
+    min_rate_ratio: float = Field(0.1, ge=0, le=1, description="VOLUME low_rate below this share of the "
+                                  "reference's event rate")
+    max_duplicate_rate: float = Field(0.01, ge=0, le=1, description="duplicate event ids allowed per window")
+    uniqueness_memory: int = Field(2000, ge=0, le=100_000, description="recent event ids remembered per "
+                                   "partition for the duplicate check (0 = off)")
     window: WindowSettings | None = None
 
     def streams(self) -> list[tuple[str, StreamSettings]]:

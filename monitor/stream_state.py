@@ -7,9 +7,11 @@ checked against the data contract and the reference profile, with an OPEN/RESOLV
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import math
+import zlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -49,7 +51,8 @@ from monitor.sketches import N as COUNT
 
 META_FIELD = "__meta__"
 DETECTOR_CHECKS = {"adwin", "page_hinkley"}
-DQ_CHECKS = {"missing_rate", "nan_rate", "out_of_range", "sentinel_rate", "unseen_category", "constant"}
+DQ_CHECKS = {"missing_rate", "nan_rate", "out_of_range", "sentinel_rate", "unseen_category", "constant",
+             "duplicate_id"}
 Status = Literal["OPEN", "RESOLVED"]
 
 
@@ -434,6 +437,60 @@ def _top_bins(ref: np.ndarray, cur: np.ndarray, labels: list[str], examples: lis
     return out
 
 
+class RecentIds:
+    """The last `size` event ids of a partition, as CRC-32 hashes in a ring: bounded memory, exact order.
+
+    >>> r = RecentIds(3)
+    >>> r.duplicates(["a", "b", "a", "c", "d", "a"]).tolist()  # the last "a" is 4 ids after the one before
+    [False, False, True, False, False, False]
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.ring = np.zeros(size, dtype=np.uint32)
+        self.filled = 0
+        self.pos = 0
+        self._last: dict[int, int] = {}  # hash -> how many ids had been seen when it was last seen
+
+    def duplicates(self, ids: list[Any]) -> np.ndarray:
+        out = np.zeros(len(ids), dtype=bool)
+        if not self.size:
+            return out
+        last, ring, size = self._last, self.ring, self.size
+        seen = self.pos
+        for i, value in enumerate(ids):
+            if value is None:
+                continue
+            h = zlib.crc32(str(value).encode())
+            prev = last.get(h)
+            out[i] = prev is not None and seen - prev < size
+            slot = seen % size
+            if self.filled == size:
+                old = int(ring[slot])
+                if last.get(old) == seen - size:
+                    del last[old]
+            ring[slot] = h
+            last[h] = seen
+            seen += 1
+            self.filled = min(self.filled + 1, size)
+        self.pos = seen
+        return out
+
+    def to_state(self) -> dict[str, Any]:
+        return {"ring": base64.b64encode(self.ring.tobytes()).decode(), "filled": self.filled, "pos": self.pos}
+
+    def load_state(self, state: dict[str, Any] | None) -> None:
+        if not state or not self.size:
+            return
+        ring = np.frombuffer(base64.b64decode(state["ring"]), dtype=np.uint32).copy()
+        if len(ring) != self.size:
+            return  # the memory size changed: start over rather than guess
+        self.ring, self.filled, self.pos = ring, int(state["filled"]), int(state["pos"])
+        self._last = {}
+        for k in range(self.pos - self.filled, self.pos):
+            self._last[int(self.ring[k % self.size])] = k
+
+
 class StreamPartition:
     """State of one model stream (features or predictions) on one input partition."""
 
@@ -452,14 +509,27 @@ class StreamPartition:
         contract: dict[str, FieldContract] | None = None,
         sentinels: dict[str, list[float]] | None = None,
         version_field: str | None = None,
+        id_field: str | None = None,
+        uniqueness_memory: int = 0,
+        max_duplicate_rate: float = 0.01,
+        reference_rate: float | None = None,
+        min_rate_ratio: float = 0.1,
+        topic_partitions: int = 1,
     ) -> None:
         self.model, self.stream, self.topic, self.partition = model, stream, topic, partition
         self.window_settings = window
         self.version_field = version_field
+        self.id_field = id_field if uniqueness_memory > 0 else None
+        self.recent_ids = RecentIds(uniqueness_memory)
+        self.max_duplicate_rate = max_duplicate_rate
+        self.reference_rate = reference_rate
+        self.min_rate_ratio = min_rate_ratio
+        self.topic_partitions = topic_partitions
         self.events = 0
         self.rejects = 0
         self.blocks_closed = 0
-        # Block metadata ring: [first_offset, last_offset, first_time, last_time, count, block_id]; time -1 = none.
+        # Block metadata ring: [first_offset, last_offset, first_time, last_time, count, block_id, duplicates];
+        # time -1 = none.
         self.closed_meta: list[list[int]] = []
         self.open_meta: list[int] | None = None
         self.last_version: str | None = None
@@ -513,6 +583,8 @@ class StreamPartition:
         numeric = [(f, *f.column(batch.rows)) for f in self.features.values() if isinstance(f, NumericFeature)]
         categorical = [(f, *f.column(batch.rows)) for f in self.features.values()
                        if isinstance(f, CategoricalFeature)]
+        dups = (self.recent_ids.duplicates([r.get(self.id_field) for r in batch.rows])
+                if self.id_field else np.zeros(n, dtype=bool))
         bids = self._block_ids(batch, times)
         cuts = np.flatnonzero(np.diff(bids)) + 1
         runs = list(zip([0, *cuts.tolist()], [*cuts.tolist(), n], strict=True))
@@ -522,7 +594,7 @@ class StreamPartition:
             bid = int(bids[start])
             if self.open_meta is not None and self.open_meta[5] != bid:
                 findings += self._close_block(events_before + start)
-            meta = self.open_meta or [int(offsets[start]), 0, times[start], 0, 0, bid]
+            meta = self.open_meta or [int(offsets[start]), 0, times[start], 0, 0, bid, 0]
             if self.closed_meta:
                 first, first_t, before = self._window_bounds()
             else:
@@ -530,6 +602,7 @@ class StreamPartition:
             snapshots.append((first, first_t, before + meta[4]))
             meta[1], meta[3] = int(offsets[stop - 1]), times[stop - 1]
             meta[4] += stop - start
+            meta[6] += int(dups[start:stop].sum())
             self.open_meta = meta
             for feat, values, missing in numeric:
                 feat.add(values[start:stop], missing[start:stop], offsets[start:stop])
@@ -590,13 +663,34 @@ class StreamPartition:
             d = feat.drift_value()
             if d is not None:
                 drift.append(d)
+        values += self._stream_checks()
         if drift:
             # Multiple-testing control across the features of this window: BH on the chi-squared p-values.
             fdr = min(self.features[d.feature].checks.drift.fdr for d in drift)
-            significant = stats.benjamini_hochberg(np.array([1.0 if d.p_value is None else d.p_value for d in drift]), fdr)
+            p_values = np.array([1.0 if d.p_value is None else d.p_value for d in drift])
+            significant = stats.benjamini_hochberg(p_values, fdr)
             values += [CheckValue(d.feature, d.check, d.statistic, d.threshold, d.firing and bool(sig), d.evidence)
                        for d, sig in zip(drift, significant.tolist(), strict=True)]
         return self._lifecycle(values, event_number)
+
+    def _stream_checks(self) -> list[CheckValue]:
+        """Checks of the stream rather than a feature: duplicate ids, event rate against the reference."""
+        out = []
+        count = sum(m[4] for m in self.closed_meta)
+        if self.id_field and count:
+            dup = sum(m[6] for m in self.closed_meta)
+            out.append(CheckValue(self.id_field, "duplicate_id", dup / count, self.max_duplicate_rate,
+                                  dup / count > self.max_duplicate_rate, {"duplicates": str(dup),
+                                                                          "memory": str(self.recent_ids.size)}))
+        first, last = self.closed_meta[0], self.closed_meta[-1]
+        if self.reference_rate and first[2] >= 0 and last[3] > first[2] and count > 1:
+            # This partition's share of the stream, scaled by the topic's partition count.
+            rate = (count - 1) / ((last[3] - first[2]) / 1000.0) * self.topic_partitions
+            limit = self.min_rate_ratio * self.reference_rate
+            out.append(CheckValue("*", "low_rate", rate, limit, rate < limit,
+                                  {"reference_rate": f"{self.reference_rate:.4g}",
+                                   "partitions": str(self.topic_partitions)}))
+        return out
 
     def _lifecycle(self, values: list[CheckValue], event_number: int) -> list[Finding]:
         """OPEN when a check starts firing, nothing while it stays open, RESOLVED after enough quiet windows."""
@@ -631,6 +725,8 @@ class StreamPartition:
         """SCHEMA findings the first time this partition sees a writer schema id that differs from ours."""
         if schema_id in self.schema_ids:
             return []
+        if not changes and self.schema_ids:
+            changes = [("*", "schema_new_version", "a new writer schema with the same fields and types")]
         self.schema_ids.append(schema_id)
         return [Finding(name, check, AlertKind.SCHEMA, float(schema_id), 0.0, offset, event_time, self.events,
                         offset, event_time, 0, "OPEN", self.last_version,
@@ -667,6 +763,7 @@ class StreamPartition:
             "quiet_until": self.quiet_until,
             "open_alerts": self.open_alerts,
             "schema_ids": self.schema_ids,
+            "recent_ids": self.recent_ids.to_state(),
         }
 
     def to_fields(self) -> dict[str, bytes]:
@@ -686,6 +783,7 @@ class StreamPartition:
         self.quiet_until = {k: int(v) for k, v in meta["quiet_until"].items()}
         self.open_alerts = dict(meta.get("open_alerts", {}))
         self.schema_ids = list(meta.get("schema_ids", []))
+        self.recent_ids.load_state(meta.get("recent_ids"))
         for name, feat in self.features.items():
             raw = fields.get(f"{self.model}/{name}")
             if raw is not None:

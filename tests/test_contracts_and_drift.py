@@ -234,3 +234,50 @@ def test_a_large_lasting_shift_stays_open(tmp_path: Path, reference: ReferencePr
     psi = [(a.status, a.evidence["p_value"]) for a in alerts if a.check == "psi"]
     assert [s for s, _ in psi] == ["OPEN"]
     assert "monthly_charges/psi" in part.open_alerts
+
+
+def test_duplicate_event_ids(tmp_path: Path, reference: ReferenceProfile, contract_path: Path) -> None:
+    """5% of events repeat a recent event id: DATA_QUALITY duplicate_id on the id field, nothing else."""
+    proc = _processor(tmp_path, reference, contract_path)
+    sim = Simulator(seed=210)
+    rows = [f for feats, _ in sim.batches(20_000) for f in feats]
+    rng = np.random.default_rng(0)
+    for i in rng.choice(np.arange(ONSET, 20_000), 500, replace=False):
+        rows[i]["event_id"] = rows[i - int(rng.integers(1, 1_000))]["event_id"]
+    records = [RawRecord(proc.topic, 0, i, None, encode_plain(proc.decoder.reader_schema, r))
+               for i, r in enumerate(rows)]
+    part = proc.new_partition(0)
+    opened = [a for a in proc.process(part, records).alerts if a.status == "OPEN"]
+    assert {(a.kind, a.check, a.feature) for a in opened} == {("DATA_QUALITY", "duplicate_id", "event_id")}
+    assert ONSET <= opened[0].source_offset < ONSET + 1_000
+
+
+def test_event_rate_far_below_the_reference(tmp_path: Path, reference: ReferenceProfile,
+                                            contract_path: Path) -> None:
+    """Events 20x sparser in event time than in the reference (per partition, scaled by 3 partitions): VOLUME."""
+    proc = _processor(tmp_path, reference, contract_path)
+    sim = Simulator(seed=220, interval_ms=600)  # 3 partitions x 1/0.6 s = 5 events/s vs 100/s
+    rows = [f for feats, _ in sim.batches(3_000) for f in feats]
+    records = [RawRecord(proc.topic, 0, i, None, encode_plain(proc.decoder.reader_schema, r))
+               for i, r in enumerate(rows)]
+    part = proc.new_partition(0, topic_partitions=3)
+    opened = [a for a in proc.process(part, records).alerts if a.status == "OPEN"]
+    assert {(a.kind, a.check) for a in opened} == {("VOLUME", "low_rate")}
+    assert opened[0].statistic == pytest.approx(3 / 0.6, rel=1e-9)
+    assert opened[0].threshold == pytest.approx(0.1 * reference.event_rate)  # type: ignore[operator]
+    fine = proc.new_partition(0, topic_partitions=3)
+    normal = [RawRecord(proc.topic, 0, i, None, encode_plain(proc.decoder.reader_schema, r))
+              for i, r in enumerate(f for feats, _ in Simulator(seed=221, interval_ms=30).batches(3_000)
+                                    for f in feats)]
+    assert [a for a in proc.process(fine, normal).alerts if a.check == "low_rate"] == []
+
+
+def test_a_new_schema_version_with_the_same_fields_is_reported_once(
+    tmp_path: Path, reference: ReferenceProfile, contract_path: Path
+) -> None:
+    """The first writer schema is the baseline; a later id with identical fields gives one INFO-kind SCHEMA."""
+    part = _processor(tmp_path, reference, contract_path).new_partition(0)
+    assert part.schema_change(11, [], 0, None) == []
+    (new,) = part.schema_change(12, [], 50, None)
+    assert (new.kind, new.check, new.feature, new.offset) == ("SCHEMA", "schema_new_version", "*", 50)
+    assert part.schema_change(12, [], 60, None) == []
