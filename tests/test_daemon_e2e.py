@@ -366,3 +366,32 @@ def test_daemon_uses_the_active_reference_and_contract(
     wait_until(lambda: any(e.get("event") == "reference.loaded" and e.get("version") == "v2" for e in d.logs()),
                30, "the daemon to load reference v2")
     assert d.terminate() == 0
+
+
+def test_a_stopped_stream_raises_volume_and_resolves(setup: Setup, daemons: list[DaemonProcess],
+                                                     tmp_path: Path) -> None:
+    """No event for freshness_s: a VOLUME alert per silent partition, through the outbox; events resolve it."""
+    config = setup.write_config()
+    raw = yaml.safe_load(config.read_text())
+    raw["models"][0]["freshness_s"] = 2
+    config.write_text(yaml.safe_dump(raw))
+    produce_simulated(setup, 1_500, seed=3)
+    d = _run_to_end(setup, daemons, tmp_path, config=config)
+
+    def volume(status: str) -> list[dict[str, Any]]:
+        return [a for a in _alerts(setup, idle=0.5) if a["kind"] == "VOLUME" and a["status"] == status]
+
+    # Both input topics of the model go silent: one alert per partition of each.
+    stopped = wait_until(lambda: len(volume("OPEN")) == 2 * PARTITIONS and volume("OPEN"), 30, "VOLUME alerts")
+    assert {a["check"] for a in stopped} == {"stream_stopped"}
+    assert len({(a["source_topic"], a["source_partition"]) for a in stopped}) == 2 * PARTITIONS
+    ends = end_offsets(setup.bootstrap, setup.features)
+    for a in stopped:
+        if a["source_topic"] == setup.features:
+            assert a["source_offset"] == ends[a["source_partition"]] - 1  # the last event before the silence
+    produce_simulated(setup, 300, seed=4)
+    resolved = wait_until(lambda: len(volume("RESOLVED")) >= 2 * PARTITIONS and volume("RESOLVED"), 30,
+                          "RESOLVED VOLUME alerts")
+    assert {(a["source_topic"], a["source_partition"]) for a in resolved} == {
+        (a["source_topic"], a["source_partition"]) for a in stopped}
+    assert d.terminate() == 0
