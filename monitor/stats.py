@@ -110,6 +110,13 @@ def psi_null_bias(bins: int, n_cur: float, n_ref: float) -> float:
     return (bins - 1) * (1.0 / n_cur + 1.0 / n_ref)
 
 
+def effect_floor(name: str, threshold: float, ref: np.ndarray, cur: np.ndarray) -> float:
+    """The value a statistic must exceed: its threshold, plus PSI's small-sample bias for PSI."""
+    if name != "psi":
+        return threshold
+    return threshold + psi_null_bias(int((ref + cur > 0).sum()), float(cur.sum()), float(ref.sum()))
+
+
 def statistic(name: str, ref: np.ndarray, cur: np.ndarray, centers: np.ndarray | None = None) -> float:
     if name == "psi":
         return psi(ref, cur)

@@ -272,8 +272,7 @@ class NumericFeature:
         if name == "wasserstein" and prof.std:
             value /= prof.std  # normalised, as Evidently's default
         threshold = drift.threshold_for(name)
-        floor = threshold + (stats.psi_null_bias(int((ref + cur > 0).sum()), cur.sum(), ref.sum())
-                             if name == "psi" else 0.0)
+        floor = stats.effect_floor(name, threshold, ref, cur)
         test = stats.chi2_homogeneity(ref, cur)
         mean = w[SUM] / w[FINITE]
         evidence = {
@@ -391,8 +390,7 @@ class CategoricalFeature:
         value = stats.statistic(name, ref, cur)
         threshold = drift.threshold_for(name)
         test = stats.chi2_homogeneity(ref, cur)
-        floor = threshold + (stats.psi_null_bias(int((ref + cur > 0).sum()), cur.sum(), ref.sum())
-                             if name == "psi" else 0.0)
+        floor = stats.effect_floor(name, threshold, ref, cur)
         evidence = {"p_value": f"{test.p_value:.3g}", "threshold_with_sample_size": f"{floor:.4g}",
                     "reference_version": str(self.ref_version)}
         evidence.update(_top_bins(ref, cur, [*prof.categories, "other"], None))

@@ -86,3 +86,15 @@ def test_identical_distributions_give_zero() -> None:
     for name in ("psi", "js", "linf", "ks"):
         assert stats.statistic(name, ref, ref * 3) == pytest.approx(0.0, abs=1e-12)
     assert stats.chi2_homogeneity(ref, ref * 3).p_value == pytest.approx(1.0)
+
+
+def test_psi_null_bias_matches_simulation() -> None:
+    """Mean PSI of two samples of one distribution is close to (bins - 1)(1/n + 1/m)."""
+    rng = np.random.default_rng(5)
+    p = np.full(20, 1 / 20)
+    values = [stats.psi(rng.multinomial(50_000, p).astype(float), rng.multinomial(1_000, p).astype(float))
+              for _ in range(400)]
+    assert np.mean(values) == pytest.approx(stats.psi_null_bias(20, 1_000, 50_000), rel=0.1)
+    assert stats.effect_floor("psi", 0.1, np.ones(20) * 2_500, np.ones(20) * 50) == pytest.approx(
+        0.1 + 19 * (1 / 1_000 + 1 / 50_000))
+    assert stats.effect_floor("js", 0.1, np.ones(3), np.ones(3)) == 0.1
