@@ -297,3 +297,180 @@ class PageHinkley:
         self.min_increase = float(state["min_increase"])
         self.max_decrease = float(state["max_decrease"])
         self.pending_reset = bool(state["pending_reset"])
+
+
+class _ErrorStreamDetector:
+    """A detector of the error stream (1 = the model was wrong): per-value update, JSON state."""
+
+    _fields: tuple[str, ...] = ()
+
+    def __init__(self) -> None:
+        self.pending_reset = False
+
+    def _reset(self) -> None:
+        raise NotImplementedError
+
+    def _update(self, x: float) -> bool:
+        raise NotImplementedError
+
+    def update_many(self, values: np.ndarray) -> list[Detection]:
+        found = []
+        for i, x in enumerate(np.asarray(values, dtype=np.float64).tolist()):
+            if self.pending_reset:
+                self._reset()
+                self.pending_reset = False
+            if self._update(x):
+                self.pending_reset = True
+                found.append(Detection(i, *self._statistic()))
+        return found
+
+    def _statistic(self) -> tuple[float, float, int]:
+        raise NotImplementedError
+
+    def to_state(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in (*self._fields, "pending_reset")}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        for name in (*self._fields, "pending_reset"):
+            setattr(self, name, state[name])
+
+
+class DDM(_ErrorStreamDetector):
+    """Drift Detection Method (Gama et al. 2004), as river's `drift.binary.DDM` (river's example finds the
+    change at index 1334):
+
+    >>> import random
+    >>> rng = random.Random(42)
+    >>> stream = rng.choices([0, 1], k=1000) + rng.choices([0, 1], k=1000, weights=[0.3, 0.7])
+    >>> [d.index for d in DDM().update_many(np.array(stream))]
+    [1334]
+    """
+
+    _fields = ("n", "p", "p_min", "s_min", "ps_min")
+
+    def __init__(self, warm_start: int = 30, warning_threshold: float = 2.0, drift_threshold: float = 3.0) -> None:
+        super().__init__()
+        self.warm_start = warm_start
+        self.warning_threshold = warning_threshold
+        self.drift_threshold = drift_threshold
+        self._reset()
+
+    def _reset(self) -> None:
+        self.n = 0
+        self.p = 0.0
+        self.p_min: float | None = None
+        self.s_min: float | None = None
+        self.ps_min = math.inf
+
+    def _update(self, x: float) -> bool:
+        self.n += 1
+        self.p += (x - self.p) / self.n
+        s = math.sqrt(self.p * (1 - self.p) / self.n)
+        if self.n <= self.warm_start:
+            return False
+        if self.p + s <= self.ps_min:
+            self.p_min, self.s_min, self.ps_min = self.p, s, self.p + s
+        assert self.p_min is not None and self.s_min is not None
+        self._last = (self.p + s, self.p_min + self.drift_threshold * self.s_min)
+        return self.p + s > self.p_min + self.drift_threshold * self.s_min
+
+    def _statistic(self) -> tuple[float, float, int]:
+        return self._last[0], self._last[1], self.n
+
+
+class EDDM(_ErrorStreamDetector):
+    """Early Drift Detection Method (Baena-García et al. 2006), as river's `drift.binary.EDDM`.
+
+    The statistic is the ratio of the current to the best (mean + 2 std) distance between errors.
+    """
+
+    _fields = ("n", "last_error", "n_errors", "p2s_max", "dist_n", "dist_mean", "dist_m2")
+
+    def __init__(self, warm_start: int = 30, alpha: float = 0.95, beta: float = 0.9) -> None:
+        super().__init__()
+        if alpha < beta:
+            raise ValueError("alpha must be >= beta")
+        self.warm_start, self.alpha, self.beta = warm_start, alpha, beta
+        self._reset()
+
+    def _reset(self) -> None:
+        self.n = 0
+        self.last_error = 0
+        self.n_errors = 0
+        self.p2s_max = -1.0
+        self.dist_n = 0
+        self.dist_mean = 0.0
+        self.dist_m2 = 0.0
+
+    def _update(self, x: float) -> bool:
+        self.n += 1
+        if x != 1:
+            return False
+        self.n_errors += 1
+        d = float(self.n - self.last_error)
+        self.dist_n += 1
+        delta = d - self.dist_mean
+        self.dist_mean += delta / self.dist_n
+        self.dist_m2 += delta * (d - self.dist_mean)
+        fired = False
+        if self.n > self.warm_start:
+            var = self.dist_m2 / (self.dist_n - 1) if self.dist_n > 1 else 0.0
+            p2s = self.dist_mean + 2 * var**0.5
+            if p2s > self.p2s_max:
+                self.p2s_max = p2s
+            elif self.n_errors > self.warm_start:
+                self._level = p2s / self.p2s_max
+                fired = self._level < self.beta
+        self.last_error = self.n
+        return fired
+
+    def _statistic(self) -> tuple[float, float, int]:
+        return self._level, self.beta, self.n
+
+
+class HDDMA(_ErrorStreamDetector):
+    """Hoeffding's-bound drift detection on moving averages (Frías-Blanco et al. 2014), as river's
+    `drift.binary.HDDM_A` (one-sided: an increase of the error rate)."""
+
+    _fields = ("z_n", "z_mean", "min_n", "min_mean", "max_n", "max_mean")
+
+    def __init__(self, drift_confidence: float = 0.001, two_sided_test: bool = False) -> None:
+        super().__init__()
+        self.drift_confidence = drift_confidence
+        self.two_sided_test = two_sided_test
+        self._reset()
+
+    def _reset(self) -> None:
+        self.z_n, self.z_mean = 0, 0.0
+        self.min_n, self.min_mean = 0, 0.0
+        self.max_n, self.max_mean = 0, 0.0
+
+    def _bound(self, n: int) -> float:
+        return math.sqrt(1.0 / (2 * n) * math.log(1.0 / self.drift_confidence))
+
+    def _update(self, x: float) -> bool:
+        self.z_n += 1
+        self.z_mean += (x - self.z_mean) / self.z_n
+        if self.min_n == 0:
+            self.min_n, self.min_mean = self.z_n, self.z_mean
+        if self.max_n == 0:
+            self.max_n, self.max_mean = self.z_n, self.z_mean
+        eps_z = self._bound(self.z_n)
+        if self.min_mean + self._bound(self.min_n) >= self.z_mean + eps_z:
+            self.min_n, self.min_mean = self.z_n, self.z_mean
+        if self.max_mean - self._bound(self.max_n) <= self.z_mean - eps_z:
+            self.max_n, self.max_mean = self.z_n, self.z_mean
+        fired = self._shift(self.min_n, self.z_mean - self.min_mean)
+        if self.two_sided_test and not fired:
+            fired = self._shift(self.max_n, self.max_mean - self.z_mean)
+        return fired
+
+    def _shift(self, n_ref: int, gap: float) -> bool:
+        if n_ref == self.z_n:
+            return False
+        m = (self.z_n - n_ref) / n_ref * (1.0 / self.z_n)
+        self._last = (gap, math.sqrt(m / 2 * math.log(2.0 / self.drift_confidence)))
+        return gap >= self._last[1]
+
+    def _statistic(self) -> tuple[float, float, int]:
+        return self._last[0], self._last[1], self.z_n

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import pytest
 from river import drift
 
-from monitor.detectors import Adwin, PageHinkley
+from monitor.detectors import DDM, EDDM, HDDMA, Adwin, PageHinkley
 
 
 def _stream(seed: int, n: int = 6000) -> np.ndarray:
@@ -20,7 +21,7 @@ def _stream(seed: int, n: int = 6000) -> np.ndarray:
     return x
 
 
-def _river_indices(detector: drift.ADWIN | drift.PageHinkley, x: np.ndarray) -> list[int]:
+def _river_indices(detector: Any, x: np.ndarray) -> list[int]:
     out = []
     for i, v in enumerate(x.tolist()):
         detector.update(v)
@@ -84,3 +85,37 @@ def test_page_hinkley_statistic_is_the_crossing_test_value() -> None:
             break
     assert hit.index == 99 + k
     assert hit.statistic == pytest.approx(s, rel=1e-12)
+
+
+def _error_stream(seed: int, n: int = 6000) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    rate = np.full(n, rng.uniform(0.05, 0.3))
+    cut = rng.integers(1000, n - 1000)
+    rate[cut:] = np.minimum(rate[cut:] + rng.uniform(0.05, 0.3), 0.95)
+    return (rng.random(n) < rate).astype(float)
+
+
+@pytest.mark.parametrize("seed", range(10))
+@pytest.mark.parametrize(
+    ("ours", "theirs"),
+    [
+        (lambda: DDM(), lambda: drift.binary.DDM()),
+        (lambda: EDDM(), lambda: drift.binary.EDDM()),
+        (lambda: HDDMA(), lambda: drift.binary.HDDMA()),
+        (lambda: HDDMA(two_sided_test=True), lambda: drift.binary.HDDMA(two_sided_test=True)),
+    ],
+    ids=["ddm", "eddm", "hddm_a", "hddm_a_two_sided"],
+)
+def test_error_stream_detectors_match_river(seed: int, ours: Any, theirs: Any) -> None:
+    """DDM, EDDM and HDDM_A: same detections as river's, across micro-batches and JSON round trips."""
+    x = _error_stream(seed)
+    expected = _river_indices(theirs(), x)
+    det = ours()
+    got, offset = [], 0
+    for chunk in _chunked(x, seed):
+        got += [offset + d.index for d in det.update_many(chunk)]
+        offset += len(chunk)
+        restored = ours()
+        restored.load_state(json.loads(json.dumps(det.to_state())))
+        det = restored
+    assert got == expected
