@@ -111,7 +111,10 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
     from monitor.reference import RedisReferenceStore
 
     store = RedisStore.from_url(settings.redis_url, settings.key_prefix, settings.group_id)
-    daemon = Daemon(settings, store, references=RedisReferenceStore(store.client, settings.key_prefix))
+    from monitor.join import RedisJoinStore
+
+    daemon = Daemon(settings, store, references=RedisReferenceStore(store.client, settings.key_prefix),
+                    joins=RedisJoinStore(store.client, settings.key_prefix, settings.group_id))
     server = HealthServer(settings.http.host, settings.http.port, daemon.metrics.registry,
                           daemon.is_live, daemon.is_ready)
     server.start()

@@ -26,10 +26,12 @@ from confluent_kafka import (
 from monitor.codec import AlertCodec
 from monitor.errors import DependencyUnavailable, FencedError, MonitorError, OffsetConflict
 from monitor.events import Alert, RawRecord, Reject
+from monitor.join import JoinStore, MemoryJoinStore
 from monitor.kafka_io import dead_letter_headers, is_fatal, to_raw
 from monitor.logs import librdkafka_logger
 from monitor.metrics import Metrics
-from monitor.pipeline import StreamProcessor, build_processors
+from monitor.performance import LabelPartition
+from monitor.pipeline import AnyProcessor, BatchOutcome, LabelProcessor, StreamProcessor, build_processors
 from monitor.reference import ReferenceStore
 from monitor.settings import Settings
 from monitor.state import StateStore, check_consistent
@@ -45,21 +47,23 @@ class Owned:
 
     fence: int
     stored_offset: int | None
-    part: StreamPartition
+    part: StreamPartition | LabelPartition
 
 
 class Daemon:
     def __init__(self, settings: Settings, store: StateStore, metrics: Metrics | None = None,
-                 references: ReferenceStore | None = None) -> None:
+                 references: ReferenceStore | None = None, joins: JoinStore | None = None) -> None:
         self.settings = settings
         self.store = store
         self.references = references
+        self.joins: JoinStore = joins if joins is not None else MemoryJoinStore()
+        self._last_join_retry = 0.0
         self.last_seen: dict[TP, float] = {}
         self.topic_partitions: dict[str, int] = {}  # for the event-rate check: a partition sees 1/n
         self._last_silence_check = 0.0
         self._last_reference_check = 0.0
         self.metrics = metrics or Metrics()
-        self.processors: dict[str, StreamProcessor] = build_processors(settings)
+        self.processors: dict[str, AnyProcessor] = build_processors(settings)
         self.codec = AlertCodec()
         self.owned: dict[TP, Owned] = {}
         self.stop_event = threading.Event()
@@ -115,7 +119,7 @@ class Daemon:
             return snap.offset
         return OFFSET_BEGINNING if self.settings.start_from == "earliest" else OFFSET_END
 
-    def _new_partition(self, topic: str, partition: int) -> StreamPartition:
+    def _new_partition(self, topic: str, partition: int) -> StreamPartition | LabelPartition:
         return self.processors[topic].new_partition(partition, self.topic_partitions.get(topic, 1))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -166,6 +170,7 @@ class Daemon:
                 self._publish(wait=0.0)
                 self._probe_kafka()
                 self._check_silence()
+                self._retry_joins()
                 self._refresh_references()
                 self.metrics.ready.set(1 if self.is_ready() else 0)
         finally:
@@ -230,8 +235,20 @@ class Daemon:
             return None
         self.last_seen[tp] = time.monotonic()
         processor = self.processors[tp[0]]
-        outcome = processor.process(owned.part, records)
-        if not self._checkpoint(tp, owned, outcome.next_offset, outcome.alerts, outcome.rejects):
+        if isinstance(processor, LabelProcessor):
+            assert isinstance(owned.part, LabelPartition)
+            rows, rejects, ids = processor.ids_needed(owned.part, records)
+            try:
+                lookups = self.joins.get(processor.model.name, ids)
+            except DependencyUnavailable as exc:
+                self._outage("redis", exc)
+                self._reload(tp)
+                return None
+            outcome = processor.process_labels(owned.part, rows, rejects, lookups, records[-1].offset + 1)
+        else:
+            assert isinstance(owned.part, StreamPartition)
+            outcome = processor.process(owned.part, records)
+        if not self._checkpoint(tp, owned, outcome.next_offset, outcome.alerts, outcome.rejects, outcome):
             return None
         m = self.metrics
         m.events.labels(processor.model.name, processor.stream).inc(outcome.valid)
@@ -240,16 +257,22 @@ class Daemon:
         self._update_lag(tp, outcome.next_offset)
         return outcome.next_offset
 
-    def _checkpoint(self, tp: TP, owned: Owned, next_offset: int, alerts: list[Alert], rejects: list[Reject]) -> bool:
+    def _checkpoint(self, tp: TP, owned: Owned, next_offset: int, alerts: list[Alert], rejects: list[Reject],
+                    outcome: BatchOutcome | None = None) -> bool:
         """Dead-letter the rejects, then write state + outbox + offset atomically; False if not written.
 
         1. produce the rejects to the dead-letter topic and wait for Kafka's confirmation;
-        2. one Redis script: check the fence and the expected offset, write state, outbox and offset;
-        3. queue the alerts for publishing (removed from the outbox once Kafka confirms them).
+        2. store the batch's predictions for the label join (idempotent: a replay writes the same entries);
+        3. one Redis script: check the fence and the expected offset, write state, outbox and offset;
+        4. queue the alerts for publishing (removed from the outbox once Kafka confirms them).
         """
         processor = self.processors[tp[0]]
         try:
             self._dead_letter(rejects)
+            if outcome is not None and outcome.join_entries:
+                perf = processor.model.performance
+                self.joins.put(processor.model.name, tp[1], outcome.join_entries, int(perf.join_ttl_s * 1000),
+                               perf.max_predictions)
             encoded = {a.alert_id: self.codec.encode(a) for a in alerts}
             key = processor.model.name.encode()
             outbox = {alert_id: key + b"\n" + value for alert_id, value in encoded.items()}
@@ -267,6 +290,13 @@ class Daemon:
             return False
         owned.stored_offset = next_offset
         self.outage = None
+        if outcome is not None and outcome.label_lags_ms:
+            for lag in outcome.label_lags_ms:
+                self.metrics.label_lag.labels(processor.model.name).observe(lag / 1000.0)
+        if isinstance(owned.part, LabelPartition):
+            for result, count in owned.part.counts.items():
+                self.metrics.joins.labels(processor.model.name, str(tp[1]), result).set(count)
+            self.metrics.joins.labels(processor.model.name, str(tp[1]), "pending").set(len(owned.part.pending))
         for alert_id, value in encoded.items():
             self.pending[alert_id] = (tp, key, value)
         for alert in alerts:
@@ -275,6 +305,27 @@ class Daemon:
                      check=alert.check, status=alert.status, statistic=alert.statistic, threshold=alert.threshold,
                      alert_id=alert.alert_id, offset=alert.source_offset)
         return True
+
+    def _retry_joins(self) -> None:
+        """Labels that arrived before their prediction: look again every 2 s, not only when labels arrive."""
+        now = time.monotonic()
+        if now - self._last_join_retry < 2.0:
+            return
+        self._last_join_retry = now
+        for tp, owned in list(self.owned.items()):
+            processor = self.processors[tp[0]]
+            part = owned.part
+            if not isinstance(processor, LabelProcessor) or not isinstance(part, LabelPartition):
+                continue
+            if not part.pending or owned.stored_offset is None:
+                continue
+            try:
+                lookups = self.joins.get(processor.model.name, list(part.pending))
+            except DependencyUnavailable:
+                continue
+            if lookups:
+                outcome = processor.process_labels(part, [], [], lookups, owned.stored_offset)
+                self._checkpoint(tp, owned, owned.stored_offset, outcome.alerts, [], outcome)
 
     def _check_silence(self) -> None:
         """VOLUME alerts for owned partitions with no event for their model's `freshness_s`."""
@@ -285,7 +336,10 @@ class Daemon:
         for tp, owned in list(self.owned.items()):
             if owned.stored_offset is None:
                 continue  # never had an event: a stream that has not started has not stopped
-            alerts = self.processors[tp[0]].silence(owned.part, now - self.last_seen.get(tp, now))
+            processor = self.processors[tp[0]]
+            if not isinstance(processor, StreamProcessor) or not isinstance(owned.part, StreamPartition):
+                continue
+            alerts = processor.silence(owned.part, now - self.last_seen.get(tp, now))
             if alerts:
                 self._checkpoint(tp, owned, owned.stored_offset, alerts, [])
 

@@ -6,9 +6,18 @@ Window checks already went through their OPEN/RESOLVED lifecycle in `stream_stat
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from monitor.events import Alert, AlertKind, Severity, Window, alert_id_for
 from monitor.settings import CheckSettings
-from monitor.stream_state import DETECTOR_CHECKS, Finding, StreamPartition
+from monitor.stream_state import DETECTOR_CHECKS, Finding
+
+
+class PartitionLike(Protocol):
+    model: str
+    topic: str
+    partition: int
+    quiet_until: dict[str, int]
 
 _RATE_WORDS = {
     "missing_rate": "missing (null)",
@@ -22,7 +31,7 @@ _RATE_WORDS = {
 def _severity(f: Finding) -> Severity:
     if f.status == "RESOLVED":
         return Severity.INFO
-    if f.kind in (AlertKind.SCHEMA, AlertKind.VOLUME) or f.check == "constant":
+    if f.kind in (AlertKind.SCHEMA, AlertKind.VOLUME) or f.check in ("constant", "concept_drift"):
         return Severity.CRITICAL
     if f.kind == AlertKind.DATA_QUALITY and f.statistic >= 2 * f.threshold:
         return Severity.CRITICAL
@@ -44,17 +53,25 @@ def _message(f: Finding) -> str:
         return f"Page-Hinkley cumulative deviation {f.statistic:.1f} exceeds {f.threshold:g}"
     if f.kind == AlertKind.SCHEMA:
         return f"writer schema {int(f.statistic)}: {f.evidence.get('detail', f.check)}"
+    if f.check == "cbpe_accuracy":
+        return (f"ESTIMATED accuracy (CBPE, from prediction scores, assuming calibration; no labels) "
+                f"{f.statistic:.3f} is below {f.threshold:.3f}")
+    if f.check == "concept_drift":
+        return (f"{f.feature} over the last {f.window_count} labelled events is {f.statistic:.4f}, significantly "
+                f"worse than the reference {f.evidence.get('reference_value', '?')}")
+    if f.kind == AlertKind.CONCEPT_DRIFT:
+        return f"{f.check.upper()} detects a rise in the error stream ({f.statistic:.4g} beyond {f.threshold:.4g})"
     if f.check == "stream_stopped":
         return f"no event for {f.statistic:.0f} s (limit {f.threshold:.0f} s)"
     return (f"{f.check} {f.statistic:.4f} between the last {f.window_count} events and the reference "
             f"exceeds {f.threshold:g} (p={f.evidence.get('p_value', '?')})")
 
 
-def evaluate(findings: list[Finding], part: StreamPartition, checks: dict[str, CheckSettings]) -> list[Alert]:
+def evaluate(findings: list[Finding], part: PartitionLike, checks: dict[str, CheckSettings]) -> list[Alert]:
     """Alerts for the findings of one batch, skipping a detector while it is cooling down."""
     alerts = []
     for f in findings:
-        if f.check in DETECTOR_CHECKS:
+        if f.check in DETECTOR_CHECKS and f.feature in checks:
             key = f"{f.feature}/{f.check}"
             if f.event_number <= part.quiet_until.get(key, 0):
                 continue

@@ -22,4 +22,9 @@ class Metrics:
         self.assigned = Gauge("monitor_assigned_partitions", "Input partitions owned", registry=r)
         self.outages = Counter("monitor_dependency_outages_total", "Pauses because a dependency was down",
                                ["dependency"], registry=r)
+        self.label_lag = Histogram("monitor_label_lag_seconds", "Label time minus prediction time of joined labels",
+                                   ["model"], buckets=(1, 10, 60, 600, 3600, 6 * 3600, 86400, 7 * 86400),
+                                   registry=r)
+        self.joins = Gauge("monitor_label_join", "Labels per join result (joined, duplicates, early, expired, "
+                           "evicted, pending)", ["model", "partition", "result"], registry=r)
         self.ready = Gauge("monitor_ready", "1 when partitions are assigned and state is loaded", registry=r)

@@ -5,7 +5,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,8 @@ from monitor.contract import Contract, load_contract
 from monitor.errors import ConfigError, DecodeError
 from monitor.evaluate import evaluate
 from monitor.events import Alert, RawRecord, Reject
+from monitor.join import Prediction, encode_prediction
+from monitor.performance import LabelPartition, LabelRow
 from monitor.reference import ReferenceProfile
 from monitor.settings import CheckSettings, ModelSettings, Settings, StreamSettings
 from monitor.stream_state import DecodedBatch, Finding, StreamPartition, event_time_ms
@@ -34,6 +37,8 @@ class BatchOutcome:
     rejects: list[Reject]
     valid: int
     next_offset: int
+    join_entries: dict[str, tuple[bytes, int]] = field(default_factory=dict)  # predictions waiting for labels
+    label_lags_ms: list[int] = field(default_factory=list)
 
 
 class StreamProcessor:
@@ -79,6 +84,9 @@ class StreamProcessor:
         ref = {k: v for k, v in self.reference.fields.items() if k in names} if self.reference else None
         contract = ({k: v for k, v in self.contract.fields.items() if k in names}
                     if self.contract is not None else None)
+        perf = self.reference.performance if self.reference is not None else None
+        cbpe = (perf or {}).get("expected_accuracy") if self.model.performance.cbpe else None
+        scored = self.stream == "predictions" and self.model.type == "classifier"
         return StreamPartition(self.model.name, self.stream, self.topic, partition, self.fields, self.checks,
                                self.window, reference=ref, ref_version=self.reference_version,
                                contract=contract, sentinels=self.model.sentinels,
@@ -86,7 +94,11 @@ class StreamProcessor:
                                uniqueness_memory=self.model.uniqueness_memory if self.stream == "features" else 0,
                                max_duplicate_rate=self.model.max_duplicate_rate,
                                reference_rate=self.reference.event_rate if self.reference else None,
-                               min_rate_ratio=self.model.min_rate_ratio, topic_partitions=topic_partitions)
+                               min_rate_ratio=self.model.min_rate_ratio, topic_partitions=topic_partitions,
+                               score_field=self.model.score_field if scored else None,
+                               decision_threshold=self.model.decision_threshold,
+                               cbpe_reference=cbpe if scored else None,
+                               cbpe_min_drop=self.model.performance.cbpe_min_drop)
 
     def decode(self, records: list[RawRecord]) -> tuple[DecodedBatch, list[Reject], list[tuple[int, int, int | None]]]:
         """Valid rows, rejects, and (schema id, offset, event time) where each writer schema id first shows."""
@@ -127,7 +139,24 @@ class StreamProcessor:
         findings += part.apply(batch)
         alerts = evaluate(findings, part, self.checks)
         part.rejects += len(rejects)
-        return BatchOutcome(alerts, rejects, len(batch), records[-1].offset + 1 if records else -1)
+        return BatchOutcome(alerts, rejects, len(batch), records[-1].offset + 1 if records else -1,
+                            self._join_entries(batch))
+
+    def _join_entries(self, batch: DecodedBatch) -> dict[str, tuple[bytes, int]]:
+        """Predictions of a model with labels, keyed by event id, for the join store."""
+        m = self.model
+        if self.stream != "predictions" or m.labels is None or m.id_field is None or m.prediction_field is None:
+            return {}
+        out = {}
+        for row, t in zip(batch.rows, batch.event_times, strict=True):
+            event_id, pred = row.get(m.id_field), row.get(m.prediction_field)
+            if event_id is None or pred is None:
+                continue
+            score = row.get(m.score_field) if m.score_field else None
+            version = row.get(m.version_field) if m.version_field else None
+            value = encode_prediction((score, float(pred), t, None if version is None else str(version)))
+            out[str(event_id)] = (value, t if t is not None else 0)
+        return out
 
     def silence(self, part: StreamPartition, idle_s: float) -> list[Alert]:
         """VOLUME alert for a partition that has been silent too long (the daemon's wall clock)."""
@@ -136,14 +165,102 @@ class StreamProcessor:
         return evaluate(part.silence(idle_s, self.model.freshness_s), part, self.checks)
 
 
+class LabelProcessor:
+    """The labels topic of a model: decode labels, join them to stored predictions, track performance."""
+
+    stream = "labels"
+
+    def __init__(self, settings: Settings, model: ModelSettings, conf: StreamSettings,
+                 reference: ReferenceProfile | None = None) -> None:
+        self.model = model
+        self.topic = conf.topic
+        if conf.schema_path is None:
+            raise ConfigError(f"{conf.topic}: the labels topic needs a reader schema (.avsc)")
+        reader = load_schema(conf.schema_path)
+        lookup = registry_lookup(settings.schema_registry) if conf.format == "confluent" else None
+        self.decoder = AvroDecoder(reader, wire_format=conf.format, lookup=lookup,
+                                   max_payload_bytes=settings.max_payload_bytes)
+        names = set(field_types(reader))
+        for needed in (model.id_field, model.label_field):
+            if needed not in names:
+                raise ConfigError(f"{conf.topic}: the labels schema has no field {needed!r}")
+        self.checks: dict[str, CheckSettings] = {}
+        self.reference: ReferenceProfile | None = None
+        self.set_reference(reference)
+
+    def set_reference(self, reference: ReferenceProfile | None) -> None:
+        self.reference = reference
+
+    @property
+    def reference_version(self) -> str | None:
+        return None if self.reference is None else self.reference.version
+
+    def new_partition(self, partition: int, topic_partitions: int = 1) -> LabelPartition:
+        perf = self.reference.performance if self.reference is not None else None
+        block = perf["block"] if perf and perf.get("type") == self.model.type else None
+        return LabelPartition(self.model.name, self.topic, partition, self.model.type, self.model.performance,
+                              block)
+
+    def decode(self, records: list[RawRecord]) -> tuple[list[LabelRow], list[Reject]]:
+        rows, rejects = [], []
+        m = self.model
+        for rec in records:
+            try:
+                row = self.decoder.decode(rec.value)
+                event_id, label = row.get(m.id_field or ""), row.get(m.label_field)
+                if event_id is None or label is None:
+                    raise DecodeError("missing_field", f"a label needs {m.id_field} and {m.label_field}")
+                try:
+                    value = float(label)
+                except (TypeError, ValueError) as exc:
+                    raise DecodeError("bad_label", f"{m.label_field} is not a number") from exc
+                if not math.isfinite(value):
+                    raise DecodeError("bad_label", f"{m.label_field} is not finite")
+            except DecodeError as exc:
+                rejects.append(Reject(rec, exc.reason, type(exc.__cause__ or exc).__name__, str(exc)))
+                continue
+            t = event_time_ms(row.get(m.label_time_field)) if m.label_time_field else None
+            rows.append(LabelRow(str(event_id), value, rec.timestamp_ms if t is None else t, rec.offset))
+        return rows, rejects
+
+    def ids_needed(self, part: LabelPartition, records: list[RawRecord]) -> tuple[list[LabelRow], list[Reject],
+                                                                                   list[str]]:
+        rows, rejects = self.decode(records)
+        return rows, rejects, part.ids_needed(rows)
+
+    def process_labels(self, part: LabelPartition, rows: list[LabelRow], rejects: list[Reject],
+                       lookups: dict[str, Prediction], next_offset: int) -> BatchOutcome:
+        result = part.apply(rows, lookups)
+        part.rejects += len(rejects)
+        alerts = evaluate(result.findings, part, self.checks)
+        return BatchOutcome(alerts, rejects, len(rows), next_offset, label_lags_ms=result.lags_ms)
+
+    def process(self, part: LabelPartition, records: list[RawRecord],
+                lookups: dict[str, Prediction] | None = None) -> BatchOutcome:
+        """Without `lookups` (tests, replay): every prediction is assumed absent."""
+        rows, rejects = self.decode(records)
+        return self.process_labels(part, rows, rejects, lookups or {},
+                                   records[-1].offset + 1 if records else -1)
+
+    def silence(self, part: LabelPartition, idle_s: float) -> list[Alert]:
+        return []  # labels come in bursts, late by design: no freshness alert
+
+
+AnyProcessor = StreamProcessor | LabelProcessor
+
+
 def build_processors(
     settings: Settings, references: dict[str, ReferenceProfile] | None = None
-) -> dict[str, StreamProcessor]:
+) -> dict[str, AnyProcessor]:
     """One processor per input topic; `references` maps a model name to its active profile."""
-    out = {}
+    out: dict[str, AnyProcessor] = {}
     references = references or {}
     for model in settings.models:
         contract = load_contract(model.contract) if model.contract is not None else None
         for stream, conf in model.streams():
-            out[conf.topic] = StreamProcessor(settings, model, stream, conf, references.get(model.name), contract)
+            if stream == "labels":
+                out[conf.topic] = LabelProcessor(settings, model, conf, references.get(model.name))
+            else:
+                out[conf.topic] = StreamProcessor(settings, model, stream, conf, references.get(model.name),
+                                                  contract)
     return out

@@ -76,6 +76,9 @@ class ReferenceProfile:
     rows: int
     event_rate: float | None  # events per second over the reference's time span
     fields: dict[str, FieldProfile] = field(default_factory=dict)
+    # With labels in the reference data: {"type", "block" (performance sufficient statistics),
+    # "expected_accuracy" (CBPE of the reference scores), "metrics"}.
+    performance: dict[str, Any] | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -84,6 +87,7 @@ class ReferenceProfile:
     def from_json(cls, text: str | bytes) -> ReferenceProfile:
         raw = json.loads(text)
         fields: dict[str, FieldProfile] = {}
+        raw.setdefault("performance", None)
         for name, f in raw.pop("fields").items():
             fields[name] = NumericProfile(**f) if f["kind"] == "numeric" else CategoricalProfile(**f)
         return cls(fields=fields, **raw)
@@ -203,8 +207,10 @@ def build_profile(
     source: str,
     sentinels: dict[str, list[float]],
     time_field: str | None,
+    performance: PerformanceColumns | None = None,
 ) -> ReferenceProfile:
-    """Profile every monitored field present in the columns (features and, if there, predictions)."""
+    """Profile every monitored field present in the columns (features and, if there, predictions);
+    with `performance` and a label column, also the model's reference performance."""
     if not columns:
         raise ConfigError(f"reference input {source} has no rows")
     rows = len(next(iter(columns.values()))[0])
@@ -230,7 +236,47 @@ def build_profile(
         if len(t) > 1 and t.max() > t.min():
             rate = (len(t) - 1) / ((t.max() - t.min()) / 1000.0)
     created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    return ReferenceProfile(model, version, created, source, rows, rate, fields)
+    perf = reference_performance(columns, performance) if performance is not None else None
+    return ReferenceProfile(model, version, created, source, rows, rate, fields, perf)
+
+
+@dataclass(frozen=True)
+class PerformanceColumns:
+    kind: str  # classifier | regressor
+    label: str
+    prediction: str
+    score: str | None
+    threshold: float = 0.5
+
+
+def reference_performance(columns: dict[str, tuple[np.ndarray, np.ndarray]],
+                          spec: PerformanceColumns) -> dict[str, Any] | None:
+    """Performance of the model on the reference rows that have a label and a prediction."""
+    from monitor.performance import classifier_block, metrics, regressor_block
+
+    if spec.label not in columns or spec.prediction not in columns:
+        return None
+    (y, y_null), (p, p_null) = columns[spec.label], columns[spec.prediction]
+    keep = ~y_null & ~p_null
+    y = np.asarray(y, dtype=float)[keep]
+    p = np.asarray(p, dtype=float)[keep]
+    if not len(y):
+        return None
+    expected = None
+    if spec.kind == "classifier":
+        if spec.score in columns:
+            s_vals, s_null = columns[spec.score]
+            scores = np.where(s_null[keep], np.nan, np.asarray(s_vals, dtype=float)[keep])
+        else:
+            scores = np.full(len(y), np.nan)
+        block = classifier_block(y, p, scores)
+        s = scores[np.isfinite(scores)]
+        if len(s):
+            expected = float(np.where(s >= spec.threshold, s, 1 - s).mean())
+    else:
+        block = regressor_block(y, p)
+    return {"type": spec.kind, "block": block.tolist(), "expected_accuracy": expected,
+            "metrics": metrics(block, "classifier" if spec.kind == "classifier" else "regressor")}
 
 
 # -- storing ---------------------------------------------------------------------------------------

@@ -141,6 +141,30 @@ class StreamSettings(_Strict):
         return self
 
 
+class PerformanceSettings(_Strict):
+    """Live model performance from delayed labels, and when a drop counts as concept drift."""
+
+    block_size: int = Field(100, ge=1, description="labelled events per block")
+    blocks: int = Field(10, ge=1, description="blocks per window")
+    min_drop: float = Field(0.02, ge=0, description="accuracy drop (classifier) that matters")
+    min_increase: float = Field(0.1, ge=0, description="relative MAE increase (regressor) that matters")
+    alpha: float = Field(0.001, gt=0, lt=1, description="one-sided significance of the drop")
+    baseline_windows: int = Field(2, ge=1, description="windows that form the baseline without a reference")
+    resolve_windows: int = Field(3, ge=1)
+    join_ttl_s: float = Field(7 * 24 * 3600, gt=0, description="how long a label may wait for its prediction "
+                              "(and a prediction for its label), in event time")
+    max_pending: int = Field(50_000, ge=1, description="labels waiting for a prediction, per partition")
+    duplicate_memory: int = Field(5_000, ge=0, description="joined ids remembered to spot duplicate labels")
+    max_predictions: int = Field(1_000_000, ge=1, description="predictions kept for the join, per partition")
+    detectors: list[Literal["ddm", "eddm", "hddm_a", "adwin"]] = ["ddm", "eddm", "hddm_a", "adwin"]
+    ddm_threshold: float = Field(3.0, gt=0)
+    hddm_confidence: float = Field(0.001, gt=0, lt=1)
+    adwin_delta: float = Field(2e-6, gt=0, lt=1)
+    cooldown_events: int = Field(5_000, ge=0, description="labelled events a fired detector stays quiet")
+    cbpe: bool = Field(True, description="label-free expected accuracy for binary classifiers")
+    cbpe_min_drop: float = Field(0.03, ge=0)
+
+
 class ModelSettings(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     id_field: str | None = "event_id"
@@ -158,12 +182,32 @@ class ModelSettings(_Strict):
     uniqueness_memory: int = Field(2000, ge=0, le=100_000, description="recent event ids remembered per "
                                    "partition for the duplicate check (0 = off)")
     window: WindowSettings | None = None
+    type: Literal["classifier", "regressor"] = "classifier"
+    labels: StreamSettings | None = Field(None, description="the delayed ground truth, joined by id_field")
+    label_field: str = "label"
+    label_time_field: str | None = "label_time"
+    score_field: str | None = Field(None, description="predictions field: probability of class 1 (classifier)")
+    prediction_field: str | None = Field(None, description="predictions field: the predicted class or value")
+    decision_threshold: float = Field(0.5, gt=0, lt=1)
+    performance: PerformanceSettings = PerformanceSettings()
 
     def streams(self) -> list[tuple[str, StreamSettings]]:
         out = [("features", self.features)]
         if self.predictions is not None:
             out.append(("predictions", self.predictions))
+        if self.labels is not None:
+            out.append(("labels", self.labels))
         return out
+
+    @model_validator(mode="after")
+    def _labels_need_predictions(self) -> ModelSettings:
+        if self.labels is not None:
+            if self.predictions is None or self.id_field is None:
+                raise ValueError(f"model {self.name}: labels need a predictions topic and an id_field to join on")
+            if self.prediction_field is None:
+                raise ValueError(f"model {self.name}: labels need prediction_field (and score_field for "
+                                 f"classifier log-loss, Brier and ROC AUC)")
+        return self
 
 
 class Settings(_Strict):
@@ -324,7 +368,7 @@ def load_settings(path: str | Path, environ: Mapping[str, str] | None = None) ->
         if isinstance(model, dict) and model.get("contract"):
             contract = Path(model["contract"])
             model["contract"] = contract if contract.is_absolute() else base / contract
-        for kind in ("features", "predictions"):
+        for kind in ("features", "predictions", "labels"):
             stream = model.get(kind) if isinstance(model, dict) else None
             if isinstance(stream, dict) and stream.get("schema"):
                 schema = Path(stream["schema"])

@@ -106,6 +106,8 @@ def kind_of(check: str, stream: str) -> AlertKind:
         return AlertKind.SCHEMA
     if check in ("stream_stopped", "low_rate"):
         return AlertKind.VOLUME
+    if check in ("cbpe_accuracy", "concept_drift"):
+        return AlertKind.CONCEPT_DRIFT
     return AlertKind.DRIFT if stream == "features" else AlertKind.PREDICTION_DRIFT
 
 
@@ -474,6 +476,13 @@ class RecentIds:
         self.pos = seen
         return out
 
+    def contains(self, value: Any) -> bool:
+        """Whether `value` is among the remembered ids (no update)."""
+        if not self.size or value is None:
+            return False
+        prev = self._last.get(zlib.crc32(str(value).encode()))
+        return prev is not None and self.pos - prev < self.size
+
     def to_state(self) -> dict[str, Any]:
         return {"ring": base64.b64encode(self.ring.tobytes()).decode(), "filled": self.filled, "pos": self.pos}
 
@@ -513,6 +522,10 @@ class StreamPartition:
         reference_rate: float | None = None,
         min_rate_ratio: float = 0.1,
         topic_partitions: int = 1,
+        score_field: str | None = None,
+        decision_threshold: float = 0.5,
+        cbpe_reference: float | None = None,
+        cbpe_min_drop: float = 0.03,
     ) -> None:
         self.model, self.stream, self.topic, self.partition = model, stream, topic, partition
         self.window_settings = window
@@ -523,13 +536,17 @@ class StreamPartition:
         self.reference_rate = reference_rate
         self.min_rate_ratio = min_rate_ratio
         self.topic_partitions = topic_partitions
+        self.score_field = score_field
+        self.decision_threshold = decision_threshold
+        self.cbpe_reference = cbpe_reference
+        self.cbpe_min_drop = cbpe_min_drop
         self.events = 0
         self.rejects = 0
         self.blocks_closed = 0
-        # Block metadata ring: [first_offset, last_offset, first_time, last_time, count, block_id, duplicates];
-        # time -1 = none.
-        self.closed_meta: list[list[int]] = []
-        self.open_meta: list[int] | None = None
+        # Block metadata ring: [first_offset, last_offset, first_time, last_time, count, block_id, duplicates,
+        # expected correct decisions, scored events] (the last two for CBPE); time -1 = none.
+        self.closed_meta: list[list[Any]] = []
+        self.open_meta: list[Any] | None = None
         self.last_version: str | None = None
         self.quiet_until: dict[str, int] = {}  # detector "<feature>/<check>" -> event number its cooldown ends
         self.open_alerts: dict[str, dict[str, Any]] = {}  # window "<feature>/<check>" -> {"since", "below"}
@@ -583,6 +600,7 @@ class StreamPartition:
                        if isinstance(f, CategoricalFeature)]
         dups = (self.recent_ids.duplicates([r.get(self.id_field) for r in batch.rows])
                 if self.id_field else np.zeros(n, dtype=bool))
+        expected, scored = self._expected_correct(batch.rows)
         bids = self._block_ids(batch, times)
         cuts = np.flatnonzero(np.diff(bids)) + 1
         runs = list(zip([0, *cuts.tolist()], [*cuts.tolist(), n], strict=True))
@@ -592,7 +610,7 @@ class StreamPartition:
             bid = int(bids[start])
             if self.open_meta is not None and self.open_meta[5] != bid:
                 findings += self._close_block(events_before + start)
-            meta = self.open_meta or [int(offsets[start]), 0, times[start], 0, 0, bid, 0]
+            meta = self.open_meta or [int(offsets[start]), 0, times[start], 0, 0, bid, 0, 0.0, 0]
             if self.closed_meta:
                 first, first_t, before = self._window_bounds()
             else:
@@ -601,6 +619,8 @@ class StreamPartition:
             meta[1], meta[3] = int(offsets[stop - 1]), times[stop - 1]
             meta[4] += stop - start
             meta[6] += int(dups[start:stop].sum())
+            meta[7] += float(expected[start:stop].sum())
+            meta[8] += int(scored[start:stop].sum())
             self.open_meta = meta
             for feat, values, missing in numeric:
                 feat.add(values[start:stop], missing[start:stop], offsets[start:stop])
@@ -671,6 +691,20 @@ class StreamPartition:
                        for d, sig in zip(drift, significant.tolist(), strict=True)]
         return self._lifecycle(values, event_number)
 
+    def _expected_correct(self, rows: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+        """Per event, the probability its decision is right if scores are calibrated (CBPE), and whether scored."""
+        if self.score_field is None:
+            return np.zeros(len(rows)), np.zeros(len(rows), dtype=bool)
+        s = np.array([math.nan if r.get(self.score_field) is None else r[self.score_field] for r in rows], float)
+        ok = np.isfinite(s)
+        s = np.where(ok, np.clip(s, 0.0, 1.0), 0.0)
+        return np.where(ok, np.where(s >= self.decision_threshold, s, 1.0 - s), 0.0), ok
+
+    def expected_accuracy(self) -> float | None:
+        """CBPE estimate of the accuracy over the window (an estimate: it assumes calibrated scores)."""
+        scored = sum(m[8] for m in self.closed_meta)
+        return sum(m[7] for m in self.closed_meta) / scored if scored else None
+
     def _stream_checks(self) -> list[CheckValue]:
         """Checks of the stream rather than a feature: duplicate ids, event rate against the reference."""
         out = []
@@ -680,6 +714,15 @@ class StreamPartition:
             out.append(CheckValue(self.id_field, "duplicate_id", dup / count, self.max_duplicate_rate,
                                   dup / count > self.max_duplicate_rate, {"duplicates": str(dup),
                                                                           "memory": str(self.recent_ids.size)}))
+        estimate = self.expected_accuracy() if self.cbpe_reference is not None else None
+        if estimate is not None and self.cbpe_reference is not None:
+            drop = self.cbpe_reference - estimate
+            out.append(CheckValue("expected_accuracy", "cbpe_accuracy", estimate,
+                                  self.cbpe_reference - self.cbpe_min_drop, drop > self.cbpe_min_drop,
+                                  {"estimate": "CBPE: expected accuracy from the prediction scores, assuming they "
+                                               "are calibrated; no labels used",
+                                   "reference_expected_accuracy": f"{self.cbpe_reference:.4f}",
+                                   "window_expected_accuracy": f"{estimate:.4f}"}))
         first, last = self.closed_meta[0], self.closed_meta[-1]
         if self.reference_rate and first[2] >= 0 and last[3] > first[2] and count > 1:
             # This partition's share of the stream, scaled by the topic's partition count.
