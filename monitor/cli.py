@@ -37,6 +37,8 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--incident", action="append", default=[],
                      help="nan_burst:feature=F,start=N,length=N,rate=R or shift:feature=F,start=N,size=S")
     sim.add_argument("--rate", type=float, default=0.0, help="events per second (0 = as fast as possible)")
+    sim.add_argument("--label-delay", type=int, default=1000, help="labels arrive this many events late")
+    sim.add_argument("--label-missing", type=float, default=0.0, help="share of labels that never arrive")
     sim.add_argument("--out", type=Path, help="write the events to a CSV or Parquet file (reference data) "
                                                "instead of Kafka; prediction fields are included")
 
@@ -136,7 +138,7 @@ def _simulate(settings: Settings, args: argparse.Namespace) -> int:
     from confluent_kafka import Producer
 
     from monitor.codec import encode_plain, load_schema
-    from monitor.simulate import Incident, Simulator, without_field
+    from monitor.simulate import Incident, LabelFeed, Simulator, without_field
 
     model = settings.model(args.model)
     if model.predictions is None or model.features.schema_path is None or model.predictions.schema_path is None:
@@ -153,6 +155,9 @@ def _simulate(settings: Settings, args: argparse.Namespace) -> int:
         return _simulate_to_file(sim, args.events, args.out)
     schemas = {}  # dropped fields -> the schema the producer writes with
     producer = Producer(settings.producer_config())
+    labels_topic = model.labels.topic if model.labels is not None else None
+    l_schema = load_schema(model.labels.schema_path) if model.labels and model.labels.schema_path else None
+    feed = LabelFeed(delay=args.label_delay, missing=args.label_missing, seed=args.seed)
     failed: list[str] = []
 
     def report(err: Any, _msg: Any) -> None:
@@ -175,6 +180,12 @@ def _simulate(settings: Settings, args: argparse.Namespace) -> int:
                              on_delivery=report)
             producer.produce(model.predictions.topic, key=key, value=encode_plain(p_schema, pr),
                              on_delivery=report)
+            if labels_topic is not None and l_schema is not None:
+                for label in feed.push(pr):
+                    label = {"event_id": label["event_id"], model.label_field: label["churned"],
+                             "label_time": label["label_time"]}
+                    producer.produce(labels_topic, key=label["event_id"].encode(),
+                                     value=encode_plain(l_schema, label), on_delivery=report)
             producer.poll(0)
         sent += len(feats)
         if args.rate > 0:
@@ -276,15 +287,15 @@ def _model_specs(settings: Settings, model_name: str) -> list[Any]:
     model = settings.model(model_name)
     skip = {f for f in (model.id_field, model.time_field, model.version_field) if f}
     specs = []
-    for _, stream in model.streams():
-        if stream.schema_path is not None:
+    for kind, stream in model.streams():
+        if kind != "labels" and stream.schema_path is not None:
             specs += infer_fields(load_schema(stream.schema_path), skip=skip, monitor=stream.monitor,
                                   exclude=stream.exclude, categorical=stream.categorical)
     return specs
 
 
 def _reference(settings: Settings, args: argparse.Namespace) -> int:
-    from monitor.reference import ReferenceProfile, build_profile, profile_size, read_table
+    from monitor.reference import PerformanceColumns, ReferenceProfile, build_profile, profile_size, read_table
 
     model = settings.model(args.model)
     store = _reference_store(settings)
@@ -292,13 +303,17 @@ def _reference(settings: Settings, args: argparse.Namespace) -> int:
         started = time.monotonic()
         columns = read_table(args.input)
         version = args.version or store.next_version(model.name)
+        perf = (PerformanceColumns(model.type, model.label_field, model.prediction_field, model.score_field,
+                                   model.decision_threshold) if model.prediction_field else None)
         profile = build_profile(model.name, _model_specs(settings, model.name), columns, version=version,
-                                source=args.input.name, sentinels=model.sentinels, time_field=model.time_field)
+                                source=args.input.name, sentinels=model.sentinels, time_field=model.time_field,
+                                performance=perf)
         store.put(profile)
         if args.activate or store.active_version(model.name) is None:
             store.activate(model.name, version)
         log.info("reference.built", model=model.name, version=version, rows=profile.rows,
                  fields=len(profile.fields), bytes=profile_size(profile),
+                 performance=(profile.performance or {}).get("metrics"),
                  seconds=round(time.monotonic() - started, 2), active=store.active_version(model.name) == version)
         print(version)
     elif args.action == "list":
@@ -327,10 +342,10 @@ def _reference(settings: Settings, args: argparse.Namespace) -> int:
         profile = ReferenceProfile.from_json(args.file.read_text())
         if profile.model != model.name:
             profile = ReferenceProfile(model.name, profile.version, profile.created_at, profile.source,
-                                       profile.rows, profile.event_rate, profile.fields)
+                                       profile.rows, profile.event_rate, profile.fields, profile.performance)
         if args.version:
             profile = ReferenceProfile(profile.model, args.version, profile.created_at, profile.source,
-                                       profile.rows, profile.event_rate, profile.fields)
+                                       profile.rows, profile.event_rate, profile.fields, profile.performance)
         store.put(profile)
         if args.activate:
             store.activate(model.name, profile.version)

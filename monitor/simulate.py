@@ -47,6 +47,7 @@ KINDS = {
     "sentinel": "`rate` of the values replaced by the sentinel `value` (default -1)",
     "new_category": "`rate` of a categorical feature's values replaced by the unseen `value`",
     "drop_field": "the field is left out of the records (the writer schema loses it)",
+    "concept": "the true labels follow another rule (feature= is ignored); inputs and scores are unchanged",
 }
 
 
@@ -84,13 +85,15 @@ class Incident:
                 args[key] = float(value)
             else:
                 raise ConfigError(f"incident {kind}: unknown argument {key!r}")
+        if kind == "concept":
+            args.setdefault("feature", "*")
         if "feature" not in args or "start" not in args:
             raise ConfigError(f"incident {kind} needs feature= and start=")
         feature = args["feature"]
         if kind == "new_category":
             if feature not in CATEGORICAL:
                 raise ConfigError(f"new_category needs a categorical feature: {sorted(CATEGORICAL)}")
-        elif kind != "drop_field" and feature not in NUMERIC:
+        elif kind not in ("drop_field", "concept") and feature not in NUMERIC:
             raise ConfigError(f"{kind} needs a numeric feature: {sorted(NUMERIC)}")
         if kind == "nan_burst" and feature in INTEGER:
             raise ConfigError(f"nan_burst needs a floating-point feature; {feature} is an integer")
@@ -112,6 +115,7 @@ class Simulator:
         """Yield (feature records, prediction records) in chunks; event i is the i-th of the stream."""
         rng = np.random.default_rng(self.seed)
         incident_rng = np.random.default_rng([self.seed, 1])
+        self._label_rng = np.random.default_rng([self.seed, 2])
         for lo in range(0, events, batch):
             n = min(batch, events - lo)
             yield self._chunk(rng, incident_rng, lo, n)
@@ -154,6 +158,16 @@ class Simulator:
             + 0.01 * (cols["monthly_charges"] - 65)
         )
         score = 1.0 / (1.0 + np.exp(-logit))
+        # True labels: drawn with the model's own probability, so the scores are calibrated; after a
+        # `concept` incident they follow another rule (support calls and discounts now matter the other way).
+        truth = score.copy()
+        for inc in self.incidents:
+            if inc.kind == "concept":
+                other = 1.0 / (1.0 + np.exp(-(-1.0 - 0.5 * (cols["support_calls"] - 1.5)
+                                              + 8.0 * (cols["discount_rate"] - 0.15)
+                                              - 0.04 * (cols["tenure_months"] - 36))))
+                truth = np.where(inc.active(idx), other, truth)
+        labels = (self._label_rng.random(n) < truth).astype(int).tolist()
         features, predictions = [], []
         lists = {k: v.tolist() for k, v in cols.items()}
         nan_lists = {k: v.tolist() for k, v in nan_masks.items()}
@@ -182,7 +196,8 @@ class Simulator:
                     rec.pop(inc.feature, None)
             features.append(rec)
             predictions.append({"event_id": event_id, "event_time": t, "model_version": MODEL_VERSION,
-                                "churn_score": scores[j], "predicted_churn": int(scores[j] >= 0.5)})
+                                "churn_score": scores[j], "predicted_churn": int(scores[j] >= 0.5),
+                                "churned": labels[j]})
         return features, predictions
 
 
@@ -191,3 +206,32 @@ def without_field(schema: dict[str, Any], name: str) -> dict[str, Any]:
     out = dict(schema)
     out["fields"] = [f for f in schema["fields"] if f["name"] != name]
     return out
+
+
+@dataclass
+class LabelFeed:
+    """Delayed, partly missing labels: `push` each prediction, get the labels that arrive at that moment.
+
+    A label arrives `delay` events after its prediction (label_time = the arrival event's time); a seeded
+    `missing` share never arrives.
+    """
+
+    delay: int = 1000
+    missing: float = 0.0
+    seed: int = 7
+    _queue: list[tuple[str, int]] = field(default_factory=list)
+    _rng: np.random.Generator | None = None
+
+    def push(self, prediction: dict[str, Any]) -> list[dict[str, Any]]:
+        if self._rng is None:
+            self._rng = np.random.default_rng([self.seed, 3])
+        if self._rng.random() >= self.missing:
+            self._queue.append((prediction["event_id"], int(prediction["churned"])))
+        else:
+            self._queue.append(("", 0))
+        if len(self._queue) <= self.delay:
+            return []
+        event_id, label = self._queue.pop(0)
+        if not event_id:
+            return []
+        return [{"event_id": event_id, "churned": label, "label_time": prediction["event_time"]}]

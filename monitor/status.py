@@ -14,7 +14,7 @@ def collect_status(settings: Settings, store: StateStore) -> dict[str, Any]:
     """The JSON shape: models.<name>.{events, rejects, features.<f>.{count, ...}, partitions, open_alerts}."""
     topics = {stream.topic: (model.name, kind) for model in settings.models for kind, stream in model.streams()}
     models: dict[str, Any] = {m.name: {"events": 0, "rejects": 0, "features": {}, "predictions": {},
-                                       "partitions": {}, "open_alerts": []} for m in settings.models}
+                                       "labels": {}, "partitions": {}, "open_alerts": []} for m in settings.models}
     for topic, partition in store.partitions():
         if topic not in topics:
             continue
@@ -25,6 +25,13 @@ def collect_status(settings: Settings, store: StateStore) -> dict[str, Any]:
         if META_FIELD not in snap.fields:
             continue
         meta = json.loads(snap.fields[META_FIELD])
+        if kind == "labels":
+            _merge_labels(out["labels"], meta)
+            for key in meta["open_alerts"]:
+                metric, _, check = key.partition("/")
+                out["open_alerts"].append({"stream": kind, "feature": metric, "check": check,
+                                           "partition": partition})
+            continue
         if kind == "features":
             out["events"] += meta["events"]
         out["rejects"] += meta["rejects"]
@@ -42,7 +49,30 @@ def collect_status(settings: Settings, store: StateStore) -> dict[str, Any]:
         for group in (out["features"], out["predictions"]):
             for feat in group.values():
                 _finish(feat)
+        for key in [k for k in out["labels"] if k.startswith("_")]:
+            del out["labels"][key]
     return {"models": models}
+
+
+def _merge_labels(acc: dict[str, Any], meta: dict[str, Any]) -> None:
+    """Join counts summed over label partitions; performance over the union of their windows."""
+    import numpy as np
+
+    from monitor.performance import metrics
+
+    acc["labels"] = acc.get("labels", 0) + meta["events"]
+    for key, value in meta["counts"].items():
+        acc[key] = acc.get(key, 0) + value
+    acc["pending"] = acc.get("pending", 0) + len(meta["pending"])
+    acc["_lag_sum_ms"] = acc.get("_lag_sum_ms", 0) + meta["lag_sum_ms"]
+    if meta["closed"]:
+        window = np.sum(np.asarray(meta["closed"]), axis=0)
+        acc["_window"] = window if "_window" not in acc else acc["_window"] + window
+    acc["_kind"] = meta["kind"]
+    if "_window" in acc:
+        acc["window"] = metrics(acc["_window"], meta["kind"])
+    joined = acc.get("joined", 0)
+    acc["mean_label_lag_s"] = acc["_lag_sum_ms"] / joined / 1000.0 if joined else None
 
 
 def _merge(acc: dict[str, Any], state: dict[str, Any], partition: int) -> None:
@@ -97,6 +127,12 @@ def render_status(status: dict[str, Any]) -> None:
                 table.add_row(kind, feature, f["kind"], str(f["count"]), f"{f['missing_rate']:.2%}",
                               f"{f['nan_rate']:.2%}", mean, std)
         console.print(table)
+        labels = model.get("labels") or {}
+        if labels:
+            perf = ", ".join(f"{k}={v:.3f}" for k, v in (labels.get("window") or {}).items() if v == v)
+            console.print(f"  labels: {labels.get('labels', 0)} received, {labels.get('joined', 0)} joined, "
+                          f"{labels.get('duplicates', 0)} duplicates, {labels.get('pending', 0)} waiting, "
+                          f"{labels.get('expired', 0)} expired; window: {perf or 'n/a'}")
         for alert in model["open_alerts"]:
             console.print(f"  open: {alert['stream']}/{alert['feature']} {alert['check']} "
                           f"(partition {alert['partition']})")

@@ -25,7 +25,7 @@ ONSET = 10_000
 def _settings(tmp_path: Path, extra_model: dict[str, Any] | None = None, **top: Any) -> Settings:
     cfg = yaml.safe_load((EXAMPLES / "monitor.yaml").read_text())
     model = cfg["models"][0]
-    for kind in ("features", "predictions"):
+    for kind in ("features", "predictions", "labels"):
         model[kind]["schema"] = str(EXAMPLES / model[kind]["schema"])
     model["sentinels"] = {"days_since_login": [-1.0]}
     model.update(extra_model or {})

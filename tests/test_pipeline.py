@@ -22,7 +22,7 @@ from tests.helpers import EXAMPLES
 def _settings(tmp_path: Path, **defaults: Any) -> Settings:
     cfg = yaml.safe_load((EXAMPLES / "monitor.yaml").read_text())
     for model in cfg["models"]:
-        for kind in ("features", "predictions"):
+        for kind in ("features", "predictions", "labels"):
             model[kind]["schema"] = str(EXAMPLES / model[kind]["schema"])
     cfg["defaults"] = defaults
     path = tmp_path / "m.yaml"

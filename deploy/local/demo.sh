@@ -49,7 +49,7 @@ import sys, pathlib, yaml
 config, out = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
 cfg = yaml.safe_load(config.read_text())
 for model in cfg["models"]:
-    for kind in ("features", "predictions"):
+    for kind in ("features", "predictions", "labels"):
         model[kind]["schema"] = str(config.parent / model[kind]["schema"])
     model["contract"] = str(out / "churn.contract.yaml")
 (out / "monitor.yaml").write_text(yaml.safe_dump(cfg))
