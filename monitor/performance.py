@@ -183,7 +183,7 @@ class LabelPartition:
         binary = self.kind == "classifier"
         for name in s.detectors:
             if name == "ddm" and binary:
-                self.detectors[name] = DDM(drift_threshold=s.ddm_threshold)
+                self.detectors[name] = DDM(warm_start=s.ddm_warm_start, drift_threshold=s.ddm_threshold)
             elif name == "eddm" and binary:
                 self.detectors[name] = EDDM()
             elif name == "hddm_a" and binary:
@@ -207,17 +207,19 @@ class LabelPartition:
         # 1. waiting labels whose prediction has arrived, oldest first
         for event_id in [i for i in self.pending if i in lookups]:
             joined.append((event_id, self.pending.pop(event_id), lookups[event_id], True))
+        this_batch = {j[0] for j in joined}
         # 2. the batch, in offset order
         for row in rows:
             self.events += 1
             if row.label_time is not None:
                 self.max_label_time = max(self.max_label_time, row.label_time)
-            if row.event_id in self.pending or self.joined_ids.contains(row.event_id):
+            if row.event_id in self.pending or row.event_id in this_batch or self.joined_ids.contains(row.event_id):
                 self.counts["duplicates"] += 1
                 continue
             entry = [row.label, row.label_time, row.offset]
             if row.event_id in lookups:
                 joined.append((row.event_id, entry, lookups[row.event_id], False))
+                this_batch.add(row.event_id)
             else:
                 self.pending[row.event_id] = entry
         # 3. waiting labels past their time, or beyond the bound, are given up (counted)
