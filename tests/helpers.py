@@ -65,6 +65,10 @@ class Setup:
         return f"t{self.unique}.predictions"
 
     @property
+    def labels(self) -> str:
+        return f"t{self.unique}.labels"
+
+    @property
     def alerts(self) -> str:
         return f"t{self.unique}.alerts"
 
@@ -106,11 +110,43 @@ class Setup:
 
     def create_topics(self) -> None:
         admin = AdminClient({"bootstrap.servers": self.bootstrap})
-        topics = [self.features, self.predictions, self.alerts, self.dead_letter]
+        topics = [self.features, self.predictions, self.labels, self.alerts, self.dead_letter]
         futures = admin.create_topics([NewTopic(t, num_partitions=PARTITIONS, replication_factor=1)
                                        for t in topics])
         for fut in futures.values():
             fut.result(30)
+
+
+def with_labels(config: Path) -> Path:
+    """The test config plus the labels topic and the join settings of the example model."""
+    raw = yaml.safe_load(config.read_text())
+    model = raw["models"][0]
+    unique = model["features"]["topic"].split(".")[0]
+    model.update({"labels": {"topic": f"{unique}.labels", "schema": str(EXAMPLES / "churn_labels.avsc")},
+                  "type": "classifier", "label_field": "churned", "label_time_field": "label_time",
+                  "score_field": "churn_score", "prediction_field": "predicted_churn"})
+    config.write_text(yaml.safe_dump(raw))
+    return config
+
+
+def produce_labels(setup: Setup, events: int, seed: int, delay: int, missing: float,
+                   incidents: Iterable[str] = ()) -> int:
+    """The delayed labels of `produce_simulated`'s events (same seed); returns how many were sent."""
+    from monitor.simulate import LabelFeed
+
+    schema = load_schema(EXAMPLES / "churn_labels.avsc")
+    sim = Simulator(seed=seed, incidents=[Incident.parse(i) for i in incidents])
+    feed = LabelFeed(delay=delay, missing=missing, seed=seed)
+    producer = Producer({"bootstrap.servers": setup.bootstrap, "enable.idempotence": True, "linger.ms": 20})
+    sent = 0
+    for _, preds in sim.batches(events, batch=2000):
+        for p in preds:
+            for label in feed.push(p):
+                producer.produce(setup.labels, key=label["event_id"].encode(), value=encode_plain(schema, label))
+                sent += 1
+            producer.poll(0)
+    assert producer.flush(60) == 0
+    return sent
 
 
 def produce_simulated(setup: Setup, events: int, incidents: Iterable[str] = (), seed: int = 7,

@@ -33,9 +33,11 @@ from tests.helpers import (
     _clean_env,
     end_offsets,
     http_get,
+    produce_labels,
     produce_simulated,
     read_topic,
     wait_until,
+    with_labels,
 )
 
 pytestmark = pytest.mark.integration
@@ -394,4 +396,31 @@ def test_a_stopped_stream_raises_volume_and_resolves(setup: Setup, daemons: list
                           "RESOLVED VOLUME alerts")
     assert {(a["source_topic"], a["source_partition"]) for a in resolved} == {
         (a["source_topic"], a["source_partition"]) for a in stopped}
+    assert d.terminate() == 0
+
+
+def test_delayed_labels_are_joined_and_concept_drift_is_found(
+    setup: Setup, daemons: list[DaemonProcess], tmp_path: Path
+) -> None:
+    """Labels 500 events late, 20% missing, joined through the Redis join store; the labelling rule changes
+    at event 6,000 (inputs unchanged): a CONCEPT_DRIFT alert, and exact join counts in `status`."""
+    config = with_labels(setup.write_config())
+    incidents = ["concept:start=6000"]
+    produce_simulated(setup, 12_000, seed=21, incidents=incidents)
+    sent = produce_labels(setup, 12_000, seed=21, delay=500, missing=0.2, incidents=incidents)
+    d = DaemonProcess(config, tmp_path / "daemon.log").start()
+    daemons.append(d)
+    store = _store(setup)
+    ends = end_offsets(setup.bootstrap, setup.labels)
+    wait_until(lambda: _caught_up(setup) and all(store.read(setup.labels, p).offset == ends[p]
+                                                 for p in range(PARTITIONS) if ends[p]), 120, "labels consumed")
+    status = collect_status(load_settings(config, environ={}), store)["models"]["churn"]["labels"]
+    assert status["labels"] == sent and status["joined"] == sent
+    assert status["duplicates"] == status["expired"] == status["pending"] == 0
+    assert status["mean_label_lag_s"] == pytest.approx(500 * 0.010, rel=1e-6)  # 500 events x 10 ms
+    concept = [a for a in _alerts(setup) if a["kind"] == "CONCEPT_DRIFT" and a["status"] == "OPEN"]
+    assert concept, "the changed labelling rule should be found"
+    assert {a["source_topic"] for a in concept} == {setup.labels}
+    code, body = http_get(setup.http_port, "/metrics")
+    assert code == 200 and b"monitor_label_lag_seconds_count" in body
     assert d.terminate() == 0
