@@ -319,8 +319,8 @@ class LabelPartition:
         if test.firing and state is None:
             self.open_alerts[key] = {"since": number, "below": 0}
             status = "OPEN"
-        elif test.firing and state is not None:
-            state["below"] = 0
+        elif state is not None and (test.firing or test.drop >= test.threshold / 2):
+            state["below"] = 0  # hysteresis: resolving needs the drop back under half the threshold
         elif state is not None:
             state["below"] += 1
             if state["below"] >= self.settings.resolve_windows:

@@ -156,15 +156,16 @@ class PerformanceSettings(_Strict):
     max_pending: int = Field(50_000, ge=1, description="labels waiting for a prediction, per partition")
     duplicate_memory: int = Field(5_000, ge=0, description="joined ids remembered to spot duplicate labels")
     max_predictions: int = Field(1_000_000, ge=1, description="predictions kept for the join, per partition")
-    # Measured on 60 Bernoulli error streams (8,000 stationary events, then +12 points): HDDM_A and ADWIN
-    # raised no false alarm and found every rise in 200-900 events; DDM (river's threshold 3) 7 false
-    # alarms, EDDM 100-500. DDM and EDDM are there to switch on, not on by default (docs/architecture.md).
+    # Measured on Bernoulli error streams (docs/architecture.md): HDDM_A at 1e-5 and ADWIN raised no false
+    # alarm and found every rise of 12 points in 250-2,100 events; DDM (river's threshold 3) and EDDM
+    # raised false alarms. DDM and EDDM are there to switch on, not on by default.
     detectors: list[Literal["ddm", "eddm", "hddm_a", "adwin"]] = ["hddm_a", "adwin"]
     ddm_threshold: float = Field(5.0, gt=0, description="river's default is 3; 5 gave no false alarm")
     # DDM's minimum p + s is meaningless on its first few errors: with a 2% error rate and river's 30, it
     # fires on the first errors it sees. 1,000 labelled events before it may fire.
     ddm_warm_start: int = Field(1000, ge=1)
-    hddm_confidence: float = Field(0.001, gt=0, lt=1)
+    hddm_confidence: float = Field(1e-5, gt=0, lt=1, description="river's default 0.001 false-alarmed at "
+                                   "error rates of 20-40%")
     adwin_delta: float = Field(2e-6, gt=0, lt=1)
     cooldown_events: int = Field(5_000, ge=0, description="labelled events a fired detector stays quiet")
     cbpe: bool = Field(True, description="label-free expected accuracy for binary classifiers")

@@ -67,10 +67,12 @@ done
 alerts_pid=$!
 sleep 2  # let the alert printer join its group before alerts can arrive
 
-echo "== 4/6 simulating $EVENTS events: NaN burst in credit_score at 10000, +1 std shift in monthly_charges at 20000"
+echo "== 4/6 simulating $EVENTS events: NaN burst in credit_score at 10000, +1 std shift in monthly_charges at 20000,"
+echo "       a new labelling rule (concept drift) at 30000; labels arrive 1000 events late, 10% never"
 "$PY" -m monitor simulate --config "$config" --model churn --events "$EVENTS" --rate 2000 \
   --incident nan_burst:feature=credit_score,start=10000,length=2000,rate=0.3 \
-  --incident shift:feature=monthly_charges,start=20000,size=1.0 2>>"$demo_dir/cli.log"
+  --incident shift:feature=monthly_charges,start=20000,size=1.0 \
+  --incident concept:start=30000 --label-delay 1000 --label-missing 0.1 2>>"$demo_dir/cli.log"
 
 echo "== 5/6 waiting for the daemon to catch up"
 for _ in $(seq 1 60); do
