@@ -265,3 +265,26 @@ def test_cbpe_tracks_the_true_accuracy_on_a_calibrated_stream(tmp_path: Path) ->
         h.offsets["p"] -= 0
     assert max(gaps) < 0.03, gaps
     assert not [a for a in h.alerts if a.check == "cbpe_accuracy"]
+
+
+def test_concept_drift_opens_once_and_resolves_with_hysteresis() -> None:
+    """Accuracy 0.90 -> 0.80 opens; 0.885 (drop 0.015, above half of min_drop) keeps it open; 0.90 resolves
+    after resolve_windows windows. The expected transitions follow from the z-test by hand."""
+    from monitor.performance import LabelPartition, LabelRow
+    from monitor.settings import PerformanceSettings
+
+    settings = PerformanceSettings(block_size=1000, blocks=1, resolve_windows=2, detectors=[])
+    ref = classifier_block(np.r_[np.ones(9000), np.zeros(1000)], np.ones(10_000), np.full(10_000, np.nan))
+    part = LabelPartition("m", "t", 0, "classifier", settings, ref.tolist())
+    offset = 0
+    statuses = []
+    for window, accuracy in enumerate((0.9, 0.8, 0.885, 0.885, 0.9, 0.9)):
+        k = round(accuracy * 1000)
+        rows = [LabelRow(f"i{offset + j}", 1.0 if j < k else 0.0, None, offset + j) for j in range(1000)]
+        lookups = {r.event_id: (None, 1.0, None, None) for r in rows}
+        statuses += [(window, f.status) for f in part.apply(rows, lookups).findings]
+        offset += 1000
+    # Opened by the 0.80 window (z-test p ~ 1e-10, drop 0.10 > 0.02); the 0.885 windows drop 0.015 >= 0.01,
+    # so they do not count towards resolving; the second 0.90 window resolves.
+    assert statuses == [(1, "OPEN"), (5, "RESOLVED")]
+    assert part.counts["joined"] == 6000
