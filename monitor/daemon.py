@@ -271,8 +271,10 @@ class Daemon:
             self._dead_letter(rejects)
             if outcome is not None and outcome.join_entries:
                 perf = processor.model.performance
-                self.joins.put(processor.model.name, tp[1], outcome.join_entries, int(perf.join_ttl_s * 1000),
-                               perf.max_predictions)
+                dropped = self.joins.put(processor.model.name, tp[1], outcome.join_entries,
+                                         int(perf.join_ttl_s * 1000), perf.max_predictions)
+                # Predictions whose label never came (counted again if a crash replays the batch).
+                self.metrics.unlabelled.labels(processor.model.name).inc(dropped)
             encoded = {a.alert_id: self.codec.encode(a) for a in alerts}
             key = processor.model.name.encode()
             outbox = {alert_id: key + b"\n" + value for alert_id, value in encoded.items()}

@@ -27,4 +27,6 @@ class Metrics:
                                    registry=r)
         self.joins = Gauge("monitor_label_join", "Labels per join result (joined, duplicates, early, expired, "
                            "evicted, pending)", ["model", "partition", "result"], registry=r)
+        self.unlabelled = Counter("monitor_predictions_unlabelled_total", "Predictions dropped from the join "
+                                  "store (TTL or cap) without a label", ["model"], registry=r)
         self.ready = Gauge("monitor_ready", "1 when partitions are assigned and state is loaded", registry=r)
