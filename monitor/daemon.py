@@ -24,7 +24,7 @@ from confluent_kafka import (
 )
 
 from monitor.codec import AlertCodec
-from monitor.errors import DependencyUnavailable, FencedError, MonitorError, OffsetConflict
+from monitor.errors import DependencyUnavailable, FencedError, MonitorError, OffsetConflict, StateLost
 from monitor.events import Alert, RawRecord, Reject
 from monitor.join import JoinStore, MemoryJoinStore
 from monitor.kafka_io import dead_letter_headers, is_fatal, to_raw
@@ -59,6 +59,7 @@ class Daemon:
         self.joins: JoinStore = joins if joins is not None else MemoryJoinStore()
         self._last_join_retry = 0.0
         self.last_seen: dict[TP, float] = {}
+        self.lost: dict[TP, str] = {}  # partitions halted because their state is gone (on_state_lost: halt)
         self.topic_partitions: dict[str, int] = {}  # for the event-rate check: a partition sees 1/n
         self._last_silence_check = 0.0
         self._last_reference_check = 0.0
@@ -80,7 +81,7 @@ class Daemon:
 
     # -- health ---------------------------------------------------------------------------------
     def is_ready(self) -> bool:
-        return self.alive and self.assigned_once and self.outage is None
+        return self.alive and self.assigned_once and self.outage is None and not self.lost
 
     def is_live(self) -> bool:
         return self.alive
@@ -90,14 +91,28 @@ class Daemon:
 
     # -- rebalance callbacks ----------------------------------------------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        committed = self._committed(consumer, partitions)
         for tp in partitions:
-            tp.offset = self._take(tp.topic, tp.partition)
+            tp.offset = self._take(tp.topic, tp.partition, committed.get((tp.topic, tp.partition)))
         consumer.incremental_assign(partitions)
+        halted = [tp for tp in partitions if (tp.topic, tp.partition) in self.lost]
+        if halted:
+            consumer.pause(halted)
         self.assigned_once = True
         self.metrics.assigned.set(len(self.owned))
         log.info("partitions.assigned", partitions=[f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in partitions])
 
-    def _take(self, topic: str, partition: int) -> int:
+    @staticmethod
+    def _committed(consumer: Consumer, partitions: list[TopicPartition]) -> dict[TP, int]:
+        """The group's committed offsets: we commit after every checkpoint, so one means state existed."""
+        try:
+            found = consumer.committed([TopicPartition(tp.topic, tp.partition) for tp in partitions], timeout=10)
+        except KafkaException as exc:
+            log.warning("kafka.committed_unavailable", error=str(exc))
+            return {}
+        return {(tp.topic, tp.partition): tp.offset for tp in found if tp.offset >= 0}
+
+    def _take(self, topic: str, partition: int, committed: int | None = None) -> int:
         """Fence the partition, load its state and outbox; return where to start consuming."""
         while True:
             try:
@@ -106,8 +121,28 @@ class Daemon:
             except DependencyUnavailable as exc:
                 # Inside the rebalance callback: wait without polling (librdkafka heartbeats on its own thread).
                 self._outage("redis", exc, poll=False)
-        check_consistent(topic, partition, snap)
+        problem = None
+        try:
+            check_consistent(topic, partition, snap)
+        except StateLost as exc:
+            problem = str(exc)
+        if problem is None and snap.offset is None and committed is not None:
+            problem = (f"{topic}[{partition}] has no state in Redis but the group committed offset {committed}: "
+                       f"Redis lost its data")
         part = self._new_partition(topic, partition)
+        if problem is not None:
+            self.metrics.state_lost.labels(topic, str(partition)).set(1)
+            log.error("state.lost", topic=topic, partition=partition, problem=problem,
+                      policy=self.settings.on_state_lost)
+            if self.settings.on_state_lost == "halt":
+                self.lost[(topic, partition)] = problem
+                return committed if committed is not None else OFFSET_END
+            # restart: fresh state from the committed offset; the next checkpoint overwrites what is left
+            self.owned[(topic, partition)] = Owned(snap.fence, None, part)
+            self.last_seen[(topic, partition)] = time.monotonic()
+            if committed is not None:
+                return committed
+            return OFFSET_BEGINNING if self.settings.start_from == "earliest" else OFFSET_END
         if snap.fields:
             part.load_fields(snap.fields)
         self.owned[(topic, partition)] = Owned(snap.fence, snap.offset, part)
@@ -142,6 +177,7 @@ class Daemon:
         gone = {(tp.topic, tp.partition) for tp in partitions}
         for tp in gone:
             self.owned.pop(tp, None)
+            self.lost.pop(tp, None)
         for alert_id, (tp, _key, _value) in list(self.pending.items()):
             if tp in gone and alert_id not in self.inflight:
                 del self.pending[alert_id]

@@ -29,4 +29,6 @@ class Metrics:
                            "evicted, pending)", ["model", "partition", "result"], registry=r)
         self.unlabelled = Counter("monitor_predictions_unlabelled_total", "Predictions dropped from the join "
                                   "store (TTL or cap) without a label", ["model"], registry=r)
+        self.state_lost = Gauge("monitor_state_lost", "1 for a partition whose Redis state was lost or "
+                                "inconsistent (alarm)", ["topic", "partition"], registry=r)
         self.ready = Gauge("monitor_ready", "1 when partitions are assigned and state is loaded", registry=r)

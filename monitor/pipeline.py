@@ -61,6 +61,10 @@ class StreamProcessor:
         )
         self.checks: dict[str, CheckSettings] = {f.name: settings.checks_for(model, f.name) for f in self.fields}
         self.window = settings.window_for(model)
+        self.limits = settings.limits
+        self.numeric_names = [f.name for f in self.fields if f.kind == "numeric"]
+        self.string_names = [f.name for f, base in ((f, _base(reader, f.name)) for f in self.fields)
+                             if base in ("string", "enum")]
         if contract is None and model.contract is not None:
             contract = load_contract(model.contract)
         self.contract = contract
@@ -118,6 +122,12 @@ class StreamProcessor:
                 if decoder.last_schema_id is not None:
                     first_seen.setdefault(decoder.last_schema_id, (rec.offset, rec.timestamp_ms))
                 continue
+            if decoder.last_schema_id is not None and decoder.last_schema_id not in first_seen:
+                writer = decoder.writer_fields(decoder.last_schema_id)
+                if writer is not None and len(writer) > self.limits.max_fields:
+                    rejects.append(Reject(rec, "too_many_fields", "LimitExceeded",
+                                          f"writer schema has {len(writer)} fields (limit {self.limits.max_fields})"))
+                    continue
             t = event_time_ms(row.get(time_field)) if time_field else None
             t = rec.timestamp_ms if t is None else t
             if decoder.last_schema_id is not None:
@@ -125,8 +135,41 @@ class StreamProcessor:
             rows.append(row)
             offsets.append(rec.offset)
             times.append(t)
+        rows, offsets, times, rejects = self._enforce_limits(rows, offsets, times, records, rejects)
         batch = DecodedBatch(np.array(offsets, dtype=np.int64), times, rows)
         return batch, rejects, [(sid, off, t) for sid, (off, t) in first_seen.items()]
+
+    def _enforce_limits(self, rows: list[dict[str, Any]], offsets: list[int], times: list[int | None],
+                        records: list[RawRecord], rejects: list[Reject]
+                        ) -> tuple[list[dict[str, Any]], list[int], list[int | None], list[Reject]]:
+        """Decoded but unusable: wrong model, a value or string beyond the hard limits (checked per column)."""
+        if not rows:
+            return rows, offsets, times, rejects
+        bad: dict[int, tuple[str, str]] = {}
+        m = self.model
+        if m.model_field and m.model_id is not None:
+            for i, r in enumerate(rows):
+                if str(r.get(m.model_field)) != m.model_id:
+                    bad.setdefault(i, ("unknown_model", f"{m.model_field} is not {m.model_id}"))
+        limit = self.limits.max_abs_value
+        for name in self.numeric_names:
+            col = np.array([math.nan if r.get(name) is None else float(r[name]) for r in rows])
+            with np.errstate(invalid="ignore"):
+                for i in np.flatnonzero(np.isfinite(col) & (np.abs(col) > limit)).tolist():
+                    bad.setdefault(i, ("value_too_large", f"{name} exceeds +-{limit:g}"))
+        max_len = self.limits.max_string_length
+        for name in self.string_names:
+            for i, r in enumerate(rows):
+                v = r.get(name)
+                if isinstance(v, str) and len(v) > max_len:
+                    bad.setdefault(i, ("string_too_long", f"{name} is longer than {max_len} characters"))
+        if not bad:
+            return rows, offsets, times, rejects
+        by_offset = {rec.offset: rec for rec in records}
+        for i, (reason, message) in sorted(bad.items()):
+            rejects.append(Reject(by_offset[offsets[i]], reason, "LimitExceeded", message))
+        keep = [i for i in range(len(rows)) if i not in bad]
+        return [rows[i] for i in keep], [offsets[i] for i in keep], [times[i] for i in keep], rejects
 
     def process(self, part: StreamPartition, records: list[RawRecord]) -> BatchOutcome:
         """Apply one partition's records (offset order) to its state; return alerts and rejects."""
@@ -163,6 +206,18 @@ class StreamProcessor:
         if self.model.freshness_s is None:
             return []
         return evaluate(part.silence(idle_s, self.model.freshness_s), part, self.checks)
+
+
+def _base(schema: dict[str, Any], name: str) -> str | None:
+    for f in schema.get("fields", []):
+        if f["name"] == name:
+            t = f["type"]
+            if isinstance(t, list):
+                t = next((x for x in t if x != "null"), None)
+            if isinstance(t, dict):
+                t = t.get("type")
+            return t if isinstance(t, str) else None
+    return None
 
 
 class LabelProcessor:

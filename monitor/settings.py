@@ -177,6 +177,8 @@ class ModelSettings(_Strict):
     id_field: str | None = "event_id"
     time_field: str | None = "event_time"
     version_field: str | None = None
+    model_field: str | None = Field(None, description="a field naming the model, when a topic is shared")
+    model_id: str | None = Field(None, description="the value of model_field for this model")
     features: StreamSettings
     predictions: StreamSettings | None = None
     overrides: dict[str, dict[str, Any]] = {}
@@ -217,6 +219,14 @@ class ModelSettings(_Strict):
         return self
 
 
+class LimitSettings(_Strict):
+    """Hard limits: a record beyond one is bad input (dead-lettered with the reason), not data to monitor."""
+
+    max_abs_value: float = Field(1e15, gt=0, description="|value| of a numeric field (NaN/inf are data, counted)")
+    max_string_length: int = Field(4096, ge=1, description="characters in a string field")
+    max_fields: int = Field(1000, ge=1, description="fields in a writer schema (a feature flood)")
+
+
 class Settings(_Strict):
     kafka: dict[str, str] = Field(default_factory=lambda: {"bootstrap.servers": "127.0.0.1:9092"})
     schema_registry: dict[str, str] = {}
@@ -230,9 +240,13 @@ class Settings(_Strict):
     http: HttpSettings = HttpSettings()
     batch: BatchSettings = BatchSettings()
     max_payload_bytes: int = Field(1_000_000, ge=16)
+    limits: LimitSettings = LimitSettings()
     defaults: CheckSettings = CheckSettings()
     window: WindowSettings = WindowSettings()
     reference_poll_s: float = Field(10.0, gt=0, description="how often the daemon looks for a new active reference")
+    on_state_lost: Literal["halt", "restart"] = Field(
+        "halt", description="a partition whose Redis state is gone or inconsistent: halt it (not ready, alarm) "
+                            "or restart it from the group's committed offset with fresh state (alarm)")
     models: list[ModelSettings] = Field(min_length=1)
 
     @field_validator("kafka", "schema_registry", mode="before")
