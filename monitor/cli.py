@@ -117,8 +117,14 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
 
     daemon = Daemon(settings, store, references=RedisReferenceStore(store.client, settings.key_prefix),
                     joins=RedisJoinStore(store.client, settings.key_prefix, settings.group_id))
-    server = HealthServer(settings.http.host, settings.http.port, daemon.metrics.registry,
-                          daemon.is_live, daemon.is_ready)
+    try:
+        server = HealthServer(settings.http.host, settings.http.port, daemon.metrics.registry,
+                              daemon.is_live, daemon.is_ready)
+    except OSError as exc:
+        log.error("http.bind_failed", host=settings.http.host, port=settings.http.port, error=exc.strerror)
+        print(f"model-monitor: cannot listen on {settings.http.host}:{settings.http.port}: {exc.strerror} "
+              f"(set http.port or MONITOR_HTTP_PORT; 0 picks a free port)", file=sys.stderr)
+        return 2
     server.start()
     log.info("http.listening", host=settings.http.host, port=server.port)
 

@@ -29,7 +29,8 @@ _SCALAR_ENV = {
     "START_FROM": ("start_from",),
 }
 # Pass-through dictionaries: MONITOR_KAFKA__SASL_PASSWORD -> kafka["sasl.password"].
-_DICT_ENV = {"KAFKA__": "kafka", "SCHEMA_REGISTRY__": "schema_registry"}
+_DICT_ENV = {"KAFKA__": "kafka", "CONSUMER__": "consumer", "PRODUCER__": "producer",
+             "SCHEMA_REGISTRY__": "schema_registry"}
 
 
 class _Strict(BaseModel):
@@ -229,6 +230,8 @@ class LimitSettings(_Strict):
 
 class Settings(_Strict):
     kafka: dict[str, str] = Field(default_factory=lambda: {"bootstrap.servers": "127.0.0.1:9092"})
+    consumer: dict[str, str] = Field({}, description="librdkafka properties for the consumer only")
+    producer: dict[str, str] = Field({}, description="librdkafka properties for the producers only")
     schema_registry: dict[str, str] = {}
     group_id: str = "model-monitor"
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -249,7 +252,7 @@ class Settings(_Strict):
                             "or restart it from the group's committed offset with fresh state (alarm)")
     models: list[ModelSettings] = Field(min_length=1)
 
-    @field_validator("kafka", "schema_registry", mode="before")
+    @field_validator("kafka", "consumer", "producer", "schema_registry", mode="before")
     @classmethod
     def _stringify(cls, value: Any) -> Any:
         # librdkafka takes strings; YAML gives ints and bools for things like acks or timeouts.
@@ -272,7 +275,7 @@ class Settings(_Strict):
 
     # librdkafka configuration: built here and nowhere else.
     def consumer_config(self) -> dict[str, Any]:
-        conf: dict[str, Any] = dict(self.kafka)
+        conf: dict[str, Any] = {**self.kafka, **self.consumer}
         conf.update(
             {
                 "group.id": self.group_id,
@@ -288,15 +291,14 @@ class Settings(_Strict):
         return conf
 
     def producer_config(self) -> dict[str, Any]:
-        conf: dict[str, Any] = {
-            k: v for k, v in self.kafka.items() if not k.startswith(("group.", "auto.offset", "isolation"))
-        }
+        conf: dict[str, Any] = {k: v for k, v in self.kafka.items() if k not in _CONSUMER_ONLY}
+        conf.update(self.producer)
         conf.update({"enable.idempotence": True, "acks": "all"})
         conf.setdefault("linger.ms", "5")
         return conf
 
     def admin_config(self) -> dict[str, Any]:
-        return {k: v for k, v in self.kafka.items() if not k.startswith(("group.", "auto.offset", "isolation"))}
+        return {k: v for k, v in self.kafka.items() if k not in _CONSUMER_ONLY}
 
     def model(self, name: str) -> ModelSettings:
         for model in self.models:
@@ -316,6 +318,16 @@ class Settings(_Strict):
             return CheckSettings.model_validate(merged)
         except ValidationError as exc:
             raise ConfigError(f"overrides for {model.name}/{feature}: {exc}") from exc
+
+
+# Consumer properties that a producer or admin client would warn about if given the shared `kafka` dict.
+_CONSUMER_ONLY = {
+    "group.id", "group.instance.id", "group.protocol", "session.timeout.ms", "heartbeat.interval.ms",
+    "max.poll.interval.ms", "auto.offset.reset", "isolation.level", "enable.auto.commit", "auto.commit.interval.ms",
+    "enable.auto.offset.store", "partition.assignment.strategy", "fetch.min.bytes", "fetch.max.bytes",
+    "fetch.wait.max.ms", "max.partition.fetch.bytes", "queued.min.messages", "queued.max.messages.kbytes",
+    "enable.partition.eof", "check.crcs", "coordinator.query.interval.ms",
+}
 
 
 def _librdkafka_str(value: Any) -> str:

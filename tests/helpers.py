@@ -150,7 +150,8 @@ def produce_labels(setup: Setup, events: int, seed: int, delay: int, missing: fl
 
 
 def produce_simulated(setup: Setup, events: int, incidents: Iterable[str] = (), seed: int = 7,
-                      bad: dict[int, tuple[str, bytes]] | None = None) -> tuple[list[dict[str, Any]], int]:
+                      bad: dict[int, tuple[str, bytes]] | None = None, rate: float = 0.0
+                      ) -> tuple[list[dict[str, Any]], int]:
     """Produce `events` simulated feature+prediction pairs (key = event id); `bad` maps an event index to a
     (label, payload) pair to send to the features topic right after that event. Returns the feature rows."""
     f_schema = load_schema(EXAMPLES / "churn_features.avsc")
@@ -165,8 +166,13 @@ def produce_simulated(setup: Setup, events: int, incidents: Iterable[str] = (), 
         if err is not None:
             failures.append(err)
 
+    started = time.monotonic()
     for feats, preds in sim.batches(events, batch=2000):
         for f, p in zip(feats, preds, strict=True):
+            if rate and len(rows) % 100 == 0:
+                ahead = len(rows) / rate - (time.monotonic() - started)
+                if ahead > 0:
+                    time.sleep(ahead)  # pacing a live stream, not synchronisation
             key = f["event_id"].encode()
             producer.produce(setup.features, key=key, value=encode_plain(f_schema, f), on_delivery=report)
             producer.produce(setup.predictions, key=key, value=encode_plain(p_schema, p), on_delivery=report)
@@ -233,6 +239,10 @@ class DaemonProcess:
             self.proc.kill()
             self.proc.wait(10)
 
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
     def logs(self) -> list[dict[str, Any]]:
         out = []
         for line in self.log_path.read_text().splitlines():
@@ -256,3 +266,115 @@ def http_get(port: int, path: str) -> tuple[int, bytes]:
 def _clean_env() -> dict[str, str]:
     """The test's config file is the whole truth: drop MONITOR_* overrides from the developer's shell."""
     return {k: v for k, v in os.environ.items() if not k.startswith("MONITOR_")}
+
+
+FAST_GROUP = {"session.timeout.ms": "6000", "heartbeat.interval.ms": "1000", "max.poll.interval.ms": "10000"}
+
+
+def fast_config(setup: Setup, **extra: Any) -> Path:
+    """A config whose consumer notices a dead or stuck member within seconds (for the fault tests); each
+    replica listens on a port of its own (http.port 0)."""
+    return setup.write_config({"consumer": FAST_GROUP, "http": {"host": "127.0.0.1", "port": 0}, **extra})
+
+
+@dataclass
+class Figures:
+    events: int
+    rejects: int
+    dead_lettered: int
+    dead_letter_copies: int
+    alerts: int
+    alert_copies: int
+
+
+def verify_exactly_once(setup: Setup, config: Path, produced: int) -> Figures:
+    """RELIABILITY.md's pass condition against an uninterrupted in-process replay of the same partitions:
+    stored offsets at the ends, per-feature counts equal (sums to 1e-12), alert ids equal with only
+    byte-identical duplicates, valid + dead-lettered (distinct) = produced."""
+    import pytest
+
+    from monitor.kafka_io import to_raw
+    from monitor.pipeline import StreamProcessor, build_processors
+    from monitor.redis_store import RedisStore
+    from monitor.settings import load_settings
+
+    settings = load_settings(config, environ={})
+    store = RedisStore.from_url(setup.redis_url, setup.prefix, setup.group)
+    processors = build_processors(settings)
+    expected_alerts: set[str] = set()
+    events = rejects = 0
+    for topic, proc in processors.items():
+        if not isinstance(proc, StreamProcessor):
+            continue
+        ends = end_offsets(setup.bootstrap, topic)
+        by_partition: dict[int, list[Any]] = {}
+        for msg in read_topic(setup.bootstrap, topic, sum(ends.values())):
+            by_partition.setdefault(msg.partition(), []).append(to_raw(msg))
+        for p, records in by_partition.items():
+            records.sort(key=lambda r: r.offset)
+            part = proc.new_partition(p)
+            expected_alerts |= {a.alert_id for a in proc.process(part, records).alerts}
+            snap = store.read(topic, p)
+            assert snap.offset == ends[p], (topic, p, snap.offset, ends[p])
+            stored = proc.new_partition(p)
+            stored.load_fields(snap.fields)
+            assert (stored.events, stored.rejects) == (part.events, part.rejects), (topic, p)
+            for name, feat in part.features.items():
+                got, want = stored.features[name].summary(), feat.summary()
+                for key in ("count", "missing", "nan", "inf"):
+                    assert got.get(key) == want.get(key), (topic, p, name, key)
+                if "sum" in want:
+                    assert got["sum"] == pytest.approx(want["sum"], rel=1e-12)
+            if topic == setup.features:
+                events += part.events
+                rejects += part.rejects
+    copies: dict[str, set[bytes]] = {}
+    n_alerts = 0
+    for msg in read_topic(setup.bootstrap, setup.alerts, idle=1.0):
+        value = msg.value() or b""
+        copies.setdefault(_alert_id(value), set()).add(value)
+        n_alerts += 1
+    assert set(copies) == expected_alerts
+    assert all(len(v) == 1 for v in copies.values()), "a re-sent alert must be byte-identical"
+    dead = read_topic(setup.bootstrap, setup.dead_letter, idle=1.0)
+    distinct = {(dict(m.headers())["mm.error.topic"], dict(m.headers())["mm.error.partition"],
+                 dict(m.headers())["mm.error.offset"]) for m in dead}
+    assert len(distinct) == rejects
+    assert events + len(distinct) == produced
+    return Figures(events, rejects, len(distinct), len(dead), len(copies), n_alerts)
+
+
+def _alert_id(payload: bytes) -> str:
+    import io as _io
+
+    from fastavro import schemaless_reader
+
+    from monitor.codec import AlertCodec
+
+    rec = schemaless_reader(_io.BytesIO(payload), AlertCodec().schema, None)
+    assert isinstance(rec, dict)
+    return str(rec["alert_id"])
+
+
+def wait_for_log(daemon: DaemonProcess, event: str, timeout: float) -> dict[str, Any]:
+    return wait_until(lambda: next((e for e in daemon.logs() if e.get("event") == event), None), timeout,
+                      f"log event {event}")
+
+
+class BackgroundProducer:
+    """`produce_simulated` in a thread: a live stream while the test changes the daemons."""
+
+    def __init__(self, setup: Setup, events: int, rate: float, **kwargs: Any) -> None:
+        import threading
+
+        self.result: tuple[list[dict[str, Any]], int] | None = None
+        self._thread = threading.Thread(target=self._run, args=(setup, events, rate, kwargs), daemon=True)
+        self._thread.start()
+
+    def _run(self, setup: Setup, events: int, rate: float, kwargs: dict[str, Any]) -> None:
+        self.result = produce_simulated(setup, events, rate=rate, **kwargs)
+
+    def join(self, timeout: float = 120) -> tuple[list[dict[str, Any]], int]:
+        self._thread.join(timeout)
+        assert self.result is not None, "the producer did not finish"
+        return self.result

@@ -1,0 +1,138 @@
+"""RELIABILITY.md's fault scenarios on the real Kafka broker and Redis: nothing lost, nothing twice.
+
+Every test checks the same pass condition (helpers.verify_exactly_once) against an uninterrupted
+in-process replay of the same partitions.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import (
+    PARTITIONS,
+    BackgroundProducer,
+    DaemonProcess,
+    Setup,
+    end_offsets,
+    fast_config,
+    produce_simulated,
+    verify_exactly_once,
+    wait_for_log,
+    wait_until,
+)
+
+pytestmark = pytest.mark.integration
+INCIDENTS = ["shift:feature=age,start=6000,size=1.5", "nan_burst:feature=credit_score,start=3000,length=1500,rate=0.4"]
+BAD = {i: ("garbage", bytes(range(200, 230))) for i in (500, 4_000, 9_000, 13_000)}
+
+
+@pytest.fixture
+def setup(kafka_bootstrap: str, redis_url: str, unique: str, tmp_path: Path) -> Setup:
+    s = Setup(unique, kafka_bootstrap, redis_url, tmp_path, batch=50)
+    s.create_topics()
+    return s
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[DaemonProcess]]:
+    started: list[DaemonProcess] = []
+    yield started
+    for d in started:
+        if d.proc is not None and d.proc.poll() is None:
+            d.signal(signal.SIGCONT)
+        d.kill()
+
+
+def _stored(setup: Setup) -> int:
+    from monitor.redis_store import RedisStore
+
+    store = RedisStore.from_url(setup.redis_url, setup.prefix, setup.group)
+    return sum(store.read(t, p).offset or 0 for t in (setup.features, setup.predictions) for p in range(PARTITIONS))
+
+
+def _total(setup: Setup) -> int:
+    return sum(sum(end_offsets(setup.bootstrap, t).values()) for t in (setup.features, setup.predictions))
+
+
+def _start(setup: Setup, config: Path, daemons: list[DaemonProcess], name: str) -> DaemonProcess:
+    d = DaemonProcess(config, setup.tmp / f"{name}.log").start()
+    daemons.append(d)
+    return d
+
+
+def test_kill_9_at_random_points(setup: Setup, daemons: list[DaemonProcess]) -> None:
+    """Scenario 1: 20 kill -9 at random moments of the stream, a restart after each; then run to the end."""
+    rows, bad = produce_simulated(setup, 16_000, seed=31, incidents=INCIDENTS, bad=BAD)
+    config = fast_config(setup)
+    rng = random.Random(1)
+    total = _total(setup)
+    # Kill points spread over the stream: wait until the stored offsets pass a random target, then kill
+    # after a random few milliseconds, so the kill lands anywhere in the next batch (mid-batch, after the
+    # Redis write, before the Kafka commit...).
+    targets = sorted(rng.sample(range(int(total * 0.05), int(total * 0.9)), 20))
+    progress = []
+    for k, target in enumerate(targets):
+        d = _start(setup, config, daemons, f"kill{k}")
+        wait_until(lambda t=target: _stored(setup) >= t, 90, f"progress to {target}", interval=0.005)
+        time.sleep(rng.uniform(0.0, 0.05))
+        d.kill()
+        progress.append(_stored(setup))
+    assert progress[-1] < total, "the kills should land before the end of the stream"
+    _start(setup, config, daemons, "final")
+    wait_until(lambda: _stored(setup) == total, 180, "the last daemon to reach the end")
+    figures = verify_exactly_once(setup, config, len(rows) + bad)
+    print(f"scenario 1: kills=20 progress={progress} {figures}")
+    assert figures.events == len(rows) and figures.rejects == bad
+
+
+def test_replicas_join_and_leave(setup: Setup, daemons: list[DaemonProcess]) -> None:
+    """Scenario 2: three replicas in one group; members join and leave (SIGTERM and kill -9) mid-stream."""
+    rows, bad = produce_simulated(setup, 30_000, seed=32, incidents=INCIDENTS, bad=BAD)
+    config = fast_config(setup)
+    total = _total(setup)
+    a = _start(setup, config, daemons, "a")
+    wait_until(lambda: _stored(setup) > total * 0.1, 60, "replica a to make progress")
+    b = _start(setup, config, daemons, "b")
+    c = _start(setup, config, daemons, "c")
+    wait_for_log(b, "partitions.assigned", 60)
+    wait_until(lambda: _stored(setup) > total * 0.25, 90, "progress with three replicas")
+    assert a.terminate() == 0  # leaves cleanly
+    wait_until(lambda: _stored(setup) > total * 0.4, 90, "progress after a left")
+    c.kill()  # leaves by dying
+    a2 = _start(setup, config, daemons, "a2")  # and a member joins again
+    wait_for_log(a2, "partitions.assigned", 60)
+    wait_until(lambda: _stored(setup) == total, 180, "the replicas to reach the end")
+    assigned = {name: any(e.get("event") == "partitions.assigned" for e in d.logs())
+                for name, d in (("a", a), ("b", b), ("c", c), ("a2", a2))}
+    assert all(assigned.values()), assigned
+    figures = verify_exactly_once(setup, config, len(rows) + bad)
+    print(f"scenario 2: replicas=a,b,c,a2 {figures}")
+
+
+def test_a_paused_replica_is_fenced(setup: Setup, daemons: list[DaemonProcess]) -> None:
+    """Scenario 3: a replica stopped (SIGSTOP) past the session timeout loses its partitions; when it
+    continues (SIGCONT), its late writes are refused by the fence, not applied twice."""
+    config = fast_config(setup)
+    stream = BackgroundProducer(setup, 30_000, rate=1_500, seed=33, incidents=INCIDENTS, bad=BAD)
+    a = _start(setup, config, daemons, "zombie")
+    wait_for_log(a, "partitions.assigned", 60)
+    b = _start(setup, config, daemons, "b")
+    wait_for_log(b, "partitions.assigned", 60)
+    wait_until(lambda: _stored(setup) > 2_000, 60, "some progress")
+    a.signal(signal.SIGSTOP)
+    wait_until(lambda: len([e for e in b.logs() if e.get("event") == "partitions.assigned"]) >= 2, 60,
+               "b to be given a's partitions")
+    a.signal(signal.SIGCONT)
+    rows, bad = stream.join()
+    total = _total(setup)
+    wait_until(lambda: _stored(setup) == total, 180, "the stream to be done")
+    events = {e.get("event") for e in a.logs()}
+    assert events & {"partition.fenced", "partitions.lost", "partitions.revoked"}, events
+    figures = verify_exactly_once(setup, config, len(rows) + bad)
+    print(f"scenario 3: zombie events={sorted(x for x in events if x and 'partition' in x)} {figures}")
