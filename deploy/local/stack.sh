@@ -6,6 +6,8 @@
 #   stack.sh down          stop exactly the processes this stack started
 #   stack.sh run -- CMD    up (if needed), run CMD with KAFKA_BOOTSTRAP_SERVERS and REDIS_URL set,
 #                          then stop only what this call started; exits with CMD's status
+#   stack.sh stop-service kafka|redis [--hard]   stop one service (kill -9 with --hard), keep its data
+#   stack.sh start-service kafka|redis           start it again on the same port and data
 #
 # KAFKA_BOOTSTRAP_SERVERS or REDIS_URL already set: that service is used as it is, nothing is started.
 # Kafka's jars come from Maven Central through deploy/local/pom.xml, cached in
@@ -76,13 +78,23 @@ rootLogger.level = INFO
 rootLogger.appenderRef.file.ref = FILE
 PROPS
   cluster="$(python3 -c 'import base64,uuid; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')"
-  local cp="$CACHE_DIR/libs/*"
-  local jopts=(-Xms256m -Xmx768m -Dlog4j2.configurationFile="$dir/log4j2.properties" -Dkafka.logs.dir="$dir")
-  "$JAVA" "${jopts[@]}" -cp "$cp" kafka.tools.StorageTool format -t "$cluster" -c "$dir/server.properties" \
+  "$JAVA" "${KAFKA_JOPTS[@]}" -Dlog4j2.configurationFile="$dir/log4j2.properties" -Dkafka.logs.dir="$dir" \
+    -cp "$CACHE_DIR/libs/*" kafka.tools.StorageTool format -t "$cluster" -c "$dir/server.properties" \
     > "$dir/format.log" 2>&1 || { say "storage format failed:"; cat "$dir/format.log" >&2; exit 1; }
-  nohup "$JAVA" "${jopts[@]}" -cp "$cp" kafka.Kafka "$dir/server.properties" > "$dir/stdout.log" 2>&1 &
-  echo $! > "$dir/pid"
   echo "127.0.0.1:$port" > "$dir/bootstrap"
+  launch_kafka
+}
+
+KAFKA_JOPTS=(-Xms256m -Xmx768m)
+
+# Start the broker of an existing (formatted) stack folder and wait until it serves.
+launch_kafka() {
+  local dir="$STACK_DIR/kafka"
+  local port; port="$(cut -d: -f2 "$dir/bootstrap")"
+  : > "$dir/kafka.log"
+  nohup "$JAVA" "${KAFKA_JOPTS[@]}" -Dlog4j2.configurationFile="$dir/log4j2.properties" -Dkafka.logs.dir="$dir" \
+    -cp "$CACHE_DIR/libs/*" kafka.Kafka "$dir/server.properties" > "$dir/stdout.log" 2>&1 &
+  echo $! > "$dir/pid"
   say "kafka starting on 127.0.0.1:$port (pid $(cat "$dir/pid"), logs $dir/kafka.log)"
   for _ in $(seq 1 240); do
     if ! alive "$dir/pid"; then say "kafka exited:"; tail -n 30 "$dir/stdout.log" "$dir/kafka.log" >&2; exit 1; fi
@@ -100,9 +112,16 @@ start_redis() {
   command -v redis-server >/dev/null || { say "redis-server not found: apt-get install redis-server"; exit 1; }
   rm -rf "$dir" && mkdir -p "$dir"
   local port; port="$(free_port)"
+  echo "redis://127.0.0.1:$port/0" > "$dir/url"
+  launch_redis
+}
+
+# Start redis-server on an existing stack folder (its AOF is replayed) and wait until it answers.
+launch_redis() {
+  local dir="$STACK_DIR/redis"
+  local port; port="$(sed -E 's#.*:([0-9]+)/.*#\1#' "$dir/url")"
   redis-server --bind 127.0.0.1 --port "$port" --dir "$dir" --appendonly yes --appendfsync everysec \
     --save "" --daemonize yes --pidfile "$dir/pid" --logfile "$dir/redis.log"
-  echo "redis://127.0.0.1:$port/0" > "$dir/url"
   for _ in $(seq 1 100); do
     if [[ "$(redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null)" == "PONG" ]]; then
       say "redis ready on 127.0.0.1:$port (pid $(cat "$dir/pid"))"; return
@@ -151,6 +170,22 @@ down() {
 case "${1:-}" in
   up) up ;;
   down) down ;;
+  # For fault tests: stop a service of this stack (--hard: kill -9) and start it again on the same data.
+  stop-service)
+    case "${2:-}" in
+      kafka|redis) pidfile="$STACK_DIR/$2/pid" ;;
+      *) echo "usage: $0 stop-service kafka|redis [--hard]" >&2; exit 2 ;;
+    esac
+    if [[ "${3:-}" == "--hard" ]] && alive "$pidfile"; then kill -9 "$(cat "$pidfile")"; fi
+    stop_one "$pidfile" "$2"
+    ;;
+  start-service)
+    case "${2:-}" in
+      kafka) alive "$STACK_DIR/kafka/pid" || launch_kafka ;;
+      redis) alive "$STACK_DIR/redis/pid" || launch_redis ;;
+      *) echo "usage: $0 start-service kafka|redis" >&2; exit 2 ;;
+    esac
+    ;;
   run)
     shift; [[ "${1:-}" == "--" ]] && shift
     started_kafka=0; started_redis=0
