@@ -39,6 +39,7 @@ from monitor.stream_state import StreamPartition
 
 log = structlog.get_logger("monitor.daemon")
 TP = tuple[str, int]
+ALERT_RETRY_S = 5.0
 
 
 @dataclass
@@ -74,6 +75,7 @@ class Daemon:
         # Alerts written to the outbox but not yet confirmed by Kafka: alert_id -> (tp, key, value).
         self.pending: dict[str, tuple[TP, bytes, bytes]] = {}
         self.inflight: set[str] = set()
+        self._retry_at: dict[str, float] = {}
         self.delivered: dict[TP, list[str]] = defaultdict(list)
         self.consumer: Consumer | None = None
         self._last_probe = 0.0
@@ -200,6 +202,13 @@ class Daemon:
         log.info("daemon.started", topics=list(self.processors), group=s.group_id)
         try:
             while not self.stop_event.is_set() and self.alive:
+                if len(self.pending) > s.max_outbox:
+                    # The alerts topic is not taking alerts: stop adding to the outbox until it drains.
+                    self._outage("alerts", DependencyUnavailable(f"{len(self.pending)} alerts undelivered"))
+                    self._publish(wait=1.0)
+                    continue
+                if self.outage == "alerts":
+                    self.outage = None
                 msgs = self.consumer.consume(num_messages=s.batch.max_messages, timeout=s.batch.timeout_s)
                 if msgs:
                     self._handle(msgs)
@@ -476,6 +485,10 @@ class Daemon:
                      reason=rej.reason)
         remaining = self.producer.flush(30.0)
         if remaining or failures:
+            # Alarm: the offset must not move past a record we could not dead-letter; the batch is redone.
+            self.metrics.dead_letter_failures.inc()
+            log.error("dead_letter.unwritable", topic=self.settings.dead_letter_topic, failed=len(failures),
+                      unconfirmed=remaining, codes=sorted({f.name() for f in failures}))
             raise DependencyUnavailable(f"kafka: dead-letter topic unwritable ({len(failures)} failed)")
 
     def _publish(self, wait: float) -> None:
@@ -483,8 +496,9 @@ class Daemon:
         producer = self.producer
         if producer is None:
             return
+        now = time.monotonic()
         for alert_id, (tp, key, value) in list(self.pending.items()):
-            if alert_id in self.inflight:
+            if alert_id in self.inflight or self._retry_at.get(alert_id, 0.0) > now:
                 continue
             self.inflight.add(alert_id)
             producer.produce(self.settings.alerts_topic, key=key, value=value,
@@ -506,9 +520,13 @@ class Daemon:
             self.inflight.discard(alert_id)
             if err is None:
                 self.pending.pop(alert_id, None)
+                self._retry_at.pop(alert_id, None)
                 self.delivered[tp].append(alert_id)
                 self.metrics.alerts_delivered.inc()
             else:
+                # Kept in the outbox; tried again after a pause, not on every loop.
+                self._retry_at[alert_id] = time.monotonic() + ALERT_RETRY_S
+                self.metrics.alert_failures.inc()
                 log.warning("alert.delivery_failed", alert_id=alert_id, code=err.name())
 
         return report

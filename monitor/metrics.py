@@ -14,6 +14,10 @@ class Metrics:
                                ["model", "stream", "reason"], registry=r)
         self.alerts = Counter("monitor_alerts_total", "Alerts raised", ["model", "kind", "check"], registry=r)
         self.alerts_delivered = Counter("monitor_alerts_delivered_total", "Alerts Kafka confirmed", registry=r)
+        self.alert_failures = Counter("monitor_alert_delivery_failures_total", "Alert sends Kafka refused "
+                                      "(the alert stays in the outbox)", registry=r)
+        self.dead_letter_failures = Counter("monitor_dead_letter_failures_total", "Batches whose rejects the "
+                                            "dead-letter topic refused (the batch is redone)", registry=r)
         self.outbox = Gauge("monitor_outbox_pending", "Alerts waiting for a delivery report", registry=r)
         self.lag = Gauge("monitor_consumer_lag", "High watermark minus next offset", ["topic", "partition"],
                          registry=r)

@@ -244,6 +244,7 @@ class Settings(_Strict):
     batch: BatchSettings = BatchSettings()
     max_payload_bytes: int = Field(1_000_000, ge=16)
     limits: LimitSettings = LimitSettings()
+    max_outbox: int = Field(10_000, ge=1, description="undelivered alerts before consumption pauses")
     defaults: CheckSettings = CheckSettings()
     window: WindowSettings = WindowSettings()
     reference_poll_s: float = Field(10.0, gt=0, description="how often the daemon looks for a new active reference")

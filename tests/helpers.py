@@ -378,3 +378,15 @@ class BackgroundProducer:
         self._thread.join(timeout)
         assert self.result is not None, "the producer did not finish"
         return self.result
+
+
+def set_max_message_bytes(bootstrap: str, topic: str, value: int | None) -> None:
+    """Make a topic refuse every message (a small max.message.bytes) or accept them again (None)."""
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
+
+    op = AlterConfigOpType.SET if value is not None else AlterConfigOpType.DELETE
+    entry = ConfigEntry("max.message.bytes", None if value is None else str(value), incremental_operation=op)
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for fut in admin.incremental_alter_configs([ConfigResource(ResourceType.TOPIC, topic,
+                                                               incremental_configs=[entry])]).values():
+        fut.result(30)

@@ -11,6 +11,7 @@ import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,7 +22,10 @@ from tests.helpers import (
     Setup,
     end_offsets,
     fast_config,
+    http_get,
     produce_simulated,
+    read_topic,
+    set_max_message_bytes,
     verify_exactly_once,
     wait_for_log,
     wait_until,
@@ -136,3 +140,93 @@ def test_a_paused_replica_is_fenced(setup: Setup, daemons: list[DaemonProcess]) 
     assert events & {"partition.fenced", "partitions.lost", "partitions.revoked"}, events
     figures = verify_exactly_once(setup, config, len(rows) + bad)
     print(f"scenario 3: zombie events={sorted(x for x in events if x and 'partition' in x)} {figures}")
+
+
+def _redis(setup: Setup) -> Any:
+    import redis
+
+    return redis.Redis.from_url(setup.redis_url)
+
+
+def test_alerts_topic_unwritable_for_a_while(setup: Setup, daemons: list[DaemonProcess]) -> None:
+    """Scenario 7: the alerts topic refuses messages: alerts wait in the outbox (bounded by the alerts
+    raised), consumption goes on, and every alert arrives once the topic takes messages again."""
+    set_max_message_bytes(setup.bootstrap, setup.alerts, 100)
+    rows, bad = produce_simulated(setup, 16_000, seed=34, incidents=INCIDENTS, bad=BAD)
+    config = fast_config(setup)
+    d = _start(setup, config, daemons, "d")
+    total = _total(setup)
+    wait_until(lambda: _stored(setup) == total, 120, "the stream to be processed")
+    client = _redis(setup)
+    outbox_keys = [k for k in client.scan_iter(match=f"*{setup.prefix}*:outbox")]
+    pending = sum(client.hlen(k) for k in outbox_keys)
+    assert pending > 0 and read_topic(setup.bootstrap, setup.alerts, idle=0.5) == []
+    assert any(e.get("event") == "alert.delivery_failed" for e in d.logs())
+    set_max_message_bytes(setup.bootstrap, setup.alerts, None)
+    wait_until(lambda: sum(client.hlen(k) for k in outbox_keys) == 0, 60, "the outbox to drain")
+    figures = verify_exactly_once(setup, config, len(rows) + bad)
+    assert figures.alerts == pending
+    print(f"scenario 7: outbox peaked at {pending} alerts, all delivered after the topic recovered; {figures}")
+    assert d.terminate() == 0
+
+
+def test_dead_letter_topic_unwritable(setup: Setup, daemons: list[DaemonProcess]) -> None:
+    """Scenario 9: while the dead-letter topic refuses messages, the stored offset does not move past the
+    first bad record and an alarm is raised; afterwards everything completes exactly once."""
+    set_max_message_bytes(setup.bootstrap, setup.dead_letter, 100)
+    rows, bad = produce_simulated(setup, 16_000, seed=35, incidents=INCIDENTS, bad=BAD)
+    first_bad = min(((m.partition(), m.offset()) for m in read_topic(setup.bootstrap, setup.features, idle=1.0)
+                     if dict(m.headers() or []).get("case")), key=lambda po: po[1])
+    config = fast_config(setup)
+    d = _start(setup, config, daemons, "d")
+    wait_for_log(d, "dead_letter.unwritable", 60)
+    from monitor.redis_store import RedisStore
+
+    store = RedisStore.from_url(setup.redis_url, setup.prefix, setup.group)
+    for _ in range(3):  # it keeps retrying, and the offset stays put
+        wait_until(lambda: sum(e.get("event") == "dead_letter.unwritable" for e in d.logs()) >= 2, 60, "retries")
+        assert (store.read(setup.features, first_bad[0]).offset or 0) <= first_bad[1]
+    set_max_message_bytes(setup.bootstrap, setup.dead_letter, None)
+    total = _total(setup)
+    wait_until(lambda: _stored(setup) == total, 120, "the stream to complete")
+    figures = verify_exactly_once(setup, config, len(rows) + bad)
+    print(f"scenario 9: first bad record {first_bad} held the offset until the topic recovered; {figures}")
+    assert d.terminate() == 0
+
+
+def test_redis_emptied(setup: Setup, daemons: list[DaemonProcess]) -> None:
+    """Scenario 10: Redis loses the state (keys deleted) while the daemon is down. Default policy `halt`:
+    an alarm, not ready, nothing processed. Policy `restart`: an alarm, then processing resumes from the
+    group's committed offsets with fresh state — never a silent resume."""
+    produce_simulated(setup, 6_000, seed=36)
+    config = fast_config(setup, http={"host": "127.0.0.1", "port": setup.http_port})
+    first = _start(setup, config, daemons, "first")
+    total = _total(setup)
+    wait_until(lambda: _stored(setup) == total, 120, "the first stream to be processed")
+    assert first.terminate() == 0
+    client = _redis(setup)
+    for key in list(client.scan_iter(match=f"*{setup.prefix}:{setup.group}*")):
+        client.delete(key)
+    produce_simulated(setup, 2_000, seed=37)
+    halted = _start(setup, config, daemons, "halted")
+    lost = wait_for_log(halted, "state.lost", 60)
+    assert lost["policy"] == "halt" and "Redis lost its data" in lost["problem"]
+    wait_until(lambda: http_get(setup.http_port, "/metrics")[0] == 200, 30, "metrics")
+    assert b"monitor_state_lost{" in http_get(setup.http_port, "/metrics")[1]
+    assert http_get(setup.http_port, "/readyz")[0] == 503
+    assert _stored(setup) == 0  # nothing was processed or stored
+    assert halted.terminate() == 0
+    restart = fast_config(setup, http={"host": "127.0.0.1", "port": setup.http_port}, on_state_lost="restart")
+    resumed = _start(setup, restart, daemons, "resumed")
+    wait_for_log(resumed, "state.lost", 60)
+    new_total = _total(setup)
+    wait_until(lambda: _stored(setup) == new_total, 120, "processing from the committed offsets")
+    from monitor.redis_store import RedisStore
+    from monitor.settings import load_settings
+    from monitor.status import collect_status
+
+    status = collect_status(load_settings(restart, environ={}),
+                            RedisStore.from_url(setup.redis_url, setup.prefix, setup.group))
+    assert status["models"]["churn"]["events"] == 2_000  # only what came after the committed offsets
+    assert resumed.terminate() == 0
+    print("scenario 10: halt -> alarm + not ready + nothing stored; restart -> alarm + 2,000 new events only")
