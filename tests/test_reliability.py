@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from tests.helpers import (
@@ -230,3 +231,107 @@ def test_redis_emptied(setup: Setup, daemons: list[DaemonProcess]) -> None:
     assert status["models"]["churn"]["events"] == 2_000  # only what came after the committed offsets
     assert resumed.terminate() == 0
     print("scenario 10: halt -> alarm + not ready + nothing stored; restart -> alarm + 2,000 new events only")
+
+
+def test_bad_records_each_get_their_reason(setup: Setup) -> None:
+    """Scenario 8: every kind of bad record in RELIABILITY.md, mixed into a Confluent-wire-format stream,
+    is dead-lettered with its own reason; valid ones are counted exactly; valid + dead-lettered = produced."""
+    import json
+    import threading
+
+    import yaml
+    from confluent_kafka import Producer
+    from confluent_kafka.schema_registry import Schema
+
+    from monitor.codec import encode_confluent, load_schema, registry_client
+    from monitor.daemon import Daemon
+    from monitor.redis_store import RedisStore
+    from monitor.settings import load_settings
+    from monitor.simulate import Simulator, without_field
+    from tests.helpers import EXAMPLES
+
+    registry = {"url": f"mock://{setup.unique}"}
+    config = fast_config(setup, schema_registry=registry)
+    raw = yaml.safe_load(config.read_text())
+    model = raw["models"][0]
+    model["features"]["format"] = "confluent"
+    model.update({"model_field": "model_version", "model_id": "churn-2026.11"})
+    del model["predictions"]
+    config.write_text(yaml.safe_dump(raw))
+    settings = load_settings(config, environ={})
+
+    text = (EXAMPLES / "churn_features.avsc").read_text()
+    schema = load_schema(EXAMPLES / "churn_features.avsc")
+    client = registry_client(registry)
+    subject = f"{setup.features}-value"
+    sid = client.register_schema(subject, Schema(text, "AVRO"))
+    no_age = without_field(json.loads(text), "age")
+    sid_no_age = client.register_schema(subject + "-b", Schema(json.dumps(no_age), "AVRO"))
+    flood = json.loads(text)
+    flood["fields"] = flood["fields"] + [{"name": f"extra_{i}", "type": "int"} for i in range(1_200)]
+    sid_flood = client.register_schema(subject + "-c", Schema(json.dumps(flood), "AVRO"))
+    from fastavro import parse_schema
+
+    rows = [f for feats, _ in Simulator(seed=38).batches(3_000) for f in feats]
+    good = encode_confluent(schema, sid, rows[0])
+    rng = np.random.default_rng(8)
+    flipped = bytearray(good)
+    for i in rng.choice(np.arange(5, len(flipped)), 3, replace=False):
+        flipped[i] ^= 0xFF
+    cases: dict[str, tuple[bytes, set[str]]] = {
+        "truncated": (good[:-4], {"truncated_payload"}),
+        "empty": (b"", {"empty_payload"}),
+        "five_bytes": (good[:5], {"truncated_header"}),
+        "wrong_magic": (b"\x01" + good[1:], {"bad_magic_byte"}),
+        "unknown_schema": (b"\x00\x00\x01\x86\xa0" + good[5:], {"unknown_schema_id"}),
+        "trailing": (good + b"\x00\x01", {"trailing_bytes"}),
+        "missing_field": (encode_confluent(parse_schema(no_age), sid_no_age, rows[1]), {"schema_mismatch"}),
+        "huge_value": (encode_confluent(schema, sid, {**rows[2], "age": 1e308}), {"value_too_large"}),
+        "huge_string": (encode_confluent(schema, sid, {**rows[3], "region": "x" * 100_000}), {"string_too_long"}),
+        "unknown_model": (encode_confluent(schema, sid, {**rows[4], "model_version": "other-model"}),
+                          {"unknown_model"}),
+        "feature_flood": (encode_confluent(parse_schema(flood), sid_flood,
+                                           {**rows[5], **{f"extra_{i}": i for i in range(1_200)}}),
+                          {"too_many_fields"}),
+        # A flipped byte may still decode into other values (then it is data) or fail in several ways.
+        "byte_flips": (bytes(flipped), set()),
+    }
+    producer = Producer({"bootstrap.servers": setup.bootstrap})
+    for i, r in enumerate(rows):
+        r = {**r, "age": float("nan")} if i % 500 == 7 else r  # NaN in a feature is data: counted, not rejected
+        producer.produce(setup.features, key=r["event_id"].encode(), value=encode_confluent(schema, sid, r))
+        if i % 200 == 100:
+            for name, (payload, _) in cases.items():
+                producer.produce(setup.features, key=name.encode(), value=payload, headers=[("case", name.encode())])
+    assert producer.flush(30) == 0
+    produced = len(rows) + 15 * len(cases)
+
+    daemon = Daemon(settings, RedisStore.from_url(setup.redis_url, setup.prefix, setup.group))
+    thread = threading.Thread(target=daemon.run, daemon=True)
+    thread.start()
+    try:
+        total = sum(end_offsets(setup.bootstrap, setup.features).values())
+        wait_until(lambda: _stored_topic(setup, setup.features) == total, 120, "the stream to be processed")
+    finally:
+        daemon.stop()
+        thread.join(30)
+    dead = read_topic(setup.bootstrap, setup.dead_letter, idle=1.0)
+    reasons: dict[str, set[str]] = {}
+    for m in dead:
+        h = {k: v.decode() for k, v in m.headers()}
+        reasons.setdefault(h.get("case", "?"), set()).add(h["mm.error.reason"])
+        assert h["mm.error.topic"] == setup.features and h["mm.error.exception"] and h["mm.error.message"]
+    for name, (_, expected) in cases.items():
+        if expected:
+            assert reasons.get(name) == expected, (name, reasons.get(name))
+    figures = verify_exactly_once(setup, config, produced)
+    assert figures.events >= len(rows)
+    print(f"scenario 8: {len(cases)} kinds x 15 bad records; reasons={ {k: sorted(v) for k, v in reasons.items()} }; "
+          f"{figures}")
+
+
+def _stored_topic(setup: Setup, topic: str) -> int:
+    from monitor.redis_store import RedisStore
+
+    store = RedisStore.from_url(setup.redis_url, setup.prefix, setup.group)
+    return sum(store.read(topic, p).offset or 0 for p in range(PARTITIONS))
