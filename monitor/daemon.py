@@ -5,6 +5,8 @@ Handles rebalances (fence + stored offsets), dependency outages (pause, back off
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
 import time
 from collections import defaultdict
@@ -78,6 +80,7 @@ class Daemon:
         self._retry_at: dict[str, float] = {}
         self.delivered: dict[TP, list[str]] = defaultdict(list)
         self.consumer: Consumer | None = None
+        self.tx_producer: Producer | None = None
         self._last_probe = 0.0
         self.producer: Producer | None = None
 
@@ -190,6 +193,10 @@ class Daemon:
         hooks = {"error_cb": self._on_kafka_error, "logger": librdkafka_logger()}
         self.consumer = Consumer({**s.consumer_config(), **hooks})
         self.producer = Producer({**s.producer_config(), **hooks})
+        if s.alerts_transactional:
+            tx_id = s.transactional_id or f"{s.group_id}-alerts-{socket.gethostname()}-{os.getpid()}"
+            self.tx_producer = Producer({**s.producer_config(), **hooks, "transactional.id": tx_id})
+            self.tx_producer.init_transactions(30)
         self.consumer.subscribe(list(self.processors), on_assign=self._on_assign, on_revoke=self._on_revoke,
                                 on_lost=self._on_lost)
         self._refresh_references(force=True)
@@ -223,6 +230,8 @@ class Daemon:
             self._publish(wait=10.0)
             self.consumer.close()  # runs on_revoke: the last batch is already checkpointed
             self.producer.flush(10.0)
+            if self.tx_producer is not None:
+                self.tx_producer.flush(10.0)
         return 0 if self.alive else 1
 
     def _on_kafka_error(self, err: KafkaError) -> None:
@@ -496,6 +505,10 @@ class Daemon:
         producer = self.producer
         if producer is None:
             return
+        if self.tx_producer is not None:
+            self._publish_transaction(self.tx_producer)
+            self._forget_delivered()
+            return
         now = time.monotonic()
         for alert_id, (tp, key, value) in list(self.pending.items()):
             if alert_id in self.inflight or self._retry_at.get(alert_id, 0.0) > now:
@@ -507,6 +520,40 @@ class Daemon:
             producer.flush(wait)
         else:
             producer.poll(0)
+        self._forget_delivered()
+
+    def _publish_transaction(self, producer: Producer) -> None:
+        """All sendable outbox alerts in one Kafka transaction; delivered only once it commits."""
+        now = time.monotonic()
+        batch = [(a, v) for a, v in self.pending.items() if self._retry_at.get(a, 0.0) <= now]
+        if not batch:
+            return
+        try:
+            producer.begin_transaction()
+            for _alert_id, (_tp, key, value) in batch:
+                producer.produce(self.settings.alerts_topic, key=key, value=value)
+            producer.commit_transaction(30)
+        except KafkaException as exc:
+            err = exc.args[0]
+            log.warning("alert.transaction_failed", code=err.name(), alerts=len(batch))
+            self.metrics.alert_failures.inc()
+            if err.txn_requires_abort():
+                try:
+                    producer.abort_transaction(30)
+                except KafkaException:
+                    pass
+            if err.fatal():
+                self.alive = False  # a fenced or broken transactional producer: restart the daemon
+            for alert_id, _ in batch:
+                self._retry_at[alert_id] = time.monotonic() + ALERT_RETRY_S
+            return
+        for alert_id, (tp, _key, _value) in batch:
+            self.pending.pop(alert_id, None)
+            self._retry_at.pop(alert_id, None)
+            self.delivered[tp].append(alert_id)
+            self.metrics.alerts_delivered.inc()
+
+    def _forget_delivered(self) -> None:
         for tp, ids in list(self.delivered.items()):
             try:
                 self.store.outbox_done(tp[0], tp[1], ids)

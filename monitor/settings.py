@@ -245,6 +245,9 @@ class Settings(_Strict):
     max_payload_bytes: int = Field(1_000_000, ge=16)
     limits: LimitSettings = LimitSettings()
     max_outbox: int = Field(10_000, ge=1, description="undelivered alerts before consumption pauses")
+    alerts_transactional: bool = Field(False, description="publish alerts in Kafka transactions, so "
+                                       "read_committed subscribers never see an aborted send")
+    transactional_id: str | None = Field(None, description="default: <group_id>-alerts-<host>-<pid>")
     defaults: CheckSettings = CheckSettings()
     window: WindowSettings = WindowSettings()
     reference_poll_s: float = Field(10.0, gt=0, description="how often the daemon looks for a new active reference")

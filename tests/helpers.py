@@ -200,6 +200,7 @@ def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
 def read_topic(bootstrap: str, topic: str, expected: int | None = None, idle: float = 3.0) -> list[Any]:
     """All messages of a topic (until `expected` are read, or nothing new arrives for `idle` seconds)."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{time.monotonic_ns()}",
+                         "isolation.level": "read_committed",
                          "auto.offset.reset": "earliest", "enable.auto.commit": False})
     consumer.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
     out: list[Any] = []

@@ -335,3 +335,19 @@ def _stored_topic(setup: Setup, topic: str) -> int:
 
     store = RedisStore.from_url(setup.redis_url, setup.prefix, setup.group)
     return sum(store.read(topic, p).offset or 0 for p in range(PARTITIONS))
+
+
+def test_alerts_in_kafka_transactions(setup: Setup, daemons: list[DaemonProcess]) -> None:
+    """alerts_transactional: alerts go out in transactions; a read_committed reader sees each one, across a
+    kill -9 and a restart."""
+    rows, bad = produce_simulated(setup, 16_000, seed=39, incidents=INCIDENTS, bad=BAD)
+    config = fast_config(setup, alerts_transactional=True)
+    total = _total(setup)
+    first = _start(setup, config, daemons, "tx1")
+    wait_until(lambda: _stored(setup) > total * 0.4, 60, "progress")
+    first.kill()
+    _start(setup, config, daemons, "tx2")
+    wait_until(lambda: _stored(setup) == total, 120, "the end")
+    figures = verify_exactly_once(setup, config, len(rows) + bad)  # reads with isolation.level=read_committed
+    assert figures.alerts > 0
+    print(f"transactions: {figures}")

@@ -84,3 +84,26 @@ def test_redis_keys_share_one_hash_tag(redis_url: str, unique: str) -> None:
     store.commit("topic.a", 4, snap.fence, None, 7, {"f": b"1"}, {"o": b"m\n1"})
     keys = sorted(k.decode() for k in client.scan_iter(match=f"{{p{unique}:grp:topic.a:4}}:*"))
     assert keys == [f"{{p{unique}:grp:topic.a:4}}:{name}" for name in ("fence", "offset", "outbox", "state")]
+
+
+@pytest.mark.integration
+def test_redis_acl_user(redis_url: str, unique: str) -> None:
+    """A Redis ACL user with a password in the URL works; a wrong password is an outage, not a crash."""
+    from urllib.parse import urlsplit
+
+    from monitor.errors import DependencyUnavailable
+
+    admin = redis.Redis.from_url(redis_url)
+    user = f"mm_{unique}"
+    admin.execute_command("ACL", "SETUSER", user, "on", ">s3cret", "~*", "+@all")
+    try:
+        parts = urlsplit(redis_url)
+        store = RedisStore.from_url(f"redis://{user}:s3cret@{parts.hostname}:{parts.port}/0", f"p{unique}", "g")
+        snap = store.acquire("t", 0)
+        store.commit("t", 0, snap.fence, None, 3, {"a": b"1"}, {})
+        assert store.read("t", 0).offset == 3
+        wrong = RedisStore.from_url(f"redis://{user}:nope@{parts.hostname}:{parts.port}/0", f"p{unique}", "g")
+        with pytest.raises(DependencyUnavailable):
+            wrong.read("t", 0)
+    finally:
+        admin.execute_command("ACL", "DELUSER", user)
