@@ -5,6 +5,7 @@ Handles rebalances (fence + stored offsets), dependency outages (pause, back off
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
@@ -538,10 +539,8 @@ class Daemon:
             log.warning("alert.transaction_failed", code=err.name(), alerts=len(batch))
             self.metrics.alert_failures.inc()
             if err.txn_requires_abort():
-                try:
+                with contextlib.suppress(KafkaException):
                     producer.abort_transaction(30)
-                except KafkaException:
-                    pass
             if err.fatal():
                 self.alive = False  # a fenced or broken transactional producer: restart the daemon
             for alert_id, _ in batch:
