@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STACK := deploy/local/stack.sh
 
-.PHONY: venv test unit lint demo stack-up stack-down clean bench-reference
+.PHONY: venv test unit lint demo stack-up stack-down clean bench bench-reference
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,3 +43,7 @@ clean: stack-down
 ## Reference build on 1M rows x 20 columns: time and profile size (issue 3).
 bench-reference: venv
 	$(PY) bench/reference_build.py
+
+## The performance benchmark (issue 6): in-process and end-to-end on a local Kafka and Redis.
+bench: venv
+	bash $(STACK) run -- $(PY) bench/run.py $(BENCH_ARGS)

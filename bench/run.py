@@ -1,0 +1,358 @@
+"""`make bench`: throughput against the decode ceiling and a naive baseline, latency, memory, scaling.
+
+Every figure is measured in this run, on the same seeded payloads, and targets are ratios between
+figures of the same run (machines here are noisy). Prints a table and writes bench/results.json.
+"""
+
+from __future__ import annotations
+
+import gc
+import io
+import json
+import os
+import resource
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from fastavro import parse_schema, schemaless_reader
+
+from monitor.codec import encode_plain
+from monitor.events import RawRecord
+from monitor.pipeline import StreamProcessor, build_processors
+from monitor.settings import load_settings
+
+N_NUMERIC, N_CATEGORICAL = 20, 5
+SEED = 2026
+
+
+def schema_for(n_numeric: int, n_categorical: int) -> dict[str, Any]:
+    fields: list[dict[str, Any]] = [{"name": "event_id", "type": "long"}, {"name": "event_time", "type": "long"}]
+    fields += [{"name": f"f{i}", "type": "double"} for i in range(n_numeric)]
+    fields += [{"name": f"c{i}", "type": "string"} for i in range(n_categorical)]
+    return {"type": "record", "name": "Bench", "fields": fields}
+
+
+def payloads(schema: dict[str, Any], n: int, n_numeric: int, n_categorical: int) -> list[bytes]:
+    rng = np.random.default_rng(SEED)
+    parsed = parse_schema(schema)
+    nums = rng.normal(0, 1, (n, n_numeric)).round(3)  # ~200 bytes at 20 + 5 fields
+    cats = rng.integers(0, 8, (n, n_categorical))
+    out = []
+    for i in range(n):
+        rec = {"event_id": i, "event_time": 1_767_225_600_000 + 10 * i}
+        rec.update({f"f{j}": float(nums[i, j]) for j in range(n_numeric)})
+        rec.update({f"c{j}": f"v{cats[i, j]}" for j in range(n_categorical)})
+        out.append(encode_plain(parsed, rec))
+    return out
+
+
+def write_config(tmp: Path, schema: dict[str, Any], extra: dict[str, Any] | None = None) -> Path:
+    (tmp / "bench.avsc").write_text(json.dumps(schema))
+    cfg: dict[str, Any] = {"models": [{"name": "bench", "id_field": "event_id", "time_field": "event_time",
+                                       "freshness_s": None, "features": {"topic": "bench", "schema": "bench.avsc"}}]}
+    cfg.update(extra or {})
+    path = tmp / "bench.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def rate(n: int, seconds: float) -> float:
+    return n / seconds if seconds > 0 else float("inf")
+
+
+# -- in-process figures ------------------------------------------------------------------------------
+
+
+def ceiling(data: list[bytes], schema: dict[str, Any]) -> float:
+    parsed = parse_schema(schema)
+    t = time.perf_counter()
+    for p in data:
+        schemaless_reader(io.BytesIO(p), parsed, None)
+    return rate(len(data), time.perf_counter() - t)
+
+
+def naive(data: list[bytes], schema: dict[str, Any]) -> float:
+    """The obvious design: per event decode, then per feature river's ADWIN and Page-Hinkley and a dict
+    histogram."""
+    from river import drift
+
+    parsed = parse_schema(schema)
+    names = [f["name"] for f in schema["fields"] if f["type"] == "double"]
+    cats = [f["name"] for f in schema["fields"] if f["type"] == "string"]
+    adwin = {n: drift.ADWIN() for n in names}
+    ph = {n: drift.PageHinkley() for n in names}
+    hist: dict[str, dict[Any, int]] = {n: {} for n in names + cats}
+    t = time.perf_counter()
+    for p in data:
+        rec = schemaless_reader(io.BytesIO(p), parsed, None)
+        assert isinstance(rec, dict)
+        for n in names:
+            v = rec[n]
+            adwin[n].update(v)
+            ph[n].update(v)
+            b = round(v, 1)
+            hist[n][b] = hist[n].get(b, 0) + 1
+        for n in cats:
+            hist[n][rec[n]] = hist[n].get(rec[n], 0) + 1
+    return rate(len(data), time.perf_counter() - t)
+
+
+def pipeline(proc: StreamProcessor, data: list[bytes], batch: int = 500, checkpoint: bool = True) -> float:
+    """The real code path: decode, checks, sketches, every detector, evaluation, and the state serialised for
+    its checkpoint once per batch (as the daemon does), with the in-memory store."""
+    from monitor.state import MemoryStore
+
+    store = MemoryStore()
+    part = proc.new_partition(0)
+    fence = store.acquire("bench", 0).fence
+    stored: int | None = None
+    records = [RawRecord("bench", 0, i, None, p) for i, p in enumerate(data)]
+    t = time.perf_counter()
+    for lo in range(0, len(records), batch):
+        out = proc.process(part, records[lo:lo + batch])
+        if checkpoint:
+            store.commit("bench", 0, fence, stored, out.next_offset, part.to_fields(), {})
+            stored = out.next_offset
+    return rate(len(records), time.perf_counter() - t)
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) / 1024
+
+
+def rss_growth(proc: StreamProcessor, data: list[bytes], total: int) -> tuple[float, float]:
+    """RSS after 1/10 of `total` events and after all of them, the same payloads cycled."""
+    part = proc.new_partition(0)
+    offset = 0
+    at_tenth = 0.0
+    while offset < total:
+        for lo in range(0, len(data), 500):
+            records = [RawRecord("bench", 0, offset + i, None, p) for i, p in enumerate(data[lo:lo + 500])]
+            proc.process(part, records)
+            part.to_fields()
+            offset += len(records)
+            if at_tenth == 0.0 and offset >= total // 10:
+                gc.collect()
+                at_tenth = rss_mb()
+            if offset >= total:
+                break
+    gc.collect()
+    return at_tenth, rss_mb()
+
+
+# -- figures on the real Kafka and Redis -------------------------------------------------------------
+
+
+def end_to_end(config: Path, data: list[bytes], bootstrap: str, redis_url: str) -> dict[str, float]:
+    """Events pre-produced to 3 partitions; from the daemon's start to the last offset checkpointed."""
+    from confluent_kafka import Producer
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from monitor.daemon import Daemon
+    from monitor.redis_store import RedisStore
+
+    unique = uuid.uuid4().hex[:8]
+    topic = f"bench-{unique}"
+    raw = yaml.safe_load(config.read_text())
+    raw.update({"kafka": {"bootstrap.servers": bootstrap}, "redis_url": redis_url, "group_id": f"bench-{unique}",
+                "key_prefix": f"bench{unique}", "alerts_topic": f"{topic}.alerts", "batch": {"max_messages": 2000}})
+    raw["models"][0]["features"]["topic"] = topic
+    config.write_text(yaml.safe_dump(raw))
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for fut in admin.create_topics([NewTopic(t, 3, 1) for t in (topic, f"{topic}.alerts")]).values():
+        fut.result(30)
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 50, "batch.size": 1_000_000})
+    for i, p in enumerate(data):
+        producer.produce(topic, key=str(i).encode(), value=p)
+        if i % 10_000 == 0:
+            producer.poll(0)
+    producer.flush(120)
+    settings = load_settings(config, environ={})
+    store = RedisStore.from_url(redis_url, settings.key_prefix, settings.group_id)
+    daemon = Daemon(settings, store)
+    from confluent_kafka import Consumer, TopicPartition
+
+    probe = Consumer({"bootstrap.servers": bootstrap, "group.id": "probe"})
+    ends = {p: probe.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(3)}
+    probe.close()
+    thread = threading.Thread(target=daemon.run, daemon=True)
+    t = time.perf_counter()
+    thread.start()
+    while any((store.read(topic, p).offset or 0) < ends[p] for p in range(3)):
+        time.sleep(0.05)
+    elapsed = time.perf_counter() - t
+    daemon.stop()
+    thread.join(30)
+    keys = list(store.client.scan_iter(match=f"*bench{unique}*"))
+    redis_bytes = sum(store.client.memory_usage(k) or 0 for k in keys)
+    features = N_NUMERIC + N_CATEGORICAL
+    return {"events_per_s": rate(len(data), elapsed), "seconds": elapsed,
+            "redis_bytes_per_feature": redis_bytes / (3 * features)}
+
+
+def alert_latency(config: Path, schema: dict[str, Any], bootstrap: str, redis_url: str,
+                  rate_per_s: float, seconds: float = 20.0) -> dict[str, float]:
+    """Time from producing the event that triggers an alert to the alert being readable, at `rate_per_s`.
+
+    Every 2 s a burst of 40 events shifted by 10 standard deviations on f0 makes Page-Hinkley fire
+    (cooldown off); the alert names its triggering event, whose send time we know.
+    """
+    from confluent_kafka import Consumer, Producer
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from monitor.codec import AlertCodec
+    from monitor.daemon import Daemon
+    from monitor.redis_store import RedisStore
+
+    unique = uuid.uuid4().hex[:8]
+    topic = f"lat-{unique}"
+    raw = yaml.safe_load(config.read_text())
+    raw.update({"kafka": {"bootstrap.servers": bootstrap}, "redis_url": redis_url, "group_id": f"lat-{unique}",
+                "key_prefix": f"lat{unique}", "alerts_topic": f"{topic}.alerts", "start_from": "latest",
+                "batch": {"max_messages": 500, "timeout_s": 0.05},
+                "defaults": {"cooldown_events": 0, "warmup": 200, "adwin": {"enabled": False}}})
+    raw["models"][0]["features"]["topic"] = topic
+    config.write_text(yaml.safe_dump(raw))
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for fut in admin.create_topics([NewTopic(t, 3, 1) for t in (topic, f"{topic}.alerts")]).values():
+        fut.result(30)
+    settings = load_settings(config, environ={})
+    daemon = Daemon(settings, RedisStore.from_url(redis_url, settings.key_prefix, settings.group_id))
+    thread = threading.Thread(target=daemon.run, daemon=True)
+    thread.start()
+    while not daemon.is_ready():
+        time.sleep(0.05)
+    reader = Consumer({"bootstrap.servers": bootstrap, "group.id": f"lat-reader-{unique}",
+                       "auto.offset.reset": "earliest"})
+    reader.subscribe([f"{topic}.alerts"])
+    parsed = parse_schema(schema)
+    rng = np.random.default_rng(SEED)
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 1})
+    send_times: dict[int, float] = {}
+    keys: dict[tuple[int, int], int] = {}
+
+    def report(err: Any, msg: Any) -> None:
+        if err is None:
+            keys[(msg.partition(), msg.offset())] = int(msg.key())
+
+    latencies: list[float] = []
+    codec = AlertCodec()
+    start = time.perf_counter()
+    i = 0
+    while time.perf_counter() - start < seconds:
+        burst = (time.perf_counter() - start) % 2.0 < 40 / rate_per_s
+        rec = {"event_id": i, "event_time": 1_767_225_600_000 + 10 * i}
+        rec.update({f"f{j}": float(rng.normal()) for j in range(N_NUMERIC)})
+        rec.update({f"c{j}": "v1" for j in range(N_CATEGORICAL)})
+        if burst:
+            rec["f0"] += 10.0
+        send_times[i] = time.perf_counter()
+        producer.produce(topic, key=str(i).encode(), value=encode_plain(parsed, rec), on_delivery=report)
+        producer.poll(0)
+        i += 1
+        ahead = i / rate_per_s - (time.perf_counter() - start)
+        if ahead > 0:
+            time.sleep(ahead)
+        msg = reader.poll(0)
+        while msg is not None:
+            if msg.error() is None:
+                alert = codec.decode(msg.value() or b"")
+                idx = keys.get((alert.source_partition, alert.source_offset))
+                if idx is not None:
+                    latencies.append(time.perf_counter() - send_times[idx])
+            msg = reader.poll(0)
+    producer.flush(10)
+    deadline = time.perf_counter() + 5
+    while time.perf_counter() < deadline:
+        msg = reader.poll(0.2)
+        if msg is not None and msg.error() is None:
+            alert = codec.decode(msg.value() or b"")
+            idx = keys.get((alert.source_partition, alert.source_offset))
+            if idx is not None:
+                latencies.append(time.perf_counter() - send_times[idx])
+    reader.close()
+    daemon.stop()
+    thread.join(30)
+    arr = np.array(latencies) * 1000
+    return {"rate_per_s": rate_per_s, "alerts": len(arr),
+            "p50_ms": float(np.percentile(arr, 50)) if len(arr) else float("nan"),
+            "p99_ms": float(np.percentile(arr, 99)) if len(arr) else float("nan")}
+
+
+def main() -> int:
+    quick = "--quick" in sys.argv
+    n = 20_000 if quick else 100_000
+    schema = schema_for(N_NUMERIC, N_CATEGORICAL)
+    data = payloads(schema, n, N_NUMERIC, N_CATEGORICAL)
+    results: dict[str, Any] = {"events": n, "payload_bytes": round(float(np.mean([len(p) for p in data])), 1)}
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        tmp = Path(tmp_dir)
+        proc = build_processors(load_settings(write_config(tmp, schema), environ={}))["bench"]
+        assert isinstance(proc, StreamProcessor)
+        results["ceiling_events_per_s"] = ceiling(data, schema)
+        results["naive_events_per_s"] = naive(data[: n // 5], schema)
+        results["pipeline_events_per_s"] = pipeline(proc, data)
+        results["pipeline_without_checkpoint_events_per_s"] = pipeline(proc, data, checkpoint=False)
+        scaling = {}
+        for width in (20, 200, 1000):
+            s = schema_for(width, 0)
+            d = payloads(s, max(2_000, 200_000 // width), width, 0)
+            folder = tmp / f"w{width}"
+            folder.mkdir()
+            p = build_processors(load_settings(write_config(folder, s), environ={}))["bench"]
+            assert isinstance(p, StreamProcessor)
+            eps = pipeline(p, d)
+            scaling[str(width)] = 1e9 / (eps * width)  # ns per feature-value
+        results["ns_per_feature_value"] = scaling
+        total = 200_000 if quick else 2_000_000
+        results["rss_mb_at_tenth"], results["rss_mb_at_end"] = rss_growth(proc, data, total)
+        results["rss_events"] = total
+        bootstrap, redis_url = os.environ.get("KAFKA_BOOTSTRAP_SERVERS"), os.environ.get("REDIS_URL")
+        if bootstrap and redis_url:
+            (tmp / "e2e").mkdir()
+            results["end_to_end"] = end_to_end(write_config(tmp / "e2e", schema), data, bootstrap, redis_url)
+            (tmp / "lat").mkdir()
+            results["alert_latency"] = alert_latency(write_config(tmp / "lat", schema), schema, bootstrap, redis_url,
+                                                     results["end_to_end"]["events_per_s"] / 2)
+    c = results["ceiling_events_per_s"]
+    ratios = {
+        "pipeline / ceiling (target >= 0.6)": results["pipeline_events_per_s"] / c,
+        "pipeline / naive (target >= 4)": results["pipeline_events_per_s"] / results["naive_events_per_s"],
+        "cost per feature-value, 1000 vs 20 features (target <= 1.5)":
+            results["ns_per_feature_value"]["1000"] / results["ns_per_feature_value"]["20"],
+        "RSS growth, end vs tenth (target ~1.0)": results["rss_mb_at_end"] / results["rss_mb_at_tenth"],
+    }
+    if "end_to_end" in results:
+        ratios["end-to-end daemon / ceiling (target >= 0.4)"] = results["end_to_end"]["events_per_s"] / c
+        ratios["Redis bytes per feature (target <= 16384)"] = results["end_to_end"]["redis_bytes_per_feature"]
+        ratios["alert latency p99 ms at half load (target <= 500)"] = results["alert_latency"]["p99_ms"]
+    results["ratios"] = ratios
+    Path(__file__).with_name("results.json").write_text(json.dumps(results, indent=2))
+    print(f"{'figure':<62} {'value':>14}")
+    for key in ("ceiling_events_per_s", "naive_events_per_s", "pipeline_events_per_s",
+                "pipeline_without_checkpoint_events_per_s"):
+        print(f"{key:<62} {results[key]:>14,.0f}")
+    for width, ns in results["ns_per_feature_value"].items():
+        print(f"{'ns per feature-value at ' + width + ' features':<62} {ns:>14,.0f}")
+    print(f"{'RSS MB after ' + str(results['rss_events'] // 10) + ' / ' + str(results['rss_events']) + ' events':<62} "
+          f"{results['rss_mb_at_tenth']:>6.0f} / {results['rss_mb_at_end']:<6.0f}")
+    if "end_to_end" in results:
+        print(f"{'end-to-end daemon events/s (Kafka + Redis)':<62} {results['end_to_end']['events_per_s']:>14,.0f}")
+    for key, value in ratios.items():
+        print(f"{key:<62} {value:>14.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
