@@ -11,6 +11,8 @@ import io
 import json
 import os
 import resource
+import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -212,8 +214,6 @@ def alert_latency(config: Path, schema: dict[str, Any], bootstrap: str, redis_ur
     from confluent_kafka.admin import AdminClient, NewTopic
 
     from monitor.codec import AlertCodec
-    from monitor.daemon import Daemon
-    from monitor.redis_store import RedisStore
 
     unique = uuid.uuid4().hex[:8]
     topic = f"lat-{unique}"
@@ -227,11 +227,17 @@ def alert_latency(config: Path, schema: dict[str, Any], bootstrap: str, redis_ur
     admin = AdminClient({"bootstrap.servers": bootstrap})
     for fut in admin.create_topics([NewTopic(t, 3, 1) for t in (topic, f"{topic}.alerts")]).values():
         fut.result(30)
-    settings = load_settings(config, environ={})
-    daemon = Daemon(settings, RedisStore.from_url(redis_url, settings.key_prefix, settings.group_id))
-    thread = threading.Thread(target=daemon.run, daemon=True)
-    thread.start()
-    while not daemon.is_ready():
+    raw["http"] = {"host": "127.0.0.1", "port": 0}
+    config.write_text(yaml.safe_dump(raw))
+    # The daemon in a process of its own, as deployed: a thread here would share the GIL with the producer.
+    log_path = config.with_suffix(".log")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MONITOR_")}
+    with log_path.open("wb") as log_file:
+        proc = subprocess.Popen([sys.executable, "-m", "monitor", "run", "--config", str(config)],
+                                stdout=log_file, stderr=log_file, env=env)
+    while b"partitions.assigned" not in log_path.read_bytes():
+        if proc.poll() is not None:
+            raise RuntimeError(f"the daemon exited: {log_path.read_text()[-2000:]}")
         time.sleep(0.05)
     reader = Consumer({"bootstrap.servers": bootstrap, "group.id": f"lat-reader-{unique}",
                        "auto.offset.reset": "earliest"})
@@ -282,8 +288,8 @@ def alert_latency(config: Path, schema: dict[str, Any], bootstrap: str, redis_ur
             if idx is not None:
                 latencies.append(time.perf_counter() - send_times[idx])
     reader.close()
-    daemon.stop()
-    thread.join(30)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(30)
     arr = np.array(latencies) * 1000
     return {"rate_per_s": rate_per_s, "alerts": len(arr),
             "p50_ms": float(np.percentile(arr, 50)) if len(arr) else float("nan"),
@@ -315,7 +321,7 @@ def main() -> int:
             eps = pipeline(p, d)
             scaling[str(width)] = 1e9 / (eps * width)  # ns per feature-value
         results["ns_per_feature_value"] = scaling
-        total = 200_000 if quick else 2_000_000
+        total = 200_000 if quick else 10_000_000
         results["rss_mb_at_tenth"], results["rss_mb_at_end"] = rss_growth(proc, data, total)
         results["rss_events"] = total
         bootstrap, redis_url = os.environ.get("KAFKA_BOOTSTRAP_SERVERS"), os.environ.get("REDIS_URL")

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from numba import njit
 from scipy.signal import lfilter
 
 
@@ -28,8 +29,136 @@ class Detection:
     window: int = 0  # values in the detector's window when it fired
 
 
+MAX_ROWS = 64  # bucket rows: row i summarises 2**i values, so 64 rows cover any window
+
+
+@njit(cache=True)
+def _epsilon(n0: float, n1: float, width: float, variance: float, delta: float, mwl: float) -> float:
+    delta_prime = math.log(2.0 * math.log(width) / delta)
+    m_recip = 1.0 / (n0 - mwl + 1.0) + 1.0 / (n1 - mwl + 1.0)
+    return math.sqrt(2.0 * m_recip * (variance / width) * delta_prime) + 2.0 / 3.0 * delta_prime * m_recip
+
+
+@njit(cache=True)
+def _adwin_run(values: np.ndarray, tot: np.ndarray, var: np.ndarray, cnt: np.ndarray, fs: np.ndarray,
+               ints: np.ndarray, delta: float, clock: int, max_buckets: int, mwl: float, grace: float,
+               out: np.ndarray) -> int:  # pragma: no cover - compiled; tested through Adwin
+    """ADWIN over a batch, compiled. fs = [total, variance, width], ints = [tick, rows, pending_reset].
+
+    Writes (index, statistic, threshold, width) of each detection to `out`; returns how many.
+    The arithmetic follows river's implementation operation by operation, so results are identical.
+    """
+    found = 0
+    cap = max_buckets + 1
+    for i in range(values.shape[0]):
+        if ints[2] == 1:  # the update after a detection starts a fresh window
+            for r in range(ints[1]):
+                cnt[r] = 0
+            ints[0] = 0
+            ints[1] = 1
+            ints[2] = 0
+            fs[0] = 0.0
+            fs[1] = 0.0
+            fs[2] = 0.0
+        value = values[i]
+        # insert
+        tot[0, cnt[0]] = value
+        var[0, cnt[0]] = 0.0
+        cnt[0] += 1
+        fs[2] += 1.0
+        if fs[2] > 1.0:
+            dv = value - fs[0] / (fs[2] - 1.0)
+            fs[1] += (fs[2] - 1.0) * dv * dv / fs[2]
+        fs[0] += value
+        # compress
+        idx = 0
+        while cnt[idx] == cap:
+            n1 = float(1 << idx)
+            t0 = tot[idx, 0]
+            t1 = tot[idx, 1]
+            mu1 = t0 / n1
+            mu2 = t1 / n1
+            merged = var[idx, 0] + var[idx, 1] + n1 * 0.5 * (mu1 - mu2) * (mu1 - mu2)
+            if idx + 1 == ints[1]:
+                ints[1] += 1
+                cnt[idx + 1] = 0
+            tot[idx + 1, cnt[idx + 1]] = t0 + t1
+            var[idx + 1, cnt[idx + 1]] = merged
+            cnt[idx + 1] += 1
+            for k in range(cnt[idx] - 2):
+                tot[idx, k] = tot[idx, k + 2]
+                var[idx, k] = var[idx, k + 2]
+            cnt[idx] -= 2
+            if cnt[idx + 1] <= max_buckets:
+                break
+            idx += 1
+        # detect
+        ints[0] += 1
+        if ints[0] % clock != 0 or fs[2] <= grace:
+            continue
+        changed = False
+        stat = 0.0
+        thr = 0.0
+        reduce = True
+        while reduce:
+            reduce = False
+            n0 = 0.0
+            n1w = fs[2]
+            u0 = 0.0
+            u1 = fs[0]
+            cut = False
+            for row in range(ints[1] - 1, -1, -1):
+                size = float(1 << row)
+                last_k = cnt[row] - 1
+                for k in range(cnt[row]):
+                    t = tot[row, k]
+                    n0 += size
+                    n1w -= size
+                    u0 += t
+                    u1 -= t
+                    if row == 0 and k == last_k:
+                        break
+                    if n1w >= mwl and n0 >= mwl:
+                        eps = _epsilon(n0, n1w, fs[2], fs[1], delta, mwl)
+                        if abs(u0 / n0 - u1 / n1w) > eps:
+                            if not changed:
+                                stat = abs(u0 / n0 - u1 / n1w)
+                                thr = eps
+                            changed = True
+                            reduce = True
+                            if fs[2] > 0.0:
+                                # delete the oldest bucket
+                                last = ints[1] - 1
+                                n = float(1 << last)
+                                u = tot[last, 0]
+                                v = var[last, 0]
+                                for kk in range(cnt[last] - 1):
+                                    tot[last, kk] = tot[last, kk + 1]
+                                    var[last, kk] = var[last, kk + 1]
+                                cnt[last] -= 1
+                                mu = u / n
+                                fs[2] -= n
+                                fs[0] -= u
+                                mu_window = fs[0] / fs[2]
+                                fs[1] -= v + n * fs[2] * (mu - mu_window) * (mu - mu_window) / (n + fs[2])
+                                if cnt[last] == 0:
+                                    ints[1] -= 1
+                                cut = True
+                                break
+                if cut:
+                    break
+        if changed:
+            ints[2] = 1
+            out[found, 0] = i
+            out[found, 1] = stat
+            out[found, 2] = thr
+            out[found, 3] = fs[2]
+            found += 1
+    return found
+
+
 class Adwin:
-    """ADWIN (Bifet & Gavaldà 2007) with exponential-histogram buckets, as in river.
+    """ADWIN (Bifet & Gavaldà 2007) with exponential-histogram buckets, as in river, compiled with numba.
 
     After a detection the next update starts a fresh window, like river's wrapper does.
 
@@ -53,144 +182,48 @@ class Adwin:
         self.max_buckets = max_buckets
         self.min_window_length = float(min_window_length)
         self.grace_period = float(grace_period)
-        self._reset()
-        self.pending_reset = False
-        self.first_cut = (0.0, 0.0)
-
-    def _reset(self) -> None:
-        self.total = 0.0
-        self.variance = 0.0
-        self.width = 0.0
-        self.tick = 0
-        # rows[i] holds (total, variance) summaries of 2**i values each, oldest first.
-        self.rows_total: list[list[float]] = [[]]
-        self.rows_var: list[list[float]] = [[]]
+        self.tot = np.zeros((MAX_ROWS, max_buckets + 1))
+        self.var = np.zeros((MAX_ROWS, max_buckets + 1))
+        self.cnt = np.zeros(MAX_ROWS, dtype=np.int64)
+        self.fs = np.zeros(3)  # total, variance, width
+        self.ints = np.array([0, 1, 0], dtype=np.int64)  # tick, rows in use, pending reset
 
     @property
-    def estimation(self) -> float:
-        return self.total / self.width if self.width else 0.0
+    def width(self) -> float:
+        return float(self.fs[2])
+
+    @property
+    def pending_reset(self) -> bool:
+        return bool(self.ints[2])
 
     def update_many(self, values: np.ndarray) -> list[Detection]:
-        found: list[Detection] = []
-        insert, detect = self._insert, self._detect_change
-        for i, value in enumerate(values.tolist()):
-            if self.pending_reset:
-                self._reset()
-                self.pending_reset = False
-            insert(value)
-            if detect():
-                self.pending_reset = True
-                found.append(Detection(i, *self.first_cut, window=int(self.width)))
-        return found
-
-    def _insert(self, value: float) -> None:
-        self.rows_total[0].append(value)
-        self.rows_var[0].append(0.0)
-        self.width += 1.0
-        if self.width > 1.0:
-            dv = value - self.total / (self.width - 1.0)
-            self.variance += (self.width - 1.0) * dv * dv / self.width
-        self.total += value
-        self._compress()
-
-    def _compress(self) -> None:
-        rows_t, rows_v, cap = self.rows_total, self.rows_var, self.max_buckets + 1
-        idx = 0
-        while len(rows_t[idx]) == cap:
-            n1 = float(1 << idx)
-            t0, t1 = rows_t[idx][0], rows_t[idx][1]
-            mu1, mu2 = t0 / n1, t1 / n1
-            merged_var = rows_v[idx][0] + rows_v[idx][1] + n1 * 0.5 * (mu1 - mu2) * (mu1 - mu2)
-            if idx + 1 == len(rows_t):
-                rows_t.append([])
-                rows_v.append([])
-            rows_t[idx + 1].append(t0 + t1)
-            rows_v[idx + 1].append(merged_var)
-            del rows_t[idx][:2]
-            del rows_v[idx][:2]
-            if len(rows_t[idx + 1]) <= self.max_buckets:
-                break
-            idx += 1
-
-    def _delete_oldest(self) -> None:
-        last = len(self.rows_total) - 1
-        n = float(1 << last)
-        u, v = self.rows_total[last].pop(0), self.rows_var[last].pop(0)
-        mu = u / n
-        self.width -= n
-        self.total -= u
-        mu_window = self.total / self.width
-        self.variance -= v + n * self.width * (mu - mu_window) * (mu - mu_window) / (n + self.width)
-        if not self.rows_total[last]:
-            self.rows_total.pop()
-            self.rows_var.pop()
-
-    def _detect_change(self) -> bool:
-        self.tick += 1
-        if self.tick % self.clock != 0 or self.width <= self.grace_period:
-            return False
-        changed = False
-        mwl = self.min_window_length
-        self.first_cut = (0.0, 0.0)
-        reduce = True
-        while reduce:
-            reduce = False
-            n0, n1, u0, u1 = 0.0, self.width, 0.0, self.total
-            # Cut points from the oldest summary to the newest: W0 = older part, W1 = newer part.
-            for idx in range(len(self.rows_total) - 1, -1, -1):
-                size = float(1 << idx)
-                row = self.rows_total[idx]
-                last_k = len(row) - 1
-                cut = False
-                for k, t in enumerate(row):
-                    n0 += size
-                    n1 -= size
-                    u0 += t
-                    u1 -= t
-                    if idx == 0 and k == last_k:
-                        break
-                    if n1 >= mwl and n0 >= mwl and self._cut_holds(n0, n1, u0 / n0 - u1 / n1):
-                        if not changed:
-                            self.first_cut = (abs(u0 / n0 - u1 / n1), self._epsilon(n0, n1))
-                        changed = reduce = True
-                        if self.width > 0.0:
-                            self._delete_oldest()
-                            cut = True
-                            break
-                if cut:
-                    break
-        return changed
-
-    def _epsilon(self, n0: float, n1: float) -> float:
-        mwl = self.min_window_length
-        delta_prime = math.log(2.0 * math.log(self.width) / self.delta)
-        m_recip = 1.0 / (n0 - mwl + 1.0) + 1.0 / (n1 - mwl + 1.0)
-        return math.sqrt(2.0 * m_recip * (self.variance / self.width) * delta_prime) + (
-            2.0 / 3.0 * delta_prime * m_recip
-        )
-
-    def _cut_holds(self, n0: float, n1: float, delta_mean: float) -> bool:
-        return abs(delta_mean) > self._epsilon(n0, n1)
+        x = np.ascontiguousarray(values, dtype=np.float64)
+        out = np.zeros((len(x) // max(self.clock, 1) + 2, 4))
+        n = _adwin_run(x, self.tot, self.var, self.cnt, self.fs, self.ints, self.delta, self.clock,
+                       self.max_buckets, self.min_window_length, self.grace_period, out)
+        return [Detection(int(out[k, 0]), float(out[k, 1]), float(out[k, 2]), int(out[k, 3])) for k in range(n)]
 
     def to_state(self) -> dict[str, Any]:
+        rows = int(self.ints[1])
         return {
-            "total": self.total,
-            "variance": self.variance,
-            "width": self.width,
-            "tick": self.tick,
-            "rows_total": self.rows_total,
-            "rows_var": self.rows_var,
-            "pending_reset": self.pending_reset,
+            "total": float(self.fs[0]),
+            "variance": float(self.fs[1]),
+            "width": float(self.fs[2]),
+            "tick": int(self.ints[0]),
+            "rows_total": [self.tot[r, : self.cnt[r]].tolist() for r in range(rows)],
+            "rows_var": [self.var[r, : self.cnt[r]].tolist() for r in range(rows)],
+            "pending_reset": bool(self.ints[2]),
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
-        self.total = float(state["total"])
-        self.variance = float(state["variance"])
-        self.width = float(state["width"])
-        self.tick = int(state["tick"])
-        self.rows_total = [list(map(float, r)) for r in state["rows_total"]]
-        self.rows_var = [list(map(float, r)) for r in state["rows_var"]]
-        self.pending_reset = bool(state["pending_reset"])
+        self.fs[:] = (float(state["total"]), float(state["variance"]), float(state["width"]))
+        rows = len(state["rows_total"])
+        self.ints[:] = (int(state["tick"]), max(rows, 1), int(bool(state["pending_reset"])))
+        self.cnt[:] = 0
+        for r, (ts, vs) in enumerate(zip(state["rows_total"], state["rows_var"], strict=True)):
+            self.cnt[r] = len(ts)
+            self.tot[r, : len(ts)] = ts
+            self.var[r, : len(vs)] = vs
 
 
 class PageHinkley:
