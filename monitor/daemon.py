@@ -303,6 +303,9 @@ class Daemon:
         else:
             assert isinstance(owned.part, StreamPartition)
             outcome = processor.process(owned.part, records)
+            for feature, (statistic, value) in owned.part.last_drift.items():
+                self.metrics.drift.labels(processor.model.name, processor.stream, feature, statistic,
+                                          str(tp[1])).set(value)
         if not self._checkpoint(tp, owned, outcome.next_offset, outcome.alerts, outcome.rejects, outcome):
             return None
         m = self.metrics

@@ -35,4 +35,6 @@ class Metrics:
                                   "store (TTL or cap) without a label", ["model"], registry=r)
         self.state_lost = Gauge("monitor_state_lost", "1 for a partition whose Redis state was lost or "
                                 "inconsistent (alarm)", ["topic", "partition"], registry=r)
+        self.drift = Gauge("monitor_drift_statistic", "Window-vs-reference drift statistic at the last window",
+                           ["model", "stream", "feature", "statistic", "partition"], registry=r)
         self.ready = Gauge("monitor_ready", "1 when partitions are assigned and state is loaded", registry=r)

@@ -551,6 +551,7 @@ class StreamPartition:
         self.quiet_until: dict[str, int] = {}  # detector "<feature>/<check>" -> event number its cooldown ends
         self.open_alerts: dict[str, dict[str, Any]] = {}  # window "<feature>/<check>" -> {"since", "below"}
         self.schema_ids: list[int] = []
+        self.last_drift: dict[str, tuple[str, float]] = {}  # feature -> (statistic, value) at the last window
         self.features: dict[str, Feature] = {}
         reference = reference or {}
         contract = contract or {}
@@ -682,6 +683,7 @@ class StreamPartition:
             if d is not None:
                 drift.append(d)
         values += self._stream_checks()
+        self.last_drift = {d.feature: (d.check, float(d.statistic)) for d in drift}
         if drift:
             # Multiple-testing control across the features of this window: BH on the chi-squared p-values.
             fdr = min(self.features[d.feature].checks.drift.fdr for d in drift)
