@@ -64,6 +64,12 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--config", required=True, type=Path)
         sp.add_argument("--model", required=True)
 
+    report = sub.add_parser("report", help="write a self-contained HTML report of a model")
+    report.add_argument("--config", required=True, type=Path)
+    report.add_argument("--model", required=True)
+    report.add_argument("--out", type=Path, default=Path("report.html"))
+    report.add_argument("--no-alerts", action="store_true", help="do not read the alerts topic")
+
     contract = sub.add_parser("contract", help="data contracts")
     contract_sub = contract.add_subparsers(dest="action", required=True)
     infer = contract_sub.add_parser("infer", help="write a YAML contract inferred from the active reference")
@@ -99,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_level)
     try:
         handler = {"run": _run, "simulate": _simulate, "status": _status, "topics": _topics, "alerts": _alerts,
-                   "reference": _reference, "contract": _contract}
+                   "reference": _reference, "contract": _contract, "report": _report}
         return handler[args.command](settings, args)
     except MonitorError as exc:
         log.error("command.failed", command=args.command, error=str(exc), error_class=type(exc).__name__)
@@ -113,13 +119,15 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
     from monitor.reference import RedisReferenceStore
 
     store = RedisStore.from_url(settings.redis_url, settings.key_prefix, settings.group_id)
+    from monitor.history import DriftHistory
     from monitor.join import RedisJoinStore
 
     daemon = Daemon(settings, store, references=RedisReferenceStore(store.client, settings.key_prefix),
-                    joins=RedisJoinStore(store.client, settings.key_prefix, settings.group_id))
+                    joins=RedisJoinStore(store.client, settings.key_prefix, settings.group_id),
+                    history=DriftHistory(store.client, settings.key_prefix, settings.group_id))
     try:
         server = HealthServer(settings.http.host, settings.http.port, daemon.metrics.registry,
-                              daemon.is_live, daemon.is_ready)
+                              daemon.is_live, daemon.is_ready, daemon.status_page)
     except OSError as exc:
         log.error("http.bind_failed", host=settings.http.host, port=settings.http.port, error=exc.strerror)
         print(f"model-monitor: cannot listen on {settings.http.host}:{settings.http.port}: {exc.strerror} "
@@ -383,4 +391,53 @@ def _contract(settings: Settings, args: argparse.Namespace) -> int:
     else:
         args.out.write_text(text)
         log.info("contract.written", model=model.name, reference=version, path=str(args.out))
+    return 0
+
+
+def _read_alerts(settings: Settings, model: str, idle_s: float = 2.0) -> list[dict[str, Any]]:
+    """Every alert of `model` on the alerts topic, oldest first (a throwaway reader group)."""
+    import uuid
+
+    from confluent_kafka import Consumer
+
+    from monitor.codec import AlertCodec
+
+    codec = AlertCodec()
+    consumer = Consumer({**settings.admin_config(), "group.id": f"model-monitor-report-{uuid.uuid4().hex[:8]}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer.subscribe([settings.alerts_topic])
+    out: list[dict[str, Any]] = []
+    last = time.monotonic()
+    try:
+        while time.monotonic() - last < idle_s:
+            msg = consumer.poll(0.2)
+            if msg is None or msg.error() or not msg.value():
+                continue
+            last = time.monotonic()
+            a = codec.decode(msg.value() or b"")
+            if a.model == model:
+                out.append({"alert_id": a.alert_id, "kind": str(a.kind), "check": a.check, "feature": a.feature,
+                            "status": a.status, "event_time": a.event_time, "source_offset": a.source_offset})
+    finally:
+        consumer.close()
+    return out
+
+
+def _report(settings: Settings, args: argparse.Namespace) -> int:
+    from monitor.history import DriftHistory
+    from monitor.redis_store import RedisStore
+    from monitor.reference import RedisReferenceStore
+    from monitor.report import collect, render
+
+    model = settings.model(args.model)
+    store = RedisStore.from_url(settings.redis_url, settings.key_prefix, settings.group_id)
+    refs = RedisReferenceStore(store.client, settings.key_prefix)
+    version = refs.active_version(model.name)
+    reference = refs.get(model.name, version) if version else None
+    history = DriftHistory(store.client, settings.key_prefix, settings.group_id).read(model.name)
+    features, extra = collect(settings, model, store, reference, history)
+    alerts = [] if args.no_alerts else _read_alerts(settings, model.name)
+    args.out.write_text(render(model.name, reference, features, extra, alerts))
+    log.info("report.written", model=model.name, path=str(args.out), features=len(features), alerts=len(alerts))
+    print(args.out)
     return 0

@@ -10,7 +10,7 @@ import os
 import socket
 import threading
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +29,7 @@ from confluent_kafka import (
 from monitor.codec import AlertCodec
 from monitor.errors import DependencyUnavailable, FencedError, MonitorError, OffsetConflict, StateLost
 from monitor.events import Alert, RawRecord, Reject
+from monitor.history import DriftHistory
 from monitor.join import JoinStore, MemoryJoinStore
 from monitor.kafka_io import dead_letter_headers, is_fatal, to_raw
 from monitor.logs import librdkafka_logger
@@ -56,11 +57,16 @@ class Owned:
 
 class Daemon:
     def __init__(self, settings: Settings, store: StateStore, metrics: Metrics | None = None,
-                 references: ReferenceStore | None = None, joins: JoinStore | None = None) -> None:
+                 references: ReferenceStore | None = None, joins: JoinStore | None = None,
+                 history: DriftHistory | None = None) -> None:
         self.settings = settings
         self.store = store
         self.references = references
         self.joins: JoinStore = joins if joins is not None else MemoryJoinStore()
+        self.history: DriftHistory = history if history is not None else DriftHistory(None, "", "")
+        self.latest_drift: dict[tuple[str, str, str], tuple[str, float, float]] = {}
+        self.recent_alerts: deque[Alert] = deque(maxlen=50)
+        self.lags: dict[TP, int] = {}
         self._last_join_retry = 0.0
         self.last_seen: dict[TP, float] = {}
         self.lost: dict[TP, str] = {}  # partitions halted because their state is gone (on_state_lost: halt)
@@ -91,6 +97,9 @@ class Daemon:
 
     def is_live(self) -> bool:
         return self.alive
+
+    def status_page(self) -> str:
+        return render_status_page(self)
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -303,9 +312,15 @@ class Daemon:
         else:
             assert isinstance(owned.part, StreamPartition)
             outcome = processor.process(owned.part, records)
-            for feature, (statistic, value) in owned.part.last_drift.items():
+            for feature, (statistic, value, _threshold) in owned.part.last_drift.items():
                 self.metrics.drift.labels(processor.model.name, processor.stream, feature, statistic,
                                           str(tp[1])).set(value)
+            for feature, drift in owned.part.last_drift.items():
+                self.latest_drift[(processor.model.name, processor.stream, feature)] = drift
+            if owned.part.last_drift:
+                self.history.record(processor.model.name, processor.stream, tp[1], owned.part.last_time,
+                                    owned.part.last_drift)
+                owned.part.last_drift = {}
         if not self._checkpoint(tp, owned, outcome.next_offset, outcome.alerts, outcome.rejects, outcome):
             return None
         m = self.metrics
@@ -360,6 +375,7 @@ class Daemon:
         for alert_id, value in encoded.items():
             self.pending[alert_id] = (tp, key, value)
         for alert in alerts:
+            self.recent_alerts.appendleft(alert)
             self.metrics.alerts.labels(alert.model, alert.kind, alert.check).inc()
             log.info("alert.raised", model=alert.model, feature=alert.feature, kind=str(alert.kind),
                      check=alert.check, status=alert.status, statistic=alert.statistic, threshold=alert.threshold,
@@ -587,7 +603,65 @@ class Daemon:
         except KafkaException:
             return  # lag is best effort
         if high >= 0:
-            self.metrics.lag.labels(tp[0], str(tp[1])).set(max(high - next_offset, 0))
+            self.lags[tp] = max(high - next_offset, 0)
+            self.metrics.lag.labels(tp[0], str(tp[1])).set(self.lags[tp])
+
+
+def _status_rows(daemon: Daemon) -> list[dict[str, Any]]:
+    """Per model stream and feature, on this replica's partitions: statistic and OK / WARNING / ALERT."""
+    rows: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for owned in list(daemon.owned.values()):
+        part = owned.part
+        if not isinstance(part, StreamPartition):
+            continue
+        for feature in part.features:
+            row = rows.setdefault((part.model, part.stream, feature),
+                                  {"model": part.model, "stream": part.stream, "feature": feature,
+                                   "open": set(), "statistic": "", "value": 0.0, "threshold": 0.0})
+            row["open"] |= {k.split("/", 1)[1] for k in part.open_alerts if k.split("/", 1)[0] == feature}
+            row["open"] |= {k.split("/", 1)[1] for k, until in part.quiet_until.items()
+                            if k.split("/", 1)[0] == feature and until > part.events}
+    for (model, stream, feature), (statistic, value, threshold) in daemon.latest_drift.items():
+        if (model, stream, feature) in rows:
+            rows[(model, stream, feature)].update(statistic=statistic, value=value, threshold=threshold)
+    out = list(rows.values())
+    for r in out:
+        score = r["value"] / r["threshold"] if r["threshold"] else 0.0
+        r["state"] = "ALERT" if r["open"] else ("WARNING" if score > 0.5 else "OK")
+        r["score"] = score
+    order = {"ALERT": 0, "WARNING": 1, "OK": 2}
+    return sorted(out, key=lambda r: (order[r["state"]], -r["score"], r["model"], r["feature"]))
+
+
+def render_status_page(daemon: Daemon) -> str:
+    import html
+
+    e = html.escape
+    rows = "".join(
+        f'<tr class="feature" data-feature="{e(r["feature"])}"><td>{e(r["model"])}</td><td>{e(r["stream"])}</td>'
+        f'<td>{e(r["feature"])}</td><td class="{r["state"]}">{r["state"]}</td><td>{e(r["statistic"])}</td>'
+        f'<td>{r["value"]:.4f}</td><td>{r["threshold"]:.4f}</td><td>{e(", ".join(sorted(r["open"])))}</td></tr>'
+        for r in _status_rows(daemon))
+    alerts = "".join(
+        f'<tr><td>{e(a.status)}</td><td>{e(str(a.kind))}</td><td>{e(a.check)}</td><td>{e(a.model)}/'
+        f'{e(a.feature)}</td><td>{a.statistic:.4g} / {a.threshold:.4g}</td><td>{e(a.message)}</td>'
+        f'<td>{e("; ".join(f"{k}={v}" for k, v in list(a.evidence.items())[:4]))}</td></tr>'
+        for a in list(daemon.recent_alerts))
+    lag = "".join(f"<tr><td>{e(t)}[{p}]</td><td>{n:,}</td></tr>" for (t, p), n in sorted(daemon.lags.items()))
+    ready = "ready" if daemon.is_ready() else "NOT READY"
+    return f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="5">
+<title>model-monitor status</title><link rel="icon" href="data:,"><style>
+body{{font:14px/1.45 system-ui,sans-serif;margin:24px;color:#182026;background:#f5f8fa}}
+table{{border-collapse:collapse;background:#fff;margin-bottom:18px}}td,th{{padding:3px 10px;text-align:left;
+border-bottom:1px solid #e1e8ed}}.OK{{color:#0d8050}}.WARNING{{color:#bf7326}}.ALERT{{color:#c23030;font-weight:600}}
+</style></head><body><h1>model-monitor</h1><p>{ready}; group {e(daemon.settings.group_id)};
+{len(daemon.owned)} partitions on this replica; refreshes every 5 s</p>
+<h2>Features</h2><table id=features><tr><th>model</th><th>stream</th><th>feature</th><th>state</th>
+<th>statistic</th><th>value</th><th>threshold</th><th>open checks</th></tr>{rows}</table>
+<h2>Recent alerts</h2><table id=alerts><tr><th>status</th><th>kind</th><th>check</th><th>feature</th>
+<th>statistic / threshold</th><th>message</th><th>evidence</th></tr>{alerts}</table>
+<h2>Consumer lag</h2><table id=lag><tr><th>partition</th><th>events behind</th></tr>{lag}</table></body></html>
+"""
 
 
 def run_daemon(settings: Settings, store: StateStore, references: ReferenceStore | None = None) -> int:

@@ -1,4 +1,4 @@
-"""`/metrics`, `/healthz` and `/readyz` on a small threaded HTTP server (127.0.0.1 unless configured)."""
+"""`/`, `/metrics`, `/healthz` and `/readyz` on a small threaded HTTP server (127.0.0.1 unless configured)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 class HealthServer:
     def __init__(self, host: str, port: int, registry: CollectorRegistry,
-                 is_live: Callable[[], bool], is_ready: Callable[[], bool]) -> None:
+                 is_live: Callable[[], bool], is_ready: Callable[[], bool],
+                 page: Callable[[], str] | None = None) -> None:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -22,6 +23,8 @@ class HealthServer:
                 elif path == "/healthz":
                     ok = outer.is_live()
                     self._send(200 if ok else 503, b"ok\n" if ok else b"unhealthy\n", "text/plain")
+                elif path == "/" and outer.page is not None:
+                    self._send(200, outer.page().encode(), "text/html; charset=utf-8")
                 elif path == "/readyz":
                     ok = outer.is_ready()
                     self._send(200 if ok else 503, b"ready\n" if ok else b"not ready\n", "text/plain")
@@ -39,6 +42,7 @@ class HealthServer:
                 return  # access logs would be noise next to the structured event log
 
         self.registry = registry
+        self.page = page
         self.is_live = is_live
         self.is_ready = is_ready
         self.server = ThreadingHTTPServer((host, port), Handler)

@@ -279,7 +279,7 @@ class NumericFeature:
         mean = w[SUM] / w[FINITE]
         evidence = {
             "p_value": f"{test.p_value:.3g}",
-            "threshold_with_sample_size": f"{floor:.4g}",
+            "configured_threshold": f"{threshold:g}",
             "window_mean": f"{mean:.6g}",
             "window_std": f"{math.sqrt(max(w[SUMSQ] / w[FINITE] - mean * mean, 0.0)):.6g}",
             "window_min": f"{w[MIN]:.6g}",
@@ -289,7 +289,8 @@ class NumericFeature:
             "reference_version": str(self.ref_version),
         }
         evidence.update(_top_bins(ref, cur, _bin_labels(prof.edges), self.window.examples))
-        return CheckValue(self.name, name, value, threshold, value > floor, evidence, test.p_value)
+        # The alert carries the threshold actually applied (for PSI: raised by its small-sample bias).
+        return CheckValue(self.name, name, value, floor, value > floor, evidence, test.p_value)
 
     def to_state(self) -> dict[str, Any]:
         return {
@@ -393,10 +394,11 @@ class CategoricalFeature:
         threshold = drift.threshold_for(name)
         test = stats.chi2_homogeneity(ref, cur)
         floor = stats.effect_floor(name, threshold, ref, cur)
-        evidence = {"p_value": f"{test.p_value:.3g}", "threshold_with_sample_size": f"{floor:.4g}",
+        evidence = {"p_value": f"{test.p_value:.3g}", "configured_threshold": f"{threshold:g}",
                     "reference_version": str(self.ref_version)}
         evidence.update(_top_bins(ref, cur, [*prof.categories, "other"], None))
-        return CheckValue(self.name, name, value, threshold, value > floor, evidence, test.p_value)
+        # The alert carries the threshold actually applied (for PSI: raised by its small-sample bias).
+        return CheckValue(self.name, name, value, floor, value > floor, evidence, test.p_value)
 
     def to_state(self) -> dict[str, Any]:
         return {"kind": self.kind, "ref_version": self.ref_version, "count": self.count, "missing": self.missing,
@@ -551,7 +553,9 @@ class StreamPartition:
         self.quiet_until: dict[str, int] = {}  # detector "<feature>/<check>" -> event number its cooldown ends
         self.open_alerts: dict[str, dict[str, Any]] = {}  # window "<feature>/<check>" -> {"since", "below"}
         self.schema_ids: list[int] = []
-        self.last_drift: dict[str, tuple[str, float]] = {}  # feature -> (statistic, value) at the last window
+        # feature -> (statistic, value, threshold) at the last evaluated window (not stored; for metrics/history)
+        self.last_drift: dict[str, tuple[str, float, float]] = {}
+        self.last_time = -1
         self.features: dict[str, Feature] = {}
         reference = reference or {}
         contract = contract or {}
@@ -683,7 +687,8 @@ class StreamPartition:
             if d is not None:
                 drift.append(d)
         values += self._stream_checks()
-        self.last_drift = {d.feature: (d.check, float(d.statistic)) for d in drift}
+        self.last_drift = {d.feature: (d.check, float(d.statistic), float(d.threshold)) for d in drift}
+        self.last_time = self.closed_meta[-1][3] if self.closed_meta else -1
         if drift:
             # Multiple-testing control across the features of this window: BH on the chi-squared p-values.
             fdr = min(self.features[d.feature].checks.drift.fdr for d in drift)

@@ -1,0 +1,47 @@
+"""Drift statistics over time, for reports: a capped Redis stream per model, written best effort.
+
+Not part of the exactly-once state: a lost or repeated point only changes a chart.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import redis
+import structlog
+
+log = structlog.get_logger("monitor.history")
+MAX_POINTS = 20_000
+
+
+class DriftHistory:
+    def __init__(self, client: redis.Redis[bytes] | None, prefix: str, group: str) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.group = group
+
+    def key(self, model: str) -> str:
+        return f"{self.prefix}:{self.group}:history:{model}"
+
+    def record(self, model: str, stream: str, partition: int, event_time: int,
+               values: dict[str, tuple[str, float, float]]) -> None:
+        if self.client is None:
+            return
+        entry = {"s": stream, "p": str(partition), "t": str(event_time),
+                 "v": json.dumps({f: [name, value, threshold] for f, (name, value, threshold) in values.items()})}
+        try:
+            self.client.xadd(self.key(model), entry, maxlen=MAX_POINTS, approximate=True)
+        except redis.RedisError as exc:
+            log.warning("history.unavailable", error=type(exc).__name__)
+
+    def read(self, model: str) -> list[dict[str, Any]]:
+        """Points oldest first: {stream, partition, time, values: {feature: [statistic, value, threshold]}}."""
+        if self.client is None:
+            return []
+        out = []
+        for _id, fields in self.client.xrange(self.key(model)):
+            f = {k.decode(): v.decode() for k, v in fields.items()}
+            out.append({"stream": f["s"], "partition": int(f["p"]), "time": int(f["t"]),
+                        "values": json.loads(f["v"])})
+        return out

@@ -1,0 +1,266 @@
+"""`model-monitor report`: one self-contained HTML file (inline CSS and SVG, no network) per model.
+
+Features ranked by drift; per feature the reference vs current distribution, the drift statistic over
+time with its threshold, contract violations and counts; alerts on a timeline; performance from labels.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from monitor import stats
+from monitor.reference import CategoricalProfile, NumericProfile, ReferenceProfile
+from monitor.settings import ModelSettings, Settings
+from monitor.sketches import HEAD, META_KEYS
+from monitor.state import StateStore
+from monitor.stream_state import META_FIELD
+
+KIND_COLORS = {"DATA_QUALITY": "#d9822b", "DRIFT": "#c23030", "PREDICTION_DRIFT": "#8f398f",
+               "SCHEMA": "#0f6894", "CONCEPT_DRIFT": "#1f4b99", "VOLUME": "#5c7080"}
+
+
+@dataclass
+class FeatureView:
+    name: str
+    stream: str
+    kind: str
+    count: int = 0
+    missing: int = 0
+    nan: int = 0
+    labels: list[str] = field(default_factory=list)
+    reference: list[float] = field(default_factory=list)
+    current: list[float] = field(default_factory=list)
+    statistic: str = ""
+    value: float = 0.0
+    threshold: float = 0.0
+    history: list[tuple[int, float, float]] = field(default_factory=list)
+    open_checks: list[str] = field(default_factory=list)
+
+    @property
+    def score(self) -> float:
+        return self.value / self.threshold if self.threshold else 0.0
+
+    @property
+    def state(self) -> str:
+        if self.open_checks:
+            return "ALERT"
+        return "WARNING" if self.score > 0.5 else "OK"
+
+
+def collect(settings: Settings, model: ModelSettings, store: StateStore, reference: ReferenceProfile | None,
+            history: list[dict[str, Any]]) -> tuple[list[FeatureView], dict[str, Any]]:
+    """Merge every partition's stored windows per feature (sketches over the same bins add up)."""
+    topics = {s.topic: kind for kind, s in model.streams()}
+    views: dict[str, FeatureView] = {}
+    windows: dict[str, Any] = {}
+    labels_window: np.ndarray | None = None
+    labels_kind = model.type
+    totals = {"events": 0, "rejects": 0}
+    for topic, partition in store.partitions():
+        if topic not in topics:
+            continue
+        snap = store.read(topic, partition)
+        if META_FIELD not in snap.fields:
+            continue
+        meta = json.loads(snap.fields[META_FIELD])
+        if topics[topic] == "labels":
+            if meta["closed"]:
+                w = np.sum(np.asarray(meta["closed"]), axis=0)
+                labels_window = w if labels_window is None else labels_window + w
+            continue
+        if topics[topic] == "features":
+            totals["events"] += meta["events"]
+        totals["rejects"] += meta["rejects"]
+        open_by_feature: dict[str, list[str]] = {}
+        for key in meta.get("open_alerts", {}):
+            feature, _, check = key.partition("/")
+            open_by_feature.setdefault(feature, []).append(check)
+        for fname, raw in snap.fields.items():
+            if fname == META_FIELD:
+                continue
+            feature = fname.split("/", 1)[1]
+            state = json.loads(raw)
+            v = views.setdefault(feature, FeatureView(feature, topics[topic], state["kind"]))
+            v.open_checks = sorted(set(v.open_checks) | set(open_by_feature.get(feature, [])))
+            if state["kind"] == "numeric":
+                t = state["totals"]
+                v.count += int(t[0])
+                v.missing += int(t[1])
+                v.nan += int(t[2] + t[3])
+                closed = state["window"]["closed"]
+                if closed:
+                    w = np.sum(np.asarray(closed), axis=0)[HEAD:]
+                    windows[feature] = w if feature not in windows or len(windows[feature]) != len(w) \
+                        else windows[feature] + w
+            else:
+                v.count += state["count"]
+                v.missing += state["missing"]
+                merged: dict[str, int] = windows.setdefault(feature, {})
+                for block in state["window"]["closed"]:
+                    for k, n in block.items():
+                        if k not in META_KEYS:
+                            merged[k] = merged.get(k, 0) + n
+    for feature, v in views.items():
+        prof = reference.fields.get(feature) if reference is not None else None
+        checks = settings.checks_for(model, feature)
+        w = windows.get(feature)
+        if isinstance(prof, NumericProfile) and isinstance(w, np.ndarray) and len(w) == len(prof.fractions):
+            ref_counts = prof.counts()
+            e = prof.edges
+            v.labels = ([f"<{e[0]:.3g}"] + [f"{a:.3g}" for a in e[:-1]] + [f">={e[-1]:.3g}"]) if e else ["all"]
+            v.reference = (ref_counts / max(ref_counts.sum(), 1)).tolist()
+            v.current = (w / max(w.sum(), 1)).tolist()
+            v.statistic = checks.drift.numeric_statistic
+            v.value = stats.statistic(v.statistic, ref_counts, w, prof.centers())
+            v.threshold = stats.effect_floor(v.statistic, checks.drift.threshold_for(v.statistic), ref_counts, w)
+        elif isinstance(prof, CategoricalProfile) and isinstance(w, dict) and w:
+            cats = prof.categories
+            cur = np.array([w.get(c, 0) for c in cats] + [sum(n for k, n in w.items() if k not in cats)], float)
+            ref_counts = prof.counts()
+            v.labels = [*cats, "other"]
+            v.reference = (ref_counts / max(ref_counts.sum(), 1)).tolist()
+            v.current = (cur / max(cur.sum(), 1)).tolist()
+            v.statistic = checks.drift.categorical_statistic
+            v.value = stats.statistic(v.statistic, ref_counts, cur)
+            v.threshold = stats.effect_floor(v.statistic, checks.drift.threshold_for(v.statistic), ref_counts, cur)
+        for point in history:
+            if feature in point["values"]:
+                _name, value, threshold = point["values"][feature]
+                v.history.append((point["time"], float(value), float(threshold)))
+        v.history.sort()
+    ranked = sorted(views.values(), key=lambda f: (-len(f.open_checks), -f.score, f.name))
+    extra: dict[str, Any] = {"totals": totals}
+    if labels_window is not None:
+        from monitor.performance import metrics
+
+        extra["performance"] = metrics(labels_window, labels_kind)
+    return ranked, extra
+
+
+# -- rendering -------------------------------------------------------------------------------------
+
+def _bars(view: FeatureView, width: int = 520, height: int = 150) -> str:
+    n = len(view.labels)
+    if not n:
+        return "<p class=muted>No reference bins yet.</p>"
+    top = max(max(view.reference), max(view.current), 1e-9)
+    slot = width / n
+    parts = [f'<svg viewBox="0 0 {width} {height + 20}" width="{width}" height="{height + 20}" role="img" '
+             f'aria-label="reference versus current distribution of {html.escape(view.name)}">']
+    for i, (r, c) in enumerate(zip(view.reference, view.current, strict=True)):
+        x = i * slot
+        hr, hc = r / top * height, c / top * height
+        parts.append(f'<rect x="{x + 1:.1f}" y="{height - hr:.1f}" width="{slot / 2 - 1:.1f}" height="{hr:.1f}" '
+                     f'fill="#a7b6c2"><title>{html.escape(view.labels[i])}: reference {r:.2%}</title></rect>')
+        parts.append(f'<rect x="{x + slot / 2:.1f}" y="{height - hc:.1f}" width="{slot / 2 - 1:.1f}" '
+                     f'height="{hc:.1f}" fill="#2b95d6"><title>{html.escape(view.labels[i])}: current {c:.2%}'
+                     f'</title></rect>')
+    parts.append(f'<text x="0" y="{height + 15}" class=axis>{html.escape(view.labels[0])}</text>')
+    parts.append(f'<text x="{width}" y="{height + 15}" text-anchor="end" class=axis>'
+                 f'{html.escape(view.labels[-1])}</text></svg>')
+    return "".join(parts)
+
+
+def _line(points: list[tuple[int, float, float]], width: int = 520, height: int = 120) -> str:
+    if len(points) < 2:
+        return "<p class=muted>Not enough windows yet for a history.</p>"
+    xs = np.array([p[0] for p in points], float)
+    ys = np.array([p[1] for p in points], float)
+    th = np.array([p[2] for p in points], float)
+    top = max(float(ys.max()), float(th.max()), 1e-9) * 1.1
+    span = max(float(xs.max() - xs.min()), 1.0)
+
+    def path(vals: np.ndarray) -> str:
+        return " ".join(f"{(x - xs.min()) / span * width:.1f},{height - v / top * height:.1f}"
+                        for x, v in zip(xs, vals, strict=True))
+
+    return (f'<svg viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '
+            f'aria-label="drift statistic over time"><polyline points="{path(th)}" fill="none" stroke="#c23030" '
+            f'stroke-dasharray="4 3"/><polyline points="{path(ys)}" fill="none" stroke="#2b95d6" '
+            f'stroke-width="1.5"/></svg>')
+
+
+def _timeline(alerts: list[dict[str, Any]], width: int = 1040, height: int = 60) -> str:
+    times = [a["event_time"] for a in alerts if a.get("event_time") is not None]
+    if not times:
+        return "<p class=muted>No alerts.</p>"
+    lo, hi = min(times), max(times)
+    span = max(hi - lo, 1)
+    dots = []
+    for a in alerts:
+        if a.get("event_time") is None:
+            continue
+        x = (a["event_time"] - lo) / span * (width - 10) + 5
+        color = KIND_COLORS.get(a["kind"], "#333")
+        shape = "circle" if a.get("status", "OPEN") == "OPEN" else "rect"
+        title = html.escape(f"{a['status']} {a['kind']} {a['check']} {a['feature']} at offset {a['source_offset']}")
+        if shape == "circle":
+            dots.append(f'<circle cx="{x:.1f}" cy="30" r="5" fill="{color}"><title>{title}</title></circle>')
+        else:
+            dots.append(f'<rect x="{x - 4:.1f}" y="26" width="8" height="8" fill="none" stroke="{color}">'
+                        f'<title>{title}</title></rect>')
+    return (f'<svg viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '
+            f'aria-label="alerts over time"><line x1="0" y1="30" x2="{width}" y2="30" stroke="#ced9e0"/>'
+            f'{"".join(dots)}</svg>')
+
+
+CSS = """
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#182026;background:#f5f8fa}
+h1{margin:0 0 4px}h2{margin:28px 0 8px}.muted{color:#5c7080}.axis{font-size:10px;fill:#5c7080}
+.card{background:#fff;border-radius:6px;padding:12px 16px;margin:10px 0;box-shadow:0 1px 2px rgba(16,22,26,.15)}
+.grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(540px,1fr));gap:10px}
+table{border-collapse:collapse}td,th{padding:3px 10px;text-align:left;border-bottom:1px solid #e1e8ed}
+.OK{color:#0d8050}.WARNING{color:#bf7326}.ALERT{color:#c23030;font-weight:600}
+.legend span{display:inline-block;width:10px;height:10px;margin:0 4px 0 12px}
+"""
+
+
+def render(model: str, reference: ReferenceProfile | None, features: list[FeatureView], extra: dict[str, Any],
+           alerts: list[dict[str, Any]]) -> str:
+    totals = extra["totals"]
+    rows = "".join(
+        f'<tr><td><a href="#f-{html.escape(f.name)}">{html.escape(f.name)}</a></td><td>{f.stream}</td>'
+        f'<td class="{f.state}">{f.state}</td><td>{html.escape(f.statistic)}</td><td>{f.value:.4f}</td>'
+        f'<td>{f.threshold:.4f}</td><td>{html.escape(", ".join(f.open_checks))}</td></tr>' for f in features)
+    cards = []
+
+    def rate(n: int, total: int) -> str:
+        return f"{n / total:.2%}" if total else "n/a"
+
+    for f in features:
+        cards.append(
+            f'<div class="card feature" id="f-{html.escape(f.name)}" data-feature="{html.escape(f.name)}">'
+            f'<h3>{html.escape(f.name)} <small class="{f.state}">{f.state}</small></h3>'
+            f'<p class=muted>{f.stream}, {f.kind}; {f.count:,} events, missing {rate(f.missing, f.count)}, '
+            f'NaN/inf {rate(f.nan, f.count)}; {html.escape(f.statistic or "no reference")} {f.value:.4f} '
+            f'(threshold {f.threshold:.4f}); open: {html.escape(", ".join(f.open_checks) or "none")}</p>'
+            f'<div class=legend><span style="background:#a7b6c2"></span>reference'
+            f'<span style="background:#2b95d6"></span>current window</div>{_bars(f)}'
+            f'<p class=muted>Drift statistic over time (dashed: threshold)</p>{_line(f.history)}</div>')
+    perf = extra.get("performance")
+    perf_html = ("<table>" + "".join(f"<tr><td>{html.escape(k)}</td><td>{v:.4f}</td></tr>"
+                                      for k, v in perf.items() if v == v) + "</table>") if perf else \
+        "<p class=muted>No labels joined yet.</p>"
+    ref = (f"reference {html.escape(reference.version)} ({reference.rows:,} rows from "
+           f"{html.escape(reference.source)})") if reference else "no active reference"
+    legend = "".join(f'<span style="background:{c}"></span>{k}' for k, c in KIND_COLORS.items())
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>model-monitor report: {html.escape(model)}</title>
+<meta name="viewport" content="width=device-width, initial-scale=1"><link rel="icon" href="data:,">
+<style>{CSS}</style></head>
+<body><h1>{html.escape(model)}</h1>
+<p class=muted>{ref}; {totals['events']:,} events, {totals['rejects']:,} dead-lettered; generated
+{time.strftime('%Y-%m-%d %H:%M:%SZ', time.gmtime())}</p>
+<h2>Features, most drifted first</h2><div class=card><table id=ranking><tr><th>feature</th><th>stream</th>
+<th>state</th><th>statistic</th><th>value</th><th>threshold</th><th>open checks</th></tr>{rows}</table></div>
+<h2>Alerts</h2><div class=card><div class=legend>{legend}</div>{_timeline(alerts)}
+<p class=muted>{len(alerts)} alert events (circles: OPEN, squares: RESOLVED)</p></div>
+<h2>Model performance (labelled window)</h2><div class=card>{perf_html}</div>
+<h2>Per feature</h2><div class=grid>{''.join(cards)}</div></body></html>
+"""
