@@ -314,14 +314,24 @@ def _reference(settings: Settings, args: argparse.Namespace) -> int:
     model = settings.model(args.model)
     store = _reference_store(settings)
     if args.action == "build":
+        from rich.progress import Progress
+
         started = time.monotonic()
-        columns = read_table(args.input)
-        version = args.version or store.next_version(model.name)
-        perf = (PerformanceColumns(model.type, model.label_field, model.prediction_field, model.score_field,
-                                   model.decision_threshold) if model.prediction_field else None)
-        profile = build_profile(model.name, _model_specs(settings, model.name), columns, version=version,
-                                source=args.input.name, sentinels=model.sentinels, time_field=model.time_field,
-                                performance=perf)
+        specs = _model_specs(settings, model.name)
+        with Progress(transient=True, console=_stderr_console()) as bar:
+            task = bar.add_task(f"reading {args.input.name}", total=len(specs) + 1)
+            columns = read_table(args.input)
+            bar.advance(task)
+            version = args.version or store.next_version(model.name)
+            perf = (PerformanceColumns(model.type, model.label_field, model.prediction_field, model.score_field,
+                                       model.decision_threshold) if model.prediction_field else None)
+
+            def step(name: str) -> None:
+                bar.update(task, advance=1, description=f"profiling {name}")
+
+            profile = build_profile(model.name, specs, columns, version=version, source=args.input.name,
+                                    sentinels=model.sentinels, time_field=model.time_field, performance=perf,
+                                    progress=step)
         store.put(profile)
         if args.activate or store.active_version(model.name) is None:
             store.activate(model.name, version)
@@ -441,3 +451,9 @@ def _report(settings: Settings, args: argparse.Namespace) -> int:
     log.info("report.written", model=model.name, path=str(args.out), features=len(features), alerts=len(alerts))
     print(args.out)
     return 0
+
+
+def _stderr_console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True)

@@ -309,6 +309,11 @@ class Daemon:
                 self._reload(tp)
                 return None
             outcome = processor.process_labels(owned.part, rows, rejects, lookups, records[-1].offset + 1)
+            perf = owned.part.window_metrics()
+            if perf and owned.part.closed_meta:
+                metric = "accuracy" if processor.model.type == "classifier" else "mae"
+                self.history.record(processor.model.name, "labels", tp[1], int(owned.part.closed_meta[-1][3]),
+                                    {metric: (metric, float(perf[metric]), float("nan"))})
         else:
             assert isinstance(owned.part, StreamPartition)
             outcome = processor.process(owned.part, records)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -208,6 +209,7 @@ def build_profile(
     sentinels: dict[str, list[float]],
     time_field: str | None,
     performance: PerformanceColumns | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> ReferenceProfile:
     """Profile every monitored field present in the columns (features and, if there, predictions);
     with `performance` and a label column, also the model's reference performance."""
@@ -220,6 +222,8 @@ def build_profile(
         raise ConfigError(f"reference input {source} has none of the monitored fields (missing: {missing})")
     fields: dict[str, FieldProfile] = {}
     for spec in present:
+        if progress is not None:
+            progress(spec.name)
         values, null = columns[spec.name]
         if spec.kind == "numeric":
             try:

@@ -140,6 +140,11 @@ def collect(settings: Settings, model: ModelSettings, store: StateStore, referen
         from monitor.performance import metrics
 
         extra["performance"] = metrics(labels_window, labels_kind)
+    metric = "accuracy" if model.type == "classifier" else "mae"
+    extra["performance_history"] = sorted(
+        (p["time"], float(p["values"][metric][1]), float("nan")) for p in history
+        if p["stream"] == "labels" and metric in p["values"])
+    extra["performance_metric"] = metric
     return ranked, extra
 
 
@@ -173,17 +178,18 @@ def _line(points: list[tuple[int, float, float]], width: int = 520, height: int 
     xs = np.array([p[0] for p in points], float)
     ys = np.array([p[1] for p in points], float)
     th = np.array([p[2] for p in points], float)
-    top = max(float(ys.max()), float(th.max()), 1e-9) * 1.1
+    top = max(float(ys.max()), float(np.nanmax(th)) if np.isfinite(th).any() else 0.0, 1e-9) * 1.1
     span = max(float(xs.max() - xs.min()), 1.0)
 
     def path(vals: np.ndarray) -> str:
         return " ".join(f"{(x - xs.min()) / span * width:.1f},{height - v / top * height:.1f}"
                         for x, v in zip(xs, vals, strict=True))
 
+    threshold = (f'<polyline points="{path(th)}" fill="none" stroke="#c23030" stroke-dasharray="4 3"/>'
+                 if np.isfinite(th).all() else "")
     return (f'<svg viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '
-            f'aria-label="drift statistic over time"><polyline points="{path(th)}" fill="none" stroke="#c23030" '
-            f'stroke-dasharray="4 3"/><polyline points="{path(ys)}" fill="none" stroke="#2b95d6" '
-            f'stroke-width="1.5"/></svg>')
+            f'aria-label="a statistic over time">{threshold}<polyline points="{path(ys)}" fill="none" '
+            f'stroke="#2b95d6" stroke-width="1.5"/></svg>')
 
 
 def _timeline(alerts: list[dict[str, Any]], width: int = 1040, height: int = 60) -> str:
@@ -247,6 +253,9 @@ def render(model: str, reference: ReferenceProfile | None, features: list[Featur
     perf_html = ("<table>" + "".join(f"<tr><td>{html.escape(k)}</td><td>{v:.4f}</td></tr>"
                                       for k, v in perf.items() if v == v) + "</table>") if perf else \
         "<p class=muted>No labels joined yet.</p>"
+    if extra.get("performance_history"):
+        perf_html += (f"<p class=muted>{html.escape(extra['performance_metric'])} of the labelled window over "
+                      f"time</p>{_line(extra['performance_history'])}")
     ref = (f"reference {html.escape(reference.version)} ({reference.rows:,} rows from "
            f"{html.escape(reference.source)})") if reference else "no active reference"
     legend = "".join(f'<span style="background:{c}"></span>{k}' for k, c in KIND_COLORS.items())
