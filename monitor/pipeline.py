@@ -41,7 +41,21 @@ class BatchOutcome:
     label_lags_ms: list[int] = field(default_factory=list)
 
 
-class StreamProcessor:
+class _ReferenceUser:
+    """A processor that bins, standardises or compares with the model's active reference profile."""
+
+    reference: ReferenceProfile | None = None
+
+    def set_reference(self, reference: ReferenceProfile | None) -> None:
+        """Use a (new) reference profile; partitions created from now on use it."""
+        self.reference = reference
+
+    @property
+    def reference_version(self) -> str | None:
+        return None if self.reference is None else self.reference.version
+
+
+class StreamProcessor(_ReferenceUser):
     """Everything needed to monitor one topic of one model (its features or its predictions)."""
 
     def __init__(self, settings: Settings, model: ModelSettings, stream: str, conf: StreamSettings,
@@ -72,16 +86,7 @@ class StreamProcessor:
         if contract is not None:
             expected.update({n: c.avro_type for n, c in contract.fields.items() if c.avro_type and n in expected})
         self.expected_types = expected
-        self.reference: ReferenceProfile | None = None
         self.set_reference(reference)
-
-    def set_reference(self, reference: ReferenceProfile | None) -> None:
-        """Use a (new) reference profile; partitions created from now on bin and standardise with it."""
-        self.reference = reference
-
-    @property
-    def reference_version(self) -> str | None:
-        return None if self.reference is None else self.reference.version
 
     def new_partition(self, partition: int, topic_partitions: int = 1) -> StreamPartition:
         names = {f.name for f in self.fields}
@@ -220,7 +225,7 @@ def _base(schema: dict[str, Any], name: str) -> str | None:
     return None
 
 
-class LabelProcessor:
+class LabelProcessor(_ReferenceUser):
     """The labels topic of a model: decode labels, join them to stored predictions, track performance."""
 
     stream = "labels"
@@ -240,15 +245,7 @@ class LabelProcessor:
             if needed not in names:
                 raise ConfigError(f"{conf.topic}: the labels schema has no field {needed!r}")
         self.checks: dict[str, CheckSettings] = {}
-        self.reference: ReferenceProfile | None = None
         self.set_reference(reference)
-
-    def set_reference(self, reference: ReferenceProfile | None) -> None:
-        self.reference = reference
-
-    @property
-    def reference_version(self) -> str | None:
-        return None if self.reference is None else self.reference.version
 
     def new_partition(self, partition: int, topic_partitions: int = 1) -> LabelPartition:
         perf = self.reference.performance if self.reference is not None else None
