@@ -27,7 +27,7 @@ from confluent_kafka import (
 )
 
 from monitor.codec import AlertCodec
-from monitor.errors import DependencyUnavailable, FencedError, MonitorError, OffsetConflict, StateLost
+from monitor.errors import DependencyUnavailable, FencedError, OffsetConflict, StateLost
 from monitor.events import Alert, RawRecord, Reject
 from monitor.history import DriftHistory
 from monitor.join import JoinStore, MemoryJoinStore
@@ -667,13 +667,3 @@ border-bottom:1px solid #e1e8ed}}.OK{{color:#0d8050}}.WARNING{{color:#bf7326}}.A
 <th>statistic / threshold</th><th>message</th><th>evidence</th></tr>{alerts}</table>
 <h2>Consumer lag</h2><table id=lag><tr><th>partition</th><th>events behind</th></tr>{lag}</table></body></html>
 """
-
-
-def run_daemon(settings: Settings, store: StateStore, references: ReferenceStore | None = None) -> int:
-    """Convenience for tests and the CLI: build and run a daemon until stopped."""
-    daemon = Daemon(settings, store, references=references)
-    try:
-        return daemon.run()
-    except MonitorError:
-        log.exception("daemon.failed")
-        return 2

@@ -350,16 +350,6 @@ class LabelPartition:
             return {}
         return metrics(np.sum(np.asarray(self.closed), axis=0), self.kind)
 
-    def summary(self) -> dict[str, Any]:
-        joined = self.counts["joined"]
-        return {
-            "labels": self.events,
-            **self.counts,
-            "pending": len(self.pending),
-            "mean_label_lag_s": (self.lag_sum_ms / joined / 1000.0) if joined else None,
-            "window": self.window_metrics(),
-        }
-
     # -- persistence -----------------------------------------------------------------------------
     def to_fields(self) -> dict[str, bytes]:
         state = {

@@ -21,7 +21,6 @@ from monitor.errors import ConfigError, DependencyUnavailable, MonitorError
 
 MAX_BINS = 50
 TOP_CATEGORIES = 50
-OTHER = "__other__"
 
 
 @dataclass(frozen=True)
