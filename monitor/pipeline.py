@@ -41,6 +41,16 @@ class BatchOutcome:
     label_lags_ms: list[int] = field(default_factory=list)
 
 
+def _reader_and_decoder(settings: Settings, conf: StreamSettings) -> tuple[dict[str, Any], AvroDecoder]:
+    """A topic's reader schema (its fields are what we monitor) and the decoder for its wire format."""
+    if conf.schema_path is None:
+        raise ConfigError(f"{conf.topic}: a reader schema (.avsc) is needed to know the fields")
+    reader = load_schema(conf.schema_path)
+    lookup = registry_lookup(settings.schema_registry) if conf.format == "confluent" else None
+    return reader, AvroDecoder(reader, wire_format=conf.format, lookup=lookup,
+                               max_payload_bytes=settings.max_payload_bytes)
+
+
 class _ReferenceUser:
     """A processor that bins, standardises or compares with the model's active reference profile."""
 
@@ -63,12 +73,7 @@ class StreamProcessor(_ReferenceUser):
         self.model = model
         self.stream = stream
         self.topic = conf.topic
-        if conf.schema_path is None:
-            raise ConfigError(f"{conf.topic}: a reader schema (.avsc) is needed to know the fields")
-        reader = load_schema(conf.schema_path)
-        lookup = registry_lookup(settings.schema_registry) if conf.format == "confluent" else None
-        self.decoder = AvroDecoder(reader, wire_format=conf.format, lookup=lookup,
-                                   max_payload_bytes=settings.max_payload_bytes)
+        reader, self.decoder = _reader_and_decoder(settings, conf)
         skip = {f for f in (model.id_field, model.time_field, model.version_field) if f}
         self.fields: list[FieldSpec] = infer_fields(
             reader, skip=skip, monitor=conf.monitor, exclude=conf.exclude, categorical=conf.categorical
@@ -234,12 +239,7 @@ class LabelProcessor(_ReferenceUser):
                  reference: ReferenceProfile | None = None) -> None:
         self.model = model
         self.topic = conf.topic
-        if conf.schema_path is None:
-            raise ConfigError(f"{conf.topic}: the labels topic needs a reader schema (.avsc)")
-        reader = load_schema(conf.schema_path)
-        lookup = registry_lookup(settings.schema_registry) if conf.format == "confluent" else None
-        self.decoder = AvroDecoder(reader, wire_format=conf.format, lookup=lookup,
-                                   max_payload_bytes=settings.max_payload_bytes)
+        reader, self.decoder = _reader_and_decoder(settings, conf)
         names = set(field_types(reader))
         for needed in (model.id_field, model.label_field):
             if needed not in names:

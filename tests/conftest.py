@@ -7,6 +7,7 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -56,3 +57,16 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
 def unique() -> str:
     """A short unique token for topic names, group ids and key prefixes."""
     return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[Any]]:
+    """Daemon subprocesses a test starts; whatever is left (even SIGSTOPped) is killed afterwards."""
+    import signal
+
+    started: list[Any] = []
+    yield started
+    for d in started:
+        if d.proc is not None and d.proc.poll() is None:
+            d.signal(signal.SIGCONT)
+        d.kill()

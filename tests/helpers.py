@@ -391,3 +391,18 @@ def set_max_message_bytes(bootstrap: str, topic: str, value: int | None) -> None
     for fut in admin.incremental_alter_configs([ConfigResource(ResourceType.TOPIC, topic,
                                                                incremental_configs=[entry])]).values():
         fut.result(30)
+
+
+def stored_offsets(setup: Setup, topics: Iterable[str] | None = None) -> int:
+    """Sum of the next offsets stored in Redis over the topics' partitions; -1 while Redis is unreachable."""
+    import redis as redis_lib
+
+    from monitor.errors import DependencyUnavailable
+    from monitor.redis_store import RedisStore
+
+    try:
+        store = RedisStore.from_url(setup.redis_url, setup.prefix, setup.group)
+        return sum(store.read(t, p).offset or 0 for t in (topics or (setup.features, setup.predictions))
+                   for p in range(PARTITIONS))
+    except (DependencyUnavailable, redis_lib.RedisError):
+        return -1

@@ -8,7 +8,6 @@ import math
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,14 +48,6 @@ def setup(kafka_bootstrap: str, redis_url: str, unique: str, tmp_path: Path) -> 
     s = Setup(unique, kafka_bootstrap, redis_url, tmp_path)
     s.create_topics()
     return s
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[DaemonProcess]]:
-    started: list[DaemonProcess] = []
-    yield started
-    for d in started:
-        d.kill()
 
 
 def _store(setup: Setup) -> RedisStore:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import random
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from tests.helpers import (
     produce_simulated,
     read_topic,
     set_max_message_bytes,
+    stored_offsets,
     verify_exactly_once,
     wait_for_log,
     wait_until,
@@ -44,21 +44,8 @@ def setup(kafka_bootstrap: str, redis_url: str, unique: str, tmp_path: Path) -> 
     return s
 
 
-@pytest.fixture
-def daemons() -> Iterator[list[DaemonProcess]]:
-    started: list[DaemonProcess] = []
-    yield started
-    for d in started:
-        if d.proc is not None and d.proc.poll() is None:
-            d.signal(signal.SIGCONT)
-        d.kill()
-
-
 def _stored(setup: Setup) -> int:
-    from monitor.redis_store import RedisStore
-
-    store = RedisStore.from_url(setup.redis_url, setup.prefix, setup.group)
-    return sum(store.read(t, p).offset or 0 for t in (setup.features, setup.predictions) for p in range(PARTITIONS))
+    return stored_offsets(setup)
 
 
 def _total(setup: Setup) -> int:

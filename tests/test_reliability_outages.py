@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import (
-    PARTITIONS,
     BackgroundProducer,
     DaemonProcess,
     Setup,
     end_offsets,
     fast_config,
     http_get,
+    stored_offsets,
     verify_exactly_once,
     wait_for_log,
     wait_until,
@@ -65,23 +65,8 @@ def setup(private: PrivateStack, unique: str, tmp_path: Path) -> Setup:
     return s
 
 
-@pytest.fixture
-def daemon_list() -> Iterator[list[DaemonProcess]]:
-    started: list[DaemonProcess] = []
-    yield started
-    for d in started:
-        d.kill()
-
-
 def _stored(setup: Setup) -> int:
-    from monitor.redis_store import RedisStore
-
-    try:
-        store = RedisStore.from_url(setup.redis_url, setup.prefix, setup.group)
-        return sum(store.read(t, p).offset or 0 for t in (setup.features, setup.predictions)
-                   for p in range(PARTITIONS))
-    except Exception:
-        return -1
+    return stored_offsets(setup)
 
 
 def _total(setup: Setup) -> int:
@@ -107,10 +92,10 @@ def _finish(setup: Setup, d: DaemonProcess, stream: BackgroundProducer, config: 
     return str(figures)
 
 
-def test_redis_killed_and_restarted(private: PrivateStack, setup: Setup, daemon_list: list[DaemonProcess]) -> None:
+def test_redis_killed_and_restarted(private: PrivateStack, setup: Setup, daemons: list[DaemonProcess]) -> None:
     """Scenario 4: kill -9 of redis-server mid-stream, restarted on its AOF: nothing lost or applied twice
     (a write lost with the last second of AOF takes its offset with it, so the batch is simply redone)."""
-    d, stream, config = _run(setup, daemon_list)
+    d, stream, config = _run(setup, daemons)
     private.run("stop-service", "redis", "--hard")
     killed = time.monotonic()
     wait_until(lambda: http_get(setup.http_port, "/readyz")[0] == 503, 30, "not ready while Redis is down")
@@ -122,9 +107,9 @@ def test_redis_killed_and_restarted(private: PrivateStack, setup: Setup, daemon_
 
 
 def test_redis_unreachable_for_a_while(private: PrivateStack, setup: Setup,
-                                       daemon_list: list[DaemonProcess]) -> None:
+                                       daemons: list[DaemonProcess]) -> None:
     """Scenario 5: Redis frozen (SIGSTOP) for 8 s: consumption pauses, nothing is dead-lettered, it resumes."""
-    d, stream, config = _run(setup, daemon_list)
+    d, stream, config = _run(setup, daemons)
     os.kill(private.redis_pid(), signal.SIGSTOP)
     try:
         wait_until(lambda: http_get(setup.http_port, "/readyz")[0] == 503, 30, "not ready while Redis hangs")
@@ -137,9 +122,9 @@ def test_redis_unreachable_for_a_while(private: PrivateStack, setup: Setup,
     print(f"scenario 5: redis unreachable 8 s; {figures}")
 
 
-def test_broker_restarted(private: PrivateStack, setup: Setup, daemon_list: list[DaemonProcess]) -> None:
+def test_broker_restarted(private: PrivateStack, setup: Setup, daemons: list[DaemonProcess]) -> None:
     """Scenario 6: the Kafka broker stopped and started again mid-stream."""
-    d, stream, config = _run(setup, daemon_list)
+    d, stream, config = _run(setup, daemons)
     stopped = time.monotonic()
     private.run("stop-service", "kafka")
     time.sleep(3)  # the broker stays down this long
