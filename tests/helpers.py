@@ -292,7 +292,6 @@ def verify_exactly_once(setup: Setup, config: Path, produced: int) -> Figures:
     """RELIABILITY.md's pass condition against an uninterrupted in-process replay of the same partitions:
     stored offsets at the ends, per-feature counts equal (sums to 1e-12), alert ids equal with only
     byte-identical duplicates, valid + dead-lettered (distinct) = produced."""
-    import pytest
 
     from monitor.kafka_io import to_raw
     from monitor.pipeline import StreamProcessor, build_processors
@@ -319,13 +318,7 @@ def verify_exactly_once(setup: Setup, config: Path, produced: int) -> Figures:
             assert snap.offset == ends[p], (topic, p, snap.offset, ends[p])
             stored = proc.new_partition(p)
             stored.load_fields(snap.fields)
-            assert (stored.events, stored.rejects) == (part.events, part.rejects), (topic, p)
-            for name, feat in part.features.items():
-                got, want = stored.features[name].summary(), feat.summary()
-                for key in ("count", "missing", "nan", "inf"):
-                    assert got.get(key) == want.get(key), (topic, p, name, key)
-                if "sum" in want:
-                    assert got["sum"] == pytest.approx(want["sum"], rel=1e-12)
+            assert_same_state(stored, part, (topic, p))
             if topic == setup.features:
                 events += part.events
                 rejects += part.rejects
@@ -406,3 +399,22 @@ def stored_offsets(setup: Setup, topics: Iterable[str] | None = None) -> int:
                    for p in range(PARTITIONS))
     except (DependencyUnavailable, redis_lib.RedisError):
         return -1
+
+
+def total_offsets(setup: Setup) -> int:
+    """Sum of the end offsets of the features and predictions topics."""
+    return sum(sum(end_offsets(setup.bootstrap, t).values()) for t in (setup.features, setup.predictions))
+
+
+def assert_same_state(stored: Any, expected: Any, where: object) -> None:
+    """A partition's stored state against a replay: events and rejects, per-feature counts exactly, sums
+    to 1e-12 (batch boundaries change the order of additions)."""
+    import pytest
+
+    assert (stored.events, stored.rejects) == (expected.events, expected.rejects), where
+    for name, feat in expected.features.items():
+        got, want = stored.features[name].summary(), feat.summary()
+        for key in ("count", "missing", "nan", "inf"):
+            assert got.get(key) == want.get(key), (where, name, key)
+        if "sum" in want:
+            assert got["sum"] == pytest.approx(want["sum"], rel=1e-12)

@@ -30,6 +30,7 @@ from tests.helpers import (
     DaemonProcess,
     Setup,
     _clean_env,
+    assert_same_state,
     end_offsets,
     http_get,
     produce_labels,
@@ -238,13 +239,7 @@ def test_bad_records_go_to_dead_letter_and_sigterm_restart_loses_nothing(
             expected_alerts |= {a.alert_id for a in processors[topic].process(part, records).alerts}
             stored = processors[topic].new_partition(p)
             stored.load_fields(store.read(topic, p).fields)
-            assert (stored.events, stored.rejects) == (part.events, part.rejects)
-            for name, feat in part.features.items():
-                got, want = stored.features[name].summary(), feat.summary()
-                for key in ("count", "missing", "nan", "inf"):
-                    assert got.get(key) == want.get(key), (topic, p, name, key)
-                if "sum" in want:
-                    assert got["sum"] == pytest.approx(want["sum"], rel=1e-12)
+            assert_same_state(stored, part, (topic, p))
     assert expected_alerts, "the shift should raise alerts after the restart"
     assert {a["alert_id"] for a in _alerts(setup, idle=1.0)} == expected_alerts
     # No payload value reaches the logs: no event id, no categorical value, no numeric value.

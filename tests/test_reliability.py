@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 
 from tests.helpers import (
-    PARTITIONS,
     BackgroundProducer,
     DaemonProcess,
     Setup,
@@ -27,6 +26,7 @@ from tests.helpers import (
     read_topic,
     set_max_message_bytes,
     stored_offsets,
+    total_offsets,
     verify_exactly_once,
     wait_for_log,
     wait_until,
@@ -44,14 +44,6 @@ def setup(kafka_bootstrap: str, redis_url: str, unique: str, tmp_path: Path) -> 
     return s
 
 
-def _stored(setup: Setup) -> int:
-    return stored_offsets(setup)
-
-
-def _total(setup: Setup) -> int:
-    return sum(sum(end_offsets(setup.bootstrap, t).values()) for t in (setup.features, setup.predictions))
-
-
 def _start(setup: Setup, config: Path, daemons: list[DaemonProcess], name: str) -> DaemonProcess:
     d = DaemonProcess(config, setup.tmp / f"{name}.log").start()
     daemons.append(d)
@@ -63,7 +55,7 @@ def test_kill_9_at_random_points(setup: Setup, daemons: list[DaemonProcess]) -> 
     rows, bad = produce_simulated(setup, 16_000, seed=31, incidents=INCIDENTS, bad=BAD)
     config = fast_config(setup)
     rng = random.Random(1)
-    total = _total(setup)
+    total = total_offsets(setup)
     # Kill points spread over the stream: wait until the stored offsets pass a random target, then kill
     # after a random few milliseconds, so the kill lands anywhere in the next batch (mid-batch, after the
     # Redis write, before the Kafka commit...).
@@ -71,13 +63,13 @@ def test_kill_9_at_random_points(setup: Setup, daemons: list[DaemonProcess]) -> 
     progress = []
     for k, target in enumerate(targets):
         d = _start(setup, config, daemons, f"kill{k}")
-        wait_until(lambda t=target: _stored(setup) >= t, 90, f"progress to {target}", interval=0.005)
+        wait_until(lambda t=target: stored_offsets(setup) >= t, 90, f"progress to {target}", interval=0.005)
         time.sleep(rng.uniform(0.0, 0.05))
         d.kill()
-        progress.append(_stored(setup))
+        progress.append(stored_offsets(setup))
     assert progress[-1] < total, "the kills should land before the end of the stream"
     _start(setup, config, daemons, "final")
-    wait_until(lambda: _stored(setup) == total, 180, "the last daemon to reach the end")
+    wait_until(lambda: stored_offsets(setup) == total, 180, "the last daemon to reach the end")
     figures = verify_exactly_once(setup, config, len(rows) + bad)
     print(f"scenario 1: kills=20 progress={progress} {figures}")
     assert figures.events == len(rows) and figures.rejects == bad
@@ -87,19 +79,19 @@ def test_replicas_join_and_leave(setup: Setup, daemons: list[DaemonProcess]) -> 
     """Scenario 2: three replicas in one group; members join and leave (SIGTERM and kill -9) mid-stream."""
     rows, bad = produce_simulated(setup, 30_000, seed=32, incidents=INCIDENTS, bad=BAD)
     config = fast_config(setup)
-    total = _total(setup)
+    total = total_offsets(setup)
     a = _start(setup, config, daemons, "a")
-    wait_until(lambda: _stored(setup) > total * 0.1, 60, "replica a to make progress")
+    wait_until(lambda: stored_offsets(setup) > total * 0.1, 60, "replica a to make progress")
     b = _start(setup, config, daemons, "b")
     c = _start(setup, config, daemons, "c")
     wait_for_log(b, "partitions.assigned", 60)
-    wait_until(lambda: _stored(setup) > total * 0.25, 90, "progress with three replicas")
+    wait_until(lambda: stored_offsets(setup) > total * 0.25, 90, "progress with three replicas")
     assert a.terminate() == 0  # leaves cleanly
-    wait_until(lambda: _stored(setup) > total * 0.4, 90, "progress after a left")
+    wait_until(lambda: stored_offsets(setup) > total * 0.4, 90, "progress after a left")
     c.kill()  # leaves by dying
     a2 = _start(setup, config, daemons, "a2")  # and a member joins again
     wait_for_log(a2, "partitions.assigned", 60)
-    wait_until(lambda: _stored(setup) == total, 180, "the replicas to reach the end")
+    wait_until(lambda: stored_offsets(setup) == total, 180, "the replicas to reach the end")
     assigned = {name: any(e.get("event") == "partitions.assigned" for e in d.logs())
                 for name, d in (("a", a), ("b", b), ("c", c), ("a2", a2))}
     assert all(assigned.values()), assigned
@@ -116,14 +108,14 @@ def test_a_paused_replica_is_fenced(setup: Setup, daemons: list[DaemonProcess]) 
     wait_for_log(a, "partitions.assigned", 60)
     b = _start(setup, config, daemons, "b")
     wait_for_log(b, "partitions.assigned", 60)
-    wait_until(lambda: _stored(setup) > 2_000, 60, "some progress")
+    wait_until(lambda: stored_offsets(setup) > 2_000, 60, "some progress")
     a.signal(signal.SIGSTOP)
     wait_until(lambda: len([e for e in b.logs() if e.get("event") == "partitions.assigned"]) >= 2, 60,
                "b to be given a's partitions")
     a.signal(signal.SIGCONT)
     rows, bad = stream.join()
-    total = _total(setup)
-    wait_until(lambda: _stored(setup) == total, 180, "the stream to be done")
+    total = total_offsets(setup)
+    wait_until(lambda: stored_offsets(setup) == total, 180, "the stream to be done")
     events = {e.get("event") for e in a.logs()}
     assert events & {"partition.fenced", "partitions.lost", "partitions.revoked"}, events
     figures = verify_exactly_once(setup, config, len(rows) + bad)
@@ -143,8 +135,8 @@ def test_alerts_topic_unwritable_for_a_while(setup: Setup, daemons: list[DaemonP
     rows, bad = produce_simulated(setup, 16_000, seed=34, incidents=INCIDENTS, bad=BAD)
     config = fast_config(setup)
     d = _start(setup, config, daemons, "d")
-    total = _total(setup)
-    wait_until(lambda: _stored(setup) == total, 120, "the stream to be processed")
+    total = total_offsets(setup)
+    wait_until(lambda: stored_offsets(setup) == total, 120, "the stream to be processed")
     client = _redis(setup)
     outbox_keys = [k for k in client.scan_iter(match=f"*{setup.prefix}*:outbox")]
     pending = sum(client.hlen(k) for k in outbox_keys)
@@ -175,8 +167,8 @@ def test_dead_letter_topic_unwritable(setup: Setup, daemons: list[DaemonProcess]
         wait_until(lambda: sum(e.get("event") == "dead_letter.unwritable" for e in d.logs()) >= 2, 60, "retries")
         assert (store.read(setup.features, first_bad[0]).offset or 0) <= first_bad[1]
     set_max_message_bytes(setup.bootstrap, setup.dead_letter, None)
-    total = _total(setup)
-    wait_until(lambda: _stored(setup) == total, 120, "the stream to complete")
+    total = total_offsets(setup)
+    wait_until(lambda: stored_offsets(setup) == total, 120, "the stream to complete")
     figures = verify_exactly_once(setup, config, len(rows) + bad)
     print(f"scenario 9: first bad record {first_bad} held the offset until the topic recovered; {figures}")
     assert d.terminate() == 0
@@ -189,8 +181,8 @@ def test_redis_emptied(setup: Setup, daemons: list[DaemonProcess]) -> None:
     produce_simulated(setup, 6_000, seed=36)
     config = fast_config(setup, http={"host": "127.0.0.1", "port": setup.http_port})
     first = _start(setup, config, daemons, "first")
-    total = _total(setup)
-    wait_until(lambda: _stored(setup) == total, 120, "the first stream to be processed")
+    total = total_offsets(setup)
+    wait_until(lambda: stored_offsets(setup) == total, 120, "the first stream to be processed")
     assert first.terminate() == 0
     client = _redis(setup)
     for key in list(client.scan_iter(match=f"*{setup.prefix}:{setup.group}*")):
@@ -202,13 +194,13 @@ def test_redis_emptied(setup: Setup, daemons: list[DaemonProcess]) -> None:
     wait_until(lambda: http_get(setup.http_port, "/metrics")[0] == 200, 30, "metrics")
     assert b"monitor_state_lost{" in http_get(setup.http_port, "/metrics")[1]
     assert http_get(setup.http_port, "/readyz")[0] == 503
-    assert _stored(setup) == 0  # nothing was processed or stored
+    assert stored_offsets(setup) == 0  # nothing was processed or stored
     assert halted.terminate() == 0
     restart = fast_config(setup, http={"host": "127.0.0.1", "port": setup.http_port}, on_state_lost="restart")
     resumed = _start(setup, restart, daemons, "resumed")
     wait_for_log(resumed, "state.lost", 60)
-    new_total = _total(setup)
-    wait_until(lambda: _stored(setup) == new_total, 120, "processing from the committed offsets")
+    new_total = total_offsets(setup)
+    wait_until(lambda: stored_offsets(setup) == new_total, 120, "processing from the committed offsets")
     from monitor.redis_store import RedisStore
     from monitor.settings import load_settings
     from monitor.status import collect_status
@@ -298,7 +290,7 @@ def test_bad_records_each_get_their_reason(setup: Setup) -> None:
     thread.start()
     try:
         total = sum(end_offsets(setup.bootstrap, setup.features).values())
-        wait_until(lambda: _stored_topic(setup, setup.features) == total, 120, "the stream to be processed")
+        wait_until(lambda: stored_offsets(setup, [setup.features]) == total, 120, "the stream to be processed")
     finally:
         daemon.stop()
         thread.join(30)
@@ -317,11 +309,6 @@ def test_bad_records_each_get_their_reason(setup: Setup) -> None:
           f"{figures}")
 
 
-def _stored_topic(setup: Setup, topic: str) -> int:
-    from monitor.redis_store import RedisStore
-
-    store = RedisStore.from_url(setup.redis_url, setup.prefix, setup.group)
-    return sum(store.read(topic, p).offset or 0 for p in range(PARTITIONS))
 
 
 def test_alerts_in_kafka_transactions(setup: Setup, daemons: list[DaemonProcess]) -> None:
@@ -329,12 +316,12 @@ def test_alerts_in_kafka_transactions(setup: Setup, daemons: list[DaemonProcess]
     kill -9 and a restart."""
     rows, bad = produce_simulated(setup, 16_000, seed=39, incidents=INCIDENTS, bad=BAD)
     config = fast_config(setup, alerts_transactional=True)
-    total = _total(setup)
+    total = total_offsets(setup)
     first = _start(setup, config, daemons, "tx1")
-    wait_until(lambda: _stored(setup) > total * 0.4, 60, "progress")
+    wait_until(lambda: stored_offsets(setup) > total * 0.4, 60, "progress")
     first.kill()
     _start(setup, config, daemons, "tx2")
-    wait_until(lambda: _stored(setup) == total, 120, "the end")
+    wait_until(lambda: stored_offsets(setup) == total, 120, "the end")
     figures = verify_exactly_once(setup, config, len(rows) + bad)  # reads with isolation.level=read_committed
     assert figures.alerts > 0
     print(f"transactions: {figures}")

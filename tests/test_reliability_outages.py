@@ -18,10 +18,10 @@ from tests.helpers import (
     BackgroundProducer,
     DaemonProcess,
     Setup,
-    end_offsets,
     fast_config,
     http_get,
     stored_offsets,
+    total_offsets,
     verify_exactly_once,
     wait_for_log,
     wait_until,
@@ -65,28 +65,20 @@ def setup(private: PrivateStack, unique: str, tmp_path: Path) -> Setup:
     return s
 
 
-def _stored(setup: Setup) -> int:
-    return stored_offsets(setup)
-
-
-def _total(setup: Setup) -> int:
-    return sum(sum(end_offsets(setup.bootstrap, t).values()) for t in (setup.features, setup.predictions))
-
-
 def _run(setup: Setup, daemons: list[DaemonProcess]) -> tuple[DaemonProcess, BackgroundProducer, Path]:
     config = fast_config(setup, http={"host": "127.0.0.1", "port": setup.http_port})
     stream = BackgroundProducer(setup, 20_000, rate=2_000, seed=41, incidents=INCIDENTS, bad=BAD)
     d = DaemonProcess(config, setup.tmp / "daemon.log").start()
     daemons.append(d)
     wait_for_log(d, "partitions.assigned", 60)
-    wait_until(lambda: _stored(setup) > 3_000, 60, "progress before the fault")
+    wait_until(lambda: stored_offsets(setup) > 3_000, 60, "progress before the fault")
     return d, stream, config
 
 
 def _finish(setup: Setup, d: DaemonProcess, stream: BackgroundProducer, config: Path) -> str:
     rows, bad = stream.join()
-    total = _total(setup)
-    wait_until(lambda: _stored(setup) == total, 180, "the daemon to reach the end")
+    total = total_offsets(setup)
+    wait_until(lambda: stored_offsets(setup) == total, 180, "the daemon to reach the end")
     figures = verify_exactly_once(setup, config, len(rows) + bad)
     assert d.terminate() == 0
     return str(figures)
