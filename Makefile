@@ -18,6 +18,7 @@ venv: $(VENV)/.installed
 lint: venv
 	$(VENV)/bin/ruff check monitor tests bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 ## The whole suite on a real Kafka broker and Redis (started here unless already reachable).
 test: lint

@@ -16,8 +16,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from monitor.codec import FieldSpec
-from monitor.reference import build_profile, profile_size, read_table
+from monitor.core.schema import FieldSpec
+from monitor.profile.build import build_profile, read_table
+from monitor.profile.store import profile_size
 
 ROWS = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
 

@@ -25,9 +25,9 @@ import numpy as np
 import yaml
 from fastavro import parse_schema, schemaless_reader
 
-from monitor.codec import encode_plain
-from monitor.events import RawRecord
-from monitor.pipeline import StreamProcessor, build_processors
+from monitor.app.pipeline import StreamProcessor, build_processors
+from monitor.core.types import RawRecord
+from monitor.io.avro import encode_plain
 from monitor.settings import load_settings
 
 N_NUMERIC, N_CATEGORICAL = 20, 5
@@ -109,7 +109,7 @@ def naive(data: list[bytes], schema: dict[str, Any]) -> float:
 def pipeline(proc: StreamProcessor, data: list[bytes], batch: int = 500, checkpoint: bool = True) -> float:
     """The real code path: decode, checks, sketches, every detector, evaluation, and the state serialised for
     its checkpoint once per batch (as the daemon does), with the in-memory store."""
-    from monitor.state import MemoryStore
+    from monitor.io.state import MemoryStore
 
     store = MemoryStore()
     part = proc.new_partition(0)
@@ -161,8 +161,8 @@ def end_to_end(config: Path, data: list[bytes], bootstrap: str, redis_url: str) 
     from confluent_kafka import Producer
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    from monitor.daemon import Daemon
-    from monitor.redis_store import RedisStore
+    from monitor.app.daemon import Daemon
+    from monitor.io.redis_store import RedisStore
 
     unique = uuid.uuid4().hex[:8]
     topic = f"bench-{unique}"
@@ -213,7 +213,7 @@ def alert_latency(config: Path, schema: dict[str, Any], bootstrap: str, redis_ur
     from confluent_kafka import Consumer, Producer
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    from monitor.codec import AlertCodec
+    from monitor.io.avro import AlertCodec
 
     unique = uuid.uuid4().hex[:8]
     topic = f"lat-{unique}"

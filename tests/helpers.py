@@ -19,8 +19,8 @@ import yaml
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from monitor.codec import encode_plain, load_schema
-from monitor.simulate import Incident, Simulator
+from monitor.cli.simulate import Incident, Simulator
+from monitor.io.avro import encode_plain, load_schema
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "schemas" / "examples"
@@ -132,7 +132,7 @@ def with_labels(config: Path) -> Path:
 def produce_labels(setup: Setup, events: int, seed: int, delay: int, missing: float,
                    incidents: Iterable[str] = ()) -> int:
     """The delayed labels of `produce_simulated`'s events (same seed); returns how many were sent."""
-    from monitor.simulate import LabelFeed
+    from monitor.cli.simulate import LabelFeed
 
     schema = load_schema(EXAMPLES / "churn_labels.avsc")
     sim = Simulator(seed=seed, incidents=[Incident.parse(i) for i in incidents])
@@ -293,9 +293,9 @@ def verify_exactly_once(setup: Setup, config: Path, produced: int) -> Figures:
     stored offsets at the ends, per-feature counts equal (sums to 1e-12), alert ids equal with only
     byte-identical duplicates, valid + dead-lettered (distinct) = produced."""
 
-    from monitor.kafka_io import to_raw
-    from monitor.pipeline import StreamProcessor, build_processors
-    from monitor.redis_store import RedisStore
+    from monitor.app.pipeline import StreamProcessor, build_processors
+    from monitor.io.kafka import to_raw
+    from monitor.io.redis_store import RedisStore
     from monitor.settings import load_settings
 
     settings = load_settings(config, environ={})
@@ -343,7 +343,7 @@ def _alert_id(payload: bytes) -> str:
 
     from fastavro import schemaless_reader
 
-    from monitor.codec import AlertCodec
+    from monitor.io.avro import AlertCodec
 
     rec = schemaless_reader(_io.BytesIO(payload), AlertCodec().schema, None)
     assert isinstance(rec, dict)
@@ -391,7 +391,7 @@ def stored_offsets(setup: Setup, topics: Iterable[str] | None = None) -> int:
     import redis as redis_lib
 
     from monitor.errors import DependencyUnavailable
-    from monitor.redis_store import RedisStore
+    from monitor.io.redis_store import RedisStore
 
     try:
         store = RedisStore.from_url(setup.redis_url, setup.prefix, setup.group)

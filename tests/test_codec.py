@@ -10,19 +10,19 @@ from typing import Any
 import fastavro
 import pytest
 
-from monitor.codec import (
+from monitor.core.schema import infer_fields
+from monitor.core.types import Alert, AlertKind, Severity, Window
+from monitor.errors import ConfigError, DecodeError
+from monitor.io.avro import (
     AlertCodec,
     AvroDecoder,
     encode_confluent,
     encode_plain,
-    infer_fields,
     load_schema,
     registry_client,
     registry_lookup,
     schemas_dir,
 )
-from monitor.errors import ConfigError, DecodeError
-from monitor.events import Alert, AlertKind, Severity, Window
 from tests.helpers import EXAMPLES
 
 SCHEMA = load_schema(EXAMPLES / "churn_predictions.avsc")

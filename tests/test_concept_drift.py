@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import yaml
 
-from monitor.codec import encode_plain
-from monitor.events import Alert, RawRecord
-from monitor.join import MemoryJoinStore
-from monitor.performance import AUC_BINS, classifier_block, metrics, regressor_block, score_bins
-from monitor.pipeline import LabelProcessor, StreamProcessor, build_processors
-from monitor.reference import PerformanceColumns, build_profile
+from monitor.app.pipeline import LabelProcessor, StreamProcessor, build_processors
+from monitor.core.labels import AUC_BINS, classifier_block, metrics, regressor_block, score_bins
+from monitor.core.types import Alert, RawRecord
+from monitor.io.avro import encode_plain
+from monitor.io.join import MemoryJoinStore
+from monitor.profile.build import PerformanceColumns, build_profile
 from monitor.settings import load_settings
 
 # -- metrics ---------------------------------------------------------------------------------------
@@ -270,7 +270,7 @@ def test_cbpe_tracks_the_true_accuracy_on_a_calibrated_stream(tmp_path: Path) ->
 def test_concept_drift_opens_once_and_resolves_with_hysteresis() -> None:
     """Accuracy 0.90 -> 0.80 opens; 0.885 (drop 0.015, above half of min_drop) keeps it open; 0.90 resolves
     after resolve_windows windows. The expected transitions follow from the z-test by hand."""
-    from monitor.performance import LabelPartition, LabelRow
+    from monitor.core.labels import LabelPartition, LabelRow
     from monitor.settings import PerformanceSettings
 
     settings = PerformanceSettings(block_size=1000, blocks=1, resolve_windows=2, detectors=[])

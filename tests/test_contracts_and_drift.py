@@ -10,13 +10,16 @@ import numpy as np
 import pytest
 import yaml
 
-from monitor.codec import encode_confluent, encode_plain, field_types, load_schema, registry_client
-from monitor.contract import dump_contract, infer_contract, load_contract
-from monitor.events import Alert, RawRecord
-from monitor.pipeline import StreamProcessor, build_processors
-from monitor.reference import ReferenceProfile, build_profile, profile_size, read_table
+from monitor.app.pipeline import StreamProcessor, build_processors
+from monitor.cli.simulate import Incident, Simulator, without_field
+from monitor.core.profiles import ReferenceProfile
+from monitor.core.schema import field_types
+from monitor.core.types import Alert, RawRecord
+from monitor.io.avro import encode_confluent, encode_plain, load_schema, registry_client
+from monitor.profile.build import build_profile, read_table
+from monitor.profile.contract import dump_contract, infer_contract, load_contract
+from monitor.profile.store import profile_size
 from monitor.settings import Settings, load_settings
-from monitor.simulate import Incident, Simulator, without_field
 from tests.helpers import EXAMPLES
 
 ONSET = 10_000
@@ -47,7 +50,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> ReferenceProfile:
     path = tmp / "train.parquet"
     pq.write_table(pa.Table.from_pylist(rows), path)
     settings = _settings(tmp)
-    from monitor.cli import _model_specs
+    from monitor.cli.main import _model_specs
 
     return build_profile("churn", _model_specs(settings, "churn"), read_table(path), version="v1",
                          source=path.name, sentinels={"days_since_login": [-1.0]}, time_field="event_time")

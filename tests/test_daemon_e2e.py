@@ -16,14 +16,14 @@ import numpy as np
 import pytest
 import yaml
 
-from monitor.codec import schemas_dir
-from monitor.events import RawRecord
-from monitor.kafka_io import to_raw
-from monitor.pipeline import build_processors
-from monitor.redis_store import RedisStore
+from monitor.app.pipeline import build_processors
+from monitor.cli.simulate import NUMERIC
+from monitor.core.types import RawRecord
+from monitor.io.avro import schemas_dir
+from monitor.io.kafka import to_raw
+from monitor.io.redis_store import RedisStore
+from monitor.ops.status import collect_status
 from monitor.settings import load_settings
-from monitor.simulate import NUMERIC
-from monitor.status import collect_status
 from tests.helpers import (
     EXAMPLES,
     PARTITIONS,
@@ -272,9 +272,9 @@ def test_confluent_wire_format_through_the_daemon(setup: Setup, tmp_path: Path) 
     from confluent_kafka import Producer
     from confluent_kafka.schema_registry import Schema
 
-    from monitor.codec import encode_confluent, load_schema, registry_client
-    from monitor.daemon import Daemon
-    from monitor.simulate import Simulator
+    from monitor.app.daemon import Daemon
+    from monitor.cli.simulate import Simulator
+    from monitor.io.avro import encode_confluent, load_schema, registry_client
 
     registry = {"url": f"mock://{setup.unique}"}
     schema = load_schema(EXAMPLES / "churn_features.avsc")

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from monitor.cli import _parser
-from monitor.metrics import Metrics
+from monitor.cli.main import _parser
+from monitor.ops.metrics import Metrics
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from river import drift
 
-from monitor.detectors import DDM, EDDM, HDDMA, Adwin, PageHinkley
+from monitor.core.detectors import DDM, EDDM, HDDMA, Adwin, PageHinkley
 
 
 def _stream(seed: int, n: int = 6000) -> np.ndarray:

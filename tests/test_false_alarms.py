@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 import yaml
 
-from monitor.codec import encode_plain, load_schema
-from monitor.events import RawRecord
-from monitor.pipeline import build_processors
-from monitor.reference import build_profile
+from monitor.app.pipeline import build_processors
+from monitor.core.types import RawRecord
+from monitor.io.avro import encode_plain, load_schema
+from monitor.profile.build import build_profile
 from monitor.settings import load_settings
 
 NUMERIC = {

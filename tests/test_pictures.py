@@ -67,7 +67,7 @@ def drifted(kafka_bootstrap: str, redis_url: str, unique: str, tmp_path: Path) -
     produce_simulated(setup, 8_000, seed=4, incidents=["shift:feature=age,start=3000,size=2.0"])
     d = DaemonProcess(config, tmp_path / "daemon.log").start()
     wait_for_log(d, "partitions.assigned", 60)
-    from monitor.redis_store import RedisStore
+    from monitor.io.redis_store import RedisStore
 
     store = RedisStore.from_url(setup.redis_url, setup.prefix, setup.group)
     ends = end_offsets(setup.bootstrap, setup.features)

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import yaml
 
-from monitor.codec import encode_plain
-from monitor.events import RawRecord
-from monitor.pipeline import StreamProcessor, build_processors
+from monitor.app.pipeline import StreamProcessor, build_processors
+from monitor.cli.simulate import Incident, Simulator
+from monitor.core.types import RawRecord
+from monitor.io.avro import encode_plain
 from monitor.settings import Settings, load_settings
-from monitor.simulate import Incident, Simulator
 from tests.helpers import EXAMPLES
 
 

@@ -9,9 +9,10 @@ import fastavro
 import numpy as np
 import pytest
 
-from monitor.codec import FieldSpec
+from monitor.core.schema import FieldSpec
 from monitor.errors import ConfigError, MonitorError
-from monitor.reference import MemoryReferenceStore, build_profile, quantile_edges, read_table
+from monitor.profile.build import build_profile, quantile_edges, read_table
+from monitor.profile.store import MemoryReferenceStore
 
 SPECS = [FieldSpec("x", "numeric", True), FieldSpec("c", "categorical", True)]
 

@@ -160,7 +160,7 @@ def test_dead_letter_topic_unwritable(setup: Setup, daemons: list[DaemonProcess]
     config = fast_config(setup)
     d = _start(setup, config, daemons, "d")
     wait_for_log(d, "dead_letter.unwritable", 60)
-    from monitor.redis_store import RedisStore
+    from monitor.io.redis_store import RedisStore
 
     store = RedisStore.from_url(setup.redis_url, setup.prefix, setup.group)
     for _ in range(3):  # it keeps retrying, and the offset stays put
@@ -201,9 +201,9 @@ def test_redis_emptied(setup: Setup, daemons: list[DaemonProcess]) -> None:
     wait_for_log(resumed, "state.lost", 60)
     new_total = total_offsets(setup)
     wait_until(lambda: stored_offsets(setup) == new_total, 120, "processing from the committed offsets")
-    from monitor.redis_store import RedisStore
+    from monitor.io.redis_store import RedisStore
+    from monitor.ops.status import collect_status
     from monitor.settings import load_settings
-    from monitor.status import collect_status
 
     status = collect_status(load_settings(restart, environ={}),
                             RedisStore.from_url(setup.redis_url, setup.prefix, setup.group))
@@ -222,11 +222,11 @@ def test_bad_records_each_get_their_reason(setup: Setup) -> None:
     from confluent_kafka import Producer
     from confluent_kafka.schema_registry import Schema
 
-    from monitor.codec import encode_confluent, load_schema, registry_client
-    from monitor.daemon import Daemon
-    from monitor.redis_store import RedisStore
+    from monitor.app.daemon import Daemon
+    from monitor.cli.simulate import Simulator, without_field
+    from monitor.io.avro import encode_confluent, load_schema, registry_client
+    from monitor.io.redis_store import RedisStore
     from monitor.settings import load_settings
-    from monitor.simulate import Simulator, without_field
     from tests.helpers import EXAMPLES
 
     registry = {"url": f"mock://{setup.unique}"}

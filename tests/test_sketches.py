@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from monitor.sketches import (
+from monitor.core.sketches import (
     ABOVE,
     BELOW,
     FINITE,

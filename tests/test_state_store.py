@@ -8,8 +8,8 @@ import pytest
 import redis
 
 from monitor.errors import FencedError, OffsetConflict, StateLost
-from monitor.redis_store import RedisStore
-from monitor.state import MemoryStore, StateStore, check_consistent
+from monitor.io.redis_store import RedisStore
+from monitor.io.state import MemoryStore, StateStore, check_consistent
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -65,7 +65,7 @@ def test_outbox_entries_are_removed_after_delivery(store: StateStore) -> None:
 
 def test_state_without_offset_is_an_alarm() -> None:
     """State with no offset (or the reverse) raises StateLost instead of resuming silently."""
-    from monitor.state import PartitionSnapshot
+    from monitor.io.state import PartitionSnapshot
 
     check_consistent("t", 0, PartitionSnapshot(1, None, {}, {}))
     check_consistent("t", 0, PartitionSnapshot(1, 5, {"a": b"1"}, {}))

@@ -7,7 +7,7 @@ import pytest
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import chi2_contingency, ks_2samp, wasserstein_distance
 
-from monitor import stats
+from monitor.core import stats
 
 
 def _counts(seed: int, bins: int = 12) -> tuple[np.ndarray, np.ndarray]:

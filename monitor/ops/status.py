@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from monitor.core.partition import META_FIELD
+from monitor.io.state import StateStore
 from monitor.settings import Settings
-from monitor.state import StateStore
-from monitor.stream_state import META_FIELD
 
 
 def collect_status(settings: Settings, store: StateStore) -> dict[str, Any]:
@@ -58,7 +58,7 @@ def _merge_labels(acc: dict[str, Any], meta: dict[str, Any]) -> None:
     """Join counts summed over label partitions; performance over the union of their windows."""
     import numpy as np
 
-    from monitor.performance import metrics
+    from monitor.core.labels import metrics
 
     acc["labels"] = acc.get("labels", 0) + meta["events"]
     for key, value in meta["counts"].items():

@@ -14,12 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from monitor import stats
-from monitor.reference import CategoricalProfile, NumericProfile, ReferenceProfile
+from monitor.core import stats
+from monitor.core.partition import META_FIELD
+from monitor.core.profiles import CategoricalProfile, NumericProfile, ReferenceProfile
+from monitor.core.sketches import HEAD, META_KEYS
+from monitor.io.state import StateStore
 from monitor.settings import ModelSettings, Settings
-from monitor.sketches import HEAD, META_KEYS
-from monitor.state import StateStore
-from monitor.stream_state import META_FIELD
 
 KIND_COLORS = {"DATA_QUALITY": "#d9822b", "DRIFT": "#c23030", "PREDICTION_DRIFT": "#8f398f",
                "SCHEMA": "#0f6894", "CONCEPT_DRIFT": "#1f4b99", "VOLUME": "#5c7080"}
@@ -137,7 +137,7 @@ def collect(settings: Settings, model: ModelSettings, store: StateStore, referen
     ranked = sorted(views.values(), key=lambda f: (-len(f.open_checks), -f.score, f.name))
     extra: dict[str, Any] = {"totals": totals}
     if labels_window is not None:
-        from monitor.performance import metrics
+        from monitor.core.labels import metrics
 
         extra["performance"] = metrics(labels_window, labels_kind)
     metric = "accuracy" if model.type == "classifier" else "mae"

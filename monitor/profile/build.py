@@ -1,4 +1,4 @@
-"""Reference profiles (the metadata store): built once from training data, stored versioned in Redis.
+"""Reference profiles (the metadata store) built once from training data: CSV, Parquet or Avro files.
 
 A profile keeps binned statistics, never raw rows: quantile bin edges and fractions, moments, null/NaN
 and sentinel rates per numeric field; top-category frequencies per categorical field.
@@ -6,91 +6,21 @@ and sentinel rates per numeric field; top-category frequencies per categorical f
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
-import redis
 
-from monitor.codec import FieldSpec
-from monitor.errors import ConfigError, DependencyUnavailable, MonitorError
+from monitor.core.labels import classifier_block, metrics, regressor_block
+from monitor.core.profiles import CategoricalProfile, FieldProfile, NumericProfile, ReferenceProfile
+from monitor.core.schema import FieldSpec
+from monitor.errors import ConfigError
 
 MAX_BINS = 50
 TOP_CATEGORIES = 50
-
-
-@dataclass(frozen=True)
-class NumericProfile:
-    kind: str
-    count: int
-    null_rate: float
-    nan_rate: float
-    sentinel_rate: float
-    sentinels: list[float]
-    min: float | None
-    max: float | None
-    mean: float | None
-    std: float | None
-    edges: list[float]  # interior edges: bin i is [edges[i-1], edges[i]); the outer bins are open
-    fractions: list[float]  # len(edges) + 1, over the finite non-sentinel values
-
-    def centers(self) -> np.ndarray:
-        """Bin centers, the outer bins closed at the reference min and max (for Wasserstein)."""
-        e = np.asarray(self.edges, dtype=float)
-        lo = self.min if self.min is not None else (e[0] if len(e) else 0.0)
-        hi = self.max if self.max is not None else (e[-1] if len(e) else 0.0)
-        full = np.r_[min(lo, e[0]) if len(e) else lo, e, max(hi, e[-1]) if len(e) else hi]
-        centers: np.ndarray = 0.5 * (full[:-1] + full[1:])
-        return centers
-
-    def counts(self) -> np.ndarray:
-        finite = self.count * (1 - self.null_rate - self.nan_rate - self.sentinel_rate)
-        return np.asarray(self.fractions) * max(finite, 0.0)
-
-
-@dataclass(frozen=True)
-class CategoricalProfile:
-    kind: str
-    count: int
-    null_rate: float
-    categories: list[str]  # the most frequent first; the fraction list has one more entry: __other__
-    fractions: list[float]
-
-    def counts(self) -> np.ndarray:
-        return np.asarray(self.fractions) * self.count * (1 - self.null_rate)
-
-
-FieldProfile = NumericProfile | CategoricalProfile
-
-
-@dataclass(frozen=True)
-class ReferenceProfile:
-    model: str
-    version: str
-    created_at: str
-    source: str
-    rows: int
-    event_rate: float | None  # events per second over the reference's time span
-    fields: dict[str, FieldProfile] = field(default_factory=dict)
-    # With labels in the reference data: {"type", "block" (performance sufficient statistics),
-    # "expected_accuracy" (CBPE of the reference scores), "metrics"}.
-    performance: dict[str, Any] | None = None
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
-
-    @classmethod
-    def from_json(cls, text: str | bytes) -> ReferenceProfile:
-        raw = json.loads(text)
-        fields: dict[str, FieldProfile] = {}
-        raw.setdefault("performance", None)
-        for name, f in raw.pop("fields").items():
-            fields[name] = NumericProfile(**f) if f["kind"] == "numeric" else CategoricalProfile(**f)
-        return cls(fields=fields, **raw)
 
 
 # -- building --------------------------------------------------------------------------------------
@@ -255,8 +185,6 @@ class PerformanceColumns:
 def reference_performance(columns: dict[str, tuple[np.ndarray, np.ndarray]],
                           spec: PerformanceColumns) -> dict[str, Any] | None:
     """Performance of the model on the reference rows that have a label and a prediction."""
-    from monitor.performance import classifier_block, metrics, regressor_block
-
     if spec.label not in columns or spec.prediction not in columns:
         return None
     (y, y_null), (p, p_null) = columns[spec.label], columns[spec.prediction]
@@ -282,105 +210,3 @@ def reference_performance(columns: dict[str, tuple[np.ndarray, np.ndarray]],
             "metrics": metrics(block, "classifier" if spec.kind == "classifier" else "regressor")}
 
 
-# -- storing ---------------------------------------------------------------------------------------
-
-
-class ReferenceStore(Protocol):
-    def put(self, profile: ReferenceProfile) -> None: ...
-    def get(self, model: str, version: str) -> ReferenceProfile: ...
-    def versions(self, model: str) -> list[str]: ...
-    def activate(self, model: str, version: str) -> None: ...
-    def active_version(self, model: str) -> str | None: ...
-    def next_version(self, model: str) -> str: ...
-
-
-class MemoryReferenceStore:
-    """In-process reference store, for unit tests and offline replay."""
-
-    def __init__(self) -> None:
-        self._profiles: dict[tuple[str, str], str] = {}
-        self._active: dict[str, str] = {}
-
-    def put(self, profile: ReferenceProfile) -> None:
-        key = (profile.model, profile.version)
-        if key in self._profiles:
-            raise MonitorError(f"reference {profile.model} {profile.version} exists; profiles are immutable")
-        self._profiles[key] = profile.to_json()
-
-    def get(self, model: str, version: str) -> ReferenceProfile:
-        if (model, version) not in self._profiles:
-            raise MonitorError(f"no reference {version} for model {model}")
-        return ReferenceProfile.from_json(self._profiles[(model, version)])
-
-    def versions(self, model: str) -> list[str]:
-        return [v for m, v in self._profiles if m == model]
-
-    def activate(self, model: str, version: str) -> None:
-        self.get(model, version)
-        self._active[model] = version
-
-    def active_version(self, model: str) -> str | None:
-        return self._active.get(model)
-
-    def next_version(self, model: str) -> str:
-        return f"v{len(self.versions(model)) + 1}"
-
-
-class RedisReferenceStore:
-    """Profiles as immutable JSON strings: `<prefix>:ref:<model>:v:<version>`, a `versions` list,
-    an `active` pointer and a `seq` counter for automatic version names."""
-
-    def __init__(self, client: redis.Redis[bytes], prefix: str) -> None:
-        self.client = client
-        self.prefix = prefix
-
-    def _k(self, model: str, *parts: str) -> str:
-        return ":".join((self.prefix, "ref", model, *parts))
-
-    def put(self, profile: ReferenceProfile) -> None:
-        try:
-            created = self.client.set(self._k(profile.model, "v", profile.version), profile.to_json(), nx=True)
-            if not created:
-                raise MonitorError(f"reference {profile.model} {profile.version} exists; profiles are immutable")
-            self.client.rpush(self._k(profile.model, "versions"), profile.version)
-        except redis.RedisError as exc:
-            raise DependencyUnavailable(f"redis: {type(exc).__name__}") from exc
-
-    def get(self, model: str, version: str) -> ReferenceProfile:
-        try:
-            raw = self.client.get(self._k(model, "v", version))
-        except redis.RedisError as exc:
-            raise DependencyUnavailable(f"redis: {type(exc).__name__}") from exc
-        if raw is None:
-            raise MonitorError(f"no reference {version} for model {model}")
-        return ReferenceProfile.from_json(raw)
-
-    def versions(self, model: str) -> list[str]:
-        try:
-            return [v.decode() for v in self.client.lrange(self._k(model, "versions"), 0, -1)]
-        except redis.RedisError as exc:
-            raise DependencyUnavailable(f"redis: {type(exc).__name__}") from exc
-
-    def activate(self, model: str, version: str) -> None:
-        self.get(model, version)
-        try:
-            self.client.set(self._k(model, "active"), version)
-        except redis.RedisError as exc:
-            raise DependencyUnavailable(f"redis: {type(exc).__name__}") from exc
-
-    def active_version(self, model: str) -> str | None:
-        try:
-            raw = self.client.get(self._k(model, "active"))
-        except redis.RedisError as exc:
-            raise DependencyUnavailable(f"redis: {type(exc).__name__}") from exc
-        return None if raw is None else raw.decode()
-
-    def next_version(self, model: str) -> str:
-        try:
-            return f"v{self.client.incr(self._k(model, 'seq'))}"
-        except redis.RedisError as exc:
-            raise DependencyUnavailable(f"redis: {type(exc).__name__}") from exc
-
-
-def profile_size(profile: ReferenceProfile) -> int:
-    return len(profile.to_json().encode())

@@ -1,46 +1,20 @@
 """Data contracts: what a model's input may look like, inferred from a reference and edited by people.
 
 A contract sets per-field limits (nullability, range, allowed categories, special-value rates) and the
-expected schema; `stream_state` checks every window against it.
+expected schema; `monitor.core.partition` checks every window against it.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
+from monitor.core.profiles import CategoricalProfile, Contract, FieldContract, NumericProfile, ReferenceProfile
 from monitor.errors import ConfigError
-from monitor.reference import CategoricalProfile, NumericProfile, ReferenceProfile
 from monitor.settings import CheckSettings
-
-
-class FieldContract(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    type: Literal["numeric", "categorical"]
-    avro_type: str | None = None
-    nullable: bool = True
-    min: float | None = None
-    max: float | None = None
-    allowed: list[str] | None = None
-    sentinels: list[float] = []
-    max_missing_rate: float = Field(0.1, ge=0, le=1)
-    max_nan_rate: float = Field(0.05, ge=0, le=1)
-    max_sentinel_rate: float = Field(0.01, ge=0, le=1)
-    max_out_of_range_rate: float = Field(0.01, ge=0, le=1)
-    max_unseen_rate: float = Field(0.01, ge=0, le=1)
-    allow_constant: bool = False
-
-
-class Contract(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    model: str
-    reference_version: str | None = None
-    fields: dict[str, FieldContract]
 
 
 def load_contract(path: Path) -> Contract:

@@ -11,24 +11,17 @@ from typing import Any
 
 import numpy as np
 
-from monitor.codec import (
-    AvroDecoder,
-    FieldSpec,
-    field_types,
-    infer_fields,
-    load_schema,
-    registry_lookup,
-    schema_changes,
-)
-from monitor.contract import Contract, load_contract
+from monitor.core.evaluate import evaluate
+from monitor.core.labels import LabelPartition, LabelRow
+from monitor.core.partition import DecodedBatch, Finding, StreamPartition, event_time_ms
+from monitor.core.profiles import Contract, ReferenceProfile
+from monitor.core.schema import FieldSpec, field_types, infer_fields, schema_changes
+from monitor.core.types import Alert, RawRecord, Reject
 from monitor.errors import ConfigError, DecodeError
-from monitor.evaluate import evaluate
-from monitor.events import Alert, RawRecord, Reject
-from monitor.join import Prediction, encode_prediction
-from monitor.performance import LabelPartition, LabelRow
-from monitor.reference import ReferenceProfile
+from monitor.io.avro import AvroDecoder, load_schema, registry_lookup
+from monitor.io.join import Prediction, encode_prediction
+from monitor.profile.contract import load_contract
 from monitor.settings import CheckSettings, ModelSettings, Settings, StreamSettings
-from monitor.stream_state import DecodedBatch, Finding, StreamPartition, event_time_ms
 
 
 @dataclass(frozen=True, slots=True)

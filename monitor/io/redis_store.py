@@ -10,7 +10,7 @@ from typing import Any
 import redis
 
 from monitor.errors import DependencyUnavailable, FencedError, OffsetConflict
-from monitor.state import PartitionSnapshot
+from monitor.io.state import PartitionSnapshot
 
 # Check everything before the first write: Redis scripts are atomic but have no rollback.
 _COMMIT = """

@@ -12,7 +12,7 @@ from confluent_kafka import KafkaError, KafkaException, Message
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from monitor.events import RawRecord, Reject
+from monitor.core.types import RawRecord, Reject
 
 DLQ_HEADER_PREFIX = "mm.error."
 

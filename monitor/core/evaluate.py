@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from monitor.events import Alert, AlertKind, Severity, Window, alert_id_for
+from monitor.core.partition import DETECTOR_CHECKS, Finding
+from monitor.core.types import Alert, AlertKind, Severity, Window, alert_id_for
 from monitor.settings import CheckSettings
-from monitor.stream_state import DETECTOR_CHECKS, Finding
 
 
 class PartitionLike(Protocol):

@@ -15,10 +15,10 @@ from typing import Any, Literal
 import numpy as np
 from scipy.stats import norm
 
-from monitor.detectors import DDM, EDDM, HDDMA, Adwin, Detection
-from monitor.events import AlertKind
+from monitor.core.detectors import DDM, EDDM, HDDMA, Adwin, Detection
+from monitor.core.partition import META_FIELD, Finding, RecentIds
+from monitor.core.types import AlertKind
 from monitor.settings import PerformanceSettings
-from monitor.stream_state import META_FIELD, Finding, RecentIds
 
 AUC_BINS = 20
 # Classifier block: counts and sums, then the binned scores of positive and of negative events.

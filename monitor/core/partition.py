@@ -18,14 +18,11 @@ from typing import Any, Literal
 
 import numpy as np
 
-from monitor import stats
-from monitor.codec import FieldSpec
-from monitor.contract import FieldContract
-from monitor.detectors import Adwin, PageHinkley
-from monitor.events import AlertKind
-from monitor.reference import CategoricalProfile, FieldProfile, NumericProfile
-from monitor.settings import CheckSettings, WindowSettings
-from monitor.sketches import (
+from monitor.core import stats
+from monitor.core.detectors import Adwin, PageHinkley
+from monitor.core.profiles import CategoricalProfile, FieldContract, FieldProfile, NumericProfile
+from monitor.core.schema import FieldSpec
+from monitor.core.sketches import (
     ABOVE,
     BELOW,
     FINITE,
@@ -47,7 +44,9 @@ from monitor.sketches import (
     merge_numeric,
     numeric_block,
 )
-from monitor.sketches import N as COUNT
+from monitor.core.sketches import N as COUNT
+from monitor.core.types import AlertKind
+from monitor.settings import CheckSettings, WindowSettings
 
 META_FIELD = "__meta__"
 DETECTOR_CHECKS = {"adwin", "page_hinkley"}

@@ -16,10 +16,10 @@ from typing import Any
 import structlog
 
 from monitor.errors import MonitorError
-from monitor.logs import configure_logging
+from monitor.ops.logs import configure_logging
 from monitor.settings import Settings, load_settings
 
-log = structlog.get_logger("monitor.cli")
+log = structlog.get_logger("monitor.cli.main")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -113,14 +113,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(settings: Settings, args: argparse.Namespace) -> int:
-    from monitor.daemon import Daemon
-    from monitor.http import HealthServer
-    from monitor.redis_store import RedisStore
-    from monitor.reference import RedisReferenceStore
+    from monitor.app.daemon import Daemon
+    from monitor.io.redis_store import RedisStore
+    from monitor.ops.http import HealthServer
+    from monitor.profile.store import RedisReferenceStore
 
     store = RedisStore.from_url(settings.redis_url, settings.key_prefix, settings.group_id)
-    from monitor.history import DriftHistory
-    from monitor.join import RedisJoinStore
+    from monitor.io.history import DriftHistory
+    from monitor.io.join import RedisJoinStore
 
     daemon = Daemon(settings, store, references=RedisReferenceStore(store.client, settings.key_prefix),
                     joins=RedisJoinStore(store.client, settings.key_prefix, settings.group_id),
@@ -151,8 +151,8 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
 def _simulate(settings: Settings, args: argparse.Namespace) -> int:
     from confluent_kafka import Producer
 
-    from monitor.codec import encode_plain, load_schema
-    from monitor.simulate import Incident, LabelFeed, Simulator, without_field
+    from monitor.cli.simulate import Incident, LabelFeed, Simulator, without_field
+    from monitor.io.avro import encode_plain, load_schema
 
     model = settings.model(args.model)
     if model.predictions is None or model.features.schema_path is None or model.predictions.schema_path is None:
@@ -212,8 +212,8 @@ def _simulate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _status(settings: Settings, args: argparse.Namespace) -> int:
-    from monitor.redis_store import RedisStore
-    from monitor.status import collect_status, render_status
+    from monitor.io.redis_store import RedisStore
+    from monitor.ops.status import collect_status, render_status
 
     store = RedisStore.from_url(settings.redis_url, settings.key_prefix, settings.group_id)
     status = collect_status(settings, store)
@@ -225,7 +225,7 @@ def _status(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _topics(settings: Settings, args: argparse.Namespace) -> int:
-    from monitor.kafka_io import create_topics
+    from monitor.io.kafka import create_topics
 
     names = [s.topic for m in settings.models for _, s in m.streams()]
     names += [settings.alerts_topic, settings.dead_letter_topic]
@@ -240,7 +240,7 @@ def _alerts(settings: Settings, args: argparse.Namespace) -> int:
 
     from confluent_kafka import Consumer
 
-    from monitor.codec import AlertCodec
+    from monitor.io.avro import AlertCodec
 
     codec = AlertCodec()
     consumer = Consumer({**settings.admin_config(), "group.id": f"model-monitor-alerts-{uuid.uuid4().hex[:8]}",
@@ -289,14 +289,15 @@ def _simulate_to_file(sim: Any, events: int, out: Path) -> int:
 def _reference_store(settings: Settings) -> Any:
     import redis
 
-    from monitor.reference import RedisReferenceStore
+    from monitor.profile.store import RedisReferenceStore
 
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
     return RedisReferenceStore(client, settings.key_prefix)
 
 
 def _model_specs(settings: Settings, model_name: str) -> list[Any]:
-    from monitor.codec import infer_fields, load_schema
+    from monitor.core.schema import infer_fields
+    from monitor.io.avro import load_schema
 
     model = settings.model(model_name)
     skip = {f for f in (model.id_field, model.time_field, model.version_field) if f}
@@ -309,7 +310,9 @@ def _model_specs(settings: Settings, model_name: str) -> list[Any]:
 
 
 def _reference(settings: Settings, args: argparse.Namespace) -> int:
-    from monitor.reference import PerformanceColumns, ReferenceProfile, build_profile, profile_size, read_table
+    from monitor.core.profiles import ReferenceProfile
+    from monitor.profile.build import PerformanceColumns, build_profile, read_table
+    from monitor.profile.store import profile_size
 
     model = settings.model(args.model)
     store = _reference_store(settings)
@@ -379,8 +382,9 @@ def _reference(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _contract(settings: Settings, args: argparse.Namespace) -> int:
-    from monitor.codec import field_types, load_schema
-    from monitor.contract import dump_contract, infer_contract
+    from monitor.core.schema import field_types
+    from monitor.io.avro import load_schema
+    from monitor.profile.contract import dump_contract, infer_contract
 
     model = settings.model(args.model)
     store = _reference_store(settings)
@@ -410,7 +414,7 @@ def _read_alerts(settings: Settings, model: str, idle_s: float = 2.0) -> list[di
 
     from confluent_kafka import Consumer
 
-    from monitor.codec import AlertCodec
+    from monitor.io.avro import AlertCodec
 
     codec = AlertCodec()
     consumer = Consumer({**settings.admin_config(), "group.id": f"model-monitor-report-{uuid.uuid4().hex[:8]}",
@@ -434,10 +438,10 @@ def _read_alerts(settings: Settings, model: str, idle_s: float = 2.0) -> list[di
 
 
 def _report(settings: Settings, args: argparse.Namespace) -> int:
-    from monitor.history import DriftHistory
-    from monitor.redis_store import RedisStore
-    from monitor.reference import RedisReferenceStore
-    from monitor.report import collect, render
+    from monitor.io.history import DriftHistory
+    from monitor.io.redis_store import RedisStore
+    from monitor.ops.report import collect, render
+    from monitor.profile.store import RedisReferenceStore
 
     model = settings.model(args.model)
     store = RedisStore.from_url(settings.redis_url, settings.key_prefix, settings.group_id)

@@ -26,22 +26,22 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from monitor.codec import AlertCodec
+from monitor.app.pipeline import AnyProcessor, BatchOutcome, LabelProcessor, StreamProcessor, build_processors
+from monitor.core.labels import LabelPartition
+from monitor.core.partition import StreamPartition
+from monitor.core.types import Alert, RawRecord, Reject
 from monitor.errors import DependencyUnavailable, FencedError, OffsetConflict, StateLost
-from monitor.events import Alert, RawRecord, Reject
-from monitor.history import DriftHistory
-from monitor.join import JoinStore, MemoryJoinStore
-from monitor.kafka_io import dead_letter_headers, is_fatal, to_raw
-from monitor.logs import librdkafka_logger
-from monitor.metrics import Metrics
-from monitor.performance import LabelPartition
-from monitor.pipeline import AnyProcessor, BatchOutcome, LabelProcessor, StreamProcessor, build_processors
-from monitor.reference import ReferenceStore
+from monitor.io.avro import AlertCodec
+from monitor.io.history import DriftHistory
+from monitor.io.join import JoinStore, MemoryJoinStore
+from monitor.io.kafka import dead_letter_headers, is_fatal, to_raw
+from monitor.io.state import StateStore, check_consistent
+from monitor.ops.logs import librdkafka_logger
+from monitor.ops.metrics import Metrics
+from monitor.profile.store import ReferenceStore
 from monitor.settings import Settings
-from monitor.state import StateStore, check_consistent
-from monitor.stream_state import StreamPartition
 
-log = structlog.get_logger("monitor.daemon")
+log = structlog.get_logger("monitor.app.daemon")
 TP = tuple[str, int]
 ALERT_RETRY_S = 5.0
 

@@ -1,6 +1,6 @@
 """Where partition state lives: the `StateStore` protocol and `MemoryStore`, a real in-process store.
 
-`MemoryStore` backs unit tests and offline replay; `monitor.redis_store.RedisStore` backs the daemon.
+`MemoryStore` backs unit tests and offline replay; `monitor.io.redis_store.RedisStore` backs the daemon.
 """
 
 from __future__ import annotations
