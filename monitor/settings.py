@@ -23,6 +23,7 @@ _SCALAR_ENV = {
     "KEY_PREFIX": ("key_prefix",),
     "ALERTS_TOPIC": ("alerts_topic",),
     "DEAD_LETTER_TOPIC": ("dead_letter_topic",),
+    "BLOCKS_TOPIC": ("blocks_topic",),
     "HTTP_HOST": ("http", "host"),
     "HTTP_PORT": ("http", "port"),
     "LOG_LEVEL": ("log_level",),
@@ -73,6 +74,19 @@ class PageHinkleySettings(_Strict):
     mode: Literal["up", "down", "both"] = "both"
 
 
+class CusumSettings(_Strict):
+    """The model stage's mean-shift detector: a two-sided CUSUM on standardised values, checked at each slot.
+
+    It runs on the merged slots of all partitions (sums of reference-clipped values), so its delay in events
+    does not grow with the partition count. `k` is the allowance (half the shift, in standard deviations,
+    that it is built to find quickly) and `h` the decision threshold, the same values as Page-Hinkley's.
+    """
+
+    enabled: bool = True
+    k: float = Field(0.5, gt=0, description="allowance per value, in standard deviations")
+    h: float = Field(25.0, gt=0, description="decision threshold, in standard deviations")
+
+
 # Default thresholds of the window-vs-reference statistics (README "Checks and defaults" compares them with
 # Evidently's and Orbit's): PSI 0.1 (Evidently's PSI default), JS 0.1 and normalised Wasserstein 0.1
 # (Evidently's defaults for large references), L-infinity 0.1 (Orbit's), KS 0.1.
@@ -94,12 +108,16 @@ class DriftSettings(_Strict):
 
 
 class WindowSettings(_Strict):
-    """How events are grouped: blocks by count or by event time; a window is the last `blocks` blocks."""
+    """How events are grouped: blocks by count or by event time; a window is the last `blocks` blocks.
 
-    by: Literal["count", "time"] = "count"
+    The model view merges partitions by event time, so it needs `by: time`: a block is then an event-time
+    slot of `block_ms`, the same slot on every partition. `by: count` is for per-partition alerts only.
+    """
+
+    by: Literal["count", "time"] = "time"
     block_size: int = Field(100, ge=1, description="events per block (by: count)")
-    block_ms: int = Field(60_000, ge=1, description="event-time span of a block (by: time)")
-    blocks: int = Field(10, ge=1, description="blocks in a window")
+    block_ms: int = Field(10_000, ge=1, description="event-time span of a block, a slot (by: time)")
+    blocks: int = Field(30, ge=1, description="blocks in a window")
     mode: Literal["sliding", "tumbling"] = Field(
         "sliding", description="sliding: evaluate at every block; tumbling: every `blocks` blocks")
     resolve_windows: int = Field(3, ge=1, description="evaluations under the threshold before RESOLVED")
@@ -120,6 +138,7 @@ class CheckSettings(_Strict):
     max_unseen_rate: float = Field(0.01, ge=0, le=1, description="used by inferred contracts")
     adwin: AdwinSettings = AdwinSettings()
     page_hinkley: PageHinkleySettings = PageHinkleySettings()
+    cusum: CusumSettings = CusumSettings()
     drift: DriftSettings = DriftSettings()
 
 
@@ -220,6 +239,19 @@ class ModelSettings(_Strict):
         return self
 
 
+class ModelViewSettings(_Strict):
+    """Stage 2: every partition's block summaries merged by event time into one view per model stream."""
+
+    enabled: bool = Field(True, description="run the model stage and raise its incidents")
+    grace_ms: int = Field(0, ge=0, description="event time a slot waits past the watermark before closing")
+    idle_timeout_s: float = Field(30.0, gt=0, description="a partition with no block for this long (daemon "
+                                  "clock) stops holding the watermark back")
+    model_incident_share: float = Field(0.3, ge=0, le=1, description="when this share of a model's features "
+                                        "fail together, one model-wide incident names them all (0 = never)")
+    max_open_slots: int = Field(1_000, ge=2, description="slots held open waiting for slow partitions; past it "
+                                "the oldest closes and its stragglers count as late")
+
+
 class LimitSettings(_Strict):
     """Hard limits: a record beyond one is bad input (dead-lettered with the reason), not data to monitor."""
 
@@ -238,6 +270,10 @@ class Settings(_Strict):
     key_prefix: str = Field("mm", pattern=r"^[A-Za-z0-9_.-]+$")
     alerts_topic: str = "monitor.alerts"
     dead_letter_topic: str = "monitor.dead-letter"
+    blocks_topic: str = Field("monitor.blocks", description="internal topic from stage 1 to stage 2, keyed by model")
+    model_view: ModelViewSettings = ModelViewSettings()
+    partition_alerts: bool = Field(False, description="also raise alerts per input partition (stage 1's own "
+                                   "windows and detectors), as before the model view")
     start_from: Literal["earliest", "latest"] = "earliest"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     http: HttpSettings = HttpSettings()
@@ -275,6 +311,16 @@ class Settings(_Strict):
         names = [m.name for m in self.models]
         if len(set(names)) != len(names):
             raise ValueError("model names must be unique")
+        if not self.model_view.enabled and not self.partition_alerts:
+            raise ValueError("model_view.enabled is false and partition_alerts is false: nothing would alert")
+        if self.model_view.enabled:
+            for model in self.models:
+                if self.window_for(model).by != "time":
+                    raise ValueError(f"model {model.name}: the model view merges partitions by event time, so "
+                                     f"window.by must be 'time' (or set model_view.enabled: false and "
+                                     f"partition_alerts: true for per-partition count windows)")
+        if self.blocks_topic in seen:
+            raise ValueError(f"blocks_topic {self.blocks_topic} is also an input topic")
         return self
 
     # librdkafka configuration: built here and nowhere else.

@@ -25,6 +25,10 @@ from monitor.io.avro import encode_plain, load_schema
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "schemas" / "examples"
 PARTITIONS = 3
+# The per-partition mode of 0.1 (count windows, an alert lifecycle per input partition, no model stage):
+# the tests of stage 1's own checks and of its exactly-once recipe run in it.
+PER_PARTITION: dict[str, Any] = {"model_view": {"enabled": False}, "partition_alerts": True,
+                                 "window": {"by": "count", "block_size": 100, "blocks": 10}}
 
 
 def free_port() -> int:
@@ -94,6 +98,7 @@ class Setup:
             "dead_letter_topic": self.dead_letter,
             "http": {"host": "127.0.0.1", "port": self.http_port},
             "batch": {"max_messages": self.batch, "timeout_s": 0.2},
+            **PER_PARTITION,
             "models": [{
                 "name": "churn",
                 "id_field": "event_id",

@@ -18,6 +18,7 @@ from monitor.io.avro import encode_plain
 from monitor.io.join import MemoryJoinStore
 from monitor.profile.build import PerformanceColumns, build_profile
 from monitor.settings import load_settings
+from tests.helpers import PER_PARTITION
 
 # -- metrics ---------------------------------------------------------------------------------------
 
@@ -72,7 +73,7 @@ def _write_model(tmp_path: Path, **perf: Any) -> Path:
                        "predictions": {"topic": "sea.p", "schema": "p.avsc"},
                        "labels": {"topic": "sea.l", "schema": "l.avsc"},
                        "label_field": "y", "score_field": "score", "prediction_field": "pred",
-                       "performance": perf}]}
+                       "performance": perf}], **PER_PARTITION}
     path = tmp_path / "m.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -250,7 +251,7 @@ def test_cbpe_tracks_the_true_accuracy_on_a_calibrated_stream(tmp_path: Path) ->
                 for s, p, t in zip(score[:10_000], pred[:10_000], y[:10_000], strict=True)]
     reference = _reference(config, ref_rows)
     raw = yaml.safe_load(config.read_text())
-    raw["window"] = {"block_size": 100, "blocks": 50}
+    raw["window"] = {"by": "count", "block_size": 100, "blocks": 50}
     config.write_text(yaml.safe_dump(raw))
     h = Harness(config, reference)
     part = h.parts["p"]

@@ -20,7 +20,7 @@ from monitor.profile.build import build_profile, read_table
 from monitor.profile.contract import dump_contract, infer_contract, load_contract
 from monitor.profile.store import profile_size
 from monitor.settings import Settings, load_settings
-from tests.helpers import EXAMPLES
+from tests.helpers import EXAMPLES, PER_PARTITION
 
 ONSET = 10_000
 
@@ -32,6 +32,7 @@ def _settings(tmp_path: Path, extra_model: dict[str, Any] | None = None, **top: 
         model[kind]["schema"] = str(EXAMPLES / model[kind]["schema"])
     model["sentinels"] = {"days_since_login": [-1.0]}
     model.update(extra_model or {})
+    cfg.update(PER_PARTITION)
     cfg.update(top)
     path = tmp_path / "monitor.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -187,11 +188,11 @@ def test_a_stopped_stream_raises_volume_then_resolves(tmp_path: Path, reference:
     """No event for longer than freshness_s: one VOLUME alert; the next event resolves it."""
     proc = _processor(tmp_path, reference, contract_path, freshness_s=60)
     _, part = _run(proc, [], events=2_000)
-    assert proc.silence(part, 30.0) == []
-    (stopped,) = proc.silence(part, 61.0)
+    assert proc.silence(part, 30.0) == ([], [])
+    (stopped,), _signals = proc.silence(part, 61.0)
     assert (stopped.kind, stopped.check, stopped.status) == ("VOLUME", "stream_stopped", "OPEN")
     assert stopped.source_offset == 1_999
-    assert proc.silence(part, 120.0) == []  # still open: not repeated
+    assert proc.silence(part, 120.0) == ([], [])  # still open: not repeated
     sim = Simulator(seed=5)
     feats = next(sim.batches(10, 10))[0]
     records = [RawRecord(proc.topic, 0, 2_000 + i, None, encode_plain(proc.decoder.reader_schema, f))

@@ -16,7 +16,7 @@ from monitor.cli.simulate import Incident, Simulator
 from monitor.core.types import RawRecord
 from monitor.io.avro import encode_plain
 from monitor.settings import Settings, load_settings
-from tests.helpers import EXAMPLES
+from tests.helpers import EXAMPLES, PER_PARTITION
 
 
 def _settings(tmp_path: Path, **defaults: Any) -> Settings:
@@ -25,6 +25,7 @@ def _settings(tmp_path: Path, **defaults: Any) -> Settings:
         for kind in ("features", "predictions", "labels"):
             model[kind]["schema"] = str(EXAMPLES / model[kind]["schema"])
     cfg["defaults"] = defaults
+    cfg.update(PER_PARTITION)
     path = tmp_path / "m.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return load_settings(path, environ={})

@@ -79,7 +79,7 @@ rootLogger.appenderRef.file.ref = FILE
 PROPS
   cluster="$(python3 -c 'import base64,uuid; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')"
   "$JAVA" "${KAFKA_JOPTS[@]}" -Dlog4j2.configurationFile="$dir/log4j2.properties" -Dkafka.logs.dir="$dir" \
-    -cp "$CACHE_DIR/libs/*" kafka.tools.StorageTool format -t "$cluster" -c "$dir/server.properties" \
+    -cp "$CACHE_DIR/libs/*" kafka.tools.StorageTool format --cluster-id="$cluster" -c "$dir/server.properties" \
     > "$dir/format.log" 2>&1 || { say "storage format failed:"; cat "$dir/format.log" >&2; exit 1; }
   echo "127.0.0.1:$port" > "$dir/bootstrap"
   launch_kafka

@@ -13,8 +13,9 @@ import numpy as np
 
 from monitor.core.evaluate import evaluate
 from monitor.core.labels import LabelPartition, LabelRow
+from monitor.core.model import ModelStream
 from monitor.core.partition import DecodedBatch, Finding, StreamPartition, event_time_ms
-from monitor.core.profiles import Contract, ReferenceProfile
+from monitor.core.profiles import Contract, FieldContract, FieldProfile, ReferenceProfile
 from monitor.core.schema import FieldSpec, field_types, infer_fields, schema_changes
 from monitor.core.types import Alert, RawRecord, Reject
 from monitor.errors import ConfigError, DecodeError
@@ -32,6 +33,7 @@ class BatchOutcome:
     next_offset: int
     join_entries: dict[str, tuple[bytes, int]] = field(default_factory=dict)  # predictions waiting for labels
     label_lags_ms: list[int] = field(default_factory=list)
+    blocks: list[dict[str, Any]] = field(default_factory=list)  # block summaries for the model stage
 
 
 def _reader_and_decoder(settings: Settings, conf: StreamSettings) -> tuple[dict[str, Any], AvroDecoder]:
@@ -66,6 +68,8 @@ class StreamProcessor(_ReferenceUser):
         self.model = model
         self.stream = stream
         self.topic = conf.topic
+        self.model_view = settings.model_view
+        self.partition_alerts = settings.partition_alerts
         reader, self.decoder = _reader_and_decoder(settings, conf)
         skip = {f for f in (model.id_field, model.time_field, model.version_field) if f}
         self.fields: list[FieldSpec] = infer_fields(
@@ -86,14 +90,37 @@ class StreamProcessor(_ReferenceUser):
         self.expected_types = expected
         self.set_reference(reference)
 
-    def new_partition(self, partition: int, topic_partitions: int = 1) -> StreamPartition:
+    def _profiles(self) -> tuple[dict[str, FieldProfile] | None, dict[str, FieldContract] | None, float | None]:
+        """This stream's reference profiles, contract and CBPE reference accuracy."""
         names = {f.name for f in self.fields}
         ref = {k: v for k, v in self.reference.fields.items() if k in names} if self.reference else None
         contract = ({k: v for k, v in self.contract.fields.items() if k in names}
                     if self.contract is not None else None)
         perf = self.reference.performance if self.reference is not None else None
         cbpe = (perf or {}).get("expected_accuracy") if self.model.performance.cbpe else None
-        scored = self.stream == "predictions" and self.model.type == "classifier"
+        return ref, contract, cbpe if self._scored else None
+
+    @property
+    def _scored(self) -> bool:
+        return self.stream == "predictions" and self.model.type == "classifier"
+
+    def new_model_stream(self, expected_partitions: int = 0) -> ModelStream:
+        """Stage 2's merged view of this stream over all its input partitions (how many, if known)."""
+        ref, contract, cbpe = self._profiles()
+        return ModelStream(self.model.name, self.stream, self.topic, self.fields, self.checks, self.window,
+                           self.model_view, reference=ref, ref_version=self.reference_version, contract=contract,
+                           sentinels=self.model.sentinels,
+                           id_field=self.model.id_field if self.stream == "features" and
+                           self.model.uniqueness_memory > 0 else None,
+                           max_duplicate_rate=self.model.max_duplicate_rate,
+                           reference_rate=self.reference.event_rate if self.reference else None,
+                           min_rate_ratio=self.model.min_rate_ratio, cbpe_reference=cbpe,
+                           cbpe_min_drop=self.model.performance.cbpe_min_drop, freshness_s=self.model.freshness_s,
+                           expected_partitions=expected_partitions)
+
+    def new_partition(self, partition: int, topic_partitions: int = 1) -> StreamPartition:
+        ref, contract, cbpe = self._profiles()
+        scored = self._scored
         return StreamPartition(self.model.name, self.stream, self.topic, partition, self.fields, self.checks,
                                self.window, reference=ref, ref_version=self.reference_version,
                                contract=contract, sentinels=self.model.sentinels,
@@ -104,8 +131,9 @@ class StreamProcessor(_ReferenceUser):
                                min_rate_ratio=self.model.min_rate_ratio, topic_partitions=topic_partitions,
                                score_field=self.model.score_field if scored else None,
                                decision_threshold=self.model.decision_threshold,
-                               cbpe_reference=cbpe if scored else None,
-                               cbpe_min_drop=self.model.performance.cbpe_min_drop)
+                               cbpe_reference=cbpe,
+                               cbpe_min_drop=self.model.performance.cbpe_min_drop,
+                               emit_blocks=self.model_view.enabled, evaluate=self.partition_alerts)
 
     def decode(self, records: list[RawRecord]) -> tuple[DecodedBatch, list[Reject], list[tuple[int, int, int | None]]]:
         """Valid rows, rejects, and (schema id, offset, event time) where each writer schema id first shows."""
@@ -183,10 +211,10 @@ class StreamProcessor(_ReferenceUser):
             changes = schema_changes(self.expected_types, writer) if writer is not None else []
             findings += part.schema_change(schema_id, changes, offset, event_time)
         findings += part.apply(batch)
-        alerts = evaluate(findings, part, self.checks)
+        alerts = evaluate(findings, part, self.checks) if self.partition_alerts else []
         part.rejects += len(rejects)
         return BatchOutcome(alerts, rejects, len(batch), records[-1].offset + 1 if records else -1,
-                            self._join_entries(batch))
+                            self._join_entries(batch), blocks=_drain(part))
 
     def _join_entries(self, batch: DecodedBatch) -> dict[str, tuple[bytes, int]]:
         """Predictions of a model with labels, keyed by event id, for the join store."""
@@ -204,11 +232,19 @@ class StreamProcessor(_ReferenceUser):
             out[str(event_id)] = (value, t if t is not None else 0)
         return out
 
-    def silence(self, part: StreamPartition, idle_s: float) -> list[Alert]:
-        """VOLUME alert for a partition that has been silent too long (the daemon's wall clock)."""
+    def silence(self, part: StreamPartition, idle_s: float) -> tuple[list[Alert], list[dict[str, Any]]]:
+        """VOLUME alerts and signal blocks for a partition silent too long (the daemon's wall clock)."""
         if self.model.freshness_s is None:
-            return []
-        return evaluate(part.silence(idle_s, self.model.freshness_s), part, self.checks)
+            return [], []
+        findings = part.silence(idle_s, self.model.freshness_s)
+        alerts = evaluate(findings, part, self.checks) if self.partition_alerts else []
+        return alerts, _drain(part)
+
+
+def _drain(part: StreamPartition) -> list[dict[str, Any]]:
+    """The block summaries and signals the last update produced, handed over once."""
+    out, part.emitted = part.emitted, []
+    return out
 
 
 def _base(schema: dict[str, Any], name: str) -> str | None:
@@ -287,8 +323,8 @@ class LabelProcessor(_ReferenceUser):
         return self.process_labels(part, rows, rejects, lookups or {},
                                    records[-1].offset + 1 if records else -1)
 
-    def silence(self, part: LabelPartition, idle_s: float) -> list[Alert]:
-        return []  # labels come in bursts, late by design: no freshness alert
+    def silence(self, part: LabelPartition, idle_s: float) -> tuple[list[Alert], list[dict[str, Any]]]:
+        return [], []  # labels come in bursts, late by design: no freshness alert
 
 
 AnyProcessor = StreamProcessor | LabelProcessor

@@ -28,7 +28,7 @@ _RATE_WORDS = {
 }
 
 
-def _severity(f: Finding) -> Severity:
+def severity_for(f: Finding) -> Severity:
     if f.status == "RESOLVED":
         return Severity.INFO
     if f.kind in (AlertKind.SCHEMA, AlertKind.VOLUME) or f.check in ("constant", "concept_drift"):
@@ -38,9 +38,11 @@ def _severity(f: Finding) -> Severity:
     return Severity.WARNING
 
 
-def _message(f: Finding) -> str:
+def message_for(f: Finding) -> str:
     if f.status == "RESOLVED":
         return f"{f.check} on {f.feature} is back within its threshold"
+    if f.check == "stream_stopped" and f.evidence.get("partitions"):
+        return f"no event on partitions {f.evidence['partitions']} for {f.statistic:.0f} s (limit {f.threshold:.0f} s)"
     if f.check in _RATE_WORDS:
         return (f"{_RATE_WORDS[f.check]} rate {f.statistic:.2%} over the last {f.window_count} events "
                 f"exceeds {f.threshold:.2%}")
@@ -49,6 +51,9 @@ def _message(f: Finding) -> str:
     if f.check == "adwin":
         return (f"ADWIN: the mean of the recent window differs from the older one by {f.statistic:.3f} "
                 f"standard deviations, above the bound {f.threshold:.3f}")
+    if f.check == "cusum":
+        return (f"CUSUM of the standardised {f.feature} over all partitions reached {f.statistic:.1f} "
+                f"(threshold {f.threshold:g}): its mean moved {f.evidence.get('direction', '')}")
     if f.check == "page_hinkley":
         return f"Page-Hinkley cumulative deviation {f.statistic:.1f} exceeds {f.threshold:g}"
     if f.kind == AlertKind.SCHEMA:
@@ -85,7 +90,7 @@ def evaluate(findings: list[Finding], part: PartitionLike, checks: dict[str, Che
                 kind=f.kind,
                 check=f.check,
                 feature=f.feature,
-                severity=_severity(f),
+                severity=severity_for(f),
                 statistic=f.statistic,
                 threshold=f.threshold,
                 window=Window(f.first_offset, f.offset, f.first_event_time, f.event_time, f.window_count),
@@ -93,7 +98,7 @@ def evaluate(findings: list[Finding], part: PartitionLike, checks: dict[str, Che
                 source_partition=part.partition,
                 source_offset=f.offset,
                 event_time=f.event_time,
-                message=_message(f),
+                message=message_for(f),
                 evidence=dict(f.evidence),
                 status=f.status,
             )

@@ -179,6 +179,7 @@ class NumericFeature:
         if profile is not None and profile.mean is not None and profile.std:
             self.mean, self.std = profile.mean, profile.std  # standardise with the reference: no warm-up
         self.window = NumericWindow(hist_len, blocks, edges)
+        self.open_clipped = 0.0  # sum of the open block's finite values clipped to the reference mean +- clip_z std
         self._new_detectors()
 
     def _new_detectors(self) -> None:
@@ -194,6 +195,23 @@ class NumericFeature:
 
     def add(self, values: np.ndarray, missing: np.ndarray, offsets: np.ndarray) -> None:
         self.window.add(values, missing, offsets, self.limits.bounds, self.limits.sentinels)
+        usable = values[self._usable(values)]
+        prof = self.profile
+        if prof is not None and prof.mean is not None and prof.std:
+            half = self.checks.clip_z * prof.std
+            usable = np.clip(usable, prof.mean - half, prof.mean + half)
+        self.open_clipped += float(usable.sum())
+
+    def block_summary(self) -> dict[str, Any]:
+        """The open block as a `schemas/block.avsc` NumericSummary (histogram only on reference bins)."""
+        b = self.window.open if self.window.open is not None else numeric_block(
+            np.zeros(0), np.zeros(0, dtype=bool), None, self.window.hist_len)
+        binned = self.profile is not None and bool(self.profile.edges)
+        return {"field": self.name, "count": int(b[COUNT]), "missing": int(b[MISSING]), "nan": int(b[NAN]),
+                "inf": int(b[INF]), "sentinel": int(b[SENTINEL]), "below": int(b[BELOW]), "above": int(b[ABOVE]),
+                "finite": int(b[FINITE]), "sum": float(b[SUM]), "sum_sq": float(b[SUMSQ]), "min": float(b[MIN]),
+                "max": float(b[MAX]), "clipped_sum": self.open_clipped,
+                "histogram": [int(x) for x in b[HEAD:]] if binned else []}
 
     def _usable(self, values: np.ndarray) -> np.ndarray:
         ok = np.isfinite(values)
@@ -300,6 +318,7 @@ class NumericFeature:
             "mean": self.mean,
             "std": self.std,
             "window": self.window.to_state(),
+            "open_clipped": self.open_clipped,
             "adwin": self.adwin.to_state(),
             "page_hinkley": self.ph.to_state(),
         }
@@ -311,6 +330,7 @@ class NumericFeature:
         self.warm = [float(x) for x in state["warm"]]
         self.mean, self.std = state["mean"], state["std"]
         self.window.load_state(state["window"])
+        self.open_clipped = float(state.get("open_clipped", 0.0))
         self.adwin.load_state(state["adwin"])
         self.ph.load_state(state["page_hinkley"])
 
@@ -354,6 +374,12 @@ class CategoricalFeature:
         self.count += len(values)
         self.missing += int(missing.sum())
         self.window.add(values, missing, self.limits.allowed)
+
+    def block_summary(self) -> dict[str, Any]:
+        """The open block as a `schemas/block.avsc` CategoricalSummary."""
+        b = self.window.open
+        return {"field": self.name, "count": b.get(N_KEY, 0), "missing": b.get(MISSING_KEY, 0),
+                "unseen": b.get(UNSEEN_KEY, 0), "categories": {k: v for k, v in b.items() if k not in META_KEYS}}
 
     def window_checks(self, min_count: int) -> list[CheckValue]:
         w = self.window.window()
@@ -435,6 +461,26 @@ def _top_bins(ref: np.ndarray, cur: np.ndarray, labels: list[str], examples: lis
         if examples is not None and b < len(examples) and examples[b] >= 0:
             text += f", e.g. offset {examples[b]}"
         out[f"top_bin_{rank}"] = text
+    return out
+
+
+def build_features(fields: list[FieldSpec], checks: dict[str, CheckSettings], blocks: int,
+                   reference: dict[str, FieldProfile] | None, ref_version: str | None,
+                   contract: dict[str, FieldContract] | None, sentinels: dict[str, list[float]] | None
+                   ) -> dict[str, Feature]:
+    """The monitored features of a stream, each with its limits, reference profile and window of `blocks`."""
+    out: dict[str, Feature] = {}
+    reference, contract, sentinels = reference or {}, contract or {}, sentinels or {}
+    for spec in fields:
+        prof = reference.get(spec.name)
+        lim = Limits.build(checks[spec.name], contract.get(spec.name), sentinels.get(spec.name, []))
+        if spec.kind == "numeric":
+            out[spec.name] = NumericFeature(spec, checks[spec.name], blocks,
+                                            prof if isinstance(prof, NumericProfile) else None, lim, ref_version)
+        else:
+            out[spec.name] = CategoricalFeature(spec, checks[spec.name], blocks,
+                                                prof if isinstance(prof, CategoricalProfile) else None, lim,
+                                                ref_version)
     return out
 
 
@@ -527,8 +573,17 @@ class StreamPartition:
         decision_threshold: float = 0.5,
         cbpe_reference: float | None = None,
         cbpe_min_drop: float = 0.03,
+        emit_blocks: bool = False,
+        evaluate: bool = True,
     ) -> None:
         self.model, self.stream, self.topic, self.partition = model, stream, topic, partition
+        # Stage 1 of the model view: a summary of every closed block goes out (`emitted`) to the blocks topic.
+        self.emit_blocks = emit_blocks
+        # Per-partition windows, detectors and alerts: off when only the model view raises alerts.
+        self.evaluate = evaluate
+        self.ref_version = ref_version
+        self.block_seq = 0
+        self.emitted: list[dict[str, Any]] = []  # block summaries and signals of the last apply (not stored)
         self.window_settings = window
         self.version_field = version_field
         self.id_field = id_field if uniqueness_memory > 0 else None
@@ -555,22 +610,7 @@ class StreamPartition:
         # feature -> (statistic, value, threshold) at the last evaluated window (not stored; for metrics/history)
         self.last_drift: dict[str, tuple[str, float, float]] = {}
         self.last_time = -1
-        self.features: dict[str, Feature] = {}
-        reference = reference or {}
-        contract = contract or {}
-        sentinels = sentinels or {}
-        for spec in fields:
-            prof = reference.get(spec.name)
-            lim = Limits.build(checks[spec.name], contract.get(spec.name), sentinels.get(spec.name, []))
-            blocks = window.blocks
-            if spec.kind == "numeric":
-                self.features[spec.name] = NumericFeature(
-                    spec, checks[spec.name], blocks, prof if isinstance(prof, NumericProfile) else None, lim,
-                    ref_version)
-            else:
-                self.features[spec.name] = CategoricalFeature(
-                    spec, checks[spec.name], blocks, prof if isinstance(prof, CategoricalProfile) else None, lim,
-                    ref_version)
+        self.features = build_features(fields, checks, window.blocks, reference, ref_version, contract, sentinels)
 
     # -- blocks ----------------------------------------------------------------------------------
     def _block_ids(self, batch: DecodedBatch, times: list[int]) -> np.ndarray:
@@ -613,7 +653,7 @@ class StreamPartition:
         for start, stop in runs:
             bid = int(bids[start])
             if self.open_meta is not None and self.open_meta[5] != bid:
-                findings += self._close_block(events_before + start)
+                findings += self._close_block(events_before + start, times[start])
             meta = self.open_meta or [int(offsets[start]), 0, times[start], 0, 0, bid, 0, 0.0, 0]
             if self.closed_meta:
                 first, first_t, before = self._window_bounds()
@@ -639,6 +679,8 @@ class StreamPartition:
             name = feat.name
             feat.totals = merge_numeric([feat.totals, numeric_block(values, missing, None, 0, feat.limits.bounds,
                                                                       feat.limits.sentinels)])
+            if not self.evaluate:
+                continue
             idx, z = feat.detector_input(values)
             if not len(idx):
                 continue
@@ -664,18 +706,45 @@ class StreamPartition:
         findings.sort(key=lambda f: (f.event_number, f.feature, f.check, f.status))
         return findings
 
-    def _close_block(self, event_number: int) -> list[Finding]:
-        """Close the open block; evaluate the window if this close is an evaluation point."""
+    def _close_block(self, event_number: int, next_time: int) -> list[Finding]:
+        """Close the open block (`next_time`: event time of the event that closed it); evaluate if due."""
         assert self.open_meta is not None
+        if self.emit_blocks:
+            self.emitted.append(self._block_summary(self.open_meta, next_time))
+        for f in self.features.values():
+            if isinstance(f, NumericFeature):
+                f.open_clipped = 0.0
         self.closed_meta.append(self.open_meta)
         del self.closed_meta[: -self.window_settings.blocks]
         self.open_meta = None
         for feat in self.features.values():
             feat.window.close_block()
         self.blocks_closed += 1
+        if not self.evaluate:
+            return []
         if self.window_settings.mode == "tumbling" and self.blocks_closed % self.window_settings.blocks:
             return []
         return self._evaluate(event_number)
+
+    def _block_summary(self, meta: list[Any], next_time: int) -> dict[str, Any]:
+        block = self._signal(meta, next_time)
+        block.update(seq=self.block_seq, events=int(meta[4]), duplicates=int(meta[6]),
+                     expected_correct=float(meta[7]), scored=int(meta[8]),
+                     numeric=[f.block_summary() for f in self.features.values() if isinstance(f, NumericFeature)],
+                     categorical=[f.block_summary() for f in self.features.values()
+                                  if isinstance(f, CategoricalFeature)])
+        self.block_seq += 1
+        return block
+
+    def _signal(self, meta: list[Any], progress: int) -> dict[str, Any]:
+        """A block with no data (seq -1): carries a schema change or a silence to the model stage."""
+        return {"model": self.model, "stream": self.stream, "topic": self.topic, "partition": self.partition,
+                "seq": -1, "slot": int(meta[5]), "slot_ms": self.window_settings.block_ms,
+                "start_time": int(meta[2]), "end_time": int(meta[3]), "progress_time": int(progress),
+                "first_offset": int(meta[0]), "last_offset": int(meta[1]), "events": 0, "duplicates": 0,
+                "expected_correct": 0.0, "scored": 0, "model_version": self.last_version,
+                "reference_version": self.ref_version, "numeric": [], "categorical": [], "schema_changes": [],
+                "silent_s": None}
 
     def _evaluate(self, event_number: int) -> list[Finding]:
         values: list[CheckValue] = []
@@ -775,6 +844,12 @@ class StreamPartition:
         if not changes and self.schema_ids:
             changes = [("*", "schema_new_version", "a new writer schema with the same fields and types")]
         self.schema_ids.append(schema_id)
+        if self.emit_blocks:
+            t = -1 if event_time is None else event_time
+            signal = self._signal([offset, offset, t, t, 0, -1, 0, 0.0, 0], t)
+            signal["schema_changes"] = [{"schema_id": schema_id, "field": name, "check": check, "detail": detail}
+                                        for name, check, detail in changes]
+            self.emitted.append(signal)
         return [Finding(name, check, AlertKind.SCHEMA, float(schema_id), 0.0, offset, event_time, self.events,
                         offset, event_time, 0, "OPEN", self.last_version,
                         {"schema_id": str(schema_id), "detail": detail})
@@ -786,6 +861,10 @@ class StreamPartition:
         if meta is None or idle_s < limit_s or "*/stream_stopped" in self.open_alerts:
             return []
         self.open_alerts["*/stream_stopped"] = {"since": self.events, "below": 0}
+        if self.emit_blocks:
+            signal = self._signal(meta, meta[3])
+            signal["silent_s"] = float(idle_s)
+            self.emitted.append(signal)
         t = None if meta[3] < 0 else meta[3]
         return [Finding("*", "stream_stopped", AlertKind.VOLUME, float(idle_s), float(limit_s), meta[1], t,
                         self.events, meta[1], t, 0, "OPEN", self.last_version,
@@ -804,6 +883,7 @@ class StreamPartition:
             "events": self.events,
             "rejects": self.rejects,
             "blocks_closed": self.blocks_closed,
+            "block_seq": self.block_seq,
             "closed_meta": self.closed_meta,
             "open_meta": self.open_meta,
             "last_version": self.last_version,
@@ -824,6 +904,7 @@ class StreamPartition:
         meta = json.loads(fields[META_FIELD])
         self.events, self.rejects = int(meta["events"]), int(meta["rejects"])
         self.blocks_closed = int(meta.get("blocks_closed", 0))
+        self.block_seq = int(meta.get("block_seq", 0))
         self.closed_meta = meta["closed_meta"]
         self.open_meta = meta["open_meta"]
         self.last_version = meta.get("last_version")

@@ -196,3 +196,18 @@ class AlertCodec:
         rec["severity"] = Severity(rec["severity"])
         rec["window"] = Window(**rec["window"])
         return Alert(**rec)
+
+
+class BlockCodec:
+    """Block summaries (stage 1 -> stage 2) as plain Avro with schemas/block.avsc (namespace monitor.v1)."""
+
+    def __init__(self, max_payload_bytes: int = 16_000_000) -> None:
+        self.schema = load_schema(schemas_dir() / "block.avsc")
+        self.decoder = AvroDecoder(self.schema, max_payload_bytes=max_payload_bytes)
+
+    def encode(self, block: Mapping[str, Any]) -> bytes:
+        return encode_plain(self.schema, block)
+
+    def decode(self, payload: bytes | None) -> dict[str, Any]:
+        """A block, or `DecodeError` with the decoder's reasons (it then goes to the dead-letter topic)."""
+        return self.decoder.decode(payload)

@@ -1,0 +1,116 @@
+"""Stage 2 wiring: the blocks topic in, one merged view per model stream, incidents out.
+
+`ModelProcessor.process` decodes a blocks-topic partition's records, hands each block to its model stream
+and closes the slots the watermark has passed; alerts and rejects come back as values, as in stage 1.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from monitor.app.pipeline import BatchOutcome, StreamProcessor
+from monitor.core.model import ModelStream, dumps
+from monitor.core.profiles import ReferenceProfile
+from monitor.core.types import Alert, RawRecord, Reject
+from monitor.errors import DecodeError
+from monitor.io.avro import BlockCodec
+from monitor.settings import Settings
+
+META_FIELD = "__meta__"
+
+
+class ModelPartition:
+    """Stage 2's state on one blocks-topic partition: the model streams whose blocks land there."""
+
+    def __init__(self, processor: ModelProcessor, partition: int) -> None:
+        self.processor = processor
+        self.partition = partition
+        self.streams: dict[str, ModelStream] = {}  # "<model>/<stream>" -> merged view, made on first block
+        self.rejects = 0
+
+    def stream(self, key: str) -> ModelStream:
+        view = self.streams.get(key)
+        if view is None:
+            proc = self.processor.stream_processors[key]
+            expected = self.processor.input_partitions.get(proc.topic, 0)
+            view = self.streams[key] = proc.new_model_stream(expected)
+        return view
+
+    def to_fields(self) -> dict[str, bytes]:
+        out = {META_FIELD: dumps({"rejects": self.rejects, "streams": sorted(self.streams)})}
+        for key, view in self.streams.items():
+            out[key] = dumps(view.to_state())
+        return out
+
+    def load_fields(self, fields: dict[str, bytes], now: float = 0.0) -> None:
+        meta = json.loads(fields[META_FIELD])
+        self.rejects = int(meta["rejects"])
+        for key in meta["streams"]:
+            if key in fields and key in self.processor.stream_processors:
+                self.stream(key).load_state(json.loads(fields[key]), now)
+
+
+class ModelProcessor:
+    """The blocks topic: merge each model stream's blocks from all partitions, raise one incident per problem."""
+
+    stream = "blocks"
+
+    def __init__(self, settings: Settings, stream_processors: dict[str, StreamProcessor]) -> None:
+        self.settings = settings
+        self.topic = settings.blocks_topic
+        self.codec = BlockCodec()
+        # "<model>/<stream>" -> the stage-1 processor that knows the stream's fields, checks and reference
+        self.stream_processors = {f"{p.model.name}/{p.stream}": p for p in stream_processors.values()}
+        self.checks: dict[str, Any] = {}
+        self.input_partitions: dict[str, int] = {}  # input topic -> partition count, from the broker's metadata
+
+    def new_partition(self, partition: int, _topic_partitions: int = 1) -> ModelPartition:
+        return ModelPartition(self, partition)
+
+    def set_reference(self, model: str, reference: ReferenceProfile | None) -> None:
+        for key, proc in self.stream_processors.items():
+            if key.split("/", 1)[0] == model:
+                proc.set_reference(reference)
+
+    def reference_version(self, model: str) -> str | None:
+        versions = [p.reference_version for k, p in self.stream_processors.items() if k.split("/", 1)[0] == model]
+        return versions[0] if versions else None
+
+    def process(self, part: ModelPartition, records: list[RawRecord], now: float) -> BatchOutcome:
+        """Apply one blocks-topic partition's records (offset order); close what the watermark passed."""
+        alerts: list[Alert] = []
+        rejects: list[Reject] = []
+        touched: set[str] = set()
+        for rec in records:
+            try:
+                block = self.codec.decode(rec.value)
+            except DecodeError as exc:
+                rejects.append(Reject(rec, exc.reason, type(exc.__cause__ or exc).__name__, str(exc)))
+                continue
+            key = f"{block['model']}/{block['stream']}"
+            if key not in self.stream_processors:
+                rejects.append(Reject(rec, "unknown_model", "LimitExceeded",
+                                      f"no model stream {key} in this config"))
+                continue
+            alerts += part.stream(key).add(block, now)
+            touched.add(key)
+        for key in sorted(touched):
+            alerts += part.streams[key].advance(now)
+        part.rejects += len(rejects)
+        valid = len(records) - len(rejects)
+        return BatchOutcome(alerts, rejects, valid, records[-1].offset + 1 if records else -1)
+
+    def tick(self, part: ModelPartition, now: float) -> list[Alert]:
+        """Close slots that idle partitions were holding back (called on the daemon clock)."""
+        alerts: list[Alert] = []
+        for key in sorted(part.streams):
+            alerts += part.streams[key].advance(now)
+        return alerts
+
+    def rebuild(self, part: ModelPartition, model: str, now: float) -> None:
+        """After a reference change: new views for `model`, keeping counts and incidents (windows restart)."""
+        for key in [k for k in part.streams if k.split("/", 1)[0] == model]:
+            state = json.loads(dumps(part.streams[key].to_state()))
+            del part.streams[key]
+            part.stream(key).load_state(state, now)

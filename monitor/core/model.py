@@ -1,0 +1,450 @@
+"""Stage 2: one model stream seen whole, merged from the block summaries of all its input partitions.
+
+Blocks are merged by event-time slot. A slot closes when the model's watermark (the least progress over
+partitions that are not idle, minus `grace_ms`) passes its end; a block for a slot already closed is late:
+counted, never reopening it. Each closed slot joins the window (the last `blocks` slots) and the window is
+checked: contract rates, drift against the reference with Benjamini-Hochberg across the features, a CUSUM
+per numeric feature, stream checks. Results go to `Incidents`. Pure: the caller passes the daemon clock,
+used only to decide which partitions are idle.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import numpy as np
+
+from monitor.core import stats
+from monitor.core.incidents import MODEL_WIDE, CheckResult, Incidents, WindowSpan
+from monitor.core.partition import (
+    CategoricalFeature,
+    CheckValue,
+    Feature,
+    NumericFeature,
+    build_features,
+    kind_of,
+)
+from monitor.core.profiles import FieldContract, FieldProfile
+from monitor.core.schema import FieldSpec
+from monitor.core.sketches import (
+    ABOVE,
+    BELOW,
+    FINITE,
+    HEAD,
+    INF,
+    MAX,
+    MIN,
+    MISSING,
+    NAN,
+    SENTINEL,
+    SUM,
+    SUMSQ,
+    merge_numeric,
+)
+from monitor.core.sketches import N as COUNT
+from monitor.core.types import Alert, AlertKind
+from monitor.settings import CheckSettings, ModelViewSettings, WindowSettings
+
+Block = dict[str, Any]  # a decoded schemas/block.avsc record
+# Per-partition counts kept per slot for evidence: which partitions showed the problem a rate check found.
+_PART_COUNTS = {"missing_rate": 0, "nan_rate": 1, "sentinel_rate": 2, "out_of_range": 3, "unseen_category": 4}
+
+
+def numeric_vector(summary: dict[str, Any], hist_len: int) -> np.ndarray:
+    """A block's NumericSummary as the sketch vector layout of `monitor.core.sketches`."""
+    v = np.zeros(HEAD + hist_len)
+    v[COUNT], v[MISSING], v[NAN], v[INF] = summary["count"], summary["missing"], summary["nan"], summary["inf"]
+    v[FINITE], v[SUM], v[SUMSQ] = summary["finite"], summary["sum"], summary["sum_sq"]
+    v[MIN], v[MAX] = summary["min"], summary["max"]
+    v[BELOW], v[ABOVE], v[SENTINEL] = summary["below"], summary["above"], summary["sentinel"]
+    hist = summary.get("histogram") or []
+    if len(hist) == hist_len:
+        v[HEAD:] = hist
+    return v
+
+
+class ModelStream:
+    """The merged view of one stream (features or predictions) of one model, over all input partitions."""
+
+    def __init__(
+        self,
+        model: str,
+        stream: str,
+        topic: str,
+        fields: list[FieldSpec],
+        checks: dict[str, CheckSettings],
+        window: WindowSettings,
+        view: ModelViewSettings,
+        *,
+        reference: dict[str, FieldProfile] | None = None,
+        ref_version: str | None = None,
+        contract: dict[str, FieldContract] | None = None,
+        sentinels: dict[str, list[float]] | None = None,
+        id_field: str | None = None,
+        max_duplicate_rate: float = 0.01,
+        reference_rate: float | None = None,
+        min_rate_ratio: float = 0.1,
+        cbpe_reference: float | None = None,
+        cbpe_min_drop: float = 0.03,
+        freshness_s: float | None = None,
+        expected_partitions: int = 0,
+    ) -> None:
+        self.model, self.stream, self.topic = model, stream, topic
+        self.window_settings, self.view = window, view
+        self.ref_version = ref_version
+        self.id_field = id_field
+        self.max_duplicate_rate = max_duplicate_rate
+        self.reference_rate = reference_rate
+        self.min_rate_ratio = min_rate_ratio
+        self.cbpe_reference = cbpe_reference
+        self.cbpe_min_drop = cbpe_min_drop
+        self.freshness_s = freshness_s
+        self.features: dict[str, Feature] = build_features(fields, checks, window.blocks, reference, ref_version,
+                                                           contract, sentinels)
+        self.numeric = [f for f in self.features.values() if isinstance(f, NumericFeature)]
+        self.categorical = [f for f in self.features.values() if isinstance(f, CategoricalFeature)]
+        # partition -> {"next_seq", "ahead": {seq: progress}, "progress", "silent"}
+        self.partitions: dict[str, dict[str, Any]] = {}
+        self.pending: dict[int, dict[str, Any]] = {}  # open slots, merged over partitions
+        self.closed_slot: int | None = None
+        # Window ring, one entry per closed slot: [slot, events, duplicates, expected, scored, first_time,
+        # last_time, partitions, model_version, per-partition counts {field: {partition: [5 counts]}}]
+        self.slots: list[list[Any]] = []
+        self.cusum: dict[str, list[float]] = {f.name: [0.0, 0.0] for f in self.numeric}
+        self.warm: dict[str, list[float]] = {f.name: [0.0, 0.0, 0.0] for f in self.numeric}  # n, mean, m2
+        self.counts = {"blocks": 0, "events": 0, "duplicate_blocks": 0, "late_blocks": 0, "late_events": 0,
+                       "gaps": 0, "forced_closes": 0}
+        self.signals: list[CheckResult] = []  # schema changes since the last evaluation
+        self.incidents = Incidents(model, stream, topic, len(self.features), window.resolve_windows,
+                                   view.model_incident_share if stream == "features" else 0.0)
+        # The input topic's partition count: one never heard from holds the watermark for idle_timeout_s.
+        self.expected_partitions = expected_partitions
+        self.started_at: float | None = None  # daemon clock of the first call (not stored)
+        self.seen_at: dict[str, float] = {}  # partition -> daemon clock of its last block (not stored)
+        self.last_results: list[CheckResult] = []  # the last evaluation (not stored; status, metrics)
+
+    # -- input -------------------------------------------------------------------------------------
+    def add(self, block: Block, now: float) -> list[Alert]:
+        """Take one block (or signal) of one partition; signals (silence, schema) may alert at once."""
+        if self.started_at is None:
+            self.started_at = now
+        part = str(block["partition"])
+        state = self.partitions.setdefault(part, {"next_seq": 0, "ahead": {}, "progress": None, "silent": None})
+        self.seen_at[part] = now
+        seq = int(block["seq"])
+        if seq < 0:
+            return self._signal(block, state)
+        if seq < state["next_seq"] or str(seq) in state["ahead"]:
+            self.counts["duplicate_blocks"] += 1  # re-sent after a crash of stage 1: applied already
+            return []
+        if seq == state["next_seq"]:
+            state["next_seq"] += 1
+            state["progress"] = int(block["progress_time"])
+            while str(state["next_seq"]) in state["ahead"]:  # a gap filled: progress moves past it
+                state["progress"] = state["ahead"].pop(str(state["next_seq"]))
+                state["next_seq"] += 1
+        else:
+            self.counts["gaps"] += 1
+            state["ahead"][str(seq)] = int(block["progress_time"])
+        alerts: list[Alert] = []
+        if state["silent"] is not None:
+            state["silent"] = None
+        self.counts["blocks"] += 1
+        self.counts["events"] += int(block["events"])
+        self._add_totals(block)
+        slot = int(block["slot"])
+        if self.closed_slot is not None and slot <= self.closed_slot:
+            self.counts["late_blocks"] += 1
+            self.counts["late_events"] += int(block["events"])
+            return alerts
+        self._merge(slot, block)
+        return alerts
+
+    def _signal(self, block: Block, state: dict[str, Any]) -> list[Alert]:
+        part = int(block["partition"])
+        results = []
+        for change in block.get("schema_changes") or []:
+            results.append(CheckResult(change["field"], change["check"], AlertKind.SCHEMA,
+                                       float(change["schema_id"]), 0.0, True,
+                                       {"schema_id": str(change["schema_id"]), "detail": change["detail"]},
+                                       (part,)))
+        if block.get("silent_s") is not None:
+            state["silent"] = float(block["silent_s"])
+            results += self._silence_results()
+        if not results:
+            return []
+        t = int(block["end_time"])
+        span = WindowSpan(self.closed_slot if self.closed_slot is not None else -1, t if t >= 0 else None,
+                          t if t >= 0 else None, 0, block.get("model_version"))
+        return self.incidents.update(results, span, tick=False)
+
+    def _silence_results(self) -> list[CheckResult]:
+        if self.freshness_s is None:
+            return []
+        silent = {int(p): s["silent"] for p, s in self.partitions.items() if s["silent"] is not None}
+        if not silent:
+            return [CheckResult("*", "stream_stopped", AlertKind.VOLUME, 0.0, self.freshness_s, False)]
+        return [CheckResult("*", "stream_stopped", AlertKind.VOLUME, max(silent.values()), self.freshness_s, True,
+                            {"topic": self.topic, "partitions": ",".join(str(p) for p in sorted(silent)),
+                             "partitions_silent": str(len(silent)), "partitions_known": str(len(self.partitions))},
+                            tuple(sorted(silent)))]
+
+    def _add_totals(self, block: Block) -> None:
+        for s in block.get("numeric") or []:
+            feat = self.features.get(s["field"])
+            if isinstance(feat, NumericFeature):
+                feat.totals = merge_numeric([feat.totals, numeric_vector(s, 0)[:HEAD]])
+        for c in block.get("categorical") or []:
+            cfeat = self.features.get(c["field"])
+            if isinstance(cfeat, CategoricalFeature):
+                cfeat.count += int(c["count"])
+                cfeat.missing += int(c["missing"])
+
+    def _merge(self, slot: int, block: Block) -> None:
+        same_bins = block.get("reference_version") == self.ref_version
+        merged = self.pending.setdefault(slot, {"events": 0, "duplicates": 0, "expected": 0.0, "scored": 0,
+                                                "first_time": None, "last_time": None, "partitions": [],
+                                                "version": None, "numeric": {}, "categorical": {}, "by_part": {}})
+        merged["events"] += int(block["events"])
+        merged["duplicates"] += int(block["duplicates"])
+        merged["expected"] += float(block["expected_correct"])
+        merged["scored"] += int(block["scored"])
+        start, end = int(block["start_time"]), int(block["end_time"])
+        merged["first_time"] = start if merged["first_time"] is None else min(merged["first_time"], start)
+        merged["last_time"] = end if merged["last_time"] is None else max(merged["last_time"], end)
+        part = int(block["partition"])
+        if part not in merged["partitions"]:
+            merged["partitions"] = sorted([*merged["partitions"], part])
+        if block.get("model_version") is not None:
+            merged["version"] = block["model_version"]
+        for s in block.get("numeric") or []:
+            feat = self.features.get(s["field"])
+            if not isinstance(feat, NumericFeature):
+                continue
+            vec = numeric_vector(s if same_bins else {**s, "histogram": []}, feat.window.hist_len)
+            prev = merged["numeric"].get(feat.name)
+            merged["numeric"][feat.name] = vec if prev is None else merge_numeric([np.asarray(prev), vec])
+            clipped = merged.setdefault("clipped", {})
+            clipped[feat.name] = clipped.get(feat.name, 0.0) + float(s.get("clipped_sum", s["sum"]))
+            self._count_part(merged, feat.name, part, [s["missing"], s["nan"] + s["inf"], s["sentinel"],
+                                                        s["below"] + s["above"], 0])
+        for c in block.get("categorical") or []:
+            cfeat = self.features.get(c["field"])
+            if not isinstance(cfeat, CategoricalFeature):
+                continue
+            tally = merged["categorical"].setdefault(cfeat.name, {})
+            for k, v in c["categories"].items():
+                tally[k] = tally.get(k, 0) + int(v)
+            tally["__n__"] = tally.get("__n__", 0) + int(c["count"])
+            tally["__missing__"] = tally.get("__missing__", 0) + int(c["missing"])
+            tally["__unseen__"] = tally.get("__unseen__", 0) + int(c["unseen"])
+            self._count_part(merged, cfeat.name, part, [c["missing"], 0, 0, 0, c["unseen"]])
+
+    @staticmethod
+    def _count_part(merged: dict[str, Any], name: str, part: int, counts: list[int]) -> None:
+        if not any(counts):
+            return
+        by = merged["by_part"].setdefault(name, {})
+        prev = by.get(str(part), [0, 0, 0, 0, 0])
+        by[str(part)] = [int(a) + int(b) for a, b in zip(prev, counts, strict=True)]
+
+    # -- closing slots -----------------------------------------------------------------------------
+    def watermark(self, now: float) -> int | None:
+        """Event time up to which every partition that is not idle has sent its blocks, minus the grace."""
+        if self.started_at is None:
+            self.started_at = now
+        progress = [s["progress"] for s in self.partitions.values() if s["progress"] is not None]
+        if not progress:
+            return None
+        unheard = [p for p in range(self.expected_partitions) if str(p) not in self.partitions]
+        if unheard and now - self.started_at < self.view.idle_timeout_s:
+            return None  # a partition that has not sent its first block yet may still be behind
+        active = [s["progress"] for p, s in self.partitions.items() if s["progress"] is not None
+                  and s["silent"] is None and now - self.seen_at.get(p, now) < self.view.idle_timeout_s]
+        # Every partition idle: nothing more is coming soon, so what arrived is evaluated.
+        return int(min(active) if active else max(progress)) - self.view.grace_ms
+
+    def advance(self, now: float) -> list[Alert]:
+        """Close every slot the watermark has passed (oldest first) and evaluate the window after each."""
+        alerts: list[Alert] = []
+        mark = self.watermark(now)
+        slot_ms = self.window_settings.block_ms
+        for slot in sorted(self.pending):
+            forced = len(self.pending) > self.view.max_open_slots
+            if not forced and (mark is None or (slot + 1) * slot_ms > mark):
+                break
+            self.counts["forced_closes"] += int(forced)
+            alerts += self._close(slot)
+        return alerts
+
+    def _close(self, slot: int) -> list[Alert]:
+        merged = self.pending.pop(slot)
+        self.closed_slot = slot
+        for feat in self.numeric:
+            vec = merged["numeric"].get(feat.name)
+            feat.window.open = None if vec is None else np.asarray(vec, dtype=float)
+            feat.window.close_block()
+        for cfeat in self.categorical:
+            cfeat.window.open = dict(merged["categorical"].get(cfeat.name, {}))
+            cfeat.window.close_block()
+        self.slots.append([slot, merged["events"], merged["duplicates"], merged["expected"], merged["scored"],
+                           merged["first_time"], merged["last_time"], merged["partitions"], merged["version"],
+                           merged["by_part"]])
+        del self.slots[: -self.window_settings.blocks]
+        detections = self._cusum(merged)
+        return self._evaluate(detections)
+
+    def _standardiser(self, feat: NumericFeature, vec: np.ndarray | None) -> tuple[float, float] | None:
+        """Reference mean and std, or those of the first `warmup` finite values (whole slots) without one."""
+        if feat.mean is not None and feat.std:
+            return feat.mean, feat.std
+        warm = self.warm[feat.name]
+        if warm[0] >= feat.checks.warmup:
+            std = math.sqrt(warm[2] / (warm[0] - 1)) if warm[0] > 1 else 0.0
+            return warm[1], std if std > 0 else 1.0
+        if vec is not None and vec[FINITE] > 0:
+            # Chan et al.'s parallel update: stable for any magnitude (a naive sum of squares is not).
+            n_b = float(vec[FINITE])
+            mean_b = float(vec[SUM]) / n_b
+            m2_b = max(float(vec[SUMSQ]) - n_b * mean_b * mean_b, 0.0)
+            n_a, mean_a, m2_a = warm
+            n = n_a + n_b
+            delta = mean_b - mean_a
+            warm[:] = [n, mean_a + delta * n_b / n, m2_a + m2_b + delta * delta * n_a * n_b / n]
+        return None
+
+    def _cusum(self, merged: dict[str, Any]) -> list[CheckResult]:
+        out = []
+        for feat in self.numeric:
+            conf = feat.checks.cusum
+            vec = merged["numeric"].get(feat.name)
+            std_mean = self._standardiser(feat, None if vec is None else np.asarray(vec))
+            if not conf.enabled or std_mean is None or vec is None or vec[FINITE] == 0:
+                continue
+            mean, std = std_mean
+            n = float(vec[FINITE])
+            z_sum = (merged.get("clipped", {}).get(feat.name, float(vec[SUM])) - n * mean) / std
+            c = self.cusum[feat.name]
+            c[0] = max(0.0, c[0] + z_sum - conf.k * n)
+            c[1] = max(0.0, c[1] - z_sum - conf.k * n)
+            if max(c) > conf.h:
+                up = c[0] >= c[1]
+                out.append(CheckResult(feat.name, "cusum", kind_of("cusum", self.stream), max(c), conf.h, True,
+                                       {"direction": "up" if up else "down", "slot_mean": f"{vec[SUM] / n:.6g}",
+                                        "mean": f"{mean:.6g}", "std": f"{std:.6g}", "k": f"{conf.k:g}",
+                                        "standardised_by": "reference" if feat.mean is not None else "warm-up"},
+                                       tuple(merged["partitions"])))
+                c[0] = c[1] = 0.0  # re-armed: a lasting shift fires again and keeps its incident open
+        return out
+
+    def _evaluate(self, detections: list[CheckResult]) -> list[Alert]:
+        values: list[CheckValue] = []
+        drift: list[CheckValue] = []
+        for feat in self.features.values():
+            values += feat.window_checks(feat.checks.min_window_count)
+            d = feat.drift_value()
+            if d is not None:
+                drift.append(d)
+        values += self._stream_checks()
+        if drift:
+            fdr = min(self.features[d.feature].checks.drift.fdr for d in drift)
+            p_values = np.array([1.0 if d.p_value is None else d.p_value for d in drift])
+            significant = stats.benjamini_hochberg(p_values, fdr)
+            values += [CheckValue(d.feature, d.check, d.statistic, d.threshold, d.firing and bool(sig), d.evidence)
+                       for d, sig in zip(drift, significant.tolist(), strict=True)]
+        everyone = tuple(sorted({p for s in self.slots for p in s[7]}))
+        results = [CheckResult(v.feature, v.check, kind_of(v.check, self.stream), float(v.statistic),
+                               float(v.threshold), v.firing, dict(v.evidence), self._partitions(v, everyone))
+                   for v in values]
+        results += detections + self.signals + self._silence_results()
+        self.signals = []
+        self.last_results = results
+        first, last = self.slots[0], self.slots[-1]
+        span = WindowSpan(int(last[0]), first[5], last[6], sum(int(s[1]) for s in self.slots), last[8])
+        return self.incidents.update(results, span)
+
+    def _partitions(self, v: CheckValue, everyone: tuple[int, ...]) -> tuple[int, ...]:
+        """The partitions that showed what a failing rate check counts; every partition for the others."""
+        index = _PART_COUNTS.get(v.check)
+        if index is None or not v.firing:
+            return everyone
+        hit: set[int] = set()
+        for s in self.slots:
+            for part, counts in s[9].get(v.feature, {}).items():
+                if counts[index]:
+                    hit.add(int(part))
+        return tuple(sorted(hit))
+
+    def _stream_checks(self) -> list[CheckValue]:
+        out = []
+        count = sum(int(s[1]) for s in self.slots)
+        if self.id_field and count:
+            dup = sum(int(s[2]) for s in self.slots)
+            out.append(CheckValue(self.id_field, "duplicate_id", dup / count, self.max_duplicate_rate,
+                                  dup / count > self.max_duplicate_rate, {"duplicates": str(dup)}))
+        scored = sum(int(s[4]) for s in self.slots)
+        if self.cbpe_reference is not None and scored:
+            estimate = sum(float(s[3]) for s in self.slots) / scored
+            drop = self.cbpe_reference - estimate
+            out.append(CheckValue("expected_accuracy", "cbpe_accuracy", estimate,
+                                  self.cbpe_reference - self.cbpe_min_drop, drop > self.cbpe_min_drop,
+                                  {"estimate": "CBPE: expected accuracy from the prediction scores, assuming they "
+                                               "are calibrated; no labels used",
+                                   "reference_expected_accuracy": f"{self.cbpe_reference:.4f}",
+                                   "window_expected_accuracy": f"{estimate:.4f}"}))
+        if self.reference_rate and len(self.slots) == self.window_settings.blocks and count > 1:
+            span_s = len(self.slots) * self.window_settings.block_ms / 1000.0
+            rate = count / span_s
+            limit = self.min_rate_ratio * self.reference_rate
+            out.append(CheckValue(MODEL_WIDE, "low_rate", rate, limit, rate < limit,
+                                  {"reference_rate": f"{self.reference_rate:.4g}", "window_s": f"{span_s:g}"}))
+        return out
+
+    # -- persistence -------------------------------------------------------------------------------
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "ref_version": self.ref_version,
+            "partitions": self.partitions,
+            "pending": {str(k): {**v, "numeric": {f: np.asarray(x).tolist() for f, x in v["numeric"].items()}}
+                        for k, v in self.pending.items()},
+            "closed_slot": self.closed_slot,
+            "slots": self.slots,
+            "cusum": self.cusum,
+            "warm": self.warm,
+            "counts": self.counts,
+            "signals": [[r.field, r.check, str(r.kind), r.statistic, r.threshold, r.evidence, list(r.partitions)]
+                        for r in self.signals],
+            "incidents": self.incidents.to_state(),
+            "features": {name: f.to_state() for name, f in self.features.items()},
+        }
+
+    def load_state(self, state: dict[str, Any], now: float) -> None:
+        self.partitions = state["partitions"]
+        self.closed_slot = state["closed_slot"]
+        self.counts.update(state["counts"])
+        self.incidents.load_state(state["incidents"])
+        self.seen_at = {p: now for p in self.partitions}  # idleness is measured from the restart
+        self.started_at = now
+        self.signals = [CheckResult(f, c, AlertKind(k), s, t, True, e, tuple(p))
+                        for f, c, k, s, t, e, p in state.get("signals", [])]
+        for name, raw in state["features"].items():
+            feat = self.features.get(name)
+            if feat is not None:
+                feat.load_state(raw)
+        if state.get("ref_version") != self.ref_version:
+            return  # a new reference: windows, pending slots and detectors start afresh (as in stage 1)
+        self.pending = {int(k): v for k, v in state["pending"].items()}
+        self.slots = state["slots"]
+        self.cusum.update(state["cusum"])
+        self.warm.update(state["warm"])
+
+    def summary(self) -> dict[str, Any]:
+        """Counts for status: blocks, events, late and duplicate blocks, partitions, open incidents."""
+        return {**self.counts, "partitions": len(self.partitions), "open_slots": len(self.pending),
+                "closed_slot": self.closed_slot, "incidents": sorted(self.incidents.open)}
+
+
+def dumps(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()

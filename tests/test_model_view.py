@@ -1,0 +1,229 @@
+"""The model view in process: block summaries of any number of partitions merge into one incident per problem.
+
+Both stages run through `monitor.app.replay` (stage 1 per partition, blocks through their Avro encoding,
+stage 2 merging by event time); the daemon tests repeat the headline cases on Kafka and Redis.
+"""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+
+from monitor.app.replay import Replay, replay
+from monitor.cli.simulate import Incident, Simulator
+from monitor.core.incidents import CheckResult, Incidents, WindowSpan
+from monitor.core.profiles import ReferenceProfile
+from monitor.core.types import AlertKind, RawRecord
+from monitor.io.avro import encode_plain, load_schema
+from monitor.profile.build import build_profile, read_table
+from monitor.settings import Settings, load_settings
+from tests.helpers import EXAMPLES
+
+ONSET, END, EVENTS = 10_000, 20_000, 30_000
+INTERVAL_MS = 10  # the simulator's event-time step: 100 events a second
+MODEL_VIEW: dict[str, Any] = {"window": {"by": "time", "block_ms": 1000, "blocks": 10, "resolve_windows": 3}}
+
+
+def settings_for(tmp_path: Path, **top: Any) -> Settings:
+    cfg = yaml.safe_load((EXAMPLES / "monitor.yaml").read_text())
+    model = cfg["models"][0]
+    for kind in ("features", "predictions", "labels"):
+        model[kind]["schema"] = str(EXAMPLES / model[kind]["schema"])
+    model["sentinels"] = {"days_since_login": [-1.0]}
+    del model["labels"]
+    cfg.update(MODEL_VIEW)
+    cfg.update(top)
+    path = tmp_path / "monitor.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return load_settings(path, environ={})
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> ReferenceProfile:
+    """A profile of 100,000 simulated training rows (another seed than the live streams)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from monitor.cli.main import _model_specs
+
+    tmp = tmp_path_factory.mktemp("ref")
+    rows = [{**f, **p} for feats, preds in Simulator(seed=100).batches(100_000, 20_000)
+            for f, p in zip(feats, preds, strict=True)]
+    path = tmp / "train.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    settings = settings_for(tmp)
+    return build_profile("churn", _model_specs(settings, "churn"), read_table(path), version="v1",
+                         source=path.name, sentinels={"days_since_login": [-1.0]}, time_field="event_time")
+
+
+def records_for(settings: Settings, partitions: int, incidents: list[str], events: int = EVENTS,
+                seed: int = 300, scale: dict[str, float] | None = None) -> dict[tuple[str, int], list[RawRecord]]:
+    """The simulator's features and predictions, keyed by event id over `partitions` partitions."""
+    model = settings.models[0]
+    assert model.predictions is not None
+    topics = {"features": model.features.topic, "predictions": model.predictions.topic}
+    schemas = {"features": load_schema(EXAMPLES / "churn_features.avsc"),
+               "predictions": load_schema(EXAMPLES / "churn_predictions.avsc")}
+    out: dict[tuple[str, int], list[RawRecord]] = {}
+    sim = Simulator(seed=seed, incidents=[Incident.parse(i) for i in incidents])
+    i = 0
+    for feats, preds in sim.batches(events, 5_000):
+        for f, p in zip(feats, preds, strict=True):
+            if scale and i >= ONSET:
+                f = {k: (v * scale[k] if k in scale and isinstance(v, float) else v) for k, v in f.items()}
+            part = zlib.crc32(f["event_id"].encode()) % partitions
+            for stream, row in (("features", f), ("predictions", p)):
+                recs = out.setdefault((topics[stream], part), [])
+                recs.append(RawRecord(topics[stream], part, len(recs), f["event_id"].encode(),
+                                      encode_plain(schemas[stream], row), timestamp_ms=int(f["event_time"])))
+            i += 1
+    return out
+
+
+def contract_model(tmp_path: Path, reference: ReferenceProfile) -> dict[str, Any]:
+    """The example model with a data contract inferred from the reference (allowed categories, ranges)."""
+    from monitor.core.schema import field_types
+    from monitor.profile.contract import dump_contract, infer_contract
+
+    settings = settings_for(tmp_path)
+    model = settings.models[0]
+    checks = {n: settings.checks_for(model, n) for n in reference.fields}
+    path = tmp_path / "churn.contract.yaml"
+    path.write_text(dump_contract(infer_contract(reference, field_types(load_schema(EXAMPLES /
+                                                                                    "churn_features.avsc")), checks)))
+    raw = yaml.safe_load((tmp_path / "monitor.yaml").read_text())["models"][0]
+    raw["contract"] = str(path)
+    return dict(raw)
+
+
+def run(tmp_path: Path, reference: ReferenceProfile, partitions: int, incidents: list[str], **kw: Any) -> Replay:
+    settings = settings_for(tmp_path, **kw.pop("top", {}))
+    return replay(settings, records_for(settings, partitions, incidents, **kw), {"churn": reference})
+
+
+def delay_in_events(alert_last_time: int | None) -> int:
+    """Events of the stream from the onset up to the last event the alert's window covered."""
+    assert alert_last_time is not None
+    start = Simulator().start_time_ms + ONSET * INTERVAL_MS
+    return (alert_last_time - start) // INTERVAL_MS + 1
+
+
+@pytest.mark.parametrize("partitions", [1, 3, 12, 48])
+def test_a_shift_is_one_incident_at_any_partition_count(tmp_path: Path, reference: ReferenceProfile,
+                                                        partitions: int) -> None:
+    """A 1-sigma shift of age that later reverts: one OPEN and one RESOLVED for age, nothing else, and the same
+    detection delay (in events of the whole stream) on 1 partition as on 48."""
+    out = run(tmp_path, reference, partitions, [f"shift:feature=age,start={ONSET},length={END - ONSET},size=1"])
+    assert out.stage1_alerts == []  # per-partition alerts are off by default
+    got = [(a.feature, a.status) for a in out.alerts if a.status != "UPDATED"]
+    assert got == [("age", "OPEN"), ("age", "RESOLVED")], [(a.feature, a.check, a.status) for a in out.alerts]
+    opened = out.alerts[0]
+    assert opened.kind == AlertKind.DRIFT
+    delay = delay_in_events(opened.window.last_event_time)
+    assert 0 < delay <= 300, delay
+    # The partitions whose data the firing window held: with 100-event slots, most of 48 (not every one).
+    parts = [int(x) for x in opened.evidence["partitions"].split(",")]
+    assert set(parts) <= set(range(partitions)) and len(parts) >= min(partitions, 30)
+    resolved = out.alerts[-1]
+    assert resolved.window.last_event_time is not None
+    assert resolved.window.last_event_time > Simulator().start_time_ms + END * INTERVAL_MS  # after the revert
+    # The merged counts are those of the whole stream, whatever the split.
+    view = out.model_parts[0].streams["churn/features"]
+    assert view.counts["events"] + view.features["age"].totals[0] * 0 <= EVENTS
+    assert view.counts["late_blocks"] == 0 and view.counts["duplicate_blocks"] == 0
+
+
+def test_the_delay_does_not_grow_with_partitions(tmp_path: Path, reference: ReferenceProfile) -> None:
+    """The model stage sees the same merged slots whatever the split, so the first alert covers the same data."""
+    shift = [f"shift:feature=age,start={ONSET},length={END - ONSET},size=1"]
+    firsts = {}
+    for p in (1, 48):
+        (tmp_path / str(p)).mkdir()
+        out = run(tmp_path / str(p), reference, p, shift, events=ONSET + 3_000)
+        firsts[p] = delay_in_events(out.alerts[0].window.last_event_time)
+    assert firsts[48] <= 1.5 * firsts[1] and firsts[48] <= 500, firsts
+
+
+def test_clean_stream_on_48_partitions_raises_nothing(tmp_path: Path, reference: ReferenceProfile) -> None:
+    """No incident at all on a clean stream split 48 ways (the daemon test repeats it on 200,000 events)."""
+    out = run(tmp_path, reference, 48, [], events=60_000)
+    assert [(a.feature, a.check, a.status) for a in out.alerts] == []
+
+
+def test_nan_burst_and_new_category_name_their_partitions(tmp_path: Path, reference: ReferenceProfile) -> None:
+    """One OPEN per incident, its evidence naming the partitions and checks that saw it."""
+    out = run(tmp_path, reference, 12, [f"nan_burst:feature=credit_score,start={ONSET},length=3000,rate=0.3",
+                                        f"new_category:feature=region,start={ONSET},length=3000,rate=0.3,value=atlantis"],
+              top={"models": [contract_model(tmp_path, reference)]})
+    opened = {(a.feature, a.kind): a for a in out.alerts if a.status == "OPEN"}
+    assert set(opened) == {("credit_score", AlertKind.DATA_QUALITY), ("region", AlertKind.DATA_QUALITY)}, \
+        [(a.feature, a.check, a.status) for a in out.alerts]
+    nan = opened[("credit_score", AlertKind.DATA_QUALITY)]
+    assert "nan_rate" in nan.evidence["checks"]
+    assert nan.evidence["partitions"] == ",".join(str(p) for p in range(12))
+    cat = opened[("region", AlertKind.DATA_QUALITY)]
+    assert "unseen_category" in cat.evidence["checks"]
+    assert "atlantis" in cat.evidence["new_values"]
+    assert len(cat.evidence["partitions"].split(",")) == 12
+
+
+def test_everything_broken_at_once_is_one_model_wide_incident(tmp_path: Path, reference: ReferenceProfile) -> None:
+    """Every numeric field x100 at once (a unit change upstream): one incident for the model, not ten."""
+    numeric = ["age", "monthly_charges", "total_charges", "session_minutes", "days_since_login", "data_usage_gb",
+               "discount_rate", "credit_score"]
+    out = run(tmp_path, reference, 12, [], events=ONSET + 3_000, scale=dict.fromkeys(numeric, 100.0))
+    opened = [a for a in out.alerts if a.status == "OPEN"]
+    assert [(a.feature, a.check) for a in opened] == [("*", "model_incident")], \
+        [(a.feature, a.check) for a in opened]
+    assert set(opened[0].evidence["features"].split(", ")) >= set(numeric)
+
+
+def test_incident_lifecycle_by_hand() -> None:
+    """OPEN once, UPDATED only when the severity rises, RESOLVED after `resolve_windows` passing windows."""
+    inc = Incidents("m", "features", "t", features=10, resolve_windows=2, model_share=0.3)
+    warn = CheckResult("a", "nan_rate", AlertKind.DATA_QUALITY, 0.08, 0.05, True, partitions=(1,))
+    crit = CheckResult("a", "nan_rate", AlertKind.DATA_QUALITY, 0.30, 0.05, True, partitions=(2,))
+    ok = CheckResult("a", "nan_rate", AlertKind.DATA_QUALITY, 0.0, 0.05, False)
+    steps = [[warn], [warn], [crit], [warn], [ok], [ok], [ok]]
+    statuses = [[a.status for a in inc.update(r, WindowSpan(i, i, i, 100))] for i, r in enumerate(steps)]
+    assert statuses == [["OPEN"], [], ["UPDATED"], [], [], ["RESOLVED"], []]
+    # Deterministic ids: the same history gives the same alerts, byte for byte.
+    again = Incidents("m", "features", "t", features=10, resolve_windows=2, model_share=0.3)
+    ids = [[a.alert_id for a in again.update(r, WindowSpan(i, i, i, 100))] for i, r in enumerate(steps)]
+    first = Incidents("m", "features", "t", features=10, resolve_windows=2, model_share=0.3)
+    assert ids == [[a.alert_id for a in first.update(r, WindowSpan(i, i, i, 100))] for i, r in enumerate(steps)]
+
+
+def test_merged_totals_equal_the_stream_totals(tmp_path: Path, reference: ReferenceProfile) -> None:
+    """The model stage's counts and sums are the stream's, computed here from the rows with numpy."""
+    settings = settings_for(tmp_path)
+    records = records_for(settings, 7, [], events=8_000)
+    out = replay(settings, records, {"churn": reference})
+    view = out.model_parts[0].streams["churn/features"]
+    # What stage 2 has seen: every block stage 1 closed (the last open block of each partition is still open).
+    closed = sum(p.events - (p.open_meta[4] if p.open_meta else 0) for (t, _), p in out.partitions.items()
+                 if t == settings.models[0].features.topic)
+    assert view.counts["events"] == closed
+    ages = []
+    for (topic, _p), part in out.partitions.items():
+        if topic != settings.models[0].features.topic:
+            continue
+        schema = load_schema(EXAMPLES / "churn_features.avsc")
+        import io
+
+        from fastavro import schemaless_reader
+
+        last_open = part.open_meta[0] if part.open_meta else None
+        for rec in records[(topic, _p)]:
+            if last_open is not None and rec.offset >= last_open:
+                break
+            row = schemaless_reader(io.BytesIO(rec.value or b""), schema, None)
+            ages.append(row["age"])
+    total = view.features["age"].totals
+    assert int(total[0]) == len(ages)
+    assert float(total[5]) == pytest.approx(float(np.sum(ages)), rel=1e-12)
