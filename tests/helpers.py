@@ -59,6 +59,7 @@ class Setup:
     tmp: Path
     http_port: int = field(default_factory=free_port)
     batch: int = 500
+    partitions: int = PARTITIONS  # of the input topics
 
     @property
     def features(self) -> str:
@@ -81,6 +82,10 @@ class Setup:
         return f"t{self.unique}.dlq"
 
     @property
+    def blocks(self) -> str:
+        return f"t{self.unique}.blocks"
+
+    @property
     def group(self) -> str:
         return f"g{self.unique}"
 
@@ -96,6 +101,7 @@ class Setup:
             "key_prefix": self.prefix,
             "alerts_topic": self.alerts,
             "dead_letter_topic": self.dead_letter,
+            "blocks_topic": self.blocks,
             "http": {"host": "127.0.0.1", "port": self.http_port},
             "batch": {"max_messages": self.batch, "timeout_s": 0.2},
             **PER_PARTITION,
@@ -115,9 +121,11 @@ class Setup:
 
     def create_topics(self) -> None:
         admin = AdminClient({"bootstrap.servers": self.bootstrap})
-        topics = [self.features, self.predictions, self.labels, self.alerts, self.dead_letter]
-        futures = admin.create_topics([NewTopic(t, num_partitions=PARTITIONS, replication_factor=1)
-                                       for t in topics])
+        inputs = [self.features, self.predictions, self.labels]
+        futures = admin.create_topics([NewTopic(t, num_partitions=self.partitions, replication_factor=1)
+                                       for t in inputs]
+                                      + [NewTopic(t, num_partitions=PARTITIONS, replication_factor=1)
+                                         for t in (self.alerts, self.dead_letter, self.blocks)])
         for fut in futures.values():
             fut.result(30)
 
@@ -179,8 +187,8 @@ def produce_simulated(setup: Setup, events: int, incidents: Iterable[str] = (), 
                 if ahead > 0:
                     time.sleep(ahead)  # pacing a live stream, not synchronisation
             key = f["event_id"].encode()
-            producer.produce(setup.features, key=key, value=encode_plain(f_schema, f), on_delivery=report)
-            producer.produce(setup.predictions, key=key, value=encode_plain(p_schema, p), on_delivery=report)
+            _produce(producer, setup.features, key, encode_plain(f_schema, f), report)
+            _produce(producer, setup.predictions, key, encode_plain(p_schema, p), report)
             if bad and len(rows) in bad:
                 label, payload = bad[len(rows)]
                 producer.produce(setup.features, key=key, value=payload, headers=[("case", label.encode())],
@@ -193,11 +201,25 @@ def produce_simulated(setup: Setup, events: int, incidents: Iterable[str] = (), 
     return rows, bad_sent
 
 
+def partition_count(consumer: Consumer, topic: str) -> int:
+    return len(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
+
+
+def _produce(producer: Producer, topic: str, key: bytes, value: bytes, report: Callable[..., None]) -> None:
+    """Produce, waiting for delivery reports while librdkafka's local queue is full."""
+    while True:
+        try:
+            producer.produce(topic, key=key, value=value, on_delivery=report)
+            return
+        except BufferError:
+            producer.poll(0.5)
+
+
 def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "probe"})
     try:
         return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-                for p in range(PARTITIONS)}
+                for p in range(partition_count(consumer, topic))}
     finally:
         consumer.close()
 
@@ -207,7 +229,7 @@ def read_topic(bootstrap: str, topic: str, expected: int | None = None, idle: fl
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{time.monotonic_ns()}",
                          "isolation.level": "read_committed",
                          "auto.offset.reset": "earliest", "enable.auto.commit": False})
-    consumer.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(partition_count(consumer, topic))])
     out: list[Any] = []
     last = time.monotonic()
     try:

@@ -55,7 +55,8 @@ def test_stationary_stream_has_at_most_one_false_alarm(tmp_path: Path) -> None:
               + [{"name": n, "type": "double"} for n in NUMERIC]
               + [{"name": n, "type": "string"} for n in CATEGORICAL]}
     (tmp_path / "wide.avsc").write_text(json.dumps(schema))
-    cfg = {"models": [{"name": "wide", "time_field": None, "features": {"topic": "wide", "schema": "wide.avsc"}}], **PER_PARTITION}
+    cfg = {"models": [{"name": "wide", "time_field": None, "features": {"topic": "wide", "schema": "wide.avsc"}}],
+           **PER_PARTITION}
     (tmp_path / "m.yaml").write_text(yaml.safe_dump(cfg))
     settings = load_settings(tmp_path / "m.yaml", environ={})
     rng = np.random.default_rng(2024)

@@ -43,15 +43,13 @@ def settings_for(tmp_path: Path, **top: Any) -> Settings:
     return load_settings(path, environ={})
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory) -> ReferenceProfile:
+def build_reference(tmp: Path) -> ReferenceProfile:
     """A profile of 100,000 simulated training rows (another seed than the live streams)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from monitor.cli.main import _model_specs
 
-    tmp = tmp_path_factory.mktemp("ref")
     rows = [{**f, **p} for feats, preds in Simulator(seed=100).batches(100_000, 20_000)
             for f, p in zip(feats, preds, strict=True)]
     path = tmp / "train.parquet"
@@ -59,6 +57,11 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> ReferenceProfile:
     settings = settings_for(tmp)
     return build_profile("churn", _model_specs(settings, "churn"), read_table(path), version="v1",
                          source=path.name, sentinels={"days_since_login": [-1.0]}, time_field="event_time")
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> ReferenceProfile:
+    return build_reference(tmp_path_factory.mktemp("ref"))
 
 
 def records_for(settings: Settings, partitions: int, incidents: list[str], events: int = EVENTS,
@@ -227,3 +230,69 @@ def test_merged_totals_equal_the_stream_totals(tmp_path: Path, reference: Refere
     total = view.features["age"].totals
     assert int(total[0]) == len(ages)
     assert float(total[5]) == pytest.approx(float(np.sum(ages)), rel=1e-12)
+
+
+def test_a_silent_partition_stops_holding_the_watermark_and_its_late_blocks_are_counted(
+        tmp_path: Path, reference: ReferenceProfile) -> None:
+    """Partition 2 goes quiet after 3,000 events and holds the watermark until stage 1 says it is idle (read to
+    its end, nothing for idle_timeout_s); then slots close without it. When its old events come after all, its
+    blocks count as late and the closed slots are not reopened."""
+    from monitor.app.models import ModelProcessor
+    from monitor.app.pipeline import StreamProcessor, build_processors
+
+    settings = settings_for(tmp_path, model_view={"idle_timeout_s": 5.0, "grace_ms": 0})
+    topic = settings.models[0].features.topic
+    schema = load_schema(EXAMPLES / "churn_features.avsc")
+    rows = [f for feats, _ in Simulator(seed=8).batches(12_000, 4_000) for f in feats]
+    by_part: dict[int, list[dict[str, Any]]] = {0: [], 1: [], 2: []}
+    for i, f in enumerate(rows):
+        by_part[i % 3].append(f)
+    held_back = [f for f in by_part[2] if f["event_time"] >= rows[3_000]["event_time"]]
+    by_part[2] = [f for f in by_part[2] if f["event_time"] < rows[3_000]["event_time"]]
+    processors = build_processors(settings, {"churn": reference})
+    proc = processors[topic]
+    assert isinstance(proc, StreamProcessor)
+    models = ModelProcessor(settings, {topic: proc})
+    models.input_partitions = {topic: 3}
+    parts = {p: proc.new_partition(p, 3) for p in range(3)}
+
+    def blocks_of(p: int, feats: list[dict[str, Any]], first_offset: int) -> list[dict[str, Any]]:
+        recs = [RawRecord(topic, p, first_offset + k, None, encode_plain(schema, f)) for k, f in enumerate(feats)]
+        return proc.process(parts[p], recs).blocks
+
+    released = sorted((b for p in range(3) for b in blocks_of(p, by_part[p], 0)),
+                      key=lambda b: (b["progress_time"], b["partition"]))
+    mpart = models.new_partition(0)
+    offset = 0
+
+    def send(block: dict[str, Any]) -> None:
+        nonlocal offset
+        models.process(mpart, [RawRecord(settings.blocks_topic, 0, offset, b"churn", models.codec.encode(block))])
+        offset += 1
+
+    # Partition 2's last block is out; stage 1 then finds it read to its end and quiet, and says so.
+    last_of_2 = max(i for i, b in enumerate(released) if b["partition"] == 2)
+    parts[2].signal_idle()
+    idle = parts[2].emitted.pop()
+    for i, b in enumerate(released):
+        send(b)
+        if i == last_of_2 + 30:
+            send(idle)
+        if i == last_of_2 + 29:
+            stuck = mpart.streams["churn/features"].closed_slot  # before the signal, partition 2 holds it
+    view = mpart.streams["churn/features"]
+    last_slot_of_2 = max(b["slot"] for b in released if b["partition"] == 2)
+    assert stuck is not None and stuck <= last_slot_of_2
+    assert view.closed_slot is not None and view.closed_slot > last_slot_of_2 + 50  # windows kept closing
+    assert view.counts["late_blocks"] == 0
+    closed_before = view.closed_slot
+    window_before = [s[0] for s in view.slots]
+    # Partition 2's old events arrive at last: every block of them is late, and nothing reopens.
+    late = blocks_of(2, held_back, len(by_part[2]))
+    assert late[0]["idle"] is False  # it holds the watermark again from its first new event
+    for b in late:
+        send(b)
+    data = [b for b in late if b["seq"] >= 0]
+    assert view.counts["late_blocks"] == len(data) > 0
+    assert view.counts["late_events"] == sum(b["events"] for b in data)
+    assert view.closed_slot == closed_before and [s[0] for s in view.slots] == window_before

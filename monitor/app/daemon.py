@@ -1,18 +1,20 @@
-"""The loop: consume a micro-batch, process it per partition, checkpoint to Redis, publish, commit.
+"""The loop of one stage: consume a micro-batch, process it per partition, checkpoint to Redis, publish.
 
-Handles rebalances (fence + stored offsets), dependency outages (pause, back off, keep polling) and SIGTERM.
+Stage `ingest` reads the models' input topics (stage 1: decode, limits, dead-letter, block summaries);
+stage `models` reads the blocks topic in its own consumer group (stage 2: merged views and incidents).
+Both handle rebalances (fence + stored offsets), dependency outages (pause, back off, keep polling) and
+SIGTERM the same way, and send what they commit through the same `Outbox`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
 import threading
 import time
 from collections import defaultdict, deque
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 from confluent_kafka import (
@@ -26,24 +28,28 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from monitor.app.models import ModelPartition, ModelProcessor
+from monitor.app.outbox import Outbox, block_entry_id, encode_entry
 from monitor.app.pipeline import AnyProcessor, BatchOutcome, LabelProcessor, StreamProcessor, build_processors
 from monitor.core.labels import LabelPartition
 from monitor.core.partition import StreamPartition
-from monitor.core.types import Alert, RawRecord, Reject
+from monitor.core.types import Alert, AlertKind, RawRecord, Reject
 from monitor.errors import DependencyUnavailable, FencedError, OffsetConflict, StateLost
-from monitor.io.avro import AlertCodec
+from monitor.io.avro import AlertCodec, BlockCodec
 from monitor.io.history import DriftHistory
 from monitor.io.join import JoinStore, MemoryJoinStore
 from monitor.io.kafka import dead_letter_headers, is_fatal, to_raw
 from monitor.io.state import StateStore, check_consistent
 from monitor.ops.logs import librdkafka_logger
 from monitor.ops.metrics import Metrics
+from monitor.ops.page import PageData, render_page
+from monitor.ops.status import collect_status
 from monitor.profile.store import ReferenceStore
 from monitor.settings import Settings
 
-log = structlog.get_logger("monitor.app.daemon")
+log = structlog.get_logger("monitor.daemon")
 TP = tuple[str, int]
-ALERT_RETRY_S = 5.0
+Stage = Literal["ingest", "models"]
 
 
 @dataclass
@@ -52,14 +58,16 @@ class Owned:
 
     fence: int
     stored_offset: int | None
-    part: StreamPartition | LabelPartition
+    part: StreamPartition | LabelPartition | ModelPartition
 
 
 class Daemon:
     def __init__(self, settings: Settings, store: StateStore, metrics: Metrics | None = None,
                  references: ReferenceStore | None = None, joins: JoinStore | None = None,
-                 history: DriftHistory | None = None) -> None:
+                 history: DriftHistory | None = None, stage: Stage = "ingest") -> None:
         self.settings = settings
+        self.stage: Stage = stage
+        self.group_id = settings.group_id if stage == "ingest" else f"{settings.group_id}.models"
         self.store = store
         self.references = references
         self.joins: JoinStore = joins if joins is not None else MemoryJoinStore()
@@ -74,22 +82,26 @@ class Daemon:
         self._last_silence_check = 0.0
         self._last_reference_check = 0.0
         self.metrics = metrics or Metrics()
-        self.processors: dict[str, AnyProcessor] = build_processors(settings)
+        inputs = build_processors(settings)
+        self.model_processor: ModelProcessor | None = None
+        self.processors: dict[str, AnyProcessor | ModelProcessor]
+        if stage == "ingest":
+            self.processors = dict(inputs)
+        else:
+            self.model_processor = ModelProcessor(
+                settings, {t: p for t, p in inputs.items() if isinstance(p, StreamProcessor)})
+            self.processors = {settings.blocks_topic: self.model_processor}
         self.codec = AlertCodec()
+        self.block_codec = BlockCodec()
         self.owned: dict[TP, Owned] = {}
         self.stop_event = threading.Event()
         self.assigned_once = False
         self.outage: str | None = None
         self.alive = True
-        # Alerts written to the outbox but not yet confirmed by Kafka: alert_id -> (tp, key, value).
-        self.pending: dict[str, tuple[TP, bytes, bytes]] = {}
-        self.inflight: set[str] = set()
-        self._retry_at: dict[str, float] = {}
-        self.delivered: dict[TP, list[str]] = defaultdict(list)
+        self.outbox = Outbox(store, self.metrics, settings.alerts_topic, settings.blocks_topic, stage)
         self.consumer: Consumer | None = None
-        self.tx_producer: Producer | None = None
         self._last_probe = 0.0
-        self.producer: Producer | None = None
+        self.aligned: set[TP] = set()  # input partitions paused for running ahead in event time
 
     # -- health ---------------------------------------------------------------------------------
     def is_ready(self) -> bool:
@@ -99,7 +111,7 @@ class Daemon:
         return self.alive
 
     def status_page(self) -> str:
-        return render_status_page(self)
+        return render_status_page([self])
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -110,11 +122,13 @@ class Daemon:
         for tp in partitions:
             tp.offset = self._take(tp.topic, tp.partition, committed.get((tp.topic, tp.partition)))
         consumer.incremental_assign(partitions)
+        if self.stage == "ingest" and self.settings.model_view.enabled:
+            self._initial_lags(consumer, partitions)
         halted = [tp for tp in partitions if (tp.topic, tp.partition) in self.lost]
         if halted:
             consumer.pause(halted)
         self.assigned_once = True
-        self.metrics.assigned.set(len(self.owned))
+        self.metrics.assigned.labels(self.stage).set(len(self.owned))
         log.info("partitions.assigned", partitions=[f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in partitions])
 
     @staticmethod
@@ -159,33 +173,46 @@ class Daemon:
                 return committed
             return OFFSET_BEGINNING if self.settings.start_from == "earliest" else OFFSET_END
         if snap.fields:
-            part.load_fields(snap.fields)
+            self._load(part, snap.fields)
         self.owned[(topic, partition)] = Owned(snap.fence, snap.offset, part)
         self.last_seen[(topic, partition)] = time.monotonic()
-        for alert_id, entry in snap.outbox.items():
-            key, _, value = entry.partition(b"\n")
-            self.pending[alert_id] = ((topic, partition), key, value)
+        self.outbox.add((topic, partition), snap.outbox)
         if snap.offset is not None:
             return snap.offset
         return OFFSET_BEGINNING if self.settings.start_from == "earliest" else OFFSET_END
 
-    def _new_partition(self, topic: str, partition: int) -> StreamPartition | LabelPartition:
+    def _new_partition(self, topic: str, partition: int) -> StreamPartition | LabelPartition | ModelPartition:
         return self.processors[topic].new_partition(partition, self.topic_partitions.get(topic, 1))
+
+    @staticmethod
+    def _load(part: StreamPartition | LabelPartition | ModelPartition, fields: dict[str, bytes]) -> None:
+        part.load_fields(fields)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Every batch is checkpointed before the next poll, so there is nothing left to write here.
-        self._publish(wait=5.0)
+        self.outbox.publish(wait=5.0)
         self._release(partitions)
         consumer.incremental_unassign(partitions)
-        self.metrics.assigned.set(len(self.owned))
+        self.metrics.assigned.labels(self.stage).set(len(self.owned))
         log.info("partitions.revoked", partitions=[f"{tp.topic}[{tp.partition}]" for tp in partitions])
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Write nothing: another instance may own these now, and the fence rejects our late writes.
         self._release(partitions)
         consumer.incremental_unassign(partitions)
-        self.metrics.assigned.set(len(self.owned))
+        self.metrics.assigned.labels(self.stage).set(len(self.owned))
         log.warning("partitions.lost", partitions=[f"{tp.topic}[{tp.partition}]" for tp in partitions])
+
+    def _initial_lags(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """How much each new partition has to read, before its first batch (event-time alignment needs it)."""
+        for tp in partitions:
+            try:
+                low, high = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=2.0,
+                                                           cached=False)
+            except KafkaException:
+                continue
+            start = tp.offset if tp.offset >= 0 else (low if self.settings.start_from == "earliest" else high)
+            self.lags[(tp.topic, tp.partition)] = max(high - start, 0)
 
     def _release(self, partitions: list[TopicPartition]) -> None:
         """Forget partitions and their unsent alerts: the next owner re-sends them from the outbox."""
@@ -193,56 +220,59 @@ class Daemon:
         for tp in gone:
             self.owned.pop(tp, None)
             self.lost.pop(tp, None)
-        for alert_id, (tp, _key, _value) in list(self.pending.items()):
-            if tp in gone and alert_id not in self.inflight:
-                del self.pending[alert_id]
+            self.lags.pop(tp, None)
+            self.aligned.discard(tp)
+        self.outbox.release(gone)
 
     # -- the loop -------------------------------------------------------------------------------
     def run(self) -> int:
         s = self.settings
         hooks = {"error_cb": self._on_kafka_error, "logger": librdkafka_logger()}
-        self.consumer = Consumer({**s.consumer_config(), **hooks})
-        self.producer = Producer({**s.producer_config(), **hooks})
+        self.consumer = Consumer({**s.consumer_config(), "group.id": self.group_id, **hooks})
+        self.outbox.producer = Producer({**s.producer_config(), **hooks})
         if s.alerts_transactional:
             tx_id = s.transactional_id or f"{s.group_id}-alerts-{socket.gethostname()}-{os.getpid()}"
-            self.tx_producer = Producer({**s.producer_config(), **hooks, "transactional.id": tx_id})
-            self.tx_producer.init_transactions(30)
+            tx_id += "" if self.stage == "ingest" else "-models"
+            self.outbox.tx_producer = Producer({**s.producer_config(), **hooks, "transactional.id": tx_id})
+            self.outbox.tx_producer.init_transactions(30)
         self.consumer.subscribe(list(self.processors), on_assign=self._on_assign, on_revoke=self._on_revoke,
                                 on_lost=self._on_lost)
         self._refresh_references(force=True)
         try:
             metadata = self.consumer.list_topics(timeout=10)
-            self.topic_partitions = {t: len(metadata.topics[t].partitions) for t in self.processors
-                                     if t in metadata.topics and metadata.topics[t].error is None}
+            self.topic_partitions = {t: len(md.partitions) for t, md in metadata.topics.items() if md.error is None}
+            if self.model_processor is not None:
+                self.model_processor.input_partitions = dict(self.topic_partitions)
         except KafkaException as exc:
             log.warning("kafka.metadata_unavailable", error=str(exc))
-        log.info("daemon.started", topics=list(self.processors), group=s.group_id)
+        log.info("daemon.started", stage=self.stage, topics=list(self.processors), group=self.group_id)
         try:
-            while not self.stop_event.is_set() and self.alive:
-                if len(self.pending) > s.max_outbox:
+            while not self.stop_event.is_set() and self.alive and not self.outbox.fatal:
+                if len(self.outbox) > s.max_outbox:
                     # The alerts topic is not taking alerts: stop adding to the outbox until it drains.
-                    self._outage("alerts", DependencyUnavailable(f"{len(self.pending)} alerts undelivered"))
-                    self._publish(wait=1.0)
+                    self._outage("alerts", DependencyUnavailable(f"{len(self.outbox)} alerts undelivered"))
+                    self.outbox.publish(wait=1.0)
                     continue
                 if self.outage == "alerts":
                     self.outage = None
                 msgs = self.consumer.consume(num_messages=s.batch.max_messages, timeout=s.batch.timeout_s)
                 if msgs:
                     self._handle(msgs)
-                self._publish(wait=0.0)
+                    self._align()
+                self.outbox.publish(wait=0.0)
                 self._probe_kafka()
                 self._check_silence()
                 self._retry_joins()
                 self._refresh_references()
-                self.metrics.ready.set(1 if self.is_ready() else 0)
+                self.metrics.ready.labels(self.stage).set(1 if self.is_ready() else 0)
         finally:
-            log.info("daemon.stopping")
-            self._publish(wait=10.0)
+            log.info("daemon.stopping", stage=self.stage)
+            self.outbox.publish(wait=10.0)
             self.consumer.close()  # runs on_revoke: the last batch is already checkpointed
-            self.producer.flush(10.0)
-            if self.tx_producer is not None:
-                self.tx_producer.flush(10.0)
-        return 0 if self.alive else 1
+            for producer in (self.outbox.producer, self.outbox.tx_producer):
+                if producer is not None:
+                    producer.flush(10.0)
+        return 0 if self.alive and not self.outbox.fatal else 1
 
     def _on_kafka_error(self, err: KafkaError) -> None:
         if is_fatal(err):
@@ -299,7 +329,11 @@ class Daemon:
             return None
         self.last_seen[tp] = time.monotonic()
         processor = self.processors[tp[0]]
-        if isinstance(processor, LabelProcessor):
+        if isinstance(processor, ModelProcessor):
+            assert isinstance(owned.part, ModelPartition)
+            outcome = processor.process(owned.part, records)
+            self._record_views(owned.part)
+        elif isinstance(processor, LabelProcessor):
             assert isinstance(owned.part, LabelPartition)
             rows, rejects, ids = processor.ids_needed(owned.part, records)
             try:
@@ -329,33 +363,36 @@ class Daemon:
         if not self._checkpoint(tp, owned, outcome.next_offset, outcome.alerts, outcome.rejects, outcome):
             return None
         m = self.metrics
-        m.events.labels(processor.model.name, processor.stream).inc(outcome.valid)
+        name = processor.model.name if not isinstance(processor, ModelProcessor) else "*"
+        m.events.labels(name, processor.stream).inc(outcome.valid)
         for rej in outcome.rejects:
-            m.rejects.labels(processor.model.name, processor.stream, rej.reason).inc()
+            m.rejects.labels(name, processor.stream, rej.reason).inc()
         self._update_lag(tp, outcome.next_offset)
         return outcome.next_offset
 
     def _checkpoint(self, tp: TP, owned: Owned, next_offset: int, alerts: list[Alert], rejects: list[Reject],
-                    outcome: BatchOutcome | None = None) -> bool:
+                    outcome: BatchOutcome | None = None, blocks: list[dict[str, Any]] | None = None) -> bool:
         """Dead-letter the rejects, then write state + outbox + offset atomically; False if not written.
 
         1. produce the rejects to the dead-letter topic and wait for Kafka's confirmation;
         2. store the batch's predictions for the label join (idempotent: a replay writes the same entries);
         3. one Redis script: check the fence and the expected offset, write state, outbox and offset;
-        4. queue the alerts for publishing (removed from the outbox once Kafka confirms them).
+        4. queue the alerts and block summaries for publishing (removed from the outbox once Kafka confirms them).
         """
         processor = self.processors[tp[0]]
         try:
             self._dead_letter(rejects)
-            if outcome is not None and outcome.join_entries:
+            if outcome is not None and outcome.join_entries and not isinstance(processor, ModelProcessor):
                 perf = processor.model.performance
                 dropped = self.joins.put(processor.model.name, tp[1], outcome.join_entries,
                                          int(perf.join_ttl_s * 1000), perf.max_predictions)
                 # Predictions whose label never came (counted again if a crash replays the batch).
                 self.metrics.unlabelled.labels(processor.model.name).inc(dropped)
-            encoded = {a.alert_id: self.codec.encode(a) for a in alerts}
-            key = processor.model.name.encode()
-            outbox = {alert_id: key + b"\n" + value for alert_id, value in encoded.items()}
+            outbox = {a.alert_id: encode_entry(a.model.encode(), self.codec.encode(a)) for a in alerts}
+            for block in (outcome.blocks if outcome is not None else []) + (blocks or []):
+                entry_id = block_entry_id(tp[0], tp[1], int(block["seq"])) if block["seq"] >= 0 else \
+                    f"blk:{tp[0]}:{tp[1]}:signal:{next_offset}:{len(outbox)}"
+                outbox[entry_id] = encode_entry(block["model"].encode(), self.block_codec.encode(block))
             self.store.commit(tp[0], tp[1], owned.fence, owned.stored_offset, next_offset,
                               owned.part.to_fields(), outbox)
         except FencedError:
@@ -370,15 +407,14 @@ class Daemon:
             return False
         owned.stored_offset = next_offset
         self.outage = None
-        if outcome is not None and outcome.label_lags_ms:
+        if outcome is not None and outcome.label_lags_ms and isinstance(processor, LabelProcessor):
             for lag in outcome.label_lags_ms:
                 self.metrics.label_lag.labels(processor.model.name).observe(lag / 1000.0)
-        if isinstance(owned.part, LabelPartition):
+        if isinstance(owned.part, LabelPartition) and isinstance(processor, LabelProcessor):
             for result, count in owned.part.counts.items():
                 self.metrics.joins.labels(processor.model.name, str(tp[1]), result).set(count)
             self.metrics.joins.labels(processor.model.name, str(tp[1]), "pending").set(len(owned.part.pending))
-        for alert_id, value in encoded.items():
-            self.pending[alert_id] = (tp, key, value)
+        self.outbox.add(tp, outbox)
         for alert in alerts:
             self.recent_alerts.appendleft(alert)
             self.metrics.alerts.labels(alert.model, alert.kind, alert.check).inc()
@@ -409,20 +445,101 @@ class Daemon:
                 self._checkpoint(tp, owned, owned.stored_offset, outcome.alerts, [], outcome)
 
     def _check_silence(self) -> None:
-        """VOLUME alerts for owned partitions with no event for their model's `freshness_s`."""
+        """Once a second, per owned input partition: tell the model stage when it has gone idle (read to its
+        end, no event for `idle_timeout_s`), and raise VOLUME when no event came for the model's `freshness_s`."""
         now = time.monotonic()
         if now - self._last_silence_check < 1.0:
             return
         self._last_silence_check = now
+        view = self.settings.model_view
         for tp, owned in list(self.owned.items()):
-            if owned.stored_offset is None:
-                continue  # never had an event: a stream that has not started has not stopped
             processor = self.processors[tp[0]]
             if not isinstance(processor, StreamProcessor) or not isinstance(owned.part, StreamPartition):
                 continue
-            alerts = processor.silence(owned.part, now - self.last_seen.get(tp, now))
-            if alerts:
-                self._checkpoint(tp, owned, owned.stored_offset, alerts, [])
+            quiet = now - self.last_seen.get(tp, now)
+            signals: list[dict[str, Any]] = []
+            if view.enabled and not owned.part.idle_sent and quiet >= view.idle_timeout_s and self._at_end(tp, owned):
+                owned.part.signal_idle()
+                signals = owned.part.emitted
+                owned.part.emitted = []
+                if owned.stored_offset is None:
+                    self._send_signals(signals)  # no state to commit yet: the signal alone, at most once more
+                    continue
+            if owned.stored_offset is None:
+                continue  # never had an event: a stream that has not started has not stopped
+            alerts, silence = processor.silence(owned.part, quiet)
+            if alerts or signals or silence:
+                self._checkpoint(tp, owned, owned.stored_offset, alerts, [], blocks=signals + silence)
+
+    def _at_end(self, tp: TP, owned: Owned) -> bool:
+        """Whether this replica has read the partition to its high watermark (so its silence is real).
+
+        Asks the broker only when the lag known from fetches says so: a paused partition, or one with data
+        left, is not at its end (and this runs every second for every quiet partition)."""
+        assert self.consumer is not None
+        if tp in self.aligned or self.lags.get(tp, 0) > 0:
+            return False
+        try:
+            low, high = self.consumer.get_watermark_offsets(TopicPartition(*tp), timeout=1.0, cached=False)
+            position = owned.stored_offset
+            if position is None:
+                position = self.consumer.position([TopicPartition(*tp)])[0].offset
+        except KafkaException:
+            return False
+        return high <= low or (position is not None and position >= high)
+
+    def _send_signals(self, signals: list[dict[str, Any]]) -> None:
+        producer = self.outbox.producer
+        if producer is None:
+            return
+        for block in signals:
+            producer.produce(self.settings.blocks_topic, key=block["model"].encode(),
+                             value=self.block_codec.encode(block))
+        producer.poll(0)
+
+    def _align(self) -> None:
+        """Stage 1: pause input partitions whose event time runs `max_skew_ms` ahead of the slowest partition of
+        the same topic that still has data to read here, and resume them when it catches up.
+
+        Catching up on a backlog, Kafka serves partitions unevenly; without this the model stage would hold
+        many slots open for the partitions behind (or, past `max_open_slots`, count their blocks late).
+        """
+        skew = self.settings.model_view.max_skew_ms
+        if self.stage != "ingest" or not skew or not self.settings.model_view.enabled or self.consumer is None:
+            return
+        times: dict[str, list[tuple[TP, int]]] = {}
+        for tp, owned in self.owned.items():
+            part = owned.part
+            if isinstance(part, StreamPartition) and tp not in self.lost:
+                times.setdefault(tp[0], []).append((tp, part.event_time()))
+        wanted: set[TP] = set()
+        for items in times.values():
+            # A partition with data left counts, even one not read yet (its time is -1: everything waits for it).
+            behind = [t for tp, t in items if self.lags.get(tp, 0) > 0 and tp not in self.aligned]
+            if not behind:
+                continue
+            floor = min(behind)
+            wanted |= {tp for tp, t in items if t >= 0 and t > floor + skew and self.lags.get(tp, 0) > 0}
+        pause, resume = wanted - self.aligned, self.aligned - wanted
+        if pause:
+            self.consumer.pause([TopicPartition(*tp) for tp in sorted(pause)])
+        if resume:
+            self.consumer.resume([TopicPartition(*tp) for tp in sorted(resume)])
+        if pause or resume:
+            log.debug("partitions.aligned", paused=len(wanted))
+        self.aligned = wanted
+
+    def _record_views(self, part: ModelPartition) -> None:
+        """Late and duplicate blocks, and the model-level drift statistics, as metrics."""
+        for key, view in part.streams.items():
+            model, stream = key.split("/", 1)
+            self.metrics.late_blocks.labels(model, stream).set(view.counts["late_blocks"])
+            self.metrics.duplicate_blocks.labels(model, stream).set(view.counts["duplicate_blocks"])
+            for r in view.last_results:
+                if r.kind in (AlertKind.DRIFT, AlertKind.PREDICTION_DRIFT) and r.check != "cusum":
+                    self.metrics.drift.labels(model, stream, r.field, r.check, "all").set(r.statistic)
+                    self.latest_drift[(model, stream, r.field)] = (r.check, r.statistic, r.threshold)
+            view.last_results = []
 
     def _refresh_references(self, force: bool = False) -> None:
         """Load each model's active reference; when it changed, rebuild owned partitions with it."""
@@ -433,22 +550,33 @@ class Daemon:
             return
         self._last_reference_check = now
         for model in self.settings.models:
+            topics = [s.topic for _, s in model.streams() if s.topic in self.processors]
+            mp = self.model_processor
+            current = mp.reference_version(model.name) if mp is not None else (
+                self.processors[topics[0]].reference_version if topics else None)
             try:
                 version = self.references.active_version(model.name)
-                topics = [s.topic for _, s in model.streams()]
-                if version == self.processors[topics[0]].reference_version:
+                if version == current:
                     continue
                 profile = self.references.get(model.name, version) if version is not None else None
             except DependencyUnavailable as exc:
                 log.warning("reference.unavailable", model=model.name, error=str(exc))
                 continue
-            log.info("reference.loaded", model=model.name, version=version)
+            log.info("reference.loaded", model=model.name, version=version, stage=self.stage)
+            if mp is not None:
+                mp.set_reference(model.name, profile)
+                for owned in self.owned.values():
+                    if isinstance(owned.part, ModelPartition):
+                        mp.rebuild(owned.part, model.name)
+                continue
             for topic in topics:
-                self.processors[topic].set_reference(profile)
+                processor = self.processors[topic]
+                assert not isinstance(processor, ModelProcessor)
+                processor.set_reference(profile)
                 for tp, owned in self.owned.items():
                     if tp[0] == topic:
                         part = self._new_partition(topic, tp[1])
-                        part.load_fields(owned.part.to_fields())
+                        self._load(part, owned.part.to_fields())
                         owned.part = part
 
     def _reload(self, tp: TP) -> None:
@@ -469,7 +597,7 @@ class Daemon:
             return
         part = self._new_partition(*tp)
         if snap.fields:
-            part.load_fields(snap.fields)
+            self._load(part, snap.fields)
         self.owned[tp] = Owned(owned.fence, snap.offset, part)
         self.outage = None
         start = snap.offset if snap.offset is not None else (
@@ -483,7 +611,7 @@ class Daemon:
             self.metrics.outages.labels(dependency).inc()
             log.warning("dependency.down", dependency=dependency, error=str(exc))
         self.outage = dependency
-        self.metrics.ready.set(0)
+        self.metrics.ready.labels(self.stage).set(0)
         if not poll:
             self.stop_event.wait(1.0)
             return
@@ -499,12 +627,14 @@ class Daemon:
                 time.sleep(0.1)
         if consumer is not None and assignment:
             consumer.resume(assignment)
+            self.aligned = set()  # resumed with the rest; the next batch pauses again what runs ahead
 
     def _dead_letter(self, rejects: list[Reject]) -> None:
         """Write rejects to the dead-letter topic and wait for Kafka: the offset may not pass them before."""
         if not rejects:
             return
-        assert self.producer is not None
+        assert self.outbox.producer is not None
+        producer = self.outbox.producer
         failures: list[KafkaError] = []
 
         def report(err: KafkaError | None, _msg: Message) -> None:
@@ -513,93 +643,17 @@ class Daemon:
 
         for rej in rejects:
             rec = rej.record
-            self.producer.produce(self.settings.dead_letter_topic, key=rec.key, value=rec.value,
+            producer.produce(self.settings.dead_letter_topic, key=rec.key, value=rec.value,
                                   headers=dead_letter_headers(rej), on_delivery=report)
             log.info("record.dead_lettered", topic=rec.topic, partition=rec.partition, offset=rec.offset,
                      reason=rej.reason)
-        remaining = self.producer.flush(30.0)
+        remaining = producer.flush(30.0)
         if remaining or failures:
             # Alarm: the offset must not move past a record we could not dead-letter; the batch is redone.
             self.metrics.dead_letter_failures.inc()
             log.error("dead_letter.unwritable", topic=self.settings.dead_letter_topic, failed=len(failures),
                       unconfirmed=remaining, codes=sorted({f.name() for f in failures}))
             raise DependencyUnavailable(f"kafka: dead-letter topic unwritable ({len(failures)} failed)")
-
-    def _publish(self, wait: float) -> None:
-        """Send outbox alerts not yet in flight; forget those Kafka confirmed."""
-        producer = self.producer
-        if producer is None:
-            return
-        if self.tx_producer is not None:
-            self._publish_transaction(self.tx_producer)
-            self._forget_delivered()
-            return
-        now = time.monotonic()
-        for alert_id, (tp, key, value) in list(self.pending.items()):
-            if alert_id in self.inflight or self._retry_at.get(alert_id, 0.0) > now:
-                continue
-            self.inflight.add(alert_id)
-            producer.produce(self.settings.alerts_topic, key=key, value=value,
-                             on_delivery=self._delivery(alert_id, tp))
-        if wait > 0:
-            producer.flush(wait)
-        else:
-            producer.poll(0)
-        self._forget_delivered()
-
-    def _publish_transaction(self, producer: Producer) -> None:
-        """All sendable outbox alerts in one Kafka transaction; delivered only once it commits."""
-        now = time.monotonic()
-        batch = [(a, v) for a, v in self.pending.items() if self._retry_at.get(a, 0.0) <= now]
-        if not batch:
-            return
-        try:
-            producer.begin_transaction()
-            for _alert_id, (_tp, key, value) in batch:
-                producer.produce(self.settings.alerts_topic, key=key, value=value)
-            producer.commit_transaction(30)
-        except KafkaException as exc:
-            err = exc.args[0]
-            log.warning("alert.transaction_failed", code=err.name(), alerts=len(batch))
-            self.metrics.alert_failures.inc()
-            if err.txn_requires_abort():
-                with contextlib.suppress(KafkaException):
-                    producer.abort_transaction(30)
-            if err.fatal():
-                self.alive = False  # a fenced or broken transactional producer: restart the daemon
-            for alert_id, _ in batch:
-                self._retry_at[alert_id] = time.monotonic() + ALERT_RETRY_S
-            return
-        for alert_id, (tp, _key, _value) in batch:
-            self.pending.pop(alert_id, None)
-            self._retry_at.pop(alert_id, None)
-            self.delivered[tp].append(alert_id)
-            self.metrics.alerts_delivered.inc()
-
-    def _forget_delivered(self) -> None:
-        for tp, ids in list(self.delivered.items()):
-            try:
-                self.store.outbox_done(tp[0], tp[1], ids)
-            except DependencyUnavailable:
-                continue  # retried on the next loop; a re-sent alert is byte-identical
-            del self.delivered[tp]
-        self.metrics.outbox.set(len(self.pending))
-
-    def _delivery(self, alert_id: str, tp: TP) -> Any:
-        def report(err: KafkaError | None, _msg: Message) -> None:
-            self.inflight.discard(alert_id)
-            if err is None:
-                self.pending.pop(alert_id, None)
-                self._retry_at.pop(alert_id, None)
-                self.delivered[tp].append(alert_id)
-                self.metrics.alerts_delivered.inc()
-            else:
-                # Kept in the outbox; tried again after a pause, not on every loop.
-                self._retry_at[alert_id] = time.monotonic() + ALERT_RETRY_S
-                self.metrics.alert_failures.inc()
-                log.warning("alert.delivery_failed", alert_id=alert_id, code=err.name())
-
-        return report
 
     def _update_lag(self, tp: TP, next_offset: int) -> None:
         assert self.consumer is not None
@@ -612,58 +666,16 @@ class Daemon:
             self.metrics.lag.labels(tp[0], str(tp[1])).set(self.lags[tp])
 
 
-def _status_rows(daemon: Daemon) -> list[dict[str, Any]]:
-    """Per model stream and feature, on this replica's partitions: statistic and OK / WARNING / ALERT."""
-    rows: dict[tuple[str, str, str], dict[str, Any]] = {}
-    for owned in list(daemon.owned.values()):
-        part = owned.part
-        if not isinstance(part, StreamPartition):
-            continue
-        for feature in part.features:
-            row = rows.setdefault((part.model, part.stream, feature),
-                                  {"model": part.model, "stream": part.stream, "feature": feature,
-                                   "open": set(), "statistic": "", "value": 0.0, "threshold": 0.0})
-            row["open"] |= {k.split("/", 1)[1] for k in part.open_alerts if k.split("/", 1)[0] == feature}
-            row["open"] |= {k.split("/", 1)[1] for k, until in part.quiet_until.items()
-                            if k.split("/", 1)[0] == feature and until > part.events}
-    for (model, stream, feature), (statistic, value, threshold) in daemon.latest_drift.items():
-        if (model, stream, feature) in rows:
-            rows[(model, stream, feature)].update(statistic=statistic, value=value, threshold=threshold)
-    out = list(rows.values())
-    for r in out:
-        score = r["value"] / r["threshold"] if r["threshold"] else 0.0
-        r["state"] = "ALERT" if r["open"] else ("WARNING" if score > 0.5 else "OK")
-        r["score"] = score
-    order = {"ALERT": 0, "WARNING": 1, "OK": 2}
-    return sorted(out, key=lambda r: (order[r["state"]], -r["score"], r["model"], r["feature"]))
-
-
-def render_status_page(daemon: Daemon) -> str:
-    import html
-
-    e = html.escape
-    rows = "".join(
-        f'<tr class="feature" data-feature="{e(r["feature"])}"><td>{e(r["model"])}</td><td>{e(r["stream"])}</td>'
-        f'<td>{e(r["feature"])}</td><td class="{r["state"]}">{r["state"]}</td><td>{e(r["statistic"])}</td>'
-        f'<td>{r["value"]:.4f}</td><td>{r["threshold"]:.4f}</td><td>{e(", ".join(sorted(r["open"])))}</td></tr>'
-        for r in _status_rows(daemon))
-    alerts = "".join(
-        f'<tr><td>{e(a.status)}</td><td>{e(str(a.kind))}</td><td>{e(a.check)}</td><td>{e(a.model)}/'
-        f'{e(a.feature)}</td><td>{a.statistic:.4g} / {a.threshold:.4g}</td><td>{e(a.message)}</td>'
-        f'<td>{e("; ".join(f"{k}={v}" for k, v in list(a.evidence.items())[:4]))}</td></tr>'
-        for a in list(daemon.recent_alerts))
-    lag = "".join(f"<tr><td>{e(t)}[{p}]</td><td>{n:,}</td></tr>" for (t, p), n in sorted(daemon.lags.items()))
-    ready = "ready" if daemon.is_ready() else "NOT READY"
-    return f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="5">
-<title>model-monitor status</title><link rel="icon" href="data:,"><style>
-body{{font:14px/1.45 system-ui,sans-serif;margin:24px;color:#182026;background:#f5f8fa}}
-table{{border-collapse:collapse;background:#fff;margin-bottom:18px}}td,th{{padding:3px 10px;text-align:left;
-border-bottom:1px solid #e1e8ed}}.OK{{color:#0d8050}}.WARNING{{color:#bf7326}}.ALERT{{color:#c23030;font-weight:600}}
-</style></head><body><h1>model-monitor</h1><p>{ready}; group {e(daemon.settings.group_id)};
-{len(daemon.owned)} partitions on this replica; refreshes every 5 s</p>
-<h2>Features</h2><table id=features><tr><th>model</th><th>stream</th><th>feature</th><th>state</th>
-<th>statistic</th><th>value</th><th>threshold</th><th>open checks</th></tr>{rows}</table>
-<h2>Recent alerts</h2><table id=alerts><tr><th>status</th><th>kind</th><th>check</th><th>feature</th>
-<th>statistic / threshold</th><th>message</th><th>evidence</th></tr>{alerts}</table>
-<h2>Consumer lag</h2><table id=lag><tr><th>partition</th><th>events behind</th></tr>{lag}</table></body></html>
-"""
+def render_status_page(daemons: list[Daemon]) -> str:
+    """The page of this process: the store's merged view of every model, and these stages' alerts and lag."""
+    first = daemons[0]
+    try:
+        status: dict[str, Any] | None = collect_status(first.settings, first.store)
+        error = None
+    except DependencyUnavailable as exc:
+        status, error = None, f"the state store is unreachable: {exc}"
+    recent = sorted((a for d in daemons for a in d.recent_alerts), key=lambda a: a.event_time or 0, reverse=True)
+    lags = {tp: n for d in daemons for tp, n in d.lags.items()}
+    latest = {k: v for d in daemons for k, v in d.latest_drift.items()}
+    return render_page(PageData(status, all(d.is_ready() for d in daemons), first.settings.group_id,
+                                [d.stage for d in daemons], recent[:50], lags, error, latest))

@@ -28,6 +28,7 @@ class ModelPartition:
         self.partition = partition
         self.streams: dict[str, ModelStream] = {}  # "<model>/<stream>" -> merged view, made on first block
         self.rejects = 0
+        self.dirty: set[str] = set()  # streams changed since the last checkpoint: only they are written
 
     def stream(self, key: str) -> ModelStream:
         view = self.streams.get(key)
@@ -38,17 +39,19 @@ class ModelPartition:
         return view
 
     def to_fields(self) -> dict[str, bytes]:
+        """The changed streams' states (the store keeps the others' as they were) and the partition's meta."""
         out = {META_FIELD: dumps({"rejects": self.rejects, "streams": sorted(self.streams)})}
-        for key, view in self.streams.items():
-            out[key] = dumps(view.to_state())
+        for key in sorted(self.dirty):
+            out[key] = dumps(self.streams[key].to_state())
+        self.dirty = set()
         return out
 
-    def load_fields(self, fields: dict[str, bytes], now: float = 0.0) -> None:
+    def load_fields(self, fields: dict[str, bytes]) -> None:
         meta = json.loads(fields[META_FIELD])
         self.rejects = int(meta["rejects"])
         for key in meta["streams"]:
             if key in fields and key in self.processor.stream_processors:
-                self.stream(key).load_state(json.loads(fields[key]), now)
+                self.stream(key).load_state(json.loads(fields[key]))
 
 
 class ModelProcessor:
@@ -77,7 +80,7 @@ class ModelProcessor:
         versions = [p.reference_version for k, p in self.stream_processors.items() if k.split("/", 1)[0] == model]
         return versions[0] if versions else None
 
-    def process(self, part: ModelPartition, records: list[RawRecord], now: float) -> BatchOutcome:
+    def process(self, part: ModelPartition, records: list[RawRecord]) -> BatchOutcome:
         """Apply one blocks-topic partition's records (offset order); close what the watermark passed."""
         alerts: list[Alert] = []
         rejects: list[Reject] = []
@@ -93,24 +96,19 @@ class ModelProcessor:
                 rejects.append(Reject(rec, "unknown_model", "LimitExceeded",
                                       f"no model stream {key} in this config"))
                 continue
-            alerts += part.stream(key).add(block, now)
+            alerts += part.stream(key).add(block)
             touched.add(key)
+        part.dirty |= touched
         for key in sorted(touched):
-            alerts += part.streams[key].advance(now)
+            alerts += part.streams[key].advance()
         part.rejects += len(rejects)
         valid = len(records) - len(rejects)
         return BatchOutcome(alerts, rejects, valid, records[-1].offset + 1 if records else -1)
 
-    def tick(self, part: ModelPartition, now: float) -> list[Alert]:
-        """Close slots that idle partitions were holding back (called on the daemon clock)."""
-        alerts: list[Alert] = []
-        for key in sorted(part.streams):
-            alerts += part.streams[key].advance(now)
-        return alerts
-
-    def rebuild(self, part: ModelPartition, model: str, now: float) -> None:
+    def rebuild(self, part: ModelPartition, model: str) -> None:
         """After a reference change: new views for `model`, keeping counts and incidents (windows restart)."""
         for key in [k for k in part.streams if k.split("/", 1)[0] == model]:
             state = json.loads(dumps(part.streams[key].to_state()))
             del part.streams[key]
-            part.stream(key).load_state(state, now)
+            part.stream(key).load_state(state)
+            part.dirty.add(key)

@@ -2,7 +2,7 @@
 
 What the daemon computes, with no Kafka or Redis: block summaries go through their Avro encoding, in the
 order of the event time that released them (every partition progressing together), into the model stage.
-Tests use it as the uninterrupted reference run; `now` is fixed, so no partition ever counts as idle.
+Tests use it as the uninterrupted reference run (no partition is ever idle: no idle signals are sent).
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def replay(settings: Settings, records: Mapping[tuple[str, int], list[RawRecord]
         offset = offsets.get(bp, 0)
         offsets[bp] = offset + 1
         rec = RawRecord(settings.blocks_topic, bp, offset, model.encode(), value)
-        out.alerts += models.process(mpart, [rec], now=0.0).alerts
+        out.alerts += models.process(mpart, [rec]).alerts
     return out
 
 

@@ -19,7 +19,7 @@ from monitor.errors import MonitorError
 from monitor.ops.logs import configure_logging
 from monitor.settings import Settings, load_settings
 
-log = structlog.get_logger("monitor.cli.main")
+log = structlog.get_logger("monitor.cli")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -27,7 +27,10 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the monitor daemon")
-    run.add_argument("--config", required=True, type=Path)
+    run.add_argument("--config", required=True, type=Path, help="the YAML config (MONITOR_* variables override it)")
+    run.add_argument("--stage", choices=["all", "ingest", "models"], default="all",
+                     help="which stage this process runs: ingest (stage 1: input topics -> block summaries), "
+                          "models (stage 2: blocks topic -> one incident per problem), or all (default)")
 
     sim = sub.add_parser("simulate", help="produce example feature and prediction events")
     sim.add_argument("--config", required=True, type=Path)
@@ -113,21 +116,21 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(settings: Settings, args: argparse.Namespace) -> int:
-    from monitor.app.daemon import Daemon
+    from monitor.app.runner import Monitor
+    from monitor.io.history import DriftHistory
+    from monitor.io.join import RedisJoinStore
     from monitor.io.redis_store import RedisStore
     from monitor.ops.http import HealthServer
     from monitor.profile.store import RedisReferenceStore
 
     store = RedisStore.from_url(settings.redis_url, settings.key_prefix, settings.group_id)
-    from monitor.io.history import DriftHistory
-    from monitor.io.join import RedisJoinStore
-
-    daemon = Daemon(settings, store, references=RedisReferenceStore(store.client, settings.key_prefix),
-                    joins=RedisJoinStore(store.client, settings.key_prefix, settings.group_id),
-                    history=DriftHistory(store.client, settings.key_prefix, settings.group_id))
+    monitor = Monitor(settings, store, args.stage,
+                      references=RedisReferenceStore(store.client, settings.key_prefix),
+                      joins=RedisJoinStore(store.client, settings.key_prefix, settings.group_id),
+                      history=DriftHistory(store.client, settings.key_prefix, settings.group_id))
     try:
-        server = HealthServer(settings.http.host, settings.http.port, daemon.metrics.registry,
-                              daemon.is_live, daemon.is_ready, daemon.status_page)
+        server = HealthServer(settings.http.host, settings.http.port, monitor.metrics.registry,
+                              monitor.is_live, monitor.is_ready, monitor.status_page)
     except OSError as exc:
         log.error("http.bind_failed", host=settings.http.host, port=settings.http.port, error=exc.strerror)
         print(f"model-monitor: cannot listen on {settings.http.host}:{settings.http.port}: {exc.strerror} "
@@ -138,12 +141,12 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
 
     def on_signal(signum: int, _frame: Any) -> None:
         log.info("signal.received", signal=signal.Signals(signum).name)
-        daemon.stop()
+        monitor.stop()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
-        return daemon.run()
+        return monitor.run()
     finally:
         server.stop()
 
@@ -229,6 +232,8 @@ def _topics(settings: Settings, args: argparse.Namespace) -> int:
 
     names = [s.topic for m in settings.models for _, s in m.streams()]
     names += [settings.alerts_topic, settings.dead_letter_topic]
+    if settings.model_view.enabled:
+        names.append(settings.blocks_topic)
     created = create_topics(settings.admin_config(), names, args.partitions, args.replication_factor)
     log.info("topics.ready", created=created, topics=names)
     return 0

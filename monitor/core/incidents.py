@@ -22,6 +22,7 @@ from monitor.core.partition import Finding
 from monitor.core.types import Alert, AlertKind, Severity, Window
 
 MODEL_WIDE = "*"
+WIDE_KEY = "__model__"  # the model-wide incident's key (stream checks such as low_rate have field "*" too)
 _RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
 # The most specific first: an incident opened by several checks at once takes the first kind of this list.
 _SPECIFIC = [AlertKind.SCHEMA, AlertKind.DATA_QUALITY, AlertKind.VOLUME, AlertKind.CONCEPT_DRIFT,
@@ -90,7 +91,7 @@ class Incidents:
         alerts: list[Alert] = []
         failing = [r for r in results if r.failing]
         gathered = {r.field for r in failing if r.kind in _GATHERED and r.field != MODEL_WIDE}
-        wide_key = f"{MODEL_WIDE}|model"
+        wide_key = WIDE_KEY
         kinds_by_field: dict[str, list[AlertKind]] = {}
         for r in failing:
             kinds_by_field.setdefault(r.field, []).append(r.kind)
@@ -98,7 +99,7 @@ class Incidents:
             kinds = sorted(r.kind for r in failing if r.field in gathered)
             kind = max(set(kinds), key=lambda k: (kinds.count(k), k))
             self.open[wide_key] = {"field": MODEL_WIDE, "kind": str(kind), "opened": span.slot, "severity": "",
-                                   "first_time": span.first_time, "checks": {}}
+                                   "first_time": span.first_time, "checks": {}, "wide": True}
         for r in failing:
             key = r.field
             if key not in self.open and wide_key in self.open and r.field in gathered:
@@ -107,6 +108,8 @@ class Incidents:
             inc = self.open.setdefault(key, {"field": r.field, "kind": str(kind), "opened": span.slot,
                                              "severity": "", "first_time": span.first_time, "checks": {}})
             check_key = r.check if key != wide_key else f"{r.field}/{r.check}"
+            if key == wide_key:
+                inc["wide"] = True
             prev = inc["checks"].get(check_key)
             parts = sorted(set(r.partitions) | set(prev["partitions"] if prev else []))
             inc["checks"][check_key] = {
@@ -152,14 +155,14 @@ class Incidents:
         parts = sorted({p for c in checks.values() for p in c["partitions"]})
         evidence = dict(lead["evidence"]) if status != "RESOLVED" else {}
         evidence.update({
-            "scope": "model-wide" if inc["field"] == MODEL_WIDE else "feature",
+            "scope": "model-wide" if inc.get("wide") else ("stream" if inc["field"] == MODEL_WIDE else "feature"),
             "checks": ", ".join(sorted(checks)),
             "partitions": ",".join(str(p) for p in parts),
             "first_event_time": "" if inc["first_time"] is None else str(inc["first_time"]),
             "last_event_time": "" if span.last_time is None else str(span.last_time),
             "window_slot": str(span.slot),
         })
-        if inc["field"] == MODEL_WIDE:
+        if inc.get("wide"):
             fields = sorted({c["field"] for c in checks.values()})
             evidence["features"] = ", ".join(fields)
             message = (f"{len(fields)} of {self.features} features failed together (an upstream break?): "
@@ -172,12 +175,13 @@ class Incidents:
                 message += f" (and {len(checks) - 1} more check{'s' if len(checks) > 2 else ''})"
         severity = Severity.INFO if status == "RESOLVED" else Severity(inc["severity"])
         return Alert(
-            alert_id=incident_id(self.model, self.stream, inc["field"], inc["kind"], inc["opened"], status,
+            alert_id=incident_id(self.model, self.stream, WIDE_KEY if inc.get("wide") else inc["field"], inc["kind"],
+                                 inc["opened"], status,
                                  inc["severity"] if status == "UPDATED" else ""),
             model=self.model,
             model_version=span.model_version,
             kind=AlertKind(inc["kind"]),
-            check=lead["check"] if inc["field"] != MODEL_WIDE else "model_incident",
+            check="model_incident" if inc.get("wide") else lead["check"],
             feature=inc["field"],
             severity=severity,
             statistic=float(lead["statistic"]),

@@ -4,8 +4,8 @@ Blocks are merged by event-time slot. A slot closes when the model's watermark (
 partitions that are not idle, minus `grace_ms`) passes its end; a block for a slot already closed is late:
 counted, never reopening it. Each closed slot joins the window (the last `blocks` slots) and the window is
 checked: contract rates, drift against the reference with Benjamini-Hochberg across the features, a CUSUM
-per numeric feature, stream checks. Results go to `Incidents`. Pure: the caller passes the daemon clock,
-used only to decide which partitions are idle.
+per numeric feature, stream checks. Results go to `Incidents`. Pure and deterministic given the blocks:
+idleness is a signal from stage 1 (which reads the partition's end), not a clock here.
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ class ModelStream:
                                                            contract, sentinels)
         self.numeric = [f for f in self.features.values() if isinstance(f, NumericFeature)]
         self.categorical = [f for f in self.features.values() if isinstance(f, CategoricalFeature)]
-        # partition -> {"next_seq", "ahead": {seq: progress}, "progress", "silent"}
+        # partition -> {"next_seq", "ahead": {seq: progress}, "progress", "silent", "idle"}
         self.partitions: dict[str, dict[str, Any]] = {}
         self.pending: dict[int, dict[str, Any]] = {}  # open slots, merged over partitions
         self.closed_slot: int | None = None
@@ -119,20 +119,17 @@ class ModelStream:
         self.signals: list[CheckResult] = []  # schema changes since the last evaluation
         self.incidents = Incidents(model, stream, topic, len(self.features), window.resolve_windows,
                                    view.model_incident_share if stream == "features" else 0.0)
-        # The input topic's partition count: one never heard from holds the watermark for idle_timeout_s.
+        # The input topic's partition count: one never heard from (no block, no idle signal) holds the watermark.
         self.expected_partitions = expected_partitions
-        self.started_at: float | None = None  # daemon clock of the first call (not stored)
-        self.seen_at: dict[str, float] = {}  # partition -> daemon clock of its last block (not stored)
-        self.last_results: list[CheckResult] = []  # the last evaluation (not stored; status, metrics)
+        self.last_results: list[CheckResult] = []  # the last evaluation (not stored; metrics)
+        self.last_drift: dict[str, list[Any]] = {}  # field -> [statistic name, value, threshold] (stored: status)
 
     # -- input -------------------------------------------------------------------------------------
-    def add(self, block: Block, now: float) -> list[Alert]:
+    def add(self, block: Block) -> list[Alert]:
         """Take one block (or signal) of one partition; signals (silence, schema) may alert at once."""
-        if self.started_at is None:
-            self.started_at = now
         part = str(block["partition"])
-        state = self.partitions.setdefault(part, {"next_seq": 0, "ahead": {}, "progress": None, "silent": None})
-        self.seen_at[part] = now
+        state = self.partitions.setdefault(part, {"next_seq": 0, "ahead": {}, "progress": None, "silent": None,
+                                                  "idle": False})
         seq = int(block["seq"])
         if seq < 0:
             return self._signal(block, state)
@@ -149,8 +146,8 @@ class ModelStream:
             self.counts["gaps"] += 1
             state["ahead"][str(seq)] = int(block["progress_time"])
         alerts: list[Alert] = []
-        if state["silent"] is not None:
-            state["silent"] = None
+        state["silent"] = None
+        state["idle"] = False
         self.counts["blocks"] += 1
         self.counts["events"] += int(block["events"])
         self._add_totals(block)
@@ -170,6 +167,11 @@ class ModelStream:
                                        float(change["schema_id"]), 0.0, True,
                                        {"schema_id": str(change["schema_id"]), "detail": change["detail"]},
                                        (part,)))
+        if block.get("idle") is not None:
+            state["idle"] = bool(block["idle"])
+            if not state["idle"] and int(block["progress_time"]) >= 0:
+                # Back from idle: it holds the watermark at its first new event until that block closes.
+                state["progress"] = int(block["progress_time"])
         if block.get("silent_s") is not None:
             state["silent"] = float(block["silent_s"])
             results += self._silence_results()
@@ -251,25 +253,23 @@ class ModelStream:
         by[str(part)] = [int(a) + int(b) for a, b in zip(prev, counts, strict=True)]
 
     # -- closing slots -----------------------------------------------------------------------------
-    def watermark(self, now: float) -> int | None:
-        """Event time up to which every partition that is not idle has sent its blocks, minus the grace."""
-        if self.started_at is None:
-            self.started_at = now
-        progress = [s["progress"] for s in self.partitions.values() if s["progress"] is not None]
-        if not progress:
-            return None
-        unheard = [p for p in range(self.expected_partitions) if str(p) not in self.partitions]
-        if unheard and now - self.started_at < self.view.idle_timeout_s:
-            return None  # a partition that has not sent its first block yet may still be behind
-        active = [s["progress"] for p, s in self.partitions.items() if s["progress"] is not None
-                  and s["silent"] is None and now - self.seen_at.get(p, now) < self.view.idle_timeout_s]
-        # Every partition idle: nothing more is coming soon, so what arrived is evaluated.
-        return int(min(active) if active else max(progress)) - self.view.grace_ms
+    def watermark(self) -> int | None:
+        """Event time up to which every partition that is not idle has sent its blocks, minus the grace.
 
-    def advance(self, now: float) -> list[Alert]:
+        Stage 1 says when a partition is idle (read to its end, nothing new for idle_timeout_s) and when it
+        is not any more; a partition never heard from holds the watermark, as one behind does.
+        """
+        if any(str(p) not in self.partitions for p in range(self.expected_partitions)):
+            return None
+        holding = [s["progress"] for s in self.partitions.values() if s["silent"] is None and not s["idle"]]
+        if not holding or any(h is None for h in holding):
+            return None  # everyone idle (nothing to wait for, nothing new), or a first block still missing
+        return int(min(holding)) - self.view.grace_ms
+
+    def advance(self) -> list[Alert]:
         """Close every slot the watermark has passed (oldest first) and evaluate the window after each."""
         alerts: list[Alert] = []
-        mark = self.watermark(now)
+        mark = self.watermark()
         slot_ms = self.window_settings.block_ms
         for slot in sorted(self.pending):
             forced = len(self.pending) > self.view.max_open_slots
@@ -361,6 +361,8 @@ class ModelStream:
         results += detections + self.signals + self._silence_results()
         self.signals = []
         self.last_results = results
+        self.last_drift = {r.field: [r.check, r.statistic, r.threshold] for r in results
+                           if r.kind in (AlertKind.DRIFT, AlertKind.PREDICTION_DRIFT) and r.check != "cusum"}
         first, last = self.slots[0], self.slots[-1]
         span = WindowSpan(int(last[0]), first[5], last[6], sum(int(s[1]) for s in self.slots), last[8])
         return self.incidents.update(results, span)
@@ -417,16 +419,16 @@ class ModelStream:
             "signals": [[r.field, r.check, str(r.kind), r.statistic, r.threshold, r.evidence, list(r.partitions)]
                         for r in self.signals],
             "incidents": self.incidents.to_state(),
+            "last_drift": self.last_drift,
             "features": {name: f.to_state() for name, f in self.features.items()},
         }
 
-    def load_state(self, state: dict[str, Any], now: float) -> None:
+    def load_state(self, state: dict[str, Any]) -> None:
         self.partitions = state["partitions"]
         self.closed_slot = state["closed_slot"]
         self.counts.update(state["counts"])
         self.incidents.load_state(state["incidents"])
-        self.seen_at = {p: now for p in self.partitions}  # idleness is measured from the restart
-        self.started_at = now
+        self.last_drift = dict(state.get("last_drift", {}))
         self.signals = [CheckResult(f, c, AlertKind(k), s, t, True, e, tuple(p))
                         for f, c, k, s, t, e, p in state.get("signals", [])]
         for name, raw in state["features"].items():

@@ -583,6 +583,7 @@ class StreamPartition:
         self.evaluate = evaluate
         self.ref_version = ref_version
         self.block_seq = 0
+        self.idle_sent = False  # the model stage was told this partition is idle (cleared by the next event)
         self.emitted: list[dict[str, Any]] = []  # block summaries and signals of the last apply (not stored)
         self.window_settings = window
         self.version_field = version_field
@@ -610,7 +611,12 @@ class StreamPartition:
         # feature -> (statistic, value, threshold) at the last evaluated window (not stored; for metrics/history)
         self.last_drift: dict[str, tuple[str, float, float]] = {}
         self.last_time = -1
-        self.features = build_features(fields, checks, window.blocks, reference, ref_version, contract, sentinels)
+        # Without per-partition evaluation the window is never read here: keep only the open block.
+        self.features = build_features(fields, checks, window.blocks if evaluate else 1, reference, ref_version,
+                                       contract, sentinels)
+        for feat in self.features.values():
+            if isinstance(feat, NumericFeature):
+                feat.window.track_examples = evaluate
 
     # -- blocks ----------------------------------------------------------------------------------
     def _block_ids(self, batch: DecodedBatch, times: list[int]) -> np.ndarray:
@@ -638,6 +644,13 @@ class StreamPartition:
         versions = [r.get(self.version_field) for r in batch.rows] if self.version_field else None
         if "*/stream_stopped" in self.open_alerts:
             findings.append(self._resolve_silence(int(offsets[0]), batch.event_times[0]))
+        if self.idle_sent and self.emit_blocks:
+            # Events again: hold the model's watermark from the first of them on, before its block closes.
+            t0 = times[0]
+            signal = self._signal([int(offsets[0]), int(offsets[0]), t0, t0, 0, -1, 0, 0.0, 0], t0)
+            signal["idle"] = False
+            self.emitted.append(signal)
+            self.idle_sent = False
 
         numeric = [(f, *f.column(batch.rows)) for f in self.features.values() if isinstance(f, NumericFeature)]
         categorical = [(f, *f.column(batch.rows)) for f in self.features.values()
@@ -744,7 +757,20 @@ class StreamPartition:
                 "first_offset": int(meta[0]), "last_offset": int(meta[1]), "events": 0, "duplicates": 0,
                 "expected_correct": 0.0, "scored": 0, "model_version": self.last_version,
                 "reference_version": self.ref_version, "numeric": [], "categorical": [], "schema_changes": [],
-                "silent_s": None}
+                "silent_s": None, "idle": None}
+
+    def event_time(self) -> int:
+        """The event time of the last event seen (-1 before any)."""
+        meta = self.open_meta or (self.closed_meta[-1] if self.closed_meta else None)
+        return -1 if meta is None else int(meta[3])
+
+    def signal_idle(self) -> None:
+        """Tell the model stage this partition has nothing more for now: it stops holding the watermark."""
+        meta = self.open_meta or (self.closed_meta[-1] if self.closed_meta else [-1, -1, -1, -1, 0, -1, 0, 0.0, 0])
+        signal = self._signal(meta, meta[3])
+        signal["idle"] = True
+        self.emitted.append(signal)
+        self.idle_sent = True
 
     def _evaluate(self, event_number: int) -> list[Finding]:
         values: list[CheckValue] = []
@@ -884,6 +910,7 @@ class StreamPartition:
             "rejects": self.rejects,
             "blocks_closed": self.blocks_closed,
             "block_seq": self.block_seq,
+            "idle_sent": self.idle_sent,
             "closed_meta": self.closed_meta,
             "open_meta": self.open_meta,
             "last_version": self.last_version,
@@ -905,6 +932,7 @@ class StreamPartition:
         self.events, self.rejects = int(meta["events"]), int(meta["rejects"])
         self.blocks_closed = int(meta.get("blocks_closed", 0))
         self.block_seq = int(meta.get("block_seq", 0))
+        self.idle_sent = bool(meta.get("idle_sent", False))
         self.closed_meta = meta["closed_meta"]
         self.open_meta = meta["open_meta"]
         self.last_version = meta.get("last_version")

@@ -84,13 +84,14 @@ class NumericWindow:
         self.open: np.ndarray | None = None
         # First offset seen in each bin of the open block, then of the last closed block (evidence).
         self.examples_open: list[int] = [-1] * hist_len
+        self.track_examples = True  # off in stage 1 of the model view: its windows are never evaluated there
         self.examples: list[int] = [-1] * hist_len
 
     def add(self, values: np.ndarray, missing: np.ndarray, offsets: np.ndarray,
             bounds: tuple[float | None, float | None], sentinels: np.ndarray | None) -> None:
         block = numeric_block(values, missing, self.edges, self.hist_len, bounds, sentinels)
         self.open = block if self.open is None else merge_numeric([self.open, block])
-        if self.edges is not None:
+        if self.edges is not None and self.track_examples:
             ok = np.isfinite(values)
             if sentinels is not None and len(sentinels):
                 ok &= ~np.isin(values, sentinels)

@@ -18,12 +18,14 @@ class Metrics:
                                       "(the alert stays in the outbox)", registry=r)
         self.dead_letter_failures = Counter("monitor_dead_letter_failures_total", "Batches whose rejects the "
                                             "dead-letter topic refused (the batch is redone)", registry=r)
-        self.outbox = Gauge("monitor_outbox_pending", "Alerts waiting for a delivery report", registry=r)
+        self.outbox = Gauge("monitor_outbox_pending", "Alerts and block summaries waiting for a delivery report",
+                            ["stage"], registry=r)
         self.lag = Gauge("monitor_consumer_lag", "High watermark minus next offset", ["topic", "partition"],
                          registry=r)
         self.batch_seconds = Histogram("monitor_batch_seconds", "Time to process and checkpoint one batch",
                                        buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5), registry=r)
-        self.assigned = Gauge("monitor_assigned_partitions", "Input partitions owned", registry=r)
+        self.assigned = Gauge("monitor_assigned_partitions", "Partitions owned (input topics for stage ingest, "
+                              "the blocks topic for stage models)", ["stage"], registry=r)
         self.outages = Counter("monitor_dependency_outages_total", "Pauses because a dependency was down",
                                ["dependency"], registry=r)
         self.label_lag = Histogram("monitor_label_lag_seconds", "Label time minus prediction time of joined labels",
@@ -35,6 +37,12 @@ class Metrics:
                                   "store (TTL or cap) without a label", ["model"], registry=r)
         self.state_lost = Gauge("monitor_state_lost", "1 for a partition whose Redis state was lost or "
                                 "inconsistent (alarm)", ["topic", "partition"], registry=r)
-        self.drift = Gauge("monitor_drift_statistic", "Window-vs-reference drift statistic at the last window",
+        self.drift = Gauge("monitor_drift_statistic", "Window-vs-reference drift statistic at the last window "
+                           "(partition=\"all\": the model view over every partition)",
                            ["model", "stream", "feature", "statistic", "partition"], registry=r)
-        self.ready = Gauge("monitor_ready", "1 when partitions are assigned and state is loaded", registry=r)
+        self.ready = Gauge("monitor_ready", "1 when partitions are assigned and state is loaded", ["stage"],
+                           registry=r)
+        self.late_blocks = Gauge("monitor_late_blocks", "Block summaries that came after their slot had closed "
+                                 "(counted, never reopening it)", ["model", "stream"], registry=r)
+        self.duplicate_blocks = Gauge("monitor_duplicate_blocks", "Block summaries re-sent after a crash and "
+                                      "dropped by sequence number", ["model", "stream"], registry=r)

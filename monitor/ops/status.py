@@ -11,11 +11,16 @@ from monitor.settings import Settings
 
 
 def collect_status(settings: Settings, store: StateStore) -> dict[str, Any]:
-    """The JSON shape: models.<name>.{events, rejects, features.<f>.{count, ...}, partitions, open_alerts}."""
+    """The JSON shape: models.<name>.{model_view.<stream>.{incidents, drift, counts}, events, rejects,
+    features.<f>.{count, ...}, partitions, open_alerts}: the merged view first, input partitions after it."""
     topics = {stream.topic: (model.name, kind) for model in settings.models for kind, stream in model.streams()}
-    models: dict[str, Any] = {m.name: {"events": 0, "rejects": 0, "features": {}, "predictions": {},
-                                       "labels": {}, "partitions": {}, "open_alerts": []} for m in settings.models}
+    models: dict[str, Any] = {m.name: {"model_view": {}, "events": 0, "rejects": 0, "features": {},
+                                       "predictions": {}, "labels": {}, "partitions": {}, "open_alerts": []}
+                              for m in settings.models}
     for topic, partition in store.partitions():
+        if topic == settings.blocks_topic:
+            _model_view(models, store.read(topic, partition).fields)
+            continue
         if topic not in topics:
             continue
         name, kind = topics[topic]
@@ -52,6 +57,28 @@ def collect_status(settings: Settings, store: StateStore) -> dict[str, Any]:
         for key in [k for k in out["labels"] if k.startswith("_")]:
             del out["labels"][key]
     return {"models": models}
+
+
+def _model_view(models: dict[str, Any], fields: dict[str, bytes]) -> None:
+    """Stage 2's state of one blocks-topic partition: per model stream, its counts, drift and open incidents."""
+    for key, raw in fields.items():
+        model, _, stream = key.partition("/")
+        if model not in models or not stream:
+            continue
+        state = json.loads(raw)
+        incidents = []
+        for inc in state["incidents"]["open"].values():
+            checks = inc["checks"]
+            incidents.append({"field": inc["field"], "kind": inc["kind"], "severity": inc["severity"],
+                              "checks": sorted(checks),
+                              "partitions": sorted({p for c in checks.values() for p in c["partitions"]}),
+                              "first_event_time": inc["first_time"]})
+        models[model]["model_view"][stream] = {
+            **state["counts"], "partitions": len(state["partitions"]), "open_slots": len(state["pending"]),
+            "last_closed_slot": state["closed_slot"],
+            "drift": {f: {"statistic": d[0], "value": d[1], "threshold": d[2]}
+                      for f, d in sorted(state.get("last_drift", {}).items())},
+            "incidents": sorted(incidents, key=lambda i: (i["field"], i["kind"]))}
 
 
 def _merge_labels(acc: dict[str, Any], meta: dict[str, Any]) -> None:
@@ -117,6 +144,18 @@ def render_status(status: dict[str, Any]) -> None:
 
     console = Console(width=max(Console().width, 120))
     for name, model in status["models"].items():
+        for stream, view in model.get("model_view", {}).items():
+            console.print(f"[bold]{name}[/bold] {stream}, all partitions merged: {view['events']} events in "
+                          f"{view['blocks']} blocks from {view['partitions']} partitions, {view['late_blocks']} "
+                          f"late, {view['duplicate_blocks']} re-sent; {len(view['incidents'])} open incidents")
+            for inc in view["incidents"]:
+                console.print(f"  [red]{inc['severity']}[/red] {inc['kind']} {inc['field']}: "
+                              f"{', '.join(inc['checks'])} (partitions {inc['partitions']})")
+            if view["drift"]:
+                table = Table("feature", "statistic", "value", "threshold")
+                for feature, d in view["drift"].items():
+                    table.add_row(feature, d["statistic"], f"{d['value']:.4f}", f"{d['threshold']:.4f}")
+                console.print(table)
         console.print(f"[bold]{name}[/bold]: {model['events']} events, {model['rejects']} rejected, "
                       f"{len(model['open_alerts'])} open alerts")
         table = Table("stream", "feature", "kind", "count", "missing", "NaN", "mean", "std")

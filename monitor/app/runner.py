@@ -1,0 +1,75 @@
+"""One process, one or both stages: each stage is a `Daemon` with its own consumer group, on its own thread.
+
+`model-monitor run --stage all` (the default) runs stage 1 (ingest) and stage 2 (models) side by side; the
+process is live while both are, ready when both are, and stops both on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Literal
+
+import structlog
+
+from monitor.app.daemon import Daemon, render_status_page
+from monitor.io.history import DriftHistory
+from monitor.io.join import JoinStore
+from monitor.io.state import StateStore
+from monitor.ops.metrics import Metrics
+from monitor.profile.store import ReferenceStore
+from monitor.settings import Settings
+
+log = structlog.get_logger("monitor.runner")
+Stages = Literal["ingest", "models", "all"]
+
+
+class Monitor:
+    """The stages this process runs, sharing one metrics registry and one set of stores."""
+
+    def __init__(self, settings: Settings, store: StateStore, stages: Stages = "all", *,
+                 references: ReferenceStore | None = None, joins: JoinStore | None = None,
+                 history: DriftHistory | None = None, metrics: Metrics | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        wanted = ["ingest", "models"] if stages == "all" else [stages]
+        if not settings.model_view.enabled:
+            wanted = [s for s in wanted if s == "ingest"]
+        self.daemons = [Daemon(settings, store, self.metrics, references=references, joins=joins, history=history,
+                               stage=stage) for stage in wanted]  # type: ignore[arg-type]
+        self.stop_event = threading.Event()
+
+    def is_live(self) -> bool:
+        return all(d.is_live() for d in self.daemons)
+
+    def is_ready(self) -> bool:
+        return all(d.is_ready() for d in self.daemons)
+
+    def status_page(self) -> str:
+        return render_status_page(self.daemons)
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        for d in self.daemons:
+            d.stop()
+
+    def run(self) -> int:
+        """Run every stage; when one ends (fatal error or stop), stop the others; exit 1 if any failed."""
+        codes: dict[str, int] = {}
+
+        def work(d: Daemon) -> None:
+            try:
+                codes[d.stage] = d.run()
+            except Exception:
+                log.exception("stage.crashed", stage=d.stage)
+                codes[d.stage] = 1
+            finally:
+                self.stop()
+
+        threads = [threading.Thread(target=work, args=(d,), name=f"stage-{d.stage}", daemon=True)
+                   for d in self.daemons]
+        for t in threads:
+            t.start()
+        for t in threads:
+            while t.is_alive():
+                t.join(0.5)  # a bounded wait keeps the main thread free to run signal handlers
+        return max(codes.values(), default=0)

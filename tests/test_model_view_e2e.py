@@ -1,0 +1,200 @@
+"""The model view on the real Kafka broker and Redis: stage 1 and stage 2 in one daemon, one incident per
+problem whatever the partition count, exactly once across kill -9."""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import fastavro
+import pytest
+
+from monitor.app.replay import replay
+from monitor.core.profiles import ReferenceProfile
+from monitor.io.avro import schemas_dir
+from monitor.io.kafka import to_raw
+from monitor.io.redis_store import RedisStore
+from monitor.profile.store import RedisReferenceStore
+from monitor.settings import load_settings
+from tests.helpers import (
+    FAST_GROUP,
+    DaemonProcess,
+    Setup,
+    end_offsets,
+    produce_simulated,
+    read_topic,
+    wait_until,
+)
+from tests.test_model_view import END, ONSET, build_reference, delay_in_events
+
+pytestmark = pytest.mark.integration
+MODEL_VIEW: dict[str, Any] = {"model_view": {"enabled": True, "idle_timeout_s": 10.0}, "partition_alerts": False,
+                              "window": {"by": "time", "block_ms": 1000, "blocks": 10, "resolve_windows": 3}}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> ReferenceProfile:
+    return build_reference(tmp_path_factory.mktemp("ref"))
+
+
+def _setup(kafka_bootstrap: str, redis_url: str, tmp_path: Path, partitions: int, reference: ReferenceProfile,
+           **extra: Any) -> tuple[Setup, Path]:
+    import uuid
+
+    setup = Setup(uuid.uuid4().hex[:10], kafka_bootstrap, redis_url, tmp_path, partitions=partitions)
+    setup.create_topics()
+    config = setup.write_config({**MODEL_VIEW, **extra})
+    store = RedisStore.from_url(redis_url, setup.prefix, setup.group)
+    refs = RedisReferenceStore(store.client, setup.prefix)
+    refs.put(reference)
+    refs.activate("churn", reference.version)
+    return setup, config
+
+
+def _store(setup: Setup) -> RedisStore:
+    return RedisStore.from_url(setup.redis_url, setup.prefix, setup.group)
+
+
+def _done(setup: Setup) -> bool:
+    """Stage 1 has stored the end of every input partition and sent its outbox; stage 2 the end of the blocks."""
+    store = _store(setup)
+    for topic in (setup.features, setup.predictions):
+        for p, end in end_offsets(setup.bootstrap, topic).items():
+            snap = store.read(topic, p)
+            if end and (snap.offset != end or snap.outbox):
+                return False
+    for p, end in end_offsets(setup.bootstrap, setup.blocks).items():
+        snap = store.read(setup.blocks, p)
+        if end and (snap.offset != end or snap.outbox):
+            return False
+    return True
+
+
+def _alerts(setup: Setup, idle: float = 1.5) -> list[dict[str, Any]]:
+    """Alerts decoded with plain fastavro and schemas/alert.avsc only (no project code)."""
+    schema = fastavro.parse_schema(json.loads((schemas_dir() / "alert.avsc").read_text()))
+    return [fastavro.schemaless_reader(io.BytesIO(m.value()), schema, None)
+            for m in read_topic(setup.bootstrap, setup.alerts, idle=idle)]
+
+
+def _run_until_done(setup: Setup, config: Path, daemons: list[DaemonProcess], tmp_path: Path,
+                    timeout: float = 180) -> DaemonProcess:
+    d = DaemonProcess(config, tmp_path / f"daemon-{setup.unique}.log").start()
+    daemons.append(d)
+    wait_until(lambda: _done(setup), timeout, "both stages to reach the end of their input")
+    return d
+
+
+def test_one_incident_per_shift_at_1_3_12_48_partitions(kafka_bootstrap: str, redis_url: str, tmp_path: Path,
+                                                        reference: ReferenceProfile,
+                                                        daemons: list[DaemonProcess]) -> None:
+    """A 1-sigma shift of age that reverts: exactly one OPEN and one RESOLVED for age on the alerts topic at every
+    partition count; the delay in events of the whole stream at 48 partitions within 1.5x that at 1, <= 500."""
+    delays = {}
+    for partitions in (1, 3, 12, 48):
+        folder = tmp_path / f"p{partitions}"
+        folder.mkdir()
+        setup, config = _setup(kafka_bootstrap, redis_url, folder, partitions, reference)
+        produce_simulated(setup, 30_000, seed=300,
+                          incidents=[f"shift:feature=age,start={ONSET},length={END - ONSET},size=1"])
+        d = _run_until_done(setup, config, daemons, folder)
+        alerts = wait_until(lambda s=setup: (a := _alerts(s)) and any(x["status"] == "RESOLVED" for x in a) and a,
+                            30, "the RESOLVED alert")
+        d.terminate()
+        got = [(a["feature"], a["status"]) for a in alerts if a["status"] != "UPDATED"]
+        assert got == [("age", "OPEN"), ("age", "RESOLVED")], (partitions, [(a["feature"], a["check"],
+                                                                              a["status"]) for a in alerts])
+        opened = alerts[0]
+        assert opened["kind"] == "DRIFT" and opened["evidence"]["scope"] == "feature"
+        delays[partitions] = delay_in_events(opened["window"]["last_event_time"])
+    assert delays[48] <= 1.5 * delays[1] and delays[48] <= 500, delays
+
+
+def test_200000_clean_events_on_48_partitions_raise_nothing(kafka_bootstrap: str, redis_url: str, tmp_path: Path,
+                                                            reference: ReferenceProfile,
+                                                            daemons: list[DaemonProcess]) -> None:
+    """Zero alerts of any kind on 200,000 clean events over 48 partitions, every event counted once."""
+    setup, config = _setup(kafka_bootstrap, redis_url, tmp_path, 48, reference)
+    produce_simulated(setup, 200_000, seed=301)
+    d = _run_until_done(setup, config, daemons, tmp_path, timeout=300)
+    assert d.terminate() == 0
+    assert _alerts(setup) == []
+    from monitor.ops.status import collect_status
+
+    view = collect_status(load_settings(config, environ={}), _store(setup))["models"]["churn"]["model_view"]
+    # Every block stage 1 closed reached stage 2 once (the last open block of each partition stays open).
+    assert 200_000 - 48 * 100 <= view["features"]["events"] <= 200_000
+    assert view["features"]["duplicate_blocks"] == 0 and view["features"]["late_blocks"] == 0
+
+
+def test_20_kill_9_of_both_stages_lose_and_double_nothing(kafka_bootstrap: str, redis_url: str, tmp_path: Path,
+                                                          reference: ReferenceProfile,
+                                                          daemons: list[DaemonProcess]) -> None:
+    """20 kill -9 of a daemon running both stages at random moments, restarted each time: the model stage's
+    counts and sums equal an uninterrupted in-process replay, and every incident's alerts arrive, each id
+    byte-identical however often it was re-sent."""
+    setup, config = _setup(kafka_bootstrap, redis_url, tmp_path, 6, reference,
+                           consumer=FAST_GROUP, http={"host": "127.0.0.1", "port": 0}, batch={"max_messages": 200,
+                                                                                              "timeout_s": 0.2})
+    incidents = [f"shift:feature=age,start={ONSET},length={END - ONSET},size=1",
+                 "nan_burst:feature=credit_score,start=22000,length=3000,rate=0.3"]
+    produce_simulated(setup, 30_000, seed=302, incidents=incidents)
+    rng = random.Random(5)
+    log = tmp_path / "daemon.log"
+    kills = 0
+    while kills < 20:
+        d = DaemonProcess(config, log).start()
+        daemons.append(d)
+        time.sleep(rng.uniform(1.5, 4.0))  # a random moment of the run: not synchronisation
+        if _done(setup):
+            break
+        d.signal(signal.SIGKILL)
+        assert d.proc is not None
+        d.proc.wait(10)
+        kills += 1
+    d = DaemonProcess(config, log).start()
+    daemons.append(d)
+    wait_until(lambda: _done(setup), 240, "both stages to reach the end after the kills")
+    settings = load_settings(config, environ={})
+    records = {}
+    for topic in (setup.features, setup.predictions):
+        for msg in read_topic(setup.bootstrap, topic, sum(end_offsets(setup.bootstrap, topic).values())):
+            records.setdefault((topic, msg.partition()), []).append(to_raw(msg))
+    for recs in records.values():
+        recs.sort(key=lambda r: r.offset)
+    expected = replay(settings, records, {"churn": reference})
+    expected_ids = {a.alert_id for a in expected.alerts}
+    assert {(a.feature, a.status) for a in expected.alerts} >= {("age", "OPEN"), ("credit_score", "OPEN")}
+    wait_until(lambda: {a["alert_id"] for a in _alerts(setup, idle=1.0)} >= expected_ids, 60, "every alert")
+    d.terminate()
+    copies: dict[str, set[bytes]] = {}
+    for msg in read_topic(setup.bootstrap, setup.alerts, idle=1.0):
+        rec = fastavro.schemaless_reader(io.BytesIO(msg.value()), fastavro.parse_schema(
+            json.loads((schemas_dir() / "alert.avsc").read_text())), None)
+        copies.setdefault(rec["alert_id"], set()).add(msg.value())
+    assert set(copies) == expected_ids, kills
+    assert all(len(v) == 1 for v in copies.values()), "a re-sent alert must be byte-identical"
+    # The model-level counts against the replay's.
+    store = _store(setup)
+    stored = {}
+    for p, end in end_offsets(setup.bootstrap, setup.blocks).items():
+        if end:
+            stored.update({k: json.loads(v) for k, v in store.read(setup.blocks, p).fields.items()
+                           if k.startswith("churn/")})
+    for key, view in expected.model_parts[0].streams.items():
+        got = stored[key]
+        assert got["counts"]["events"] == view.counts["events"], key
+        assert got["counts"]["blocks"] == view.counts["blocks"], key
+        for name, feat in view.features.items():
+            want = feat.to_state()
+            have = got["features"][name]
+            if want["kind"] == "numeric":
+                assert have["totals"][:5] == want["totals"][:5], (key, name)
+                assert have["totals"][5] == pytest.approx(want["totals"][5], rel=1e-12)
+            else:
+                assert (have["count"], have["missing"]) == (want["count"], want["missing"]), (key, name)
