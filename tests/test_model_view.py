@@ -19,7 +19,7 @@ from monitor.cli.simulate import Incident, Simulator
 from monitor.core.incidents import CheckResult, Incidents, WindowSpan
 from monitor.core.profiles import ReferenceProfile
 from monitor.core.types import AlertKind, RawRecord
-from monitor.io.avro import encode_plain, load_schema
+from monitor.io.avro import AlertCodec, encode_plain, load_schema
 from monitor.profile.build import build_profile, read_table
 from monitor.settings import Settings, load_settings
 from tests.helpers import EXAMPLES
@@ -193,8 +193,10 @@ def test_incident_lifecycle_by_hand() -> None:
     crit = CheckResult("a", "nan_rate", AlertKind.DATA_QUALITY, 0.30, 0.05, True, partitions=(2,))
     ok = CheckResult("a", "nan_rate", AlertKind.DATA_QUALITY, 0.0, 0.05, False)
     steps = [[warn], [warn], [crit], [warn], [ok], [ok], [ok]]
-    statuses = [[a.status for a in inc.update(r, WindowSpan(i, i, i, 100))] for i, r in enumerate(steps)]
-    assert statuses == [["OPEN"], [], ["UPDATED"], [], [], ["RESOLVED"], []]
+    alerts = [inc.update(r, WindowSpan(i, i, i, 100)) for i, r in enumerate(steps)]
+    assert [[a.status for a in step] for step in alerts] == [["OPEN"], [], ["UPDATED"], [], [], ["RESOLVED"], []]
+    codec = AlertCodec()  # every status goes through schemas/alert.avsc and back unchanged
+    assert all(codec.decode(codec.encode(a)) == a for step in alerts for a in step)
     # Deterministic ids: the same history gives the same alerts, byte for byte.
     again = Incidents("m", "features", "t", features=10, resolve_windows=2, model_share=0.3)
     ids = [[a.alert_id for a in again.update(r, WindowSpan(i, i, i, 100))] for i, r in enumerate(steps)]

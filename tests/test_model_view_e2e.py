@@ -23,6 +23,7 @@ from monitor.profile.store import RedisReferenceStore
 from monitor.settings import load_settings
 from tests.helpers import (
     FAST_GROUP,
+    BackgroundProducer,
     DaemonProcess,
     Setup,
     end_offsets,
@@ -138,25 +139,32 @@ def test_20_kill_9_of_both_stages_lose_and_double_nothing(kafka_bootstrap: str, 
     """20 kill -9 of a daemon running both stages at random moments, restarted each time: the model stage's
     counts and sums equal an uninterrupted in-process replay, and every incident's alerts arrive, each id
     byte-identical however often it was re-sent."""
+    # Static membership: a restarted daemon takes its partitions back at once instead of after the session timeout.
     setup, config = _setup(kafka_bootstrap, redis_url, tmp_path, 6, reference,
-                           consumer=FAST_GROUP, http={"host": "127.0.0.1", "port": 0}, batch={"max_messages": 200,
-                                                                                              "timeout_s": 0.2})
+                           consumer={**FAST_GROUP, "group.instance.id": "kill-test"},
+                           http={"host": "127.0.0.1", "port": 0}, batch={"max_messages": 200, "timeout_s": 0.2})
     incidents = [f"shift:feature=age,start={ONSET},length={END - ONSET},size=1",
-                 "nan_burst:feature=credit_score,start=22000,length=3000,rate=0.3"]
-    produce_simulated(setup, 30_000, seed=302, incidents=incidents)
+                 "nan_burst:feature=credit_score,start=30000,length=3000,rate=0.3",
+                 "new_category:feature=region,start=45000,length=3000,rate=0.3,value=atlantis"]
+    producer = BackgroundProducer(setup, 60_000, rate=1_000.0, seed=302, incidents=incidents)  # a live stream
     rng = random.Random(5)
     log = tmp_path / "daemon.log"
+
+    def assigned() -> int:
+        return sum('"partitions.assigned"' in line for line in log.read_text().splitlines()) if log.exists() else 0
+
     kills = 0
     while kills < 20:
+        before = assigned()
         d = DaemonProcess(config, log).start()
         daemons.append(d)
-        time.sleep(rng.uniform(1.5, 4.0))  # a random moment of the run: not synchronisation
-        if _done(setup):
-            break
+        wait_until(lambda b=before: assigned() >= b + 2, 60, "both stages to get their partitions")
+        time.sleep(rng.uniform(0.1, 1.5))  # a random moment of the run: not synchronisation
         d.signal(signal.SIGKILL)
         assert d.proc is not None
         d.proc.wait(10)
         kills += 1
+    producer.join(120)
     d = DaemonProcess(config, log).start()
     daemons.append(d)
     wait_until(lambda: _done(setup), 240, "both stages to reach the end after the kills")
