@@ -107,22 +107,49 @@ def naive(data: list[bytes], schema: dict[str, Any]) -> float:
 
 
 def pipeline(proc: StreamProcessor, data: list[bytes], batch: int = 500, checkpoint: bool = True) -> float:
-    """The real code path: decode, checks, sketches, every detector, evaluation, and the state serialised for
-    its checkpoint once per batch (as the daemon does), with the in-memory store."""
+    """The real code path of both stages: stage 1 (decode, limits, sketches, block summaries in Avro), stage 2
+    (merge, windows, drift, CUSUM, incidents), and both states serialised for their checkpoints once per
+    batch (as the daemon does), with the in-memory store."""
+    from monitor.app.models import ModelProcessor
     from monitor.io.state import MemoryStore
 
     store = MemoryStore()
     part = proc.new_partition(0)
+    models = ModelProcessor(proc_settings[id(proc)], {"bench": proc})
+    models.input_partitions = {"bench": 1}
+    mpart = models.new_partition(0)
     fence = store.acquire("bench", 0).fence
+    mfence = store.acquire("blocks", 0).fence
     stored: int | None = None
+    mstored: int | None = None
+    block_offset = 0
     records = [RawRecord("bench", 0, i, None, p) for i, p in enumerate(data)]
     t = time.perf_counter()
     for lo in range(0, len(records), batch):
         out = proc.process(part, records[lo:lo + batch])
+        blocks = [RawRecord("blocks", 0, block_offset + k, b"bench", models.codec.encode(b))
+                  for k, b in enumerate(out.blocks)]
+        block_offset += len(blocks)
+        if blocks:
+            models.process(mpart, blocks)
         if checkpoint:
             store.commit("bench", 0, fence, stored, out.next_offset, part.to_fields(), {})
             stored = out.next_offset
+            if blocks:
+                store.commit("blocks", 0, mfence, mstored, block_offset, mpart.to_fields(), {})
+                mstored = block_offset
     return rate(len(records), time.perf_counter() - t)
+
+
+proc_settings: dict[int, Any] = {}  # id(processor) -> its Settings (the model stage is built from them)
+
+
+def processor(config: Path) -> StreamProcessor:
+    settings = load_settings(config, environ={})
+    proc = build_processors(settings)["bench"]
+    assert isinstance(proc, StreamProcessor)
+    proc_settings[id(proc)] = settings
+    return proc
 
 
 def rss_mb() -> float:
@@ -156,23 +183,28 @@ def rss_growth(proc: StreamProcessor, data: list[bytes], total: int) -> tuple[fl
 # -- figures on the real Kafka and Redis -------------------------------------------------------------
 
 
-def end_to_end(config: Path, data: list[bytes], bootstrap: str, redis_url: str) -> dict[str, float]:
-    """Events pre-produced to 3 partitions; from the daemon's start to the last offset checkpointed."""
+def end_to_end(config: Path, data: list[bytes], bootstrap: str, redis_url: str,
+               partitions: int = 3) -> dict[str, float]:
+    """Events pre-produced to `partitions` partitions; from the daemon's start (both stages, one process) to the
+    last input offset and the last block both checkpointed."""
     from confluent_kafka import Producer
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    from monitor.app.daemon import Daemon
+    from monitor.app.runner import Monitor
     from monitor.io.redis_store import RedisStore
 
     unique = uuid.uuid4().hex[:8]
     topic = f"bench-{unique}"
     raw = yaml.safe_load(config.read_text())
     raw.update({"kafka": {"bootstrap.servers": bootstrap}, "redis_url": redis_url, "group_id": f"bench-{unique}",
-                "key_prefix": f"bench{unique}", "alerts_topic": f"{topic}.alerts", "batch": {"max_messages": 2000}})
+                "key_prefix": f"bench{unique}", "alerts_topic": f"{topic}.alerts", "blocks_topic": f"{topic}.blocks",
+                "batch": {"max_messages": 2000}})
     raw["models"][0]["features"]["topic"] = topic
     config.write_text(yaml.safe_dump(raw))
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    for fut in admin.create_topics([NewTopic(t, 3, 1) for t in (topic, f"{topic}.alerts")]).values():
+    for fut in admin.create_topics([NewTopic(topic, partitions, 1)] + [NewTopic(t, 3, 1) for t in
+                                                                         (f"{topic}.alerts", f"{topic}.blocks")]
+                                   ).values():
         fut.result(30)
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 50, "batch.size": 1_000_000})
     for i, p in enumerate(data):
@@ -182,33 +214,44 @@ def end_to_end(config: Path, data: list[bytes], bootstrap: str, redis_url: str) 
     producer.flush(120)
     settings = load_settings(config, environ={})
     store = RedisStore.from_url(redis_url, settings.key_prefix, settings.group_id)
-    daemon = Daemon(settings, store)
+    monitor = Monitor(settings, store)
     from confluent_kafka import Consumer, TopicPartition
 
     probe = Consumer({"bootstrap.servers": bootstrap, "group.id": "probe"})
-    ends = {p: probe.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(3)}
-    probe.close()
-    thread = threading.Thread(target=daemon.run, daemon=True)
+    ends = {p: probe.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(partitions)}
+
+    def blocks_done() -> bool:
+        for p in range(3):
+            end = probe.get_watermark_offsets(TopicPartition(f"{topic}.blocks", p), timeout=10, cached=False)[1]
+            snap = store.read(f"{topic}.blocks", p)
+            if end and (snap.offset != end or snap.outbox):
+                return False
+        return True
+
+    thread = threading.Thread(target=monitor.run, daemon=True)
     t = time.perf_counter()
     thread.start()
-    while any((store.read(topic, p).offset or 0) < ends[p] for p in range(3)):
+    while any((store.read(topic, p).offset or 0) < ends[p] or store.read(topic, p).outbox
+              for p in range(partitions)) or not blocks_done():
         time.sleep(0.05)
     elapsed = time.perf_counter() - t
-    daemon.stop()
+    probe.close()
+    monitor.stop()
     thread.join(30)
     keys = list(store.client.scan_iter(match=f"*bench{unique}*"))
     redis_bytes = sum(store.client.memory_usage(k) or 0 for k in keys)
     features = N_NUMERIC + N_CATEGORICAL
-    return {"events_per_s": rate(len(data), elapsed), "seconds": elapsed,
-            "redis_bytes_per_feature": redis_bytes / (3 * features)}
+    return {"events_per_s": rate(len(data), elapsed), "seconds": elapsed, "partitions": partitions,
+            "redis_bytes_per_feature": redis_bytes / (partitions * features)}
 
 
 def alert_latency(config: Path, schema: dict[str, Any], bootstrap: str, redis_url: str,
                   rate_per_s: float, seconds: float = 20.0) -> dict[str, float]:
     """Time from producing the event that triggers an alert to the alert being readable, at `rate_per_s`.
 
-    Every 2 s a burst of 40 events shifted by 10 standard deviations on f0 makes Page-Hinkley fire
-    (cooldown off); the alert names its triggering event, whose send time we know.
+    Every 2 s a burst of 40 events shifted by 10 standard deviations on f0 opens an incident (the model
+    stage's CUSUM), which resolves before the next burst; the OPEN alert's window ends at an event whose send
+    time we know (event times are 10 ms apart): latency = alert received - that event sent.
     """
     from confluent_kafka import Consumer, Producer
     from confluent_kafka.admin import AdminClient, NewTopic
@@ -220,12 +263,14 @@ def alert_latency(config: Path, schema: dict[str, Any], bootstrap: str, redis_ur
     raw = yaml.safe_load(config.read_text())
     raw.update({"kafka": {"bootstrap.servers": bootstrap}, "redis_url": redis_url, "group_id": f"lat-{unique}",
                 "key_prefix": f"lat{unique}", "alerts_topic": f"{topic}.alerts", "start_from": "latest",
-                "batch": {"max_messages": 500, "timeout_s": 0.05},
-                "defaults": {"cooldown_events": 0, "warmup": 200, "adwin": {"enabled": False}}})
+                "blocks_topic": f"{topic}.blocks", "batch": {"max_messages": 500, "timeout_s": 0.05},
+                "window": {"by": "time", "block_ms": 1000, "blocks": 10, "resolve_windows": 3},
+                "defaults": {"warmup": 200}})
     raw["models"][0]["features"]["topic"] = topic
     config.write_text(yaml.safe_dump(raw))
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    for fut in admin.create_topics([NewTopic(t, 3, 1) for t in (topic, f"{topic}.alerts")]).values():
+    for fut in admin.create_topics([NewTopic(t, 3, 1) for t in (topic, f"{topic}.alerts", f"{topic}.blocks")]
+                                   ).values():
         fut.result(30)
     raw["http"] = {"host": "127.0.0.1", "port": 0}
     config.write_text(yaml.safe_dump(raw))
@@ -235,7 +280,7 @@ def alert_latency(config: Path, schema: dict[str, Any], bootstrap: str, redis_ur
     with log_path.open("wb") as log_file:
         proc = subprocess.Popen([sys.executable, "-m", "monitor", "run", "--config", str(config)],
                                 stdout=log_file, stderr=log_file, env=env)
-    while b"partitions.assigned" not in log_path.read_bytes():
+    while log_path.read_bytes().count(b"partitions.assigned") < 2:  # both stages
         if proc.poll() is not None:
             raise RuntimeError(f"the daemon exited: {log_path.read_text()[-2000:]}")
         time.sleep(0.05)
@@ -254,6 +299,11 @@ def alert_latency(config: Path, schema: dict[str, Any], bootstrap: str, redis_ur
 
     latencies: list[float] = []
     codec = AlertCodec()
+
+    def record(alert: Any) -> None:
+        last = alert.window.last_event_time
+        if alert.status == "OPEN" and last is not None and (last - 1_767_225_600_000) // 10 in send_times:
+            latencies.append(time.perf_counter() - send_times[(last - 1_767_225_600_000) // 10])
     start = time.perf_counter()
     i = 0
     while time.perf_counter() - start < seconds:
@@ -273,20 +323,14 @@ def alert_latency(config: Path, schema: dict[str, Any], bootstrap: str, redis_ur
         msg = reader.poll(0)
         while msg is not None:
             if msg.error() is None:
-                alert = codec.decode(msg.value() or b"")
-                idx = keys.get((alert.source_partition, alert.source_offset))
-                if idx is not None:
-                    latencies.append(time.perf_counter() - send_times[idx])
+                record(codec.decode(msg.value() or b""))
             msg = reader.poll(0)
     producer.flush(10)
     deadline = time.perf_counter() + 5
     while time.perf_counter() < deadline:
         msg = reader.poll(0.2)
         if msg is not None and msg.error() is None:
-            alert = codec.decode(msg.value() or b"")
-            idx = keys.get((alert.source_partition, alert.source_offset))
-            if idx is not None:
-                latencies.append(time.perf_counter() - send_times[idx])
+            record(codec.decode(msg.value() or b""))
     reader.close()
     proc.send_signal(signal.SIGTERM)
     proc.wait(30)
@@ -304,8 +348,7 @@ def main() -> int:
     results: dict[str, Any] = {"events": n, "payload_bytes": round(float(np.mean([len(p) for p in data])), 1)}
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
-        proc = build_processors(load_settings(write_config(tmp, schema), environ={}))["bench"]
-        assert isinstance(proc, StreamProcessor)
+        proc = processor(write_config(tmp, schema))
         results["ceiling_events_per_s"] = ceiling(data, schema)
         results["naive_events_per_s"] = naive(data[: n // 5], schema)
         results["pipeline_events_per_s"] = pipeline(proc, data)
@@ -316,9 +359,7 @@ def main() -> int:
             d = payloads(s, max(2_000, 200_000 // width), width, 0)
             folder = tmp / f"w{width}"
             folder.mkdir()
-            p = build_processors(load_settings(write_config(folder, s), environ={}))["bench"]
-            assert isinstance(p, StreamProcessor)
-            eps = pipeline(p, d)
+            eps = pipeline(processor(write_config(folder, s)), d)
             scaling[str(width)] = 1e9 / (eps * width)  # ns per feature-value
         results["ns_per_feature_value"] = scaling
         total = 200_000 if quick else 10_000_000
@@ -328,6 +369,9 @@ def main() -> int:
         if bootstrap and redis_url:
             (tmp / "e2e").mkdir()
             results["end_to_end"] = end_to_end(write_config(tmp / "e2e", schema), data, bootstrap, redis_url)
+            (tmp / "e2e48").mkdir()
+            results["end_to_end_48"] = end_to_end(write_config(tmp / "e2e48", schema), data, bootstrap, redis_url,
+                                                  partitions=48)
             (tmp / "lat").mkdir()
             results["alert_latency"] = alert_latency(write_config(tmp / "lat", schema), schema, bootstrap, redis_url,
                                                      results["end_to_end"]["events_per_s"] / 2)
@@ -342,6 +386,8 @@ def main() -> int:
     if "end_to_end" in results:
         ratios["end-to-end daemon / ceiling (target >= 0.4)"] = results["end_to_end"]["events_per_s"] / c
         ratios["Redis bytes per feature (target <= 16384)"] = results["end_to_end"]["redis_bytes_per_feature"]
+        ratios["end-to-end at 48 partitions / at 3 (target >= 0.8)"] = (
+            results["end_to_end_48"]["events_per_s"] / results["end_to_end"]["events_per_s"])
         ratios["alert latency p50 ms at half load"] = results["alert_latency"]["p50_ms"]
         ratios["alert latency p99 ms at half load (target <= 500)"] = results["alert_latency"]["p99_ms"]
     results["ratios"] = ratios
@@ -355,7 +401,11 @@ def main() -> int:
     print(f"{'RSS MB after ' + str(results['rss_events'] // 10) + ' / ' + str(results['rss_events']) + ' events':<62} "
           f"{results['rss_mb_at_tenth']:>6.0f} / {results['rss_mb_at_end']:<6.0f}")
     if "end_to_end" in results:
-        print(f"{'end-to-end daemon events/s (Kafka + Redis)':<62} {results['end_to_end']['events_per_s']:>14,.0f}")
+        print(f"{'end-to-end daemon events/s (Kafka + Redis), 3 partitions':<62} "
+              f"{results['end_to_end']['events_per_s']:>14,.0f}")
+        print(f"{'end-to-end daemon events/s (Kafka + Redis), 48 partitions':<62} "
+              f"{results['end_to_end_48']['events_per_s']:>14,.0f}")
+        print(f"{'alert latency events (OPEN incidents measured)':<62} {results['alert_latency']['alerts']:>14,.0f}")
     for key, value in ratios.items():
         print(f"{key:<62} {value:>14.3f}")
     return 0

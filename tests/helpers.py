@@ -25,6 +25,9 @@ from monitor.io.avro import encode_plain, load_schema
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "schemas" / "examples"
 PARTITIONS = 3
+# The model view (the default) at the simulator's pace: 100 events a second, 1 s slots, 10-slot windows.
+MODEL_VIEW: dict[str, Any] = {"model_view": {"enabled": True, "idle_timeout_s": 10.0}, "partition_alerts": False,
+                              "window": {"by": "time", "block_ms": 1000, "blocks": 10, "resolve_windows": 3}}
 # The per-partition mode of 0.1 (count windows, an alert lifecycle per input partition, no model stage):
 # the tests of stage 1's own checks and of its exactly-once recipe run in it.
 PER_PARTITION: dict[str, Any] = {"model_view": {"enabled": False}, "partition_alerts": True,
@@ -445,3 +448,16 @@ def assert_same_state(stored: Any, expected: Any, where: object) -> None:
             assert got.get(key) == want.get(key), (where, name, key)
         if "sum" in want:
             assert got["sum"] == pytest.approx(want["sum"], rel=1e-12)
+
+
+def both_stages_done(setup: Setup) -> bool:
+    """Stage 1 has stored the end of every input partition and sent its outbox; stage 2 the end of the blocks."""
+    from monitor.io.redis_store import RedisStore
+
+    store = RedisStore.from_url(setup.redis_url, setup.prefix, setup.group)
+    for topic in (setup.features, setup.predictions, setup.blocks):
+        for p, end in end_offsets(setup.bootstrap, topic).items():
+            snap = store.read(topic, p)
+            if end and (snap.offset != end or snap.outbox):
+                return False
+    return True

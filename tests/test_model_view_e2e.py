@@ -23,9 +23,11 @@ from monitor.profile.store import RedisReferenceStore
 from monitor.settings import load_settings
 from tests.helpers import (
     FAST_GROUP,
+    MODEL_VIEW,
     BackgroundProducer,
     DaemonProcess,
     Setup,
+    both_stages_done,
     end_offsets,
     produce_simulated,
     read_topic,
@@ -34,8 +36,6 @@ from tests.helpers import (
 from tests.test_model_view import END, ONSET, build_reference, delay_in_events
 
 pytestmark = pytest.mark.integration
-MODEL_VIEW: dict[str, Any] = {"model_view": {"enabled": True, "idle_timeout_s": 10.0}, "partition_alerts": False,
-                              "window": {"by": "time", "block_ms": 1000, "blocks": 10, "resolve_windows": 3}}
 
 
 @pytest.fixture(scope="module")
@@ -61,19 +61,7 @@ def _store(setup: Setup) -> RedisStore:
     return RedisStore.from_url(setup.redis_url, setup.prefix, setup.group)
 
 
-def _done(setup: Setup) -> bool:
-    """Stage 1 has stored the end of every input partition and sent its outbox; stage 2 the end of the blocks."""
-    store = _store(setup)
-    for topic in (setup.features, setup.predictions):
-        for p, end in end_offsets(setup.bootstrap, topic).items():
-            snap = store.read(topic, p)
-            if end and (snap.offset != end or snap.outbox):
-                return False
-    for p, end in end_offsets(setup.bootstrap, setup.blocks).items():
-        snap = store.read(setup.blocks, p)
-        if end and (snap.offset != end or snap.outbox):
-            return False
-    return True
+_done = both_stages_done
 
 
 def _alerts(setup: Setup, idle: float = 1.5) -> list[dict[str, Any]]:

@@ -14,10 +14,11 @@ from typing import Any
 import pytest
 
 from tests.helpers import (
+    MODEL_VIEW,
     DaemonProcess,
     Setup,
     _clean_env,
-    end_offsets,
+    both_stages_done,
     produce_simulated,
     wait_for_log,
     wait_until,
@@ -55,7 +56,7 @@ def drifted(kafka_bootstrap: str, redis_url: str, unique: str, tmp_path: Path) -
     """A daemon with a reference, after a 2-sigma shift of `age`; left running for the status page."""
     setup = Setup(unique, kafka_bootstrap, redis_url, tmp_path)
     setup.create_topics()
-    config = setup.write_config()
+    config = setup.write_config(MODEL_VIEW)
     env = _clean_env()
 
     def cli(*args: str) -> str:
@@ -67,11 +68,7 @@ def drifted(kafka_bootstrap: str, redis_url: str, unique: str, tmp_path: Path) -
     produce_simulated(setup, 8_000, seed=4, incidents=["shift:feature=age,start=3000,size=2.0"])
     d = DaemonProcess(config, tmp_path / "daemon.log").start()
     wait_for_log(d, "partitions.assigned", 60)
-    from monitor.io.redis_store import RedisStore
-
-    store = RedisStore.from_url(setup.redis_url, setup.prefix, setup.group)
-    ends = end_offsets(setup.bootstrap, setup.features)
-    wait_until(lambda: all(store.read(setup.features, p).offset == ends[p] for p in ends if ends[p]), 60, "done")
+    wait_until(lambda: both_stages_done(setup), 90, "both stages to reach the end")
     yield setup, config, d
     d.kill()
 

@@ -539,6 +539,10 @@ class Daemon:
                 if r.kind in (AlertKind.DRIFT, AlertKind.PREDICTION_DRIFT) and r.check != "cusum":
                     self.metrics.drift.labels(model, stream, r.field, r.check, "all").set(r.statistic)
                     self.latest_drift[(model, stream, r.field)] = (r.check, r.statistic, r.threshold)
+            if view.last_results and view.last_drift and view.slots and view.slots[-1][6] is not None:
+                # Partition -1: the model view over every partition (the report's drift-over-time chart).
+                self.history.record(model, stream, -1, int(view.slots[-1][6]),
+                                    {f: (d[0], float(d[1]), float(d[2])) for f, d in view.last_drift.items()})
             view.last_results = []
 
     def _refresh_references(self, force: bool = False) -> None:

@@ -264,9 +264,15 @@ def _alerts(settings: Settings, args: argparse.Namespace) -> int:
             idle_since = time.monotonic()
             a = codec.decode(msg.value() or b"")
             seen += 1
+            if a.source_partition < 0:  # a model-view incident: every partition, its checks as evidence
+                where = (f"checks={a.evidence.get('checks', a.check)} partitions={a.evidence.get('partitions', '')}"
+                         + (f" features={a.evidence['features']}" if "features" in a.evidence else ""))
+            else:
+                where = f"at={a.source_topic}[{a.source_partition}]@{a.source_offset}"
             print(f"{a.status:<8} {a.kind:<16} {a.check:<15} {a.model}/{a.feature:<18} "
-                  f"statistic={a.statistic:.4g} threshold={a.threshold:.4g} severity={a.severity} "
-                  f"at={a.source_topic}[{a.source_partition}]@{a.source_offset}", flush=True)
+                  f"statistic={a.statistic:.4g} threshold={a.threshold:.4g} severity={a.severity} {where}",
+                  flush=True)
+            print(f"         {a.message}", flush=True)
     except KeyboardInterrupt:
         pass
     finally:

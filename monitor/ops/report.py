@@ -53,17 +53,58 @@ class FeatureView:
         return "WARNING" if self.score > 0.5 else "OK"
 
 
+def _model_view(settings: Settings, model: ModelSettings, store: StateStore, views: dict[str, FeatureView],
+                windows: dict[str, Any], totals: dict[str, int]) -> set[str]:
+    """The model stage's merged windows, totals and open incidents (when it runs): the streams it covered."""
+    covered: set[str] = set()
+    for topic, partition in store.partitions():
+        if topic != settings.blocks_topic:
+            continue
+        fields = store.read(topic, partition).fields
+        for stream in ("features", "predictions"):
+            raw = fields.get(f"{model.name}/{stream}")
+            if raw is None:
+                continue
+            covered.add(stream)
+            state = json.loads(raw)
+            if stream == "features":
+                totals["events"] += int(state["counts"]["events"])
+            failing: dict[str, set[str]] = {}
+            for inc in state["incidents"]["open"].values():
+                for chk in inc["checks"].values():
+                    failing.setdefault(chk["field"], set()).add(chk["check"])
+            for feature, fs in state["features"].items():
+                v = views.setdefault(feature, FeatureView(feature, stream, fs["kind"]))
+                v.open_checks = sorted(failing.get(feature, set()))
+                if fs["kind"] == "numeric":
+                    t = fs["totals"]
+                    v.count, v.missing, v.nan = int(t[0]), int(t[1]), int(t[2] + t[3])
+                    closed = fs["window"]["closed"]
+                    if closed:
+                        windows[feature] = np.sum(np.asarray(closed), axis=0)[HEAD:]
+                else:
+                    v.count, v.missing = fs["count"], fs["missing"]
+                    merged: dict[str, int] = windows.setdefault(feature, {})
+                    for block in fs["window"]["closed"]:
+                        for k, n in block.items():
+                            if k not in META_KEYS:
+                                merged[k] = merged.get(k, 0) + n
+    return covered
+
+
 def collect(settings: Settings, model: ModelSettings, store: StateStore, reference: ReferenceProfile | None,
             history: list[dict[str, Any]]) -> tuple[list[FeatureView], dict[str, Any]]:
-    """Merge every partition's stored windows per feature (sketches over the same bins add up)."""
+    """The model stage's merged windows per feature when it runs; else merge every partition's stored windows
+    (sketches over the same bins add up)."""
     topics = {s.topic: kind for kind, s in model.streams()}
     views: dict[str, FeatureView] = {}
     windows: dict[str, Any] = {}
     labels_window: np.ndarray | None = None
     labels_kind = model.type
     totals = {"events": 0, "rejects": 0}
+    merged_streams = _model_view(settings, model, store, views, windows, totals)
     for topic, partition in store.partitions():
-        if topic not in topics:
+        if topic not in topics or topics[topic] in merged_streams:
             continue
         snap = store.read(topic, partition)
         if META_FIELD not in snap.fields:
