@@ -117,7 +117,7 @@ class Incidents:
                 "threshold": r.threshold, "quiet": 0, "partitions": parts,
                 "first_time": prev["first_time"] if prev else span.first_time, "last_time": span.last_time,
                 "evidence": dict(r.evidence)}
-        passing = {(r.field, r.check) for r in results if not r.failing}
+        passing = {(r.field, r.check): r for r in results if not r.failing}
         failing_keys = {(r.field, r.check) for r in failing}
         for key in sorted(self.open):
             inc = self.open[key]
@@ -125,8 +125,11 @@ class Incidents:
                 if (chk["field"], chk["check"]) in failing_keys or not tick:
                     continue
                 # Event checks (detectors, schema changes) pass by not firing; window checks by passing.
-                if (chk["field"], chk["check"]) in passing or chk["check"] in EVENT_CHECKS:
+                passed = passing.get((chk["field"], chk["check"]))
+                if passed is not None or chk["check"] in EVENT_CHECKS:
                     chk["quiet"] += 1
+                if passed is not None:  # what it is now: a RESOLVED alert shows the passing value
+                    chk["statistic"], chk["threshold"] = passed.statistic, passed.threshold
             severity = self._severity(inc)
             status = ""
             if not inc["severity"]:
