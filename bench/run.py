@@ -197,8 +197,8 @@ def end_to_end(config: Path, data: list[bytes], bootstrap: str, redis_url: str,
     topic = f"bench-{unique}"
     raw = yaml.safe_load(config.read_text())
     raw.update({"kafka": {"bootstrap.servers": bootstrap}, "redis_url": redis_url, "group_id": f"bench-{unique}",
-                "key_prefix": f"bench{unique}", "alerts_topic": f"{topic}.alerts", "blocks_topic": f"{topic}.blocks",
-                "batch": {"max_messages": 2000}})
+                "key_prefix": f"bench{unique}", "alerts_topic": f"{topic}.alerts", "blocks_topic": f"{topic}.blocks"})
+    raw.setdefault("batch", {"max_messages": 2000})
     raw["models"][0]["features"]["topic"] = topic
     config.write_text(yaml.safe_dump(raw))
     admin = AdminClient({"bootstrap.servers": bootstrap})

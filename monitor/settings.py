@@ -251,9 +251,9 @@ class ModelViewSettings(_Strict):
                                         "fail together, one model-wide incident names them all (0 = never)")
     max_open_slots: int = Field(1_000, ge=2, description="slots held open waiting for slow partitions; past it "
                                 "the oldest closes and its stragglers count as late")
-    max_skew_ms: int = Field(60_000, ge=0, description="stage 1 pauses an input partition whose event time runs "
+    max_skew_ms: int = Field(300_000, ge=0, description="stage 1 pauses an input partition whose event time runs "
                              "this far ahead of the slowest one it reads that still has data (catching up on a "
-                             "backlog, partitions are read unevenly); 0 = never")
+                             "backlog, partitions are read unevenly), until it is within half of it; 0 = never")
 
 
 class LimitSettings(_Strict):

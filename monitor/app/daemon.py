@@ -499,7 +499,7 @@ class Daemon:
 
     def _align(self) -> None:
         """Stage 1: pause input partitions whose event time runs `max_skew_ms` ahead of the slowest partition of
-        the same topic that still has data to read here, and resume them when it catches up.
+        the same topic that still has data to read here, and resume them when it is within half of that.
 
         Catching up on a backlog, Kafka serves partitions unevenly; without this the model stage would hold
         many slots open for the partitions behind (or, past `max_open_slots`, count their blocks late).
@@ -514,12 +514,16 @@ class Daemon:
                 times.setdefault(tp[0], []).append((tp, part.event_time()))
         wanted: set[TP] = set()
         for items in times.values():
-            # A partition with data left counts, even one not read yet (its time is -1: everything waits for it).
-            behind = [t for tp, t in items if self.lags.get(tp, 0) > 0 and tp not in self.aligned]
+            # Partitions with data left and a time (one not read yet is served soon anyway: waiting for it would
+            # read the partitions one at a time).
+            behind = [t for tp, t in items if t >= 0 and self.lags.get(tp, 0) > 0 and tp not in self.aligned]
             if not behind:
                 continue
             floor = min(behind)
-            wanted |= {tp for tp, t in items if t >= 0 and t > floor + skew and self.lags.get(tp, 0) > 0}
+            # Hysteresis: paused past `skew`, resumed only within half of it (each pause drops what
+            # librdkafka had fetched for the partition, so flapping costs throughput).
+            wanted |= {tp for tp, t in items if t >= 0 and self.lags.get(tp, 0) > 0
+                       and t > floor + (skew // 2 if tp in self.aligned else skew)}
         pause, resume = wanted - self.aligned, self.aligned - wanted
         if pause:
             self.consumer.pause([TopicPartition(*tp) for tp in sorted(pause)])

@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 
-from monitor.core import stats
 from monitor.core.incidents import MODEL_WIDE, CheckResult, Incidents, WindowSpan
 from monitor.core.partition import (
     CategoricalFeature,
@@ -25,25 +24,18 @@ from monitor.core.partition import (
     NumericFeature,
     build_features,
     kind_of,
+    stream_values,
+    window_values,
 )
 from monitor.core.profiles import FieldContract, FieldProfile
 from monitor.core.schema import FieldSpec
 from monitor.core.sketches import (
-    ABOVE,
-    BELOW,
     FINITE,
-    HEAD,
-    INF,
     MAX,
     MIN,
-    MISSING,
-    NAN,
-    SENTINEL,
     SUM,
     SUMSQ,
-    merge_numeric,
 )
-from monitor.core.sketches import N as COUNT
 from monitor.core.types import Alert, AlertKind
 from monitor.settings import CheckSettings, ModelViewSettings, WindowSettings
 
@@ -54,15 +46,18 @@ _PART_COUNTS = {"missing_rate": 0, "nan_rate": 1, "sentinel_rate": 2, "out_of_ra
 
 def numeric_vector(summary: dict[str, Any], hist_len: int) -> np.ndarray:
     """A block's NumericSummary as the sketch vector layout of `monitor.core.sketches`."""
-    v = np.zeros(HEAD + hist_len)
-    v[COUNT], v[MISSING], v[NAN], v[INF] = summary["count"], summary["missing"], summary["nan"], summary["inf"]
-    v[FINITE], v[SUM], v[SUMSQ] = summary["finite"], summary["sum"], summary["sum_sq"]
-    v[MIN], v[MAX] = summary["min"], summary["max"]
-    v[BELOW], v[ABOVE], v[SENTINEL] = summary["below"], summary["above"], summary["sentinel"]
-    hist = summary.get("histogram") or []
-    if len(hist) == hist_len:
-        v[HEAD:] = hist
-    return v
+    s = summary
+    head = [s["count"], s["missing"], s["nan"], s["inf"], s["finite"], s["sum"], s["sum_sq"], s["min"], s["max"],
+            s["below"], s["above"], s["sentinel"]]
+    hist = s.get("histogram") or []
+    return np.array(head + (hist if len(hist) == hist_len else [0.0] * hist_len), dtype=float)
+
+
+def add_into(acc: np.ndarray, v: np.ndarray) -> None:
+    """`acc` += `v` for sketch vectors, min and max taken properly (in place: the merge of every block)."""
+    low, high = min(acc[MIN], v[MIN]), max(acc[MAX], v[MAX])
+    acc += v
+    acc[MIN], acc[MAX] = low, high
 
 
 class ModelStream:
@@ -197,7 +192,7 @@ class ModelStream:
         for s in block.get("numeric") or []:
             feat = self.features.get(s["field"])
             if isinstance(feat, NumericFeature):
-                feat.totals = merge_numeric([feat.totals, numeric_vector(s, 0)[:HEAD]])
+                add_into(feat.totals, numeric_vector(s, 0))
         for c in block.get("categorical") or []:
             cfeat = self.features.get(c["field"])
             if isinstance(cfeat, CategoricalFeature):
@@ -227,7 +222,10 @@ class ModelStream:
                 continue
             vec = numeric_vector(s if same_bins else {**s, "histogram": []}, feat.window.hist_len)
             prev = merged["numeric"].get(feat.name)
-            merged["numeric"][feat.name] = vec if prev is None else merge_numeric([np.asarray(prev), vec])
+            if prev is None:
+                merged["numeric"][feat.name] = vec
+            else:
+                add_into(prev, vec)
             clipped = merged.setdefault("clipped", {})
             clipped[feat.name] = clipped.get(feat.name, 0.0) + float(s.get("clipped_sum", s["sum"]))
             self._count_part(merged, feat.name, part, [s["missing"], s["nan"] + s["inf"], s["sentinel"],
@@ -340,20 +338,8 @@ class ModelStream:
         return out
 
     def _evaluate(self, detections: list[CheckResult]) -> list[Alert]:
-        values: list[CheckValue] = []
-        drift: list[CheckValue] = []
-        for feat in self.features.values():
-            values += feat.window_checks(feat.checks.min_window_count)
-            d = feat.drift_value()
-            if d is not None:
-                drift.append(d)
+        values, _drift = window_values(self.features)
         values += self._stream_checks()
-        if drift:
-            fdr = min(self.features[d.feature].checks.drift.fdr for d in drift)
-            p_values = np.array([1.0 if d.p_value is None else d.p_value for d in drift])
-            significant = stats.benjamini_hochberg(p_values, fdr)
-            values += [CheckValue(d.feature, d.check, d.statistic, d.threshold, d.firing and bool(sig), d.evidence)
-                       for d, sig in zip(drift, significant.tolist(), strict=True)]
         everyone = tuple(sorted({p for s in self.slots for p in s[7]}))
         results = [CheckResult(v.feature, v.check, kind_of(v.check, self.stream), float(v.statistic),
                                float(v.threshold), v.firing, dict(v.evidence), self._partitions(v, everyone))
@@ -380,22 +366,10 @@ class ModelStream:
         return tuple(sorted(hit))
 
     def _stream_checks(self) -> list[CheckValue]:
-        out = []
         count = sum(int(s[1]) for s in self.slots)
-        if self.id_field and count:
-            dup = sum(int(s[2]) for s in self.slots)
-            out.append(CheckValue(self.id_field, "duplicate_id", dup / count, self.max_duplicate_rate,
-                                  dup / count > self.max_duplicate_rate, {"duplicates": str(dup)}))
-        scored = sum(int(s[4]) for s in self.slots)
-        if self.cbpe_reference is not None and scored:
-            estimate = sum(float(s[3]) for s in self.slots) / scored
-            drop = self.cbpe_reference - estimate
-            out.append(CheckValue("expected_accuracy", "cbpe_accuracy", estimate,
-                                  self.cbpe_reference - self.cbpe_min_drop, drop > self.cbpe_min_drop,
-                                  {"estimate": "CBPE: expected accuracy from the prediction scores, assuming they "
-                                               "are calibrated; no labels used",
-                                   "reference_expected_accuracy": f"{self.cbpe_reference:.4f}",
-                                   "window_expected_accuracy": f"{estimate:.4f}"}))
+        out = stream_values(self.id_field, count, sum(int(s[2]) for s in self.slots), self.max_duplicate_rate,
+                            self.cbpe_reference, sum(float(s[3]) for s in self.slots),
+                            sum(int(s[4]) for s in self.slots), self.cbpe_min_drop)
         if self.reference_rate and len(self.slots) == self.window_settings.blocks and count > 1:
             span_s = len(self.slots) * self.window_settings.block_ms / 1000.0
             rate = count / span_s
@@ -437,7 +411,8 @@ class ModelStream:
                 feat.load_state(raw)
         if state.get("ref_version") != self.ref_version:
             return  # a new reference: windows, pending slots and detectors start afresh (as in stage 1)
-        self.pending = {int(k): v for k, v in state["pending"].items()}
+        self.pending = {int(k): {**v, "numeric": {f: np.asarray(x, dtype=float) for f, x in v["numeric"].items()}}
+                        for k, v in state["pending"].items()}
         self.slots = state["slots"]
         self.cusum.update(state["cusum"])
         self.warm.update(state["warm"])

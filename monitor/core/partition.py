@@ -484,6 +484,44 @@ def build_features(fields: list[FieldSpec], checks: dict[str, CheckSettings], bl
     return out
 
 
+def window_values(features: dict[str, Feature]) -> tuple[list[CheckValue], list[CheckValue]]:
+    """Every feature's window checks, and its drift against the reference gated by Benjamini-Hochberg across
+    the features of this window (the chi-squared p-values); also the drift values before the gate."""
+    values: list[CheckValue] = []
+    drift: list[CheckValue] = []
+    for feat in features.values():
+        values += feat.window_checks(feat.checks.min_window_count)
+        d = feat.drift_value()
+        if d is not None:
+            drift.append(d)
+    if drift:
+        fdr = min(features[d.feature].checks.drift.fdr for d in drift)
+        p_values = np.array([1.0 if d.p_value is None else d.p_value for d in drift])
+        significant = stats.benjamini_hochberg(p_values, fdr)
+        values += [CheckValue(d.feature, d.check, d.statistic, d.threshold, d.firing and bool(sig), d.evidence)
+                   for d, sig in zip(drift, significant.tolist(), strict=True)]
+    return values, drift
+
+
+def stream_values(id_field: str | None, count: int, duplicates: int, max_duplicate_rate: float,
+                  cbpe_reference: float | None, expected_correct: float, scored: int,
+                  cbpe_min_drop: float) -> list[CheckValue]:
+    """Checks of a stream's window rather than a feature: duplicate ids, the CBPE accuracy estimate."""
+    out = []
+    if id_field and count:
+        out.append(CheckValue(id_field, "duplicate_id", duplicates / count, max_duplicate_rate,
+                              duplicates / count > max_duplicate_rate, {"duplicates": str(duplicates)}))
+    if cbpe_reference is not None and scored:
+        estimate = expected_correct / scored
+        out.append(CheckValue("expected_accuracy", "cbpe_accuracy", estimate, cbpe_reference - cbpe_min_drop,
+                              cbpe_reference - estimate > cbpe_min_drop,
+                              {"estimate": "CBPE: expected accuracy from the prediction scores, assuming they "
+                                           "are calibrated; no labels used",
+                               "reference_expected_accuracy": f"{cbpe_reference:.4f}",
+                               "window_expected_accuracy": f"{estimate:.4f}"}))
+    return out
+
+
 class RecentIds:
     """The last `size` event ids of a partition, as CRC-32 hashes in a ring: bounded memory, exact order.
 
@@ -773,23 +811,10 @@ class StreamPartition:
         self.idle_sent = True
 
     def _evaluate(self, event_number: int) -> list[Finding]:
-        values: list[CheckValue] = []
-        drift: list[CheckValue] = []
-        for feat in self.features.values():
-            values += feat.window_checks(feat.checks.min_window_count)
-            d = feat.drift_value()
-            if d is not None:
-                drift.append(d)
+        values, drift = window_values(self.features)
         values += self._stream_checks()
         self.last_drift = {d.feature: (d.check, float(d.statistic), float(d.threshold)) for d in drift}
         self.last_time = self.closed_meta[-1][3] if self.closed_meta else -1
-        if drift:
-            # Multiple-testing control across the features of this window: BH on the chi-squared p-values.
-            fdr = min(self.features[d.feature].checks.drift.fdr for d in drift)
-            p_values = np.array([1.0 if d.p_value is None else d.p_value for d in drift])
-            significant = stats.benjamini_hochberg(p_values, fdr)
-            values += [CheckValue(d.feature, d.check, d.statistic, d.threshold, d.firing and bool(sig), d.evidence)
-                       for d, sig in zip(drift, significant.tolist(), strict=True)]
         return self._lifecycle(values, event_number)
 
     def _expected_correct(self, rows: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
@@ -808,22 +833,10 @@ class StreamPartition:
 
     def _stream_checks(self) -> list[CheckValue]:
         """Checks of the stream rather than a feature: duplicate ids, event rate against the reference."""
-        out = []
         count = sum(m[4] for m in self.closed_meta)
-        if self.id_field and count:
-            dup = sum(m[6] for m in self.closed_meta)
-            out.append(CheckValue(self.id_field, "duplicate_id", dup / count, self.max_duplicate_rate,
-                                  dup / count > self.max_duplicate_rate, {"duplicates": str(dup),
-                                                                          "memory": str(self.recent_ids.size)}))
-        estimate = self.expected_accuracy() if self.cbpe_reference is not None else None
-        if estimate is not None and self.cbpe_reference is not None:
-            drop = self.cbpe_reference - estimate
-            out.append(CheckValue("expected_accuracy", "cbpe_accuracy", estimate,
-                                  self.cbpe_reference - self.cbpe_min_drop, drop > self.cbpe_min_drop,
-                                  {"estimate": "CBPE: expected accuracy from the prediction scores, assuming they "
-                                               "are calibrated; no labels used",
-                                   "reference_expected_accuracy": f"{self.cbpe_reference:.4f}",
-                                   "window_expected_accuracy": f"{estimate:.4f}"}))
+        out = stream_values(self.id_field, count, sum(m[6] for m in self.closed_meta), self.max_duplicate_rate,
+                            self.cbpe_reference, sum(m[7] for m in self.closed_meta),
+                            sum(m[8] for m in self.closed_meta), self.cbpe_min_drop)
         first, last = self.closed_meta[0], self.closed_meta[-1]
         if self.reference_rate and first[2] >= 0 and last[3] > first[2] and count > 1:
             # This partition's share of the stream, scaled by the topic's partition count.
