@@ -43,6 +43,7 @@ from monitor.core.sketches import (
     NumericWindow,
     merge_numeric,
     numeric_block,
+    numeric_blocks,
 )
 from monitor.core.sketches import N as COUNT
 from monitor.core.types import AlertKind
@@ -201,6 +202,27 @@ class NumericFeature:
             half = self.checks.clip_z * prof.std
             usable = np.clip(usable, prof.mean - half, prof.mean + half)
         self.open_clipped += float(usable.sum())
+
+    def run_blocks(self, values: np.ndarray, missing: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per run of a batch (runs start at `starts`): its block vector and its sum of clipped values, all at once."""
+        rows = numeric_blocks(values, missing, starts, self.window.edges, self.window.hist_len, self.limits.bounds,
+                              self.limits.sentinels)
+        ok = np.isfinite(values)
+        if self.limits.sentinels is not None and len(self.limits.sentinels):
+            ok &= ~np.isin(values, self.limits.sentinels)
+        clean = np.where(ok, values, 0.0)
+        prof = self.profile
+        if prof is not None and prof.mean is not None and prof.std:
+            half = self.checks.clip_z * prof.std
+            clean = np.where(ok, np.clip(clean, prof.mean - half, prof.mean + half), 0.0)
+        run_of = np.zeros(len(values), dtype=np.int64)
+        run_of[starts[1:]] = 1
+        return rows, np.bincount(np.cumsum(run_of), weights=clean, minlength=len(starts))
+
+    def add_run(self, row: np.ndarray, clipped: float) -> None:
+        """Merge one run's precomputed block vector (see `run_blocks`) into the open block."""
+        self.window.add_block(row)
+        self.open_clipped += float(clipped)
 
     def block_summary(self) -> dict[str, Any]:
         """The open block as a `schemas/block.avsc` NumericSummary (histogram only on reference bins)."""
@@ -701,7 +723,13 @@ class StreamPartition:
         runs = list(zip([0, *cuts.tolist()], [*cuts.tolist(), n], strict=True))
         snapshots: list[tuple[int, int | None, int]] = []
         events_before = self.events
-        for start, stop in runs:
+        # Stage 1 of the model view (no per-partition evaluation, so no example offsets): every run's block of
+        # every numeric feature in a few numpy calls per feature instead of a loop over the runs.
+        vectorised = bool(numeric) and not any(f.window.track_examples for f, _, _ in numeric)
+        starts = np.array([a for a, _ in runs], dtype=np.int64)
+        per_run = {f.name: f.run_blocks(values, missing, starts) for f, values, missing in numeric} if vectorised \
+            else {}
+        for k, (start, stop) in enumerate(runs):
             bid = int(bids[start])
             if self.open_meta is not None and self.open_meta[5] != bid:
                 findings += self._close_block(events_before + start, times[start])
@@ -718,7 +746,11 @@ class StreamPartition:
             meta[8] += int(scored[start:stop].sum())
             self.open_meta = meta
             for feat, values, missing in numeric:
-                feat.add(values[start:stop], missing[start:stop], offsets[start:stop])
+                if vectorised:
+                    rows, clipped = per_run[feat.name]
+                    feat.add_run(rows[k], clipped[k])
+                else:
+                    feat.add(values[start:stop], missing[start:stop], offsets[start:stop])
             for cfeat, raw, cmissing in categorical:
                 cfeat.add(raw[start:stop], cmissing[start:stop], offsets[start:stop])
         self.events += n
@@ -728,8 +760,13 @@ class StreamPartition:
 
         for feat, values, missing in numeric:
             name = feat.name
-            feat.totals = merge_numeric([feat.totals, numeric_block(values, missing, None, 0, feat.limits.bounds,
-                                                                      feat.limits.sentinels)])
+            if vectorised:
+                rows = per_run[feat.name][0]
+                batch_totals = rows[:, :HEAD].sum(axis=0)
+                batch_totals[MIN], batch_totals[MAX] = rows[:, MIN].min(), rows[:, MAX].max()
+            else:
+                batch_totals = numeric_block(values, missing, None, 0, feat.limits.bounds, feat.limits.sentinels)
+            feat.totals = merge_numeric([feat.totals, batch_totals])
             if not self.evaluate:
                 continue
             idx, z = feat.detector_input(values)

@@ -64,6 +64,58 @@ def numeric_block(
     return out
 
 
+def numeric_blocks(
+    values: np.ndarray,
+    missing: np.ndarray,
+    starts: np.ndarray,
+    edges: np.ndarray | None,
+    hist_len: int,
+    bounds: tuple[float | None, float | None] = (None, None),
+    sentinels: np.ndarray | None = None,
+) -> np.ndarray:
+    """`numeric_block` of each run `values[starts[i]:starts[i+1]]` (runs non-empty, `starts[0] == 0`), as rows,
+    in a few numpy calls for the whole batch instead of a Python loop over the runs.
+
+    >>> v = np.array([1.0, np.nan, 3.0, np.inf, -1.0, 9.0])
+    >>> m = np.array([0, 1, 0, 0, 0, 0], bool)
+    >>> rows = numeric_blocks(v, m, np.array([0, 2]), np.array([2.0]), 2, (0.0, 5.0), np.array([-1.0]))
+    >>> rows[1].tolist() == numeric_block(v[2:], m[2:], np.array([2.0]), 2, (0.0, 5.0), np.array([-1.0])).tolist()
+    True
+    """
+    n = len(values)
+    runs = len(starts)
+    run_of = np.zeros(n, dtype=np.int64)
+    run_of[starts[1:]] = 1
+    run_of = np.cumsum(run_of)
+    out = np.zeros((runs, HEAD + hist_len))
+    nan = np.isnan(values)
+    inf = np.isinf(values)
+    use = ~(nan | inf)
+    if sentinels is not None and len(sentinels):
+        is_sentinel = use & np.isin(values, sentinels)
+        use &= ~is_sentinel
+        out[:, SENTINEL] = np.bincount(run_of, weights=is_sentinel, minlength=runs)
+    out[:, N] = np.diff(np.r_[starts, n])
+    out[:, MISSING] = np.bincount(run_of, weights=missing, minlength=runs)
+    out[:, NAN] = np.bincount(run_of, weights=nan, minlength=runs) - out[:, MISSING]
+    out[:, INF] = np.bincount(run_of, weights=inf, minlength=runs)
+    out[:, FINITE] = np.bincount(run_of, weights=use, minlength=runs)
+    clean = np.where(use, values, 0.0)
+    out[:, SUM] = np.bincount(run_of, weights=clean, minlength=runs)
+    out[:, SUMSQ] = np.bincount(run_of, weights=clean * clean, minlength=runs)
+    out[:, MIN] = np.minimum.reduceat(np.where(use, values, np.inf), starts)
+    out[:, MAX] = np.maximum.reduceat(np.where(use, values, -np.inf), starts)
+    lo, hi = bounds
+    if lo is not None:
+        out[:, BELOW] = np.bincount(run_of, weights=use & (clean < lo), minlength=runs)
+    if hi is not None:
+        out[:, ABOVE] = np.bincount(run_of, weights=use & (clean > hi), minlength=runs)
+    if edges is not None and hist_len:
+        bins = np.searchsorted(edges, values[use], side="right")
+        out[:, HEAD:] = np.bincount(run_of[use] * hist_len + bins, minlength=runs * hist_len).reshape(runs, hist_len)
+    return out
+
+
 def merge_numeric(blocks: list[np.ndarray]) -> np.ndarray:
     """Sum of block vectors, with min/max taken properly."""
     stacked = np.vstack(blocks)
@@ -100,6 +152,15 @@ class NumericWindow:
             for b, pos in zip(first_bins.tolist(), first_pos.tolist(), strict=True):
                 if self.examples_open[b] < 0:
                     self.examples_open[b] = int(offsets[ok][pos])
+
+    def add_block(self, block: np.ndarray) -> None:
+        """Merge one precomputed block vector (a row of `numeric_blocks`) into the open block."""
+        if self.open is None:
+            self.open = block.copy()
+        else:
+            low, high = min(self.open[MIN], block[MIN]), max(self.open[MAX], block[MAX])
+            self.open += block
+            self.open[MIN], self.open[MAX] = low, high
 
     def close_block(self) -> None:
         if self.open is not None:

@@ -1,0 +1,105 @@
+"""Invariants of the model view's hot path, for every input Hypothesis can think of."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from monitor.app.models import ModelProcessor
+from monitor.app.pipeline import StreamProcessor, build_processors
+from monitor.core.sketches import numeric_block, numeric_blocks
+from monitor.core.types import RawRecord
+from monitor.io.avro import encode_plain
+from monitor.settings import load_settings
+
+finite_or_not = st.one_of(st.floats(allow_nan=True, allow_infinity=True, width=64),
+                          st.sampled_from([0.0, -1.0, 1e12, -1e-12, 7.0, -2.0, 5.0, -0.5, 0.5, 3.0]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(values=st.lists(finite_or_not, min_size=1, max_size=60), data=st.data())
+def test_blocks_of_all_runs_at_once_equal_one_run_at_a_time(values: list[float], data: Any) -> None:
+    """`numeric_blocks` (vectorised over runs) gives, row by row, what `numeric_block` gives per run."""
+    v = np.array(values)
+    missing = np.array(data.draw(st.lists(st.booleans(), min_size=len(v), max_size=len(v))))
+    v[missing] = np.nan  # a missing value is NaN in the column, as `NumericFeature.column` makes it
+    cuts = sorted(set(data.draw(st.lists(st.integers(1, max(len(v) - 1, 1)), max_size=8)))) if len(v) > 1 else []
+    starts = np.array([0, *[c for c in cuts if 0 < c < len(v)]])
+    edges, bounds, sentinels = np.array([-0.5, 0.5, 3.0]), (-2.0, 5.0), np.array([-1.0])
+    rows = numeric_blocks(v, missing, starts, edges, 4, bounds, sentinels)
+    for k, start in enumerate(starts):
+        stop = starts[k + 1] if k + 1 < len(starts) else len(v)
+        want = numeric_block(v[start:stop], missing[start:stop], edges, 4, bounds, sentinels)
+        assert np.array_equal(rows[k], want, equal_nan=True) or np.allclose(rows[k], want, rtol=1e-12, atol=0,
+                                                                              equal_nan=True), (k, rows[k], want)
+
+
+def _processors(tmp: Path) -> tuple[StreamProcessor, ModelProcessor]:
+    schema = {"type": "record", "name": "R", "fields": [
+        {"name": "event_id", "type": "string"}, {"name": "event_time", "type": "long"},
+        {"name": "x", "type": ["null", "double"], "default": None}, {"name": "c", "type": "string"}]}
+    (tmp / "r.avsc").write_text(json.dumps(schema))
+    cfg = {"window": {"by": "time", "block_ms": 1000, "blocks": 3},
+           "models": [{"name": "m", "features": {"topic": "m.f", "schema": "r.avsc"}}]}
+    (tmp / "m.yaml").write_text(yaml.safe_dump(cfg))
+    s = load_settings(tmp / "m.yaml", environ={})
+    proc = build_processors(s)["m.f"]
+    assert isinstance(proc, StreamProcessor)
+    models = ModelProcessor(s, {"m.f": proc})
+    models.input_partitions = {"m.f": 1}
+    return proc, models
+
+
+@settings(max_examples=40, deadline=None)
+@given(xs=st.lists(st.one_of(st.none(), finite_or_not), min_size=1, max_size=120),
+       gaps=st.lists(st.integers(0, 700), min_size=120, max_size=120),
+       split=st.lists(st.integers(1, 40), min_size=1, max_size=10))
+def test_any_batch_split_gives_the_same_blocks_and_model_state(tmp_path_factory: Any, xs: list[float | None],
+                                                               gaps: list[int], split: list[int]) -> None:
+    """Stage 1's block summaries, and stage 2's state after them, do not depend on how the stream was cut
+    into batches."""
+    tmp = tmp_path_factory.mktemp("split")
+    proc, models = _processors(tmp)
+    schema = proc.decoder.reader_schema
+    t = 1_700_000_000_000
+    records = []
+    for i, x in enumerate(xs):
+        t += gaps[i]
+        row = {"event_id": f"e{i}", "event_time": t, "x": x, "c": "ab"[i % 2]}
+        records.append(RawRecord("m.f", 0, i, None, encode_plain(schema, row)))
+
+    def run(sizes: list[int]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        part = proc.new_partition(0)
+        mpart = models.new_partition(0)
+        blocks: list[dict[str, Any]] = []
+        lo, k = 0, 0
+        while lo < len(records):
+            size = sizes[k % len(sizes)]
+            blocks += proc.process(part, records[lo:lo + size]).blocks
+            lo, k = lo + size, k + 1
+        for n, b in enumerate(blocks):
+            models.process(mpart, [RawRecord("blocks", 0, n, b"m", models.codec.encode(b))])
+        return blocks, json.loads(mpart.to_fields().get("m/features", b"{}"))
+
+    one_blocks, one_state = run([len(records)])
+    split_blocks, split_state = run(split)
+    assert json.dumps(split_blocks, sort_keys=True) == json.dumps(one_blocks, sort_keys=True) or \
+        _close(split_blocks, one_blocks)
+    assert _close(split_state, one_state)
+
+
+def _close(a: Any, b: Any) -> bool:
+    """Equal, floats to 1e-9 relative (sums add up in another order when batches are cut elsewhere)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, float) and isinstance(b, float):
+        return bool(np.isclose(a, b, rtol=1e-9, atol=1e-9, equal_nan=True)) or a == b
+    return bool(a == b)
