@@ -307,7 +307,8 @@ def alert_latency(config: Path, schema: dict[str, Any], bootstrap: str, redis_ur
     start = time.perf_counter()
     i = 0
     while time.perf_counter() - start < seconds:
-        burst = (time.perf_counter() - start) % 2.0 < 40 / rate_per_s
+        elapsed = time.perf_counter() - start
+        burst = elapsed > 2.0 and elapsed % 2.0 < 40 / rate_per_s  # the first 2 s set the warm-up mean and std
         rec = {"event_id": i, "event_time": 1_767_225_600_000 + 10 * i}
         rec.update({f"f{j}": float(rng.normal()) for j in range(N_NUMERIC)})
         rec.update({f"c{j}": "v1" for j in range(N_CATEGORICAL)})

@@ -166,7 +166,8 @@ def produce_labels(setup: Setup, events: int, seed: int, delay: int, missing: fl
 
 
 def produce_simulated(setup: Setup, events: int, incidents: Iterable[str] = (), seed: int = 7,
-                      bad: dict[int, tuple[str, bytes]] | None = None, rate: float = 0.0
+                      bad: dict[int, tuple[str, bytes]] | None = None, rate: float = 0.0,
+                      transform: Callable[[int, dict[str, Any]], dict[str, Any]] | None = None
                       ) -> tuple[list[dict[str, Any]], int]:
     """Produce `events` simulated feature+prediction pairs (key = event id); `bad` maps an event index to a
     (label, payload) pair to send to the features topic right after that event. Returns the feature rows."""
@@ -189,6 +190,8 @@ def produce_simulated(setup: Setup, events: int, incidents: Iterable[str] = (), 
                 ahead = len(rows) / rate - (time.monotonic() - started)
                 if ahead > 0:
                     time.sleep(ahead)  # pacing a live stream, not synchronisation
+            if transform is not None:
+                f = transform(len(rows), f)
             key = f["event_id"].encode()
             _produce(producer, setup.features, key, encode_plain(f_schema, f), report)
             _produce(producer, setup.predictions, key, encode_plain(p_schema, p), report)

@@ -13,6 +13,7 @@ from typing import Any
 
 import fastavro
 import pytest
+import yaml
 
 from monitor.app.replay import replay
 from monitor.core.profiles import ReferenceProfile
@@ -119,6 +120,50 @@ def test_200000_clean_events_on_48_partitions_raise_nothing(kafka_bootstrap: str
     # Every block stage 1 closed reached stage 2 once (the last open block of each partition stays open).
     assert 200_000 - 48 * 100 <= view["features"]["events"] <= 200_000
     assert view["features"]["duplicate_blocks"] == 0 and view["features"]["late_blocks"] == 0
+
+
+def test_nan_burst_new_category_and_an_upstream_break_through_the_daemon(
+        kafka_bootstrap: str, redis_url: str, tmp_path: Path, reference: ReferenceProfile,
+        daemons: list[DaemonProcess]) -> None:
+    """On 12 partitions: a NaN burst and a new category are one OPEN each, naming their checks and the
+    partitions that saw them; then every numeric field x100 (a unit change upstream) is one model-wide
+    incident, not one per feature."""
+    from tests.test_model_view import contract_model
+
+    numeric = {"age", "monthly_charges", "total_charges", "session_minutes", "days_since_login",
+               "data_usage_gb", "discount_rate", "credit_score"}
+    model = contract_model(tmp_path, reference)
+    setup, config = _setup(kafka_bootstrap, redis_url, tmp_path, 12, reference)
+    raw = yaml.safe_load(config.read_text())
+    raw["models"][0]["contract"] = model["contract"]
+    config.write_text(yaml.safe_dump(raw))
+    broken_at = 14_000
+
+    def upstream_break(i: int, row: dict[str, Any]) -> dict[str, Any]:
+        if i < broken_at:
+            return row
+        return {k: (v * 100 if k in numeric and isinstance(v, float) else v) for k, v in row.items()}
+
+    produce_simulated(setup, 20_000, seed=303, transform=upstream_break, incidents=[
+        "nan_burst:feature=credit_score,start=5000,length=2000,rate=0.3",
+        "new_category:feature=region,start=9000,length=2000,rate=0.3,value=atlantis"])
+    d = _run_until_done(setup, config, daemons, tmp_path)
+    alerts = _alerts(setup)
+    d.terminate()
+    features = [a for a in alerts if a["source_topic"] == setup.features]
+    opened = [(a["feature"], a["kind"], a["check"]) for a in features if a["status"] == "OPEN"]
+    assert opened == [("credit_score", "DATA_QUALITY", "nan_rate"), ("region", "DATA_QUALITY", "unseen_category"),
+                      ("*", "DATA_QUALITY", "model_incident")] or \
+        (opened[:2] == [("credit_score", "DATA_QUALITY", "nan_rate"), ("region", "DATA_QUALITY", "unseen_category")] \
+        and [o for o in opened[2:] if o[0] != "*"] == [] and len(opened) == 3), opened
+    nan, cat, wide = (a for a in features if a["status"] == "OPEN")
+    assert "nan_rate" in nan["evidence"]["checks"] and nan["evidence"]["partitions"] == ",".join(map(str, range(12)))
+    assert "unseen_category" in cat["evidence"]["checks"] and "atlantis" in cat["evidence"]["new_values"]
+    assert wide["evidence"]["scope"] == "model-wide"
+    assert set(wide["evidence"]["features"].split(", ")) >= numeric - {"credit_score"}
+    # The burst and the new category ended: each resolved once; the break lasts, so it stays open.
+    resolved = sorted(a["feature"] for a in features if a["status"] == "RESOLVED")
+    assert resolved == ["credit_score", "region"], resolved
 
 
 def test_20_kill_9_of_both_stages_lose_and_double_nothing(kafka_bootstrap: str, redis_url: str, tmp_path: Path,
