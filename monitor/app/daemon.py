@@ -102,6 +102,7 @@ class Daemon:
         self.consumer: Consumer | None = None
         self._last_probe = 0.0
         self.aligned: set[TP] = set()  # input partitions paused for running ahead in event time
+        self.topic_start: dict[str, int] = {}  # the earliest event time seen per input topic (alignment)
 
     # -- health ---------------------------------------------------------------------------------
     def is_ready(self) -> bool:
@@ -514,9 +515,14 @@ class Daemon:
                 times.setdefault(tp[0], []).append((tp, part.event_time()))
         wanted: set[TP] = set()
         for items in times.values():
-            # Partitions with data left and a time (one not read yet is served soon anyway: waiting for it would
-            # read the partitions one at a time).
-            behind = [t for tp, t in items if t >= 0 and self.lags.get(tp, 0) > 0 and tp not in self.aligned]
+            # Partitions with data left. One not read yet counts as being at the earliest time seen on the topic
+            # (the stream's start): the others may run `skew` past that while it is fetched, not to the end.
+            topic = items[0][0][0]
+            start = min([t for _tp, t in items if t >= 0] + [self.topic_start.get(topic, -1)], key=lambda x: (x < 0, x))
+            if start >= 0:
+                self.topic_start[topic] = start
+            behind = [t if t >= 0 else start for tp, t in items
+                      if self.lags.get(tp, 0) > 0 and tp not in self.aligned and (t >= 0 or start >= 0)]
             if not behind:
                 continue
             floor = min(behind)
