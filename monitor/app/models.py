@@ -7,7 +7,6 @@ and closes the slots the watermark has passed; alerts and rejects come back as v
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from monitor.app.pipeline import BatchOutcome, StreamProcessor
 from monitor.core.model import ModelStream, dumps
@@ -65,7 +64,6 @@ class ModelProcessor:
         self.codec = BlockCodec()
         # "<model>/<stream>" -> the stage-1 processor that knows the stream's fields, checks and reference
         self.stream_processors = {f"{p.model.name}/{p.stream}": p for p in stream_processors.values()}
-        self.checks: dict[str, Any] = {}
         self.input_partitions: dict[str, int] = {}  # input topic -> partition count, from the broker's metadata
 
     def new_partition(self, partition: int, _topic_partitions: int = 1) -> ModelPartition:
