@@ -417,11 +417,6 @@ class ModelStream:
         self.cusum.update(state["cusum"])
         self.warm.update(state["warm"])
 
-    def summary(self) -> dict[str, Any]:
-        """Counts for status: blocks, events, late and duplicate blocks, partitions, open incidents."""
-        return {**self.counts, "partitions": len(self.partitions), "open_slots": len(self.pending),
-                "closed_slot": self.closed_slot, "incidents": sorted(self.incidents.open)}
-
 
 def dumps(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode()
