@@ -16,7 +16,6 @@ from monitor.core.profiles import ReferenceProfile
 from monitor.core.schema import field_types
 from monitor.core.types import Alert, RawRecord
 from monitor.io.avro import encode_confluent, encode_plain, load_schema, registry_client
-from monitor.profile.build import build_profile, read_table
 from monitor.profile.contract import dump_contract, infer_contract, load_contract
 from monitor.profile.store import profile_size
 from monitor.settings import Settings, load_settings
@@ -42,19 +41,9 @@ def _settings(tmp_path: Path, extra_model: dict[str, Any] | None = None, **top: 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> ReferenceProfile:
     """A profile of 100,000 simulated training rows, built through the real file reader."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    from tests.test_model_view import build_reference
 
-    tmp = tmp_path_factory.mktemp("ref")
-    rows = [{**f, **p} for feats, preds in Simulator(seed=100).batches(100_000, 20_000)
-            for f, p in zip(feats, preds, strict=True)]
-    path = tmp / "train.parquet"
-    pq.write_table(pa.Table.from_pylist(rows), path)
-    settings = _settings(tmp)
-    from monitor.cli.main import _model_specs
-
-    return build_profile("churn", _model_specs(settings, "churn"), read_table(path), version="v1",
-                         source=path.name, sentinels={"days_since_login": [-1.0]}, time_field="event_time")
+    return build_reference(tmp_path_factory.mktemp("ref"))
 
 
 @pytest.fixture(scope="module")
