@@ -127,8 +127,8 @@ def pipeline(proc: StreamProcessor, data: list[bytes], batch: int = 500, checkpo
     t = time.perf_counter()
     for lo in range(0, len(records), batch):
         out = proc.process(part, records[lo:lo + batch])
-        blocks = [RawRecord("blocks", 0, block_offset + k, b"bench", models.codec.encode(b))
-                  for k, b in enumerate(out.blocks)]
+        blocks = [RawRecord("blocks", 0, block_offset, b"bench", models.codec.encode(out.blocks))] if out.blocks \
+            else []
         block_offset += len(blocks)
         if blocks:
             models.process(mpart, blocks)
@@ -208,7 +208,12 @@ def end_to_end(config: Path, data: list[bytes], bootstrap: str, redis_url: str,
         fut.result(30)
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 50, "batch.size": 1_000_000})
     for i, p in enumerate(data):
-        producer.produce(topic, key=str(i).encode(), value=p)
+        while True:
+            try:
+                producer.produce(topic, key=str(i).encode(), value=p)
+                break
+            except BufferError:  # the local queue is full: let deliveries drain it
+                producer.poll(0.1)
         if i % 10_000 == 0:
             producer.poll(0)
     producer.flush(120)

@@ -269,7 +269,7 @@ def test_a_silent_partition_stops_holding_the_watermark_and_its_late_blocks_are_
 
     def send(block: dict[str, Any]) -> None:
         nonlocal offset
-        models.process(mpart, [RawRecord(settings.blocks_topic, 0, offset, b"churn", models.codec.encode(block))])
+        models.process(mpart, [RawRecord(settings.blocks_topic, 0, offset, b"churn", models.codec.encode([block]))])
         offset += 1
 
     # Partition 2's last block is out; stage 1 then finds it read to its end and quiet, and says so.

@@ -12,7 +12,9 @@ import os
 import socket
 import threading
 import time
+import zlib
 from collections import defaultdict, deque
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -49,6 +51,8 @@ from monitor.settings import Settings
 
 log = structlog.get_logger("monitor.daemon")
 TP = tuple[str, int]
+# A message of the blocks topic stays well under Kafka's default 1 MB limit (broker and producer).
+BLOCKS_MESSAGE_BYTES = 256 * 1024
 Stage = Literal["ingest", "models"]
 
 
@@ -390,10 +394,11 @@ class Daemon:
                 # Predictions whose label never came (counted again if a crash replays the batch).
                 self.metrics.unlabelled.labels(processor.model.name).inc(dropped)
             outbox = {a.alert_id: encode_entry(a.model.encode(), self.codec.encode(a)) for a in alerts}
-            for block in (outcome.blocks if outcome is not None else []) + (blocks or []):
-                entry_id = block_entry_id(tp[0], tp[1], int(block["seq"])) if block["seq"] >= 0 else \
-                    f"blk:{tp[0]}:{tp[1]}:signal:{next_offset}:{len(outbox)}"
-                outbox[entry_id] = encode_entry(block["model"].encode(), self.block_codec.encode(block))
+            made = (outcome.blocks if outcome is not None else []) + (blocks or [])
+            # The batch's blocks in as few messages as fit the broker's limit, each named after its first block.
+            for chunk, value in self.block_codec.encode_chunks(made, BLOCKS_MESSAGE_BYTES):
+                outbox[self._blocks_entry_id(tp, owned, chunk, value)] = encode_entry(chunk[0]["model"].encode(),
+                                                                                      value)
             self.store.commit(tp[0], tp[1], owned.fence, owned.stored_offset, next_offset,
                               owned.part.to_fields(), outbox)
         except FencedError:
@@ -423,6 +428,18 @@ class Daemon:
                      check=alert.check, status=alert.status, statistic=alert.statistic, threshold=alert.threshold,
                      alert_id=alert.alert_id, offset=alert.source_offset)
         return True
+
+    @staticmethod
+    def _blocks_entry_id(tp: TP, owned: Owned, made: Sequence[Mapping[str, Any]], value: bytes) -> str:
+        """Outbox ids of block messages sort in the order the blocks were made: by the first block's sequence
+        number, a message of signals alone right after the last block made before it."""
+        seqs = [int(b["seq"]) for b in made if int(b["seq"]) >= 0]
+        if seqs:
+            return block_entry_id(tp[0], tp[1], seqs[0])
+        part = owned.part
+        last = part.block_seq - 1 if isinstance(part, StreamPartition) else -1
+        anchor = block_entry_id(tp[0], tp[1], last) if last >= 0 else f"blk:{tp[0]}:{tp[1]}:-"
+        return f"{anchor}:signal:{owned.stored_offset}:{zlib.crc32(value):08x}"
 
     def _retry_joins(self) -> None:
         """Labels that arrived before their prediction: look again every 2 s, not only when labels arrive."""
@@ -493,9 +510,8 @@ class Daemon:
         producer = self.outbox.producer
         if producer is None:
             return
-        for block in signals:
-            producer.produce(self.settings.blocks_topic, key=block["model"].encode(),
-                             value=self.block_codec.encode(block))
+        for chunk, value in self.block_codec.encode_chunks(signals, BLOCKS_MESSAGE_BYTES):
+            producer.produce(self.settings.blocks_topic, key=chunk[0]["model"].encode(), value=value)
         producer.poll(0)
 
     def _align(self) -> None:

@@ -85,17 +85,22 @@ class ModelProcessor:
         touched: set[str] = set()
         for rec in records:
             try:
-                block = self.codec.decode(rec.value)
+                blocks = self.codec.decode(rec.value)
+                keys = [f"{b['model']}/{b['stream']}" for b in blocks]
+                unknown = sorted({k for k in keys if k not in self.stream_processors})
+                if unknown:
+                    rejects.append(Reject(rec, "unknown_model", "LimitExceeded",
+                                          f"no model stream {', '.join(unknown)} in this config"))
+                    continue
+                # Every block's numeric values are checked before any is applied: a bad message changes nothing.
+                packed = [part.stream(k).packed(b) if int(b["seq"]) >= 0 else None
+                          for k, b in zip(keys, blocks, strict=True)]
             except DecodeError as exc:
                 rejects.append(Reject(rec, exc.reason, type(exc.__cause__ or exc).__name__, str(exc)))
                 continue
-            key = f"{block['model']}/{block['stream']}"
-            if key not in self.stream_processors:
-                rejects.append(Reject(rec, "unknown_model", "LimitExceeded",
-                                      f"no model stream {key} in this config"))
-                continue
-            alerts += part.stream(key).add(block)
-            touched.add(key)
+            for key, block, values in zip(keys, blocks, packed, strict=True):
+                alerts += part.streams[key].add(block, values)
+                touched.add(key)
         part.dirty |= touched
         for key in sorted(touched):
             alerts += part.streams[key].advance()

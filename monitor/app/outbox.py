@@ -86,8 +86,17 @@ class Outbox:
         for entry_id, (tp, key, value) in list(self.pending.items()):
             if entry_id in self.inflight or self.retry_at.get(entry_id, 0.0) > now:
                 continue
+            try:
+                producer.produce(self.topic_of(entry_id), key=key, value=value,
+                                 on_delivery=self._delivery(entry_id, tp))
+            except (KafkaException, BufferError) as exc:
+                # Refused before sending (queue full, message too large): kept, tried again after a pause.
+                self.retry_at[entry_id] = now + RETRY_S
+                self.metrics.alert_failures.inc()
+                code = exc.args[0].name() if isinstance(exc, KafkaException) else "QUEUE_FULL"
+                log.warning("outbox.produce_refused", entry_id=entry_id, code=code, bytes=len(value))
+                continue
             self.inflight.add(entry_id)
-            producer.produce(self.topic_of(entry_id), key=key, value=value, on_delivery=self._delivery(entry_id, tp))
         if wait > 0:
             producer.flush(wait)
         else:

@@ -53,7 +53,7 @@ def replay(settings: Settings, records: Mapping[tuple[str, int], list[RawRecord]
             outcome = proc.process(part, recs[lo:lo + batch])
             out.stage1_alerts += outcome.alerts
             for b in outcome.blocks:
-                released.append((int(b["progress_time"]), topic, p, int(b["seq"]), models.codec.encode(b),
+                released.append((int(b["progress_time"]), topic, p, int(b["seq"]), models.codec.encode([b]),
                                  b["model"]))
         out.partitions[(topic, p)] = part
     released.sort(key=lambda r: r[:4])

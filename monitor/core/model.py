@@ -10,12 +10,14 @@ idleness is a signal from stage 1 (which reads the partition's end), not a clock
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 from typing import Any
 
 import numpy as np
 
+from monitor.core.blocks import CLIPPED, ROW_HEAD, Layout
 from monitor.core.incidents import MODEL_WIDE, CheckResult, Incidents, WindowSpan
 from monitor.core.partition import (
     CategoricalFeature,
@@ -30,34 +32,25 @@ from monitor.core.partition import (
 from monitor.core.profiles import FieldContract, FieldProfile
 from monitor.core.schema import FieldSpec
 from monitor.core.sketches import (
+    ABOVE,
+    BELOW,
     FINITE,
-    MAX,
-    MIN,
+    HEAD,
+    INF,
+    MISSING,
+    NAN,
+    SENTINEL,
     SUM,
     SUMSQ,
 )
+from monitor.core.sketches import N as COUNT
 from monitor.core.types import Alert, AlertKind
+from monitor.errors import DecodeError
 from monitor.settings import CheckSettings, ModelViewSettings, WindowSettings
 
 Block = dict[str, Any]  # a decoded schemas/block.avsc record
 # Per-partition counts kept per slot for evidence: which partitions showed the problem a rate check found.
 _PART_COUNTS = {"missing_rate": 0, "nan_rate": 1, "sentinel_rate": 2, "out_of_range": 3, "unseen_category": 4}
-
-
-def numeric_vector(summary: dict[str, Any], hist_len: int) -> np.ndarray:
-    """A block's NumericSummary as the sketch vector layout of `monitor.core.sketches`."""
-    s = summary
-    head = [s["count"], s["missing"], s["nan"], s["inf"], s["finite"], s["sum"], s["sum_sq"], s["min"], s["max"],
-            s["below"], s["above"], s["sentinel"]]
-    hist = s.get("histogram") or []
-    return np.array(head + (hist if len(hist) == hist_len else [0.0] * hist_len), dtype=float)
-
-
-def add_into(acc: np.ndarray, v: np.ndarray) -> None:
-    """`acc` += `v` for sketch vectors, min and max taken properly (in place: the merge of every block)."""
-    low, high = min(acc[MIN], v[MIN]), max(acc[MAX], v[MAX])
-    acc += v
-    acc[MIN], acc[MAX] = low, high
 
 
 class ModelStream:
@@ -100,6 +93,14 @@ class ModelStream:
                                                            contract, sentinels)
         self.numeric = [f for f in self.features.values() if isinstance(f, NumericFeature)]
         self.categorical = [f for f in self.features.values() if isinstance(f, CategoricalFeature)]
+        # Where each numeric field sits in a block's packed `numeric_values` from this reference: blocks laid
+        # out so (the rule) merge in one addition, others are converted (`packed`).
+        self.layout = Layout([f.name for f in self.numeric],
+                             [f.window.hist_len if f.profile is not None and f.profile.edges else 0
+                              for f in self.numeric])
+        self._layouts: dict[tuple[tuple[str, ...], tuple[int, ...]], Layout] = {self.layout.key: self.layout}
+        self.totals = self.layout.empty()  # every block's numeric values added up
+        self._bind_totals()
         # partition -> {"next_seq", "ahead": {seq: progress}, "progress", "silent", "idle"}
         self.partitions: dict[str, dict[str, Any]] = {}
         self.pending: dict[int, dict[str, Any]] = {}  # open slots, merged over partitions
@@ -120,14 +121,18 @@ class ModelStream:
         self.last_drift: dict[str, list[Any]] = {}  # field -> [statistic name, value, threshold] (stored: status)
 
     # -- input -------------------------------------------------------------------------------------
-    def add(self, block: Block) -> list[Alert]:
-        """Take one block (or signal) of one partition; signals (silence, schema) may alert at once."""
+    def add(self, block: Block, packed: np.ndarray | None = None) -> list[Alert]:
+        """Take one block (or signal) of one partition; signals (silence, schema) may alert at once.
+
+        `packed`: the block's numeric values from `packed(block)` when the caller checked them already."""
         part = str(block["partition"])
         state = self.partitions.setdefault(part, {"next_seq": 0, "ahead": {}, "progress": None, "silent": None,
                                                   "idle": False})
         seq = int(block["seq"])
         if seq < 0:
             return self._signal(block, state)
+        if packed is None:
+            packed = self.packed(block)  # before any change: a malformed block changes nothing
         if seq < state["next_seq"] or str(seq) in state["ahead"]:
             self.counts["duplicate_blocks"] += 1  # re-sent after a crash of stage 1: applied already
             return []
@@ -145,14 +150,38 @@ class ModelStream:
         state["idle"] = False
         self.counts["blocks"] += 1
         self.counts["events"] += int(block["events"])
-        self._add_totals(block)
+        self._add_totals(block, packed)
         slot = int(block["slot"])
         if self.closed_slot is not None and slot <= self.closed_slot:
             self.counts["late_blocks"] += 1
             self.counts["late_events"] += int(block["events"])
             return alerts
-        self._merge(slot, block)
+        self._merge(slot, block, packed)
         return alerts
+
+    def _bind_totals(self) -> None:
+        """Each numeric feature's totals (status, report) are a view of its head in `self.totals`."""
+        for feat in self.numeric:
+            feat.totals = self.layout.row(self.totals, feat.name)[:HEAD]
+
+    def packed(self, block: Block) -> np.ndarray:
+        """The block's numeric values in this stream's layout; DecodeError when they do not add up."""
+        key = (tuple(block.get("numeric_fields") or ()), tuple(int(b) for b in block.get("numeric_bins") or ()))
+        raw = bytes(block.get("numeric_values") or b"")
+        same_ref = block.get("reference_version") == self.ref_version
+        try:
+            source = self._layouts.get(key)
+            if source is None:
+                source = Layout(list(key[0]), list(key[1]))
+                if len(self._layouts) < 64:  # a handful of layouts in practice (references being rolled out)
+                    self._layouts[key] = source
+            values = source.read(raw)
+        except ValueError as exc:
+            raise DecodeError("bad_block", f"block seq {block['seq']} of partition {block['partition']}: {exc}"
+                              ) from exc
+        if source is self.layout and same_ref:
+            return values
+        return self.layout.convert(source, values, same_ref)
 
     def _signal(self, block: Block, state: dict[str, Any]) -> list[Alert]:
         part = int(block["partition"])
@@ -188,22 +217,18 @@ class ModelStream:
                              "partitions_silent": str(len(silent)), "partitions_known": str(len(self.partitions))},
                             tuple(sorted(silent)))]
 
-    def _add_totals(self, block: Block) -> None:
-        for s in block.get("numeric") or []:
-            feat = self.features.get(s["field"])
-            if isinstance(feat, NumericFeature):
-                add_into(feat.totals, numeric_vector(s, 0))
+    def _add_totals(self, block: Block, packed: np.ndarray) -> None:
+        self.layout.merge(self.totals, packed)
         for c in block.get("categorical") or []:
             cfeat = self.features.get(c["field"])
             if isinstance(cfeat, CategoricalFeature):
                 cfeat.count += int(c["count"])
                 cfeat.missing += int(c["missing"])
 
-    def _merge(self, slot: int, block: Block) -> None:
-        same_bins = block.get("reference_version") == self.ref_version
+    def _merge(self, slot: int, block: Block, packed: np.ndarray) -> None:
         merged = self.pending.setdefault(slot, {"events": 0, "duplicates": 0, "expected": 0.0, "scored": 0,
                                                 "first_time": None, "last_time": None, "partitions": [],
-                                                "version": None, "numeric": {}, "categorical": {}, "by_part": {}})
+                                                "version": None, "packed": None, "categorical": {}, "by_part": {}})
         merged["events"] += int(block["events"])
         merged["duplicates"] += int(block["duplicates"])
         merged["expected"] += float(block["expected_correct"])
@@ -216,20 +241,16 @@ class ModelStream:
             merged["partitions"] = sorted([*merged["partitions"], part])
         if block.get("model_version") is not None:
             merged["version"] = block["model_version"]
-        for s in block.get("numeric") or []:
-            feat = self.features.get(s["field"])
-            if not isinstance(feat, NumericFeature):
-                continue
-            vec = numeric_vector(s if same_bins else {**s, "histogram": []}, feat.window.hist_len)
-            prev = merged["numeric"].get(feat.name)
-            if prev is None:
-                merged["numeric"][feat.name] = vec
-            else:
-                add_into(prev, vec)
-            clipped = merged.setdefault("clipped", {})
-            clipped[feat.name] = clipped.get(feat.name, 0.0) + float(s.get("clipped_sum", s["sum"]))
-            self._count_part(merged, feat.name, part, [s["missing"], s["nan"] + s["inf"], s["sentinel"],
-                                                        s["below"] + s["above"], 0])
+        if merged["packed"] is None:
+            merged["packed"] = packed.copy()
+        else:
+            self.layout.merge(merged["packed"], packed)
+        # Which partitions showed what the rate checks count (evidence), for the fields where any did.
+        heads = packed[self.layout.heads]
+        counts = np.stack([heads[:, MISSING], heads[:, NAN] + heads[:, INF], heads[:, SENTINEL],
+                           heads[:, BELOW] + heads[:, ABOVE]], axis=1)
+        for i in np.flatnonzero(counts.any(axis=1)).tolist():
+            self._count_part(merged, self.layout.names[i], part, [*counts[i].tolist(), 0])
         for c in block.get("categorical") or []:
             cfeat = self.features.get(c["field"])
             if not isinstance(cfeat, CategoricalFeature):
@@ -280,9 +301,9 @@ class ModelStream:
     def _close(self, slot: int) -> list[Alert]:
         merged = self.pending.pop(slot)
         self.closed_slot = slot
+        vectors = self._vectors(merged["packed"])
         for feat in self.numeric:
-            vec = merged["numeric"].get(feat.name)
-            feat.window.open = None if vec is None else np.asarray(vec, dtype=float)
+            feat.window.open = vectors[feat.name][0] if feat.name in vectors else None
             feat.window.close_block()
         for cfeat in self.categorical:
             cfeat.window.open = dict(merged["categorical"].get(cfeat.name, {}))
@@ -291,8 +312,26 @@ class ModelStream:
                            merged["first_time"], merged["last_time"], merged["partitions"], merged["version"],
                            merged["by_part"]])
         del self.slots[: -self.window_settings.blocks]
-        detections = self._cusum(merged)
+        detections = self._cusum(vectors, tuple(merged["partitions"]))
         return self._evaluate(detections)
+
+    def _vectors(self, packed: np.ndarray | None) -> dict[str, tuple[np.ndarray, float]]:
+        """A merged slot's numeric fields that had values as sketch vectors (`HEAD + hist_len`, the bins zero
+        when the blocks had none) with their clipped sums."""
+        out: dict[str, tuple[np.ndarray, float]] = {}
+        if packed is None:
+            return out
+        for feat in self.numeric:
+            row = self.layout.row(packed, feat.name)
+            if row[COUNT] == 0:
+                continue  # no block had the field: its window does not slide
+            vec = np.zeros(HEAD + feat.window.hist_len)
+            vec[:HEAD] = row[:HEAD]
+            hist = row[ROW_HEAD:]
+            if len(hist) == feat.window.hist_len:
+                vec[HEAD:] = hist
+            out[feat.name] = (vec, float(row[CLIPPED]))
+        return out
 
     def _standardiser(self, feat: NumericFeature, vec: np.ndarray | None) -> tuple[float, float] | None:
         """Reference mean and std, or those of the first `warmup` finite values (whole slots) without one."""
@@ -313,17 +352,18 @@ class ModelStream:
             warm[:] = [n, mean_a + delta * n_b / n, m2_a + m2_b + delta * delta * n_a * n_b / n]
         return None
 
-    def _cusum(self, merged: dict[str, Any]) -> list[CheckResult]:
+    def _cusum(self, vectors: dict[str, tuple[np.ndarray, float]], partitions: tuple[int, ...]
+               ) -> list[CheckResult]:
         out = []
         for feat in self.numeric:
             conf = feat.checks.cusum
-            vec = merged["numeric"].get(feat.name)
-            std_mean = self._standardiser(feat, None if vec is None else np.asarray(vec))
+            vec, clipped = vectors.get(feat.name, (None, 0.0))
+            std_mean = self._standardiser(feat, vec)
             if not conf.enabled or std_mean is None or vec is None or vec[FINITE] == 0:
                 continue
             mean, std = std_mean
             n = float(vec[FINITE])
-            z_sum = (merged.get("clipped", {}).get(feat.name, float(vec[SUM])) - n * mean) / std
+            z_sum = (clipped - n * mean) / std
             c = self.cusum[feat.name]
             c[0] = max(0.0, c[0] + z_sum - conf.k * n)
             c[1] = max(0.0, c[1] - z_sum - conf.k * n)
@@ -333,7 +373,7 @@ class ModelStream:
                                        {"direction": "up" if up else "down", "slot_mean": f"{vec[SUM] / n:.6g}",
                                         "mean": f"{mean:.6g}", "std": f"{std:.6g}", "k": f"{conf.k:g}",
                                         "standardised_by": "reference" if feat.mean is not None else "warm-up"},
-                                       tuple(merged["partitions"])))
+                                       partitions))
                 c[0] = c[1] = 0.0  # re-armed: a lasting shift fires again and keeps its incident open
         return out
 
@@ -383,8 +423,7 @@ class ModelStream:
         return {
             "ref_version": self.ref_version,
             "partitions": self.partitions,
-            "pending": {str(k): {**v, "numeric": {f: np.asarray(x).tolist() for f, x in v["numeric"].items()}}
-                        for k, v in self.pending.items()},
+            "pending": {str(k): {**v, "packed": _b64(v["packed"])} for k, v in self.pending.items()},
             "closed_slot": self.closed_slot,
             "slots": self.slots,
             "cusum": self.cusum,
@@ -409,13 +448,23 @@ class ModelStream:
             feat = self.features.get(name)
             if feat is not None:
                 feat.load_state(raw)
+        for feat in self.numeric:
+            self.layout.row(self.totals, feat.name)[:HEAD] = feat.totals[:HEAD]
+        self._bind_totals()
         if state.get("ref_version") != self.ref_version:
             return  # a new reference: windows, pending slots and detectors start afresh (as in stage 1)
-        self.pending = {int(k): {**v, "numeric": {f: np.asarray(x, dtype=float) for f, x in v["numeric"].items()}}
-                        for k, v in state["pending"].items()}
+        self.pending = {int(k): {**v, "packed": _unb64(v["packed"])} for k, v in state["pending"].items()}
         self.slots = state["slots"]
         self.cusum.update(state["cusum"])
         self.warm.update(state["warm"])
+
+
+def _b64(values: np.ndarray | None) -> str | None:
+    return None if values is None else base64.b64encode(values.astype("<f8").tobytes()).decode()
+
+
+def _unb64(text: str | None) -> np.ndarray | None:
+    return None if text is None else np.frombuffer(base64.b64decode(text), dtype="<f8").astype(float)
 
 
 def dumps(obj: Any) -> bytes:

@@ -19,6 +19,7 @@ from typing import Any, Literal
 import numpy as np
 
 from monitor.core import stats
+from monitor.core.blocks import pack, packed_row
 from monitor.core.detectors import Adwin, PageHinkley
 from monitor.core.profiles import CategoricalProfile, FieldContract, FieldProfile, NumericProfile
 from monitor.core.schema import FieldSpec
@@ -224,16 +225,12 @@ class NumericFeature:
         self.window.add_block(row)
         self.open_clipped += float(clipped)
 
-    def block_summary(self) -> dict[str, Any]:
-        """The open block as a `schemas/block.avsc` NumericSummary (histogram only on reference bins)."""
-        b = self.window.open if self.window.open is not None else numeric_block(
-            np.zeros(0), np.zeros(0, dtype=bool), None, self.window.hist_len)
+    def packed_row(self) -> tuple[np.ndarray, int]:
+        """The open block as its row of a block's `numeric_values` (see `monitor.core.blocks`) and its
+        histogram length there (the reference bins; 0 without a reference)."""
         binned = self.profile is not None and bool(self.profile.edges)
-        return {"field": self.name, "count": int(b[COUNT]), "missing": int(b[MISSING]), "nan": int(b[NAN]),
-                "inf": int(b[INF]), "sentinel": int(b[SENTINEL]), "below": int(b[BELOW]), "above": int(b[ABOVE]),
-                "finite": int(b[FINITE]), "sum": float(b[SUM]), "sum_sq": float(b[SUMSQ]), "min": float(b[MIN]),
-                "max": float(b[MAX]), "clipped_sum": self.open_clipped,
-                "histogram": [int(x) for x in b[HEAD:]] if binned else []}
+        hist_len = self.window.hist_len if binned else 0
+        return packed_row(self.window.open, self.open_clipped, self.window.hist_len, binned), hist_len
 
     def _usable(self, values: np.ndarray) -> np.ndarray:
         ok = np.isfinite(values)
@@ -816,9 +813,11 @@ class StreamPartition:
 
     def _block_summary(self, meta: list[Any], next_time: int) -> dict[str, Any]:
         block = self._signal(meta, next_time)
+        rows = [f.packed_row() for f in self.features.values() if isinstance(f, NumericFeature)]
+        block.update(numeric_fields=[f.name for f in self.features.values() if isinstance(f, NumericFeature)],
+                     numeric_bins=[b for _, b in rows], numeric_values=pack([r for r, _ in rows]))
         block.update(seq=self.block_seq, events=int(meta[4]), duplicates=int(meta[6]),
                      expected_correct=float(meta[7]), scored=int(meta[8]),
-                     numeric=[f.block_summary() for f in self.features.values() if isinstance(f, NumericFeature)],
                      categorical=[f.block_summary() for f in self.features.values()
                                   if isinstance(f, CategoricalFeature)])
         self.block_seq += 1
@@ -831,7 +830,8 @@ class StreamPartition:
                 "start_time": int(meta[2]), "end_time": int(meta[3]), "progress_time": int(progress),
                 "first_offset": int(meta[0]), "last_offset": int(meta[1]), "events": 0, "duplicates": 0,
                 "expected_correct": 0.0, "scored": 0, "model_version": self.last_version,
-                "reference_version": self.ref_version, "numeric": [], "categorical": [], "schema_changes": [],
+                "reference_version": self.ref_version, "numeric_fields": [], "numeric_bins": [],
+                "numeric_values": b"", "categorical": [], "schema_changes": [],
                 "silent_s": None, "idle": None}
 
     def event_time(self) -> int:

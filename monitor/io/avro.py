@@ -8,7 +8,7 @@ from __future__ import annotations
 import io
 import json
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal
@@ -199,15 +199,28 @@ class AlertCodec:
 
 
 class BlockCodec:
-    """Block summaries (stage 1 -> stage 2) as plain Avro with schemas/block.avsc (namespace monitor.v1)."""
+    """Messages of the blocks topic (stage 1 -> stage 2): the block summaries one input partition closed in one
+    batch, as plain Avro with schemas/block.avsc (namespace monitor.v1)."""
 
     def __init__(self, max_payload_bytes: int = 16_000_000) -> None:
         self.schema = load_schema(schemas_dir() / "block.avsc")
         self.decoder = AvroDecoder(self.schema, max_payload_bytes=max_payload_bytes)
 
-    def encode(self, block: Mapping[str, Any]) -> bytes:
-        return encode_plain(self.schema, block)
+    def encode(self, blocks: Sequence[Mapping[str, Any]]) -> bytes:
+        return encode_plain(self.schema, {"blocks": blocks})
 
-    def decode(self, payload: bytes | None) -> dict[str, Any]:
-        """A block, or `DecodeError` with the decoder's reasons (it then goes to the dead-letter topic)."""
-        return self.decoder.decode(payload)
+    def encode_chunks(self, blocks: Sequence[Mapping[str, Any]], max_bytes: int
+                      ) -> list[tuple[Sequence[Mapping[str, Any]], bytes]]:
+        """The blocks in order, as few messages as keep each within `max_bytes` (a block alone may exceed it)."""
+        if not blocks:
+            return []
+        value = self.encode(blocks)
+        if len(value) <= max_bytes or len(blocks) == 1:
+            return [(blocks, value)]
+        half = len(blocks) // 2
+        return self.encode_chunks(blocks[:half], max_bytes) + self.encode_chunks(blocks[half:], max_bytes)
+
+    def decode(self, payload: bytes | None) -> list[dict[str, Any]]:
+        """The blocks, or `DecodeError` with the decoder's reasons (it then goes to the dead-letter topic)."""
+        blocks: list[dict[str, Any]] = self.decoder.decode(payload)["blocks"]
+        return blocks
