@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from monitor.core.sketches import HEAD, MAX, MIN
+from monitor.core.sketches import ABOVE, BELOW, HEAD, INF, MAX, MIN, MISSING, NAN, SENTINEL
 
 CLIPPED = HEAD  # index, in a packed row, of the clipped sum
 ROW_HEAD = HEAD + 1  # the histogram starts here
@@ -58,8 +58,8 @@ class Layout:
         self.index = {name: i for i, name in enumerate(self.names)}
         self.mins = self.offsets + MIN
         self.maxs = self.offsets + MAX
-        self.heads = (self.offsets[:, None] + np.arange(HEAD)[None, :]) if len(widths) else \
-            np.zeros((0, HEAD), dtype=np.int64)
+        # Per field, where its counts of missing, nan, inf, sentinel, below and above values are.
+        self.rates = self.offsets[:, None] + np.array([MISSING, NAN, INF, SENTINEL, BELOW, ABOVE])[None, :]
 
     def empty(self) -> np.ndarray:
         """The packed array of a block with no values (min +inf, max -inf: the identity of `merge`)."""

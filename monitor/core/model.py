@@ -10,7 +10,6 @@ idleness is a signal from stage 1 (which reads the partition's end), not a clock
 
 from __future__ import annotations
 
-import base64
 import json
 import math
 from typing import Any
@@ -31,18 +30,7 @@ from monitor.core.partition import (
 )
 from monitor.core.profiles import FieldContract, FieldProfile
 from monitor.core.schema import FieldSpec
-from monitor.core.sketches import (
-    ABOVE,
-    BELOW,
-    FINITE,
-    HEAD,
-    INF,
-    MISSING,
-    NAN,
-    SENTINEL,
-    SUM,
-    SUMSQ,
-)
+from monitor.core.sketches import FINITE, HEAD, SUM, SUMSQ, pack_array, unpack_array
 from monitor.core.sketches import N as COUNT
 from monitor.core.types import Alert, AlertKind
 from monitor.errors import DecodeError
@@ -246,11 +234,12 @@ class ModelStream:
         else:
             self.layout.merge(merged["packed"], packed)
         # Which partitions showed what the rate checks count (evidence), for the fields where any did.
-        heads = packed[self.layout.heads]
-        counts = np.stack([heads[:, MISSING], heads[:, NAN] + heads[:, INF], heads[:, SENTINEL],
-                           heads[:, BELOW] + heads[:, ABOVE]], axis=1)
-        for i in np.flatnonzero(counts.any(axis=1)).tolist():
-            self._count_part(merged, self.layout.names[i], part, [*counts[i].tolist(), 0])
+        rates = packed[self.layout.rates]  # per field: missing, nan, inf, sentinel, below, above
+        if rates.any():
+            counts = np.stack([rates[:, 0], rates[:, 1] + rates[:, 2], rates[:, 3], rates[:, 4] + rates[:, 5]],
+                              axis=1)
+            for i in np.flatnonzero(counts.any(axis=1)).tolist():
+                self._count_part(merged, self.layout.names[i], part, [*counts[i].tolist(), 0])
         for c in block.get("categorical") or []:
             cfeat = self.features.get(c["field"])
             if not isinstance(cfeat, CategoricalFeature):
@@ -423,7 +412,8 @@ class ModelStream:
         return {
             "ref_version": self.ref_version,
             "partitions": self.partitions,
-            "pending": {str(k): {**v, "packed": _b64(v["packed"])} for k, v in self.pending.items()},
+            "pending": {str(k): {**v, "packed": None if v["packed"] is None else pack_array(v["packed"])}
+                        for k, v in self.pending.items()},
             "closed_slot": self.closed_slot,
             "slots": self.slots,
             "cusum": self.cusum,
@@ -453,18 +443,11 @@ class ModelStream:
         self._bind_totals()
         if state.get("ref_version") != self.ref_version:
             return  # a new reference: windows, pending slots and detectors start afresh (as in stage 1)
-        self.pending = {int(k): {**v, "packed": _unb64(v["packed"])} for k, v in state["pending"].items()}
+        self.pending = {int(k): {**v, "packed": None if v["packed"] is None else unpack_array(v["packed"])}
+                        for k, v in state["pending"].items()}
         self.slots = state["slots"]
         self.cusum.update(state["cusum"])
         self.warm.update(state["warm"])
-
-
-def _b64(values: np.ndarray | None) -> str | None:
-    return None if values is None else base64.b64encode(values.astype("<f8").tobytes()).decode()
-
-
-def _unb64(text: str | None) -> np.ndarray | None:
-    return None if text is None else np.frombuffer(base64.b64decode(text), dtype="<f8").astype(float)
 
 
 def dumps(obj: Any) -> bytes:

@@ -5,6 +5,7 @@ A window is the last `blocks` closed blocks; blocks over the same bin edges merg
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import numpy as np
@@ -125,6 +126,18 @@ def merge_numeric(blocks: list[np.ndarray]) -> np.ndarray:
     return out
 
 
+def pack_array(values: np.ndarray) -> str:
+    """A float vector for a JSON state: its little-endian float64 bytes in base64 (exact, and quick to write)."""
+    return base64.b64encode(np.asarray(values, dtype="<f8").tobytes()).decode()
+
+
+def unpack_array(stored: str | list[float]) -> np.ndarray:
+    """`pack_array`'s inverse; a list of numbers (state written before 0.2) is read as it is."""
+    if isinstance(stored, str):
+        return np.frombuffer(base64.b64decode(stored), dtype="<f8").astype(float)
+    return np.array(stored, dtype=float)
+
+
 class NumericWindow:
     """Ring of closed numeric blocks plus the open one, all over the same bin edges."""
 
@@ -176,16 +189,16 @@ class NumericWindow:
     def to_state(self) -> dict[str, Any]:
         return {
             "edges": None if self.edges is None else self.edges.tolist(),
-            "closed": [b.tolist() for b in self.closed],
-            "open": None if self.open is None else self.open.tolist(),
+            "closed": [pack_array(b) for b in self.closed],
+            "open": None if self.open is None else pack_array(self.open),
             "examples_open": self.examples_open,
             "examples": self.examples,
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.edges = None if state["edges"] is None else np.array(state["edges"], dtype=float)
-        self.closed = [np.array(b, dtype=float) for b in state["closed"]]
-        self.open = None if state["open"] is None else np.array(state["open"], dtype=float)
+        self.closed = [unpack_array(b) for b in state["closed"]]
+        self.open = None if state["open"] is None else unpack_array(state["open"])
         self.examples_open = list(state["examples_open"])
         self.examples = list(state["examples"])
 

@@ -17,7 +17,7 @@ import numpy as np
 from monitor.core import stats
 from monitor.core.partition import META_FIELD
 from monitor.core.profiles import CategoricalProfile, NumericProfile, ReferenceProfile
-from monitor.core.sketches import HEAD, META_KEYS
+from monitor.core.sketches import HEAD, META_KEYS, unpack_array
 from monitor.io.state import StateStore
 from monitor.settings import ModelSettings, Settings
 
@@ -81,7 +81,7 @@ def _model_view(settings: Settings, model: ModelSettings, store: StateStore, vie
                     v.count, v.missing, v.nan = int(t[0]), int(t[1]), int(t[2] + t[3])
                     closed = fs["window"]["closed"]
                     if closed:
-                        windows[feature] = np.sum(np.asarray(closed), axis=0)[HEAD:]
+                        windows[feature] = np.sum([unpack_array(b) for b in closed], axis=0)[HEAD:]
                 else:
                     v.count, v.missing = fs["count"], fs["missing"]
                     merged: dict[str, int] = windows.setdefault(feature, {})
@@ -136,7 +136,7 @@ def collect(settings: Settings, model: ModelSettings, store: StateStore, referen
                 v.nan += int(t[2] + t[3])
                 closed = state["window"]["closed"]
                 if closed:
-                    w = np.sum(np.asarray(closed), axis=0)[HEAD:]
+                    w = np.sum([unpack_array(b) for b in closed], axis=0)[HEAD:]
                     windows[feature] = w if feature not in windows or len(windows[feature]) != len(w) \
                         else windows[feature] + w
             else:
