@@ -40,12 +40,12 @@ def test_blocks_of_all_runs_at_once_equal_one_run_at_a_time(values: list[float],
                                                                               equal_nan=True), (k, rows[k], want)
 
 
-def _processors(tmp: Path) -> tuple[StreamProcessor, ModelProcessor]:
+def _processors(tmp: Path, partition_alerts: bool = False) -> tuple[StreamProcessor, ModelProcessor]:
     schema = {"type": "record", "name": "R", "fields": [
         {"name": "event_id", "type": "string"}, {"name": "event_time", "type": "long"},
         {"name": "x", "type": ["null", "double"], "default": None}, {"name": "c", "type": "string"}]}
     (tmp / "r.avsc").write_text(json.dumps(schema))
-    cfg = {"window": {"by": "time", "block_ms": 1000, "blocks": 3},
+    cfg = {"window": {"by": "time", "block_ms": 1000, "blocks": 3}, "partition_alerts": partition_alerts,
            "models": [{"name": "m", "features": {"topic": "m.f", "schema": "r.avsc"}}]}
     (tmp / "m.yaml").write_text(yaml.safe_dump(cfg))
     s = load_settings(tmp / "m.yaml", environ={})
@@ -125,3 +125,40 @@ def test_a_packed_state_array_reads_back_bit_for_bit(values: list[float]) -> Non
     assert back.tobytes() == arr.tobytes()
     finite = [v for v in values if np.isfinite(v)]
     assert unpack_array(json.loads(json.dumps(finite))).tolist() == finite
+
+
+@settings(max_examples=40, deadline=None)
+@given(xs=st.lists(st.one_of(st.none(), finite_or_not), min_size=1, max_size=120),
+       gaps=st.lists(st.integers(0, 1500), min_size=120, max_size=120),
+       cats=st.lists(st.sampled_from(["a", "b", "c", None]), min_size=120, max_size=120),
+       split=st.lists(st.integers(1, 40), min_size=1, max_size=10))
+def test_the_summary_fast_path_makes_the_blocks_the_per_event_path_makes(
+        tmp_path_factory: Any, xs: list[float | None], gaps: list[int], cats: list[str | None], split: list[int]) -> None:
+    """Stage 1 without per-partition alerts summarises a batch's runs from one matrix (`_apply_runs`); with
+    them it adds each run to the feature windows and summarises those. Both must send the same blocks."""
+    tmp = tmp_path_factory.mktemp("fast")
+    (tmp / "fast").mkdir()
+    (tmp / "slow").mkdir()
+    fast, _ = _processors(tmp / "fast", partition_alerts=False)
+    slow, _ = _processors(tmp / "slow", partition_alerts=True)
+    t = 1_700_000_000_000
+    rows = []
+    for i, x in enumerate(xs):
+        t += gaps[i]
+        rows.append({"event_id": f"e{i}", "event_time": t, "x": x, "c": cats[i] or "z"})
+
+    def blocks(proc: StreamProcessor) -> list[dict[str, Any]]:
+        schema = proc.decoder.reader_schema
+        records = [RawRecord("m.f", 0, i, None, encode_plain(schema, r)) for i, r in enumerate(rows)]
+        part = proc.new_partition(0)
+        out: list[dict[str, Any]] = []
+        lo, k = 0, 0
+        while lo < len(records):
+            size = split[k % len(split)]
+            out += proc.process(part, records[lo:lo + size]).blocks
+            lo, k = lo + size, k + 1
+        return [{**b, "numeric_values": np.frombuffer(b["numeric_values"], dtype="<f8").tolist()} for b in out]
+
+    got, want = blocks(fast), blocks(slow)
+    assert len(got) == len(want)
+    assert _close(got, want)

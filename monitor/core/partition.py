@@ -19,7 +19,7 @@ from typing import Any, Literal
 import numpy as np
 
 from monitor.core import stats
-from monitor.core.blocks import pack, packed_row
+from monitor.core.blocks import CLIPPED, ROW_HEAD, pack, packed_row
 from monitor.core.detectors import Adwin, PageHinkley
 from monitor.core.profiles import CategoricalProfile, FieldContract, FieldProfile, NumericProfile
 from monitor.core.schema import FieldSpec
@@ -45,6 +45,7 @@ from monitor.core.sketches import (
     merge_numeric,
     numeric_block,
     numeric_blocks,
+    run_tallies,
 )
 from monitor.core.sketches import N as COUNT
 from monitor.core.types import AlertKind
@@ -225,12 +226,13 @@ class NumericFeature:
         self.window.add_block(row)
         self.open_clipped += float(clipped)
 
-    def packed_row(self) -> tuple[np.ndarray, int]:
-        """The open block as its row of a block's `numeric_values` (see `monitor.core.blocks`) and its
-        histogram length there (the reference bins; 0 without a reference)."""
-        binned = self.profile is not None and bool(self.profile.edges)
-        hist_len = self.window.hist_len if binned else 0
-        return packed_row(self.window.open, self.open_clipped, self.window.hist_len, binned), hist_len
+    def packed_bins(self) -> int:
+        """The length of this field's histogram in a block's `numeric_values`: the reference bins, else 0."""
+        return self.window.hist_len if self.profile is not None and self.profile.edges else 0
+
+    def packed_row(self) -> np.ndarray:
+        """The open block as its row of a block's `numeric_values` (see `monitor.core.blocks`)."""
+        return packed_row(self.window.open, self.open_clipped, self.window.hist_len, self.packed_bins() > 0)
 
     def _usable(self, values: np.ndarray) -> np.ndarray:
         ok = np.isfinite(values)
@@ -726,6 +728,10 @@ class StreamPartition:
         starts = np.array([a for a, _ in runs], dtype=np.int64)
         per_run = {f.name: f.run_blocks(values, missing, starts) for f, values, missing in numeric} if vectorised \
             else {}
+        if self.emit_blocks and not self.evaluate and (vectorised or not numeric):
+            self._apply_runs(runs, bids, offsets, times, dups, expected, scored, per_run, categorical,
+                             events_before)
+            runs = []  # done
         for k, (start, stop) in enumerate(runs):
             bid = int(bids[start])
             if self.open_meta is not None and self.open_meta[5] != bid:
@@ -791,18 +797,90 @@ class StreamPartition:
         findings.sort(key=lambda f: (f.event_number, f.feature, f.check, f.status))
         return findings
 
-    def _close_block(self, event_number: int, next_time: int) -> list[Finding]:
-        """Close the open block (`next_time`: event time of the event that closed it); evaluate if due."""
+    def _apply_runs(self, runs: list[tuple[int, int]], bids: np.ndarray, offsets: np.ndarray, times: list[int],
+                    dups: np.ndarray, expected: np.ndarray, scored: np.ndarray,
+                    per_run: dict[str, tuple[np.ndarray, np.ndarray]],
+                    categorical: list[tuple[CategoricalFeature, list[Any], np.ndarray]], events_before: int) -> None:
+        """Stage 1 of the model view (no per-partition evaluation): a batch's runs of one block each, summarised.
+
+        The numeric part of every run is a row of one matrix (`per_run`, laid out as the blocks topic packs it),
+        so a block closed inside the batch costs a slice, not a call per feature; the feature windows hold only
+        the block still open between batches (at most the first run joins it, the last run becomes it).
+        """
+        starts = np.array([a for a, _ in runs], dtype=np.int64)
+        n_dups = np.add.reduceat(dups.astype(np.int64), starts).tolist()
+        n_expected = np.add.reduceat(np.asarray(expected, dtype=float), starts).tolist()
+        n_scored = np.add.reduceat(np.asarray(scored, dtype=np.int64), starts).tolist()
+        numeric = [f for f in self.features.values() if isinstance(f, NumericFeature)]
+        packed = self._packed_runs(numeric, per_run, len(runs))
+        tallies = [(cfeat, run_tallies(raw, cmissing, starts), cmissing) for cfeat, raw, cmissing in categorical]
+        in_windows = self.open_meta is not None and self.open_meta[5] == int(bids[0])  # run 0 continues a block
+        if in_windows:
+            for feat in numeric:
+                rows, clipped = per_run[feat.name]
+                feat.add_run(rows[0], clipped[0])
+        last_closed = -1  # the last run closed from its matrix row (-1: none)
+        for k, (start, stop) in enumerate(runs):
+            bid = int(bids[start])
+            if self.open_meta is not None and self.open_meta[5] != bid:
+                if k == 0 or (k == 1 and in_windows):
+                    self._close_block(events_before + start, times[start])  # the block the windows hold
+                else:
+                    self._close_block(events_before + start, times[start], numeric_row=packed[k - 1])
+                    last_closed = k - 1
+            meta = self.open_meta or [int(offsets[start]), 0, times[start], 0, 0, bid, 0, 0.0, 0]
+            meta[1], meta[3] = int(offsets[stop - 1]), times[stop - 1]
+            meta[4] += stop - start
+            meta[6] += n_dups[k]
+            meta[7] += n_expected[k]
+            meta[8] += n_scored[k]
+            self.open_meta = meta
+            for cfeat, by_run, cmissing in tallies:
+                n_missing = int(cmissing[start:stop].sum())
+                cfeat.count += stop - start
+                cfeat.missing += n_missing
+                cfeat.window.add_counts(by_run[k], stop - start, n_missing, cfeat.limits.allowed)
+        last = len(runs) - 1
+        if last > 0 or not in_windows:  # the last run is the open block now: into the windows
+            for feat in numeric:
+                rows, clipped = per_run[feat.name]
+                feat.window.open = rows[last].copy()
+                feat.open_clipped = float(clipped[last])
+                if last_closed >= 0:
+                    feat.window.closed = [rows[last_closed].copy()][-feat.window.blocks:]
+
+    def _packed_runs(self, numeric: list[NumericFeature], per_run: dict[str, tuple[np.ndarray, np.ndarray]],
+                     runs: int) -> np.ndarray:
+        """Each run's numeric values as the blocks topic packs them (`monitor.core.blocks`): one row per run."""
+        widths = [ROW_HEAD + feat.packed_bins() for feat in numeric]
+        out = np.empty((runs, sum(widths)), dtype="<f8")
+        at = 0
+        for feat, width in zip(numeric, widths, strict=True):
+            rows, clipped = per_run[feat.name]
+            out[:, at:at + HEAD] = rows[:, :HEAD]
+            out[:, at + CLIPPED] = clipped
+            if width > ROW_HEAD:
+                out[:, at + ROW_HEAD:at + width] = rows[:, HEAD:HEAD + width - ROW_HEAD]
+            at += width
+        return out
+
+    def _close_block(self, event_number: int, next_time: int, numeric_row: np.ndarray | None = None
+                     ) -> list[Finding]:
+        """Close the open block (`next_time`: event time of the event that closed it); evaluate if due.
+
+        `numeric_row`: the block's numeric values, packed, when they are not in the feature windows (a block
+        opened and closed inside one batch of `_apply_runs`)."""
         assert self.open_meta is not None
         if self.emit_blocks:
-            self.emitted.append(self._block_summary(self.open_meta, next_time))
-        for f in self.features.values():
-            if isinstance(f, NumericFeature):
-                f.open_clipped = 0.0
+            self.emitted.append(self._block_summary(self.open_meta, next_time, numeric_row))
         self.closed_meta.append(self.open_meta)
         del self.closed_meta[: -self.window_settings.blocks]
         self.open_meta = None
         for feat in self.features.values():
+            if isinstance(feat, NumericFeature):
+                if numeric_row is not None:
+                    continue  # its windows never held this block
+                feat.open_clipped = 0.0
             feat.window.close_block()
         self.blocks_closed += 1
         if not self.evaluate:
@@ -811,11 +889,13 @@ class StreamPartition:
             return []
         return self._evaluate(event_number)
 
-    def _block_summary(self, meta: list[Any], next_time: int) -> dict[str, Any]:
+    def _block_summary(self, meta: list[Any], next_time: int, numeric_row: np.ndarray | None = None
+                       ) -> dict[str, Any]:
         block = self._signal(meta, next_time)
-        rows = [f.packed_row() for f in self.features.values() if isinstance(f, NumericFeature)]
-        block.update(numeric_fields=[f.name for f in self.features.values() if isinstance(f, NumericFeature)],
-                     numeric_bins=[b for _, b in rows], numeric_values=pack([r for r, _ in rows]))
+        numeric = [f for f in self.features.values() if isinstance(f, NumericFeature)]
+        values = pack([f.packed_row() for f in numeric]) if numeric_row is None else numeric_row.tobytes()
+        block.update(numeric_fields=[f.name for f in numeric], numeric_bins=[f.packed_bins() for f in numeric],
+                     numeric_values=values)
         block.update(seq=self.block_seq, events=int(meta[4]), duplicates=int(meta[6]),
                      expected_correct=float(meta[7]), scored=int(meta[8]),
                      categorical=[f.block_summary() for f in self.features.values()

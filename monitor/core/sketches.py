@@ -208,6 +208,28 @@ N_KEY, MISSING_KEY, UNSEEN_KEY = "__n__", "__missing__", "__unseen__"
 META_KEYS = {N_KEY, MISSING_KEY, UNSEEN_KEY}
 
 
+def run_tallies(values: list[Any], missing: np.ndarray, starts: np.ndarray) -> list[dict[str, int]]:
+    """Category counts of each run `values[starts[i]:starts[i+1]]` (runs non-empty, `starts[0] == 0`), missing
+    values left out: one pass over the batch and one `bincount`, not a loop per run.
+
+    >>> run_tallies(["a", "b", None, "a", 1], np.array([0, 0, 1, 0, 0], bool), np.array([0, 3]))
+    [{'a': 1, 'b': 1}, {'a': 1, '1': 1}]
+    """
+    index: dict[str, int] = {}
+    codes = np.fromiter((index.setdefault(str(v), len(index)) if not m else -1
+                         for v, m in zip(values, missing.tolist(), strict=True)), dtype=np.int64, count=len(values))
+    runs, k = len(starts), len(index)
+    if k == 0:
+        return [{} for _ in range(runs)]
+    run_of = np.zeros(len(values), dtype=np.int64)
+    run_of[starts[1:]] = 1
+    run_of = np.cumsum(run_of)
+    use = codes >= 0
+    counts = np.bincount(run_of[use] * k + codes[use], minlength=runs * k).reshape(runs, k)
+    names = list(index)
+    return [{names[j]: int(row[j]) for j in np.flatnonzero(row).tolist()} for row in counts]
+
+
 class CategoricalWindow:
     """Ring of closed blocks of category counts (bounded vocabulary; the rest counts as `__other__`)."""
 
@@ -224,6 +246,11 @@ class CategoricalWindow:
             if not m:
                 key = str(v)
                 tally[key] = tally.get(key, 0) + 1
+        self.add_counts(tally, len(values), int(missing.sum()), allowed)
+
+    def add_counts(self, tally: dict[str, int], count: int, missing: int, allowed: set[str] | None = None) -> None:
+        """Merge the counts of `count` values (`missing` of them missing; `tally`: the others by category) into
+        the open block; the vocabulary grows by first sight, categories of one call in sorted order."""
         known = set(self.vocab)
         for cat, cnt in sorted(tally.items()):
             if cat not in known and len(self.vocab) < self.max_categories:
@@ -233,8 +260,8 @@ class CategoricalWindow:
             self.open[key] = self.open.get(key, 0) + cnt
             if allowed is not None and cat not in allowed:
                 self.open[UNSEEN_KEY] = self.open.get(UNSEEN_KEY, 0) + cnt
-        self.open[N_KEY] = self.open.get(N_KEY, 0) + len(values)
-        self.open[MISSING_KEY] = self.open.get(MISSING_KEY, 0) + int(missing.sum())
+        self.open[N_KEY] = self.open.get(N_KEY, 0) + count
+        self.open[MISSING_KEY] = self.open.get(MISSING_KEY, 0) + missing
 
     def close_block(self) -> None:
         self.closed.append(self.open)
