@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from monitor.app.models import ModelProcessor
 from monitor.app.pipeline import StreamProcessor, build_processors
-from monitor.core.blocks import CLIPPED, ROW_HEAD, Layout, pack
+from monitor.core.blocks import CLIPPED, ROW_HEAD, Layout, pack, pack_categorical, unpack_categorical
 from monitor.core.sketches import HEAD, MAX, MIN
 from monitor.core.types import RawRecord
 from monitor.io.avro import encode_plain
@@ -179,3 +179,24 @@ def test_an_entry_kafka_refuses_stays_in_the_outbox_and_the_stage_keeps_running(
     assert "blk:t:0:000000000000" in outbox.pending and not outbox.inflight
     outbox.publish(wait=0.0)
     assert producer.tries == 1  # not retried on every loop: after a pause
+
+
+@settings(max_examples=100, deadline=None)
+@given(fields=st.dictionaries(st.text(min_size=1, max_size=5),
+                              st.tuples(st.integers(0, 10**9), st.integers(0, 10**9), st.integers(0, 10**9),
+                                        st.dictionaries(st.text(max_size=8), st.integers(0, 10**9), max_size=6)),
+                              max_size=5))
+def test_categorical_counts_read_back_as_written(fields: dict[str, Any]) -> None:
+    summaries = [(name, c, m, u, cats) for name, (c, m, u, cats) in fields.items()]
+    names, categories, counts = pack_categorical(summaries)
+    assert unpack_categorical(names, categories, counts) == summaries
+
+
+def test_categorical_counts_that_do_not_match_their_categories_are_refused() -> None:
+    names, _categories, counts = pack_categorical([("c", 3, 0, 0, {"a": 2, "b": 1})])
+    try:
+        unpack_categorical(names, [["a"]], counts)
+    except ValueError as exc:
+        assert "categorical_counts" in str(exc)
+    else:
+        raise AssertionError("a count without its category was accepted")

@@ -94,14 +94,19 @@ def test_any_batch_split_gives_the_same_blocks_and_model_state(tmp_path_factory:
                 w = feat["window"]
                 w["closed"] = [unpack_array(b).tolist() for b in w["closed"]]
                 w["open"] = None if w["open"] is None else unpack_array(w["open"]).tolist()
-        return [{**b, "numeric_values": np.frombuffer(b["numeric_values"], dtype="<f8").tolist()}
-                for b in blocks], state
+        return [_plain(b) for b in blocks], state
 
     one_blocks, one_state = run([len(records)])
     split_blocks, split_state = run(split)
     assert json.dumps(split_blocks, sort_keys=True) == json.dumps(one_blocks, sort_keys=True) or \
         _close(split_blocks, one_blocks)
     assert _close(split_state, one_state)
+
+
+def _plain(block: dict[str, Any]) -> dict[str, Any]:
+    """A block with its packed values as lists of numbers (comparable, JSON-able)."""
+    return {**block, "numeric_values": np.frombuffer(block["numeric_values"], dtype="<f8").tolist(),
+            "categorical_counts": np.frombuffer(block["categorical_counts"], dtype="<i8").tolist()}
 
 
 def _close(a: Any, b: Any) -> bool:
@@ -133,7 +138,8 @@ def test_a_packed_state_array_reads_back_bit_for_bit(values: list[float]) -> Non
        cats=st.lists(st.sampled_from(["a", "b", "c", None]), min_size=120, max_size=120),
        split=st.lists(st.integers(1, 40), min_size=1, max_size=10))
 def test_the_summary_fast_path_makes_the_blocks_the_per_event_path_makes(
-        tmp_path_factory: Any, xs: list[float | None], gaps: list[int], cats: list[str | None], split: list[int]) -> None:
+        tmp_path_factory: Any, xs: list[float | None], gaps: list[int], cats: list[str | None],
+        split: list[int]) -> None:
     """Stage 1 without per-partition alerts summarises a batch's runs from one matrix (`_apply_runs`); with
     them it adds each run to the feature windows and summarises those. Both must send the same blocks."""
     tmp = tmp_path_factory.mktemp("fast")
@@ -157,7 +163,7 @@ def test_the_summary_fast_path_makes_the_blocks_the_per_event_path_makes(
             size = split[k % len(split)]
             out += proc.process(part, records[lo:lo + size]).blocks
             lo, k = lo + size, k + 1
-        return [{**b, "numeric_values": np.frombuffer(b["numeric_values"], dtype="<f8").tolist()} for b in out]
+        return [_plain(b) for b in out]
 
     got, want = blocks(fast), blocks(slow)
     assert len(got) == len(want)

@@ -93,12 +93,12 @@ class ModelProcessor:
                                           f"no model stream {', '.join(unknown)} in this config"))
                     continue
                 # Every block's numeric values are checked before any is applied: a bad message changes nothing.
-                packed = [part.stream(k).packed(b) if int(b["seq"]) >= 0 else None
+                parsed = [part.stream(k).parse(b) if int(b["seq"]) >= 0 else None
                           for k, b in zip(keys, blocks, strict=True)]
             except DecodeError as exc:
                 rejects.append(Reject(rec, exc.reason, type(exc.__cause__ or exc).__name__, str(exc)))
                 continue
-            for key, block, values in zip(keys, blocks, packed, strict=True):
+            for key, block, values in zip(keys, blocks, parsed, strict=True):
                 alerts += part.streams[key].add(block, values)
                 touched.add(key)
         part.dirty |= touched

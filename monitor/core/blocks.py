@@ -101,3 +101,34 @@ class Layout:
             if keep_histograms and source.bins[i] == self.bins[j]:
                 out[dst + ROW_HEAD:dst + ROW_HEAD + self.bins[j]] = src[ROW_HEAD:]
         return out
+
+
+# A categorical field's part of a block: name, count, missing, unseen, counts by category.
+CategoricalSummary = tuple[str, int, int, int, dict[str, int]]
+INT = np.dtype("<i8")
+
+
+def pack_categorical(summaries: list[CategoricalSummary]) -> tuple[list[str], list[list[str]], bytes]:
+    """`categorical_fields`, `categorical_categories` and `categorical_counts` of a block."""
+    counts: list[int] = []
+    for _name, count, missing, unseen, cats in summaries:
+        counts += [count, missing, unseen, *cats.values()]
+    return ([s[0] for s in summaries], [list(s[4]) for s in summaries],
+            np.array(counts, dtype=INT).tobytes())
+
+
+def unpack_categorical(fields: list[str], categories: list[list[str]], counts: bytes) -> list[CategoricalSummary]:
+    """`pack_categorical`'s inverse; ValueError when the three do not match."""
+    if len(fields) != len(categories):
+        raise ValueError(f"{len(fields)} categorical fields but {len(categories)} category lists")
+    need = sum(3 + len(c) for c in categories)
+    if len(counts) != need * INT.itemsize:
+        raise ValueError(f"categorical_counts holds {len(counts)} bytes, the categories need {need * 8}")
+    values = np.frombuffer(counts, dtype=INT).tolist()
+    out: list[CategoricalSummary] = []
+    at = 0
+    for name, cats in zip(fields, categories, strict=True):
+        out.append((name, values[at], values[at + 1], values[at + 2],
+                    dict(zip(cats, values[at + 3:at + 3 + len(cats)], strict=True))))
+        at += 3 + len(cats)
+    return out

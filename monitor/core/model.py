@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from monitor.core.blocks import CLIPPED, ROW_HEAD, Layout
+from monitor.core.blocks import CLIPPED, ROW_HEAD, CategoricalSummary, Layout, unpack_categorical
 from monitor.core.incidents import MODEL_WIDE, CheckResult, Incidents, WindowSpan
 from monitor.core.partition import (
     CategoricalFeature,
@@ -30,13 +30,24 @@ from monitor.core.partition import (
 )
 from monitor.core.profiles import FieldContract, FieldProfile
 from monitor.core.schema import FieldSpec
-from monitor.core.sketches import FINITE, HEAD, SUM, SUMSQ, pack_array, unpack_array
+from monitor.core.sketches import (
+    FINITE,
+    HEAD,
+    MISSING_KEY,
+    N_KEY,
+    SUM,
+    SUMSQ,
+    UNSEEN_KEY,
+    pack_array,
+    unpack_array,
+)
 from monitor.core.sketches import N as COUNT
 from monitor.core.types import Alert, AlertKind
 from monitor.errors import DecodeError
 from monitor.settings import CheckSettings, ModelViewSettings, WindowSettings
 
 Block = dict[str, Any]  # a decoded schemas/block.avsc record
+Parsed = tuple[np.ndarray, list[CategoricalSummary]]  # a block's numeric values (this layout), categorical counts
 # Per-partition counts kept per slot for evidence: which partitions showed the problem a rate check found.
 _PART_COUNTS = {"missing_rate": 0, "nan_rate": 1, "sentinel_rate": 2, "out_of_range": 3, "unseen_category": 4}
 
@@ -109,18 +120,19 @@ class ModelStream:
         self.last_drift: dict[str, list[Any]] = {}  # field -> [statistic name, value, threshold] (stored: status)
 
     # -- input -------------------------------------------------------------------------------------
-    def add(self, block: Block, packed: np.ndarray | None = None) -> list[Alert]:
+    def add(self, block: Block, parsed: Parsed | None = None) -> list[Alert]:
         """Take one block (or signal) of one partition; signals (silence, schema) may alert at once.
 
-        `packed`: the block's numeric values from `packed(block)` when the caller checked them already."""
+        `parsed`: the block's values from `parse(block)` when the caller checked them already."""
         part = str(block["partition"])
         state = self.partitions.setdefault(part, {"next_seq": 0, "ahead": {}, "progress": None, "silent": None,
                                                   "idle": False})
         seq = int(block["seq"])
         if seq < 0:
             return self._signal(block, state)
-        if packed is None:
-            packed = self.packed(block)  # before any change: a malformed block changes nothing
+        if parsed is None:
+            parsed = self.parse(block)  # before any change: a malformed block changes nothing
+        packed, categorical = parsed
         if seq < state["next_seq"] or str(seq) in state["ahead"]:
             self.counts["duplicate_blocks"] += 1  # re-sent after a crash of stage 1: applied already
             return []
@@ -138,13 +150,13 @@ class ModelStream:
         state["idle"] = False
         self.counts["blocks"] += 1
         self.counts["events"] += int(block["events"])
-        self._add_totals(block, packed)
+        self._add_totals(packed, categorical)
         slot = int(block["slot"])
         if self.closed_slot is not None and slot <= self.closed_slot:
             self.counts["late_blocks"] += 1
             self.counts["late_events"] += int(block["events"])
             return alerts
-        self._merge(slot, block, packed)
+        self._merge(slot, block, packed, categorical)
         return alerts
 
     def _bind_totals(self) -> None:
@@ -152,8 +164,9 @@ class ModelStream:
         for feat in self.numeric:
             feat.totals = self.layout.row(self.totals, feat.name)[:HEAD]
 
-    def packed(self, block: Block) -> np.ndarray:
-        """The block's numeric values in this stream's layout; DecodeError when they do not add up."""
+    def parse(self, block: Block) -> Parsed:
+        """The block's numeric values in this stream's layout and its categorical counts; DecodeError when they
+        do not add up."""
         key = (tuple(block.get("numeric_fields") or ()), tuple(int(b) for b in block.get("numeric_bins") or ()))
         raw = bytes(block.get("numeric_values") or b"")
         same_ref = block.get("reference_version") == self.ref_version
@@ -164,12 +177,15 @@ class ModelStream:
                 if len(self._layouts) < 64:  # a handful of layouts in practice (references being rolled out)
                     self._layouts[key] = source
             values = source.read(raw)
+            categorical = unpack_categorical(block.get("categorical_fields") or [],
+                                             block.get("categorical_categories") or [],
+                                             bytes(block.get("categorical_counts") or b""))
         except ValueError as exc:
             raise DecodeError("bad_block", f"block seq {block['seq']} of partition {block['partition']}: {exc}"
                               ) from exc
         if source is self.layout and same_ref:
-            return values
-        return self.layout.convert(source, values, same_ref)
+            return values, categorical
+        return self.layout.convert(source, values, same_ref), categorical
 
     def _signal(self, block: Block, state: dict[str, Any]) -> list[Alert]:
         part = int(block["partition"])
@@ -205,15 +221,15 @@ class ModelStream:
                              "partitions_silent": str(len(silent)), "partitions_known": str(len(self.partitions))},
                             tuple(sorted(silent)))]
 
-    def _add_totals(self, block: Block, packed: np.ndarray) -> None:
+    def _add_totals(self, packed: np.ndarray, categorical: list[CategoricalSummary]) -> None:
         self.layout.merge(self.totals, packed)
-        for c in block.get("categorical") or []:
-            cfeat = self.features.get(c["field"])
+        for name, count, missing, _unseen, _cats in categorical:
+            cfeat = self.features.get(name)
             if isinstance(cfeat, CategoricalFeature):
-                cfeat.count += int(c["count"])
-                cfeat.missing += int(c["missing"])
+                cfeat.count += count
+                cfeat.missing += missing
 
-    def _merge(self, slot: int, block: Block, packed: np.ndarray) -> None:
+    def _merge(self, slot: int, block: Block, packed: np.ndarray, categorical: list[CategoricalSummary]) -> None:
         merged = self.pending.setdefault(slot, {"events": 0, "duplicates": 0, "expected": 0.0, "scored": 0,
                                                 "first_time": None, "last_time": None, "partitions": [],
                                                 "version": None, "packed": None, "categorical": {}, "by_part": {}})
@@ -240,17 +256,16 @@ class ModelStream:
                               axis=1)
             for i in np.flatnonzero(counts.any(axis=1)).tolist():
                 self._count_part(merged, self.layout.names[i], part, [*counts[i].tolist(), 0])
-        for c in block.get("categorical") or []:
-            cfeat = self.features.get(c["field"])
-            if not isinstance(cfeat, CategoricalFeature):
+        for name, count, missing, unseen, cats in categorical:
+            if not isinstance(self.features.get(name), CategoricalFeature):
                 continue
-            tally = merged["categorical"].setdefault(cfeat.name, {})
-            for k, v in c["categories"].items():
-                tally[k] = tally.get(k, 0) + int(v)
-            tally["__n__"] = tally.get("__n__", 0) + int(c["count"])
-            tally["__missing__"] = tally.get("__missing__", 0) + int(c["missing"])
-            tally["__unseen__"] = tally.get("__unseen__", 0) + int(c["unseen"])
-            self._count_part(merged, cfeat.name, part, [c["missing"], 0, 0, 0, c["unseen"]])
+            tally = merged["categorical"].setdefault(name, {})
+            for k, v in cats.items():
+                tally[k] = tally.get(k, 0) + v
+            tally[N_KEY] = tally.get(N_KEY, 0) + count
+            tally[MISSING_KEY] = tally.get(MISSING_KEY, 0) + missing
+            tally[UNSEEN_KEY] = tally.get(UNSEEN_KEY, 0) + unseen
+            self._count_part(merged, name, part, [missing, 0, 0, 0, unseen])
 
     @staticmethod
     def _count_part(merged: dict[str, Any], name: str, part: int, counts: list[int]) -> None:

@@ -19,7 +19,7 @@ from typing import Any, Literal
 import numpy as np
 
 from monitor.core import stats
-from monitor.core.blocks import CLIPPED, ROW_HEAD, pack, packed_row
+from monitor.core.blocks import CLIPPED, ROW_HEAD, CategoricalSummary, pack, pack_categorical, packed_row
 from monitor.core.detectors import Adwin, PageHinkley
 from monitor.core.profiles import CategoricalProfile, FieldContract, FieldProfile, NumericProfile
 from monitor.core.schema import FieldSpec
@@ -52,6 +52,8 @@ from monitor.core.types import AlertKind
 from monitor.settings import CheckSettings, WindowSettings
 
 META_FIELD = "__meta__"
+# A block's numeric part as the blocks topic carries it: field names, histogram lengths, packed values.
+Packed = tuple[list[str], list[int], "bytes | np.ndarray"]
 DETECTOR_CHECKS = {"adwin", "page_hinkley"}
 DQ_CHECKS = {"missing_rate", "nan_rate", "out_of_range", "sentinel_rate", "unseen_category", "constant",
              "duplicate_id"}
@@ -396,11 +398,11 @@ class CategoricalFeature:
         self.missing += int(missing.sum())
         self.window.add(values, missing, self.limits.allowed)
 
-    def block_summary(self) -> dict[str, Any]:
-        """The open block as a `schemas/block.avsc` CategoricalSummary."""
+    def block_summary(self) -> CategoricalSummary:
+        """The open block as its part of a block summary (see `monitor.core.blocks.pack_categorical`)."""
         b = self.window.open
-        return {"field": self.name, "count": b.get(N_KEY, 0), "missing": b.get(MISSING_KEY, 0),
-                "unseen": b.get(UNSEEN_KEY, 0), "categories": {k: v for k, v in b.items() if k not in META_KEYS}}
+        return (self.name, b.get(N_KEY, 0), b.get(MISSING_KEY, 0), b.get(UNSEEN_KEY, 0),
+                {k: b[k] for k in sorted(b) if k not in META_KEYS})  # sorted: the same bytes for any batch cut
 
     def window_checks(self, min_count: int) -> list[CheckValue]:
         w = self.window.window()
@@ -820,13 +822,14 @@ class StreamPartition:
                 rows, clipped = per_run[feat.name]
                 feat.add_run(rows[0], clipped[0])
         last_closed = -1  # the last run closed from its matrix row (-1: none)
+        layout = ([f.name for f in numeric], [f.packed_bins() for f in numeric])
         for k, (start, stop) in enumerate(runs):
             bid = int(bids[start])
             if self.open_meta is not None and self.open_meta[5] != bid:
                 if k == 0 or (k == 1 and in_windows):
                     self._close_block(events_before + start, times[start])  # the block the windows hold
                 else:
-                    self._close_block(events_before + start, times[start], numeric_row=packed[k - 1])
+                    self._close_block(events_before + start, times[start], (*layout, packed[k - 1]))
                     last_closed = k - 1
             meta = self.open_meta or [int(offsets[start]), 0, times[start], 0, 0, bid, 0, 0.0, 0]
             meta[1], meta[3] = int(offsets[stop - 1]), times[stop - 1]
@@ -864,21 +867,20 @@ class StreamPartition:
             at += width
         return out
 
-    def _close_block(self, event_number: int, next_time: int, numeric_row: np.ndarray | None = None
-                     ) -> list[Finding]:
+    def _close_block(self, event_number: int, next_time: int, packed: Packed | None = None) -> list[Finding]:
         """Close the open block (`next_time`: event time of the event that closed it); evaluate if due.
 
-        `numeric_row`: the block's numeric values, packed, when they are not in the feature windows (a block
-        opened and closed inside one batch of `_apply_runs`)."""
+        `packed`: the block's numeric fields, bins and values when they are not in the feature windows (a
+        block opened and closed inside one batch of `_apply_runs`)."""
         assert self.open_meta is not None
         if self.emit_blocks:
-            self.emitted.append(self._block_summary(self.open_meta, next_time, numeric_row))
+            self.emitted.append(self._block_summary(self.open_meta, next_time, packed))
         self.closed_meta.append(self.open_meta)
         del self.closed_meta[: -self.window_settings.blocks]
         self.open_meta = None
         for feat in self.features.values():
             if isinstance(feat, NumericFeature):
-                if numeric_row is not None:
+                if packed is not None:
                     continue  # its windows never held this block
                 feat.open_clipped = 0.0
             feat.window.close_block()
@@ -889,17 +891,20 @@ class StreamPartition:
             return []
         return self._evaluate(event_number)
 
-    def _block_summary(self, meta: list[Any], next_time: int, numeric_row: np.ndarray | None = None
-                       ) -> dict[str, Any]:
+    def _block_summary(self, meta: list[Any], next_time: int, packed: Packed | None = None) -> dict[str, Any]:
         block = self._signal(meta, next_time)
-        numeric = [f for f in self.features.values() if isinstance(f, NumericFeature)]
-        values = pack([f.packed_row() for f in numeric]) if numeric_row is None else numeric_row.tobytes()
-        block.update(numeric_fields=[f.name for f in numeric], numeric_bins=[f.packed_bins() for f in numeric],
-                     numeric_values=values)
+        if packed is None:
+            numeric = [f for f in self.features.values() if isinstance(f, NumericFeature)]
+            packed = ([f.name for f in numeric], [f.packed_bins() for f in numeric], pack([f.packed_row()
+                                                                                        for f in numeric]))
+        names, bins, values = packed
+        block.update(numeric_fields=names, numeric_bins=bins,
+                     numeric_values=values if isinstance(values, bytes) else values.tobytes())
+        fields, categories, counts = pack_categorical([f.block_summary() for f in self.features.values()
+                                                       if isinstance(f, CategoricalFeature)])
         block.update(seq=self.block_seq, events=int(meta[4]), duplicates=int(meta[6]),
-                     expected_correct=float(meta[7]), scored=int(meta[8]),
-                     categorical=[f.block_summary() for f in self.features.values()
-                                  if isinstance(f, CategoricalFeature)])
+                     expected_correct=float(meta[7]), scored=int(meta[8]), categorical_fields=fields,
+                     categorical_categories=categories, categorical_counts=counts)
         self.block_seq += 1
         return block
 
@@ -911,7 +916,8 @@ class StreamPartition:
                 "first_offset": int(meta[0]), "last_offset": int(meta[1]), "events": 0, "duplicates": 0,
                 "expected_correct": 0.0, "scored": 0, "model_version": self.last_version,
                 "reference_version": self.ref_version, "numeric_fields": [], "numeric_bins": [],
-                "numeric_values": b"", "categorical": [], "schema_changes": [],
+                "numeric_values": b"", "categorical_fields": [], "categorical_categories": [],
+                "categorical_counts": b"", "schema_changes": [],
                 "silent_s": None, "idle": None}
 
     def event_time(self) -> int:
