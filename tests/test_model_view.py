@@ -275,11 +275,14 @@ def test_a_silent_partition_stops_holding_the_watermark_and_its_late_blocks_are_
     # Partition 2's last block is out; stage 1 then finds it read to its end and quiet, and says so.
     last_of_2 = max(i for i, b in enumerate(released) if b["partition"] == 2)
     parts[2].signal_idle()
-    idle = parts[2].emitted.pop()
+    *flushed, idle = parts[2].emitted  # its open block goes out first, then the signal
+    parts[2].emitted = []
+    assert idle["idle"] is True and [b["partition"] for b in flushed] == [2] and flushed[0]["seq"] >= 0
     for i, b in enumerate(released):
         send(b)
         if i == last_of_2 + 30:
-            send(idle)
+            for block in [*flushed, idle]:
+                send(block)
         if i == last_of_2 + 29:
             stuck = mpart.streams["churn/features"].closed_slot  # before the signal, partition 2 holds it
     view = mpart.streams["churn/features"]

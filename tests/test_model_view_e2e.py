@@ -239,3 +239,70 @@ def test_20_kill_9_of_both_stages_lose_and_double_nothing(kafka_bootstrap: str, 
                 assert have["totals"][5] == pytest.approx(want["totals"][5], rel=1e-12)
             else:
                 assert (have["count"], have["missing"]) == (want["count"], want["missing"]), (key, name)
+
+
+def test_a_silent_partition_stops_holding_the_windows_and_its_late_blocks_are_counted(
+        kafka_bootstrap: str, redis_url: str, tmp_path: Path, reference: ReferenceProfile,
+        daemons: list[DaemonProcess]) -> None:
+    """Partition 2 stops after its share of the first 3,000 events while 0 and 1 go on, live. Once stage 1 has
+    read it to its end and heard nothing for idle_timeout_s, the model's slots close without it while the
+    others still flow; when its old events come after all, their blocks are counted late, nothing reopens."""
+    import threading
+
+    from confluent_kafka import Producer
+
+    from monitor.cli.simulate import Simulator
+    from monitor.io.avro import encode_plain, load_schema
+    from monitor.ops.status import collect_status
+    from tests.helpers import EXAMPLES
+
+    setup, config = _setup(kafka_bootstrap, redis_url, tmp_path, 3, reference,
+                           model_view={"enabled": True, "idle_timeout_s": 2.0, "grace_ms": 0})
+    settings = load_settings(config, environ={})
+    slot_ms = settings.window.block_ms
+    schema = load_schema(EXAMPLES / "churn_features.avsc")
+    rows = [f for feats, _ in Simulator(seed=8).batches(12_000, 4_000) for f in feats]
+    cut = rows[3_000]["event_time"]
+    early = {p: [f for f in rows[p::3] if f["event_time"] < cut] for p in range(3)}
+    later = {p: [f for f in rows[p::3] if f["event_time"] >= cut] for p in range(3)}
+
+    def send(part: int, feats: list[dict[str, Any]], rate: float = 0.0) -> None:
+        producer = Producer({"bootstrap.servers": kafka_bootstrap, "enable.idempotence": True, "linger.ms": 5})
+        started = time.monotonic()
+        for i, f in enumerate(feats):
+            producer.produce(setup.features, key=f["event_id"].encode(), value=encode_plain(schema, f),
+                             partition=part)
+            producer.poll(0)
+            if rate and i % 50 == 0 and (ahead := i / rate - (time.monotonic() - started)) > 0:
+                time.sleep(ahead)  # pacing a live stream, not synchronisation
+        assert producer.flush(60) == 0
+
+    for p in range(3):
+        send(p, early[p])
+    last_slot_of_2 = max(f["event_time"] for f in early[2]) // slot_ms
+
+    def view() -> dict[str, Any]:
+        return dict(collect_status(settings, _store(setup))["models"]["churn"]["model_view"].get("features", {}))
+
+    d = DaemonProcess(config, tmp_path / "daemon.log").start()
+    daemons.append(d)
+    wait_until(lambda: view().get("last_closed_slot") is not None, 60, "the first closed slot")
+    # Partitions 0 and 1 go on at 400 events/s each (about 7 s); partition 2 says nothing.
+    live = [threading.Thread(target=send, args=(p, later[p], 400.0)) for p in (0, 1)]
+    for t in live:
+        t.start()
+    wait_until(lambda: (view().get("last_closed_slot") or -1) > last_slot_of_2 + 30, 60,
+               "slots to close past the silent partition")
+    assert any(t.is_alive() for t in live), "the others stopped first: this would not show the idle rule"
+    for t in live:
+        t.join(60)
+    before = view()
+    assert before["late_blocks"] == 0
+    send(2, later[2])  # partition 2's old events, at last
+    wait_until(lambda: _done(setup) and view()["late_blocks"] > 0, 90, "the late blocks to be counted")
+    after = view()
+    assert d.terminate() == 0
+    assert after["late_blocks"] > 0 and 0 < after["late_events"] <= len(later[2])
+    assert after["last_closed_slot"] >= before["last_closed_slot"]  # nothing reopened
+    assert after["events"] <= len(rows)
+    assert _alerts(setup) == []

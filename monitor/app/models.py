@@ -99,7 +99,7 @@ class ModelProcessor:
                 rejects.append(Reject(rec, exc.reason, type(exc.__cause__ or exc).__name__, str(exc)))
                 continue
             for key, block, values in zip(keys, blocks, parsed, strict=True):
-                alerts += part.streams[key].add(block, values)
+                alerts += part.stream(key).add(block, values)
                 touched.add(key)
         part.dirty |= touched
         for key in sorted(touched):

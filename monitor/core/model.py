@@ -47,6 +47,7 @@ from monitor.errors import DecodeError
 from monitor.settings import CheckSettings, ModelViewSettings, WindowSettings
 
 Block = dict[str, Any]  # a decoded schemas/block.avsc record
+ALL_SENT = 2**62  # the watermark when every partition is idle: all open slots can close
 Parsed = tuple[np.ndarray, list[CategoricalSummary]]  # a block's numeric values (this layout), categorical counts
 # Per-partition counts kept per slot for evidence: which partitions showed the problem a rate check found.
 _PART_COUNTS = {"missing_rate": 0, "nan_rate": 1, "sentinel_rate": 2, "out_of_range": 3, "unseen_category": 4}
@@ -285,8 +286,11 @@ class ModelStream:
         if any(str(p) not in self.partitions for p in range(self.expected_partitions)):
             return None
         holding = [s["progress"] for s in self.partitions.values() if s["silent"] is None and not s["idle"]]
-        if not holding or any(h is None for h in holding):
-            return None  # everyone idle (nothing to wait for, nothing new), or a first block still missing
+        if not holding:
+            # Everyone idle: each sent its open block when it went idle, so every open slot is complete.
+            return ALL_SENT if any(s["idle"] for s in self.partitions.values()) else None
+        if any(h is None for h in holding):
+            return None  # a first block still missing
         return int(min(holding)) - self.view.grace_ms
 
     def advance(self) -> list[Alert]:

@@ -926,7 +926,12 @@ class StreamPartition:
         return -1 if meta is None else int(meta[3])
 
     def signal_idle(self) -> None:
-        """Tell the model stage this partition has nothing more for now: it stops holding the watermark."""
+        """Tell the model stage this partition has nothing more for now: it stops holding the watermark.
+
+        The open block goes out first (its progress: just past its last event), so everything this partition
+        has read is with the model stage; an event later in the same slot opens a block of its own."""
+        if self.open_meta is not None and self.emit_blocks:
+            self._close_block(self.events, int(self.open_meta[3]) + 1 if self.open_meta[3] >= 0 else -1)
         meta = self.open_meta or (self.closed_meta[-1] if self.closed_meta else [-1, -1, -1, -1, 0, -1, 0, 0.0, 0])
         signal = self._signal(meta, meta[3])
         signal["idle"] = True
