@@ -12,10 +12,7 @@ import os
 import socket
 import threading
 import time
-import zlib
 from collections import defaultdict, deque
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import structlog
@@ -30,17 +27,18 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from monitor.app.checkpoint import BLOCKS_MESSAGE_BYTES, Checkpointer, JoinTarget, Owned
 from monitor.app.models import ModelPartition, ModelProcessor
-from monitor.app.outbox import Outbox, block_entry_id, encode_entry
+from monitor.app.outbox import Outbox
 from monitor.app.pipeline import AnyProcessor, BatchOutcome, LabelProcessor, StreamProcessor, build_processors
 from monitor.core.labels import LabelPartition
 from monitor.core.partition import StreamPartition
 from monitor.core.types import Alert, AlertKind, RawRecord, Reject
 from monitor.errors import DependencyUnavailable, FencedError, OffsetConflict, StateLost
-from monitor.io.avro import AlertCodec, BlockCodec
+from monitor.io.avro import BlockCodec
 from monitor.io.history import DriftHistory
 from monitor.io.join import JoinStore, MemoryJoinStore
-from monitor.io.kafka import dead_letter_headers, is_fatal, to_raw
+from monitor.io.kafka import is_fatal, to_raw
 from monitor.io.state import StateStore, check_consistent
 from monitor.ops.logs import librdkafka_logger
 from monitor.ops.metrics import Metrics
@@ -51,18 +49,7 @@ from monitor.settings import Settings
 
 log = structlog.get_logger("monitor.daemon")
 TP = tuple[str, int]
-# A message of the blocks topic stays well under Kafka's default 1 MB limit (broker and producer).
-BLOCKS_MESSAGE_BYTES = 256 * 1024
 Stage = Literal["ingest", "models"]
-
-
-@dataclass
-class Owned:
-    """A partition this instance owns: its fence token, stored offset and in-memory state."""
-
-    fence: int
-    stored_offset: int | None
-    part: StreamPartition | LabelPartition | ModelPartition
 
 
 class Daemon:
@@ -95,8 +82,8 @@ class Daemon:
             self.model_processor = ModelProcessor(
                 settings, {t: p for t, p in inputs.items() if isinstance(p, StreamProcessor)})
             self.processors = {settings.blocks_topic: self.model_processor}
-        self.codec = AlertCodec()
         self.block_codec = BlockCodec()
+        self.checkpointer = Checkpointer(store, self.joins, self.metrics, settings.dead_letter_topic)
         self.owned: dict[TP, Owned] = {}
         self.stop_event = threading.Event()
         self.assigned_once = False
@@ -235,6 +222,7 @@ class Daemon:
         hooks = {"error_cb": self._on_kafka_error, "logger": librdkafka_logger()}
         self.consumer = Consumer({**s.consumer_config(), "group.id": self.group_id, **hooks})
         self.outbox.producer = Producer({**s.producer_config(), **hooks})
+        self.checkpointer.producer = self.outbox.producer
         if s.alerts_transactional:
             tx_id = s.transactional_id or f"{s.group_id}-alerts-{socket.gethostname()}-{os.getpid()}"
             tx_id += "" if self.stage == "ingest" else "-models"
@@ -377,30 +365,15 @@ class Daemon:
 
     def _checkpoint(self, tp: TP, owned: Owned, next_offset: int, alerts: list[Alert], rejects: list[Reject],
                     outcome: BatchOutcome | None = None, blocks: list[dict[str, Any]] | None = None) -> bool:
-        """Dead-letter the rejects, then write state + outbox + offset atomically; False if not written.
-
-        1. produce the rejects to the dead-letter topic and wait for Kafka's confirmation;
-        2. store the batch's predictions for the label join (idempotent: a replay writes the same entries);
-        3. one Redis script: check the fence and the expected offset, write state, outbox and offset;
-        4. queue the alerts and block summaries for publishing (removed from the outbox once Kafka confirms them).
-        """
+        """Make the batch durable (`Checkpointer.write`), then queue its alerts and blocks for publishing;
+        False if not written (the partition was fenced, or reloaded from the store)."""
         processor = self.processors[tp[0]]
+        join = None
+        if not isinstance(processor, ModelProcessor):
+            perf = processor.model.performance
+            join = JoinTarget(processor.model.name, int(perf.join_ttl_s * 1000), perf.max_predictions)
         try:
-            self._dead_letter(rejects)
-            if outcome is not None and outcome.join_entries and not isinstance(processor, ModelProcessor):
-                perf = processor.model.performance
-                dropped = self.joins.put(processor.model.name, tp[1], outcome.join_entries,
-                                         int(perf.join_ttl_s * 1000), perf.max_predictions)
-                # Predictions whose label never came (counted again if a crash replays the batch).
-                self.metrics.unlabelled.labels(processor.model.name).inc(dropped)
-            outbox = {a.alert_id: encode_entry(a.model.encode(), self.codec.encode(a)) for a in alerts}
-            made = (outcome.blocks if outcome is not None else []) + (blocks or [])
-            # The batch's blocks in as few messages as fit the broker's limit, each named after its first block.
-            for chunk, value in self.block_codec.encode_chunks(made, BLOCKS_MESSAGE_BYTES):
-                outbox[self._blocks_entry_id(tp, owned, chunk, value)] = encode_entry(chunk[0]["model"].encode(),
-                                                                                      value)
-            self.store.commit(tp[0], tp[1], owned.fence, owned.stored_offset, next_offset,
-                              owned.part.to_fields(), outbox)
+            outbox = self.checkpointer.write(tp, owned, next_offset, alerts, rejects, outcome, blocks or [], join)
         except FencedError:
             log.warning("partition.fenced", topic=tp[0], partition=tp[1])
             self.owned.pop(tp, None)
@@ -428,18 +401,6 @@ class Daemon:
                      check=alert.check, status=alert.status, statistic=alert.statistic, threshold=alert.threshold,
                      alert_id=alert.alert_id, offset=alert.source_offset)
         return True
-
-    @staticmethod
-    def _blocks_entry_id(tp: TP, owned: Owned, made: Sequence[Mapping[str, Any]], value: bytes) -> str:
-        """Outbox ids of block messages sort in the order the blocks were made: by the first block's sequence
-        number, a message of signals alone right after the last block made before it."""
-        seqs = [int(b["seq"]) for b in made if int(b["seq"]) >= 0]
-        if seqs:
-            return block_entry_id(tp[0], tp[1], seqs[0])
-        part = owned.part
-        last = part.block_seq - 1 if isinstance(part, StreamPartition) else -1
-        anchor = block_entry_id(tp[0], tp[1], last) if last >= 0 else f"blk:{tp[0]}:{tp[1]}:-"
-        return f"{anchor}:signal:{owned.stored_offset}:{zlib.crc32(value):08x}"
 
     def _retry_joins(self) -> None:
         """Labels that arrived before their prediction: look again every 2 s, not only when labels arrive."""
@@ -658,32 +619,6 @@ class Daemon:
         if consumer is not None and assignment:
             consumer.resume(assignment)
             self.aligned = set()  # resumed with the rest; the next batch pauses again what runs ahead
-
-    def _dead_letter(self, rejects: list[Reject]) -> None:
-        """Write rejects to the dead-letter topic and wait for Kafka: the offset may not pass them before."""
-        if not rejects:
-            return
-        assert self.outbox.producer is not None
-        producer = self.outbox.producer
-        failures: list[KafkaError] = []
-
-        def report(err: KafkaError | None, _msg: Message) -> None:
-            if err is not None:
-                failures.append(err)
-
-        for rej in rejects:
-            rec = rej.record
-            producer.produce(self.settings.dead_letter_topic, key=rec.key, value=rec.value,
-                                  headers=dead_letter_headers(rej), on_delivery=report)
-            log.info("record.dead_lettered", topic=rec.topic, partition=rec.partition, offset=rec.offset,
-                     reason=rej.reason)
-        remaining = producer.flush(30.0)
-        if remaining or failures:
-            # Alarm: the offset must not move past a record we could not dead-letter; the batch is redone.
-            self.metrics.dead_letter_failures.inc()
-            log.error("dead_letter.unwritable", topic=self.settings.dead_letter_topic, failed=len(failures),
-                      unconfirmed=remaining, codes=sorted({f.name() for f in failures}))
-            raise DependencyUnavailable(f"kafka: dead-letter topic unwritable ({len(failures)} failed)")
 
     def _update_lag(self, tp: TP, next_offset: int) -> None:
         assert self.consumer is not None

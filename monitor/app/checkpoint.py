@@ -1,0 +1,127 @@
+"""The checkpoint: how a batch's results become durable exactly once, for both stages.
+
+1. the rejects go to the dead-letter topic, and Kafka confirms them, before anything else;
+2. the batch's predictions go to the label-join store (idempotent: a replay writes the same entries);
+3. one Redis script checks the fence and the expected offset, then writes the partition's state, its outbox
+   entries (alerts; block summaries in as few messages as fit `BLOCKS_MESSAGE_BYTES`) and the new offset.
+
+The `Outbox` then sends the entries until Kafka confirms them. See ../shared/docs/RELIABILITY.md.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from confluent_kafka import KafkaError, Message, Producer
+
+from monitor.app.models import ModelPartition
+from monitor.app.outbox import block_entry_id, encode_entry
+from monitor.app.pipeline import BatchOutcome
+from monitor.core.labels import LabelPartition
+from monitor.core.partition import StreamPartition
+from monitor.core.types import Alert, Reject
+from monitor.errors import DependencyUnavailable
+from monitor.io.avro import AlertCodec, BlockCodec
+from monitor.io.join import JoinStore
+from monitor.io.kafka import dead_letter_headers
+from monitor.io.state import StateStore
+from monitor.ops.metrics import Metrics
+
+log = structlog.get_logger("monitor.checkpoint")
+TP = tuple[str, int]
+# A message of the blocks topic stays well under Kafka's default 1 MB limit (broker and producer).
+BLOCKS_MESSAGE_BYTES = 256 * 1024
+
+
+@dataclass
+class Owned:
+    """A partition this instance owns: its fence token, stored offset and in-memory state."""
+
+    fence: int
+    stored_offset: int | None
+    part: StreamPartition | LabelPartition | ModelPartition
+
+
+@dataclass(frozen=True)
+class JoinTarget:
+    """Where a predictions partition's join entries go: the model, and how long and how many to keep."""
+
+    model: str
+    ttl_ms: int
+    max_predictions: int
+
+
+class Checkpointer:
+    """Writes one partition's batch: dead-letter first, then state + outbox + offset in one atomic script."""
+
+    def __init__(self, store: StateStore, joins: JoinStore, metrics: Metrics, dead_letter_topic: str) -> None:
+        self.store = store
+        self.joins = joins
+        self.metrics = metrics
+        self.dead_letter_topic = dead_letter_topic
+        self.codec = AlertCodec()
+        self.block_codec = BlockCodec()
+        self.producer: Producer | None = None  # the stage's producer (dead letters), set when it runs
+
+    def write(self, tp: TP, owned: Owned, next_offset: int, alerts: list[Alert], rejects: list[Reject],
+              outcome: BatchOutcome | None, blocks: list[dict[str, Any]], join: JoinTarget | None
+              ) -> dict[str, bytes]:
+        """Make the batch durable; return the outbox entries written (for the `Outbox` to send).
+
+        Raises `FencedError` (another instance owns the partition now), `OffsetConflict` (the store is not
+        where memory thinks) or `DependencyUnavailable` (Redis or the dead-letter topic): nothing was
+        committed then, and the caller reloads from the store."""
+        self.dead_letter(rejects)
+        if outcome is not None and outcome.join_entries and join is not None:
+            dropped = self.joins.put(join.model, tp[1], outcome.join_entries, join.ttl_ms, join.max_predictions)
+            # Predictions whose label never came (counted again if a crash replays the batch).
+            self.metrics.unlabelled.labels(join.model).inc(dropped)
+        outbox = {a.alert_id: encode_entry(a.model.encode(), self.codec.encode(a)) for a in alerts}
+        made = (outcome.blocks if outcome is not None else []) + blocks
+        for chunk, value in self.block_codec.encode_chunks(made, BLOCKS_MESSAGE_BYTES):
+            outbox[blocks_entry_id(tp, owned, chunk, value)] = encode_entry(chunk[0]["model"].encode(), value)
+        self.store.commit(tp[0], tp[1], owned.fence, owned.stored_offset, next_offset, owned.part.to_fields(),
+                          outbox)
+        return outbox
+
+    def dead_letter(self, rejects: list[Reject]) -> None:
+        """Write rejects to the dead-letter topic and wait for Kafka: the offset may not pass them before."""
+        if not rejects:
+            return
+        producer = self.producer
+        assert producer is not None
+        failures: list[KafkaError] = []
+
+        def report(err: KafkaError | None, _msg: Message) -> None:
+            if err is not None:
+                failures.append(err)
+
+        for rej in rejects:
+            rec = rej.record
+            producer.produce(self.dead_letter_topic, key=rec.key, value=rec.value,
+                             headers=dead_letter_headers(rej), on_delivery=report)
+            log.info("record.dead_lettered", topic=rec.topic, partition=rec.partition, offset=rec.offset,
+                     reason=rej.reason)
+        remaining = producer.flush(30.0)
+        if remaining or failures:
+            # Alarm: the offset must not move past a record we could not dead-letter; the batch is redone.
+            self.metrics.dead_letter_failures.inc()
+            log.error("dead_letter.unwritable", topic=self.dead_letter_topic, failed=len(failures),
+                      unconfirmed=remaining, codes=sorted({f.name() for f in failures}))
+            raise DependencyUnavailable(f"kafka: dead-letter topic unwritable ({len(failures)} failed)")
+
+
+def blocks_entry_id(tp: TP, owned: Owned, made: Sequence[Mapping[str, Any]], value: bytes) -> str:
+    """Outbox ids of block messages sort in the order the blocks were made: by the first block's sequence
+    number, a message of signals alone right after the last block made before it."""
+    seqs = [int(b["seq"]) for b in made if int(b["seq"]) >= 0]
+    if seqs:
+        return block_entry_id(tp[0], tp[1], seqs[0])
+    part = owned.part
+    last = part.block_seq - 1 if isinstance(part, StreamPartition) else -1
+    anchor = block_entry_id(tp[0], tp[1], last) if last >= 0 else f"blk:{tp[0]}:{tp[1]}:-"
+    return f"{anchor}:signal:{owned.stored_offset}:{zlib.crc32(value):08x}"
