@@ -135,6 +135,8 @@ class CheckSettings(_Strict):
     min_window_count: int = Field(200, ge=1, description="events in the window before rate checks apply")
     cooldown_events: int = Field(5000, ge=0, description="events a fired check stays quiet (per partition)")
     max_categories: int = Field(64, ge=1, description="distinct categories tracked before 'other'")
+    max_sentinel_rate: float = Field(0.01, ge=0, le=1, description="share of sentinel values (e.g. -1, 9999) a "
+                                     "window may hold, without a contract")
     max_out_of_range_rate: float = Field(0.01, ge=0, le=1, description="used by inferred contracts")
     max_unseen_rate: float = Field(0.01, ge=0, le=1, description="used by inferred contracts")
     adwin: AdwinSettings = AdwinSettings()

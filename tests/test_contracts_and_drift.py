@@ -274,3 +274,24 @@ def test_a_new_schema_version_with_the_same_fields_is_reported_once(
     (new,) = part.schema_change(12, [], 50, None)
     assert (new.kind, new.check, new.feature, new.offset) == ("SCHEMA", "schema_new_version", "*", 50)
     assert part.schema_change(12, [], 60, None) == []
+
+
+def test_the_sentinel_limit_is_its_own_setting_not_the_range_limit() -> None:
+    """Issue 11 #5: without a contract, `max_out_of_range_rate` used to become the sentinel limit. A window with
+    10% sentinels passes under max_sentinel_rate 0.2 however tight the range limit, and fails under 0.05."""
+    from monitor.core.partition import Limits, NumericFeature
+    from monitor.core.schema import FieldSpec
+    from monitor.settings import CheckSettings
+
+    def sentinel_check(checks: CheckSettings) -> Any:
+        limits = Limits.build(checks, None, [-1.0])
+        feat = NumericFeature(FieldSpec("x", "numeric", True), checks, 1, None, limits, None)
+        values = np.where(np.arange(1000) % 10 == 0, -1.0, np.arange(1000) / 7.0)
+        feat.add(values, np.zeros(1000, dtype=bool), np.arange(1000))
+        feat.window.close_block()
+        return next(v for v in feat.window_checks(100) if v.check == "sentinel_rate")
+
+    loose = sentinel_check(CheckSettings(max_sentinel_rate=0.2, max_out_of_range_rate=0.001))
+    assert loose.statistic == pytest.approx(0.1) and loose.threshold == 0.2 and not loose.firing
+    tight = sentinel_check(CheckSettings(max_sentinel_rate=0.05, max_out_of_range_rate=0.5))
+    assert tight.threshold == 0.05 and tight.firing

@@ -132,19 +132,21 @@ class Limits:
     @classmethod
     def build(cls, checks: CheckSettings, contract: FieldContract | None, sentinels: list[float]) -> Limits:
         if contract is None:
-            return cls(checks.max_missing_rate, checks.max_nan_rate, checks.max_out_of_range_rate, None, None,
-                       True, (None, None), np.array(sentinels, dtype=float) if sentinels else None, None)
+            return cls(max_missing_rate=checks.max_missing_rate, max_nan_rate=checks.max_nan_rate,
+                       max_sentinel_rate=checks.max_sentinel_rate, max_out_of_range_rate=None,
+                       max_unseen_rate=None, allow_constant=True, bounds=(None, None),
+                       sentinels=np.array(sentinels, dtype=float) if sentinels else None, allowed=None)
         sent = contract.sentinels or sentinels
         return cls(
-            contract.max_missing_rate,
-            contract.max_nan_rate,
-            contract.max_sentinel_rate,
-            contract.max_out_of_range_rate,
-            contract.max_unseen_rate if contract.allowed is not None else None,
-            contract.allow_constant,
-            (contract.min, contract.max),
-            np.array(sent, dtype=float) if sent else None,
-            set(contract.allowed) if contract.allowed is not None else None,
+            max_missing_rate=contract.max_missing_rate,
+            max_nan_rate=contract.max_nan_rate,
+            max_sentinel_rate=contract.max_sentinel_rate,
+            max_out_of_range_rate=contract.max_out_of_range_rate,
+            max_unseen_rate=contract.max_unseen_rate if contract.allowed is not None else None,
+            allow_constant=contract.allow_constant,
+            bounds=(contract.min, contract.max),
+            sentinels=np.array(sent, dtype=float) if sent else None,
+            allowed=set(contract.allowed) if contract.allowed is not None else None,
         )
 
 
