@@ -145,10 +145,14 @@ class CheckSettings(_Strict):
     drift: DriftSettings = DriftSettings()
 
 
+# What Kafka accepts as a topic name (and so what may go into a Redis key of ours).
+TOPIC_NAME = r"^[A-Za-z0-9._-]{1,249}$"
+
+
 class StreamSettings(_Strict):
     """One input topic of a model (its features or its predictions) and how to read it."""
 
-    topic: str
+    topic: str = Field(pattern=TOPIC_NAME)
     schema_path: Path | None = Field(None, alias="schema")
     format: Literal["plain", "confluent"] = "plain"
     monitor: list[str] | None = None
@@ -271,12 +275,14 @@ class Settings(_Strict):
     consumer: dict[str, str] = Field({}, description="librdkafka properties for the consumer only")
     producer: dict[str, str] = Field({}, description="librdkafka properties for the producers only")
     schema_registry: dict[str, str] = {}
-    group_id: str = "model-monitor"
+    # Part of every Redis key (and of its cluster hash tag): no braces, colons or spaces.
+    group_id: str = Field("model-monitor", pattern=r"^[A-Za-z0-9_.-]+$")
     redis_url: str = "redis://127.0.0.1:6379/0"
     key_prefix: str = Field("mm", pattern=r"^[A-Za-z0-9_.-]+$")
-    alerts_topic: str = "monitor.alerts"
-    dead_letter_topic: str = "monitor.dead-letter"
-    blocks_topic: str = Field("monitor.blocks", description="internal topic from stage 1 to stage 2, keyed by model")
+    alerts_topic: str = Field("monitor.alerts", pattern=TOPIC_NAME)
+    dead_letter_topic: str = Field("monitor.dead-letter", pattern=TOPIC_NAME)
+    blocks_topic: str = Field("monitor.blocks", pattern=TOPIC_NAME,
+                              description="internal topic from stage 1 to stage 2, keyed by model")
     model_view: ModelViewSettings = ModelViewSettings()
     partition_alerts: bool = Field(False, description="also raise alerts per input partition (stage 1's own "
                                    "windows and detectors), as before the model view")

@@ -70,6 +70,11 @@ def test_consumer_and_producer_guarantees(tmp_path: Path) -> None:
         ({"models": []}, "models"),
         ({**BASE, "http": {"port": 70000}}, "port"),
         ({**BASE, "unknown_key": 1}, "unknown_key"),
+        # Issue 11 #8: names that go into Redis keys cannot break the cluster hash tag.
+        ({**BASE, "group_id": "team}a"}, "group_id"),
+        ({**BASE, "group_id": "a:b"}, "group_id"),
+        ({**BASE, "alerts_topic": "alerts{x}"}, "alerts_topic"),
+        ({"models": [{"name": "m", "features": {"topic": "in put", "schema": "x"}}]}, "topic"),
         ({"models": [{"name": "m", "features": {"topic": "a"}}]}, "schema"),
         ({"models": [{"name": "m", "features": {"topic": "a", "schema": "x"}},
                      {"name": "n", "features": {"topic": "a", "schema": "x"}}]}, "used twice"),
