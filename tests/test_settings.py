@@ -105,3 +105,17 @@ def test_feature_overrides(tmp_path: Path) -> None:
     assert checks.max_nan_rate == 0.2 and checks.adwin.delta == 0.01
     assert checks.page_hinkley == s.defaults.page_hinkley
     assert s.checks_for(s.models[0], "other") == s.defaults
+
+
+def test_an_override_for_a_field_the_model_does_not_have_is_a_config_error(tmp_path: Path) -> None:
+    """Issue 11 #12: a misspelt override used to be ignored in silence; it names the model and close matches."""
+    from monitor.app.pipeline import build_processors
+    from tests.helpers import EXAMPLES
+
+    cfg = {"models": [{"name": "churn", "features": {"topic": "f", "schema": str(EXAMPLES / "churn_features.avsc")},
+                       "overrides": {"agee": {"max_nan_rate": 0.2}}}]}
+    with pytest.raises(ConfigError, match=r"'churn'.*'agee'.*did you mean age"):
+        build_processors(load_settings(_write(tmp_path, cfg), environ={}))
+    cfg["models"][0]["overrides"] = {"age": {"max_nan_rate": 0.2}}  # type: ignore[index]
+    procs = build_processors(load_settings(_write(tmp_path, cfg), environ={}))
+    assert procs["f"].checks["age"].max_nan_rate == 0.2  # type: ignore[union-attr]

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import difflib
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -344,4 +345,11 @@ def build_processors(
             else:
                 out[conf.topic] = StreamProcessor(settings, model, stream, conf, references.get(model.name),
                                                   contract)
+        known = {f.name for p in out.values() if isinstance(p, StreamProcessor) and p.model is model
+                 for f in p.fields}
+        for name in sorted(set(model.overrides) - known):
+            close = difflib.get_close_matches(name, sorted(known), n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else f"; its fields: {', '.join(sorted(known))}"
+            raise ConfigError(f"overrides of model {model.name!r} name {name!r}, which is not one of its "
+                              f"monitored fields{hint}")
     return out
