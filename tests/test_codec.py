@@ -127,3 +127,33 @@ def test_alert_encodes_with_the_published_schema() -> None:
     rec = fastavro.schemaless_reader(io.BytesIO(payload), schema, None)
     assert rec["kind"] == "DRIFT" and rec["window"]["count"] == 9 and rec["evidence"] == {"k": "v"}
     assert AlertCodec().decode(payload) == alert
+
+
+def test_an_unreachable_registry_is_an_outage_and_a_bug_is_not() -> None:
+    """Issue 11 #7: only the HTTP client's transport errors mean "registry unreachable" (the daemon pauses and
+    retries); any other exception from the lookup is a programming error and surfaces as itself."""
+    import socket
+
+    from monitor.errors import DependencyUnavailable
+    from monitor.io.avro import registry_client
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    conf = {"url": f"http://127.0.0.1:{port}"}
+    lookup = registry_lookup(conf)
+    with pytest.raises(DependencyUnavailable, match="unreachable"):
+        lookup(1)
+
+    client = registry_client(conf)
+
+    def broken(_schema_id: int) -> None:
+        raise KeyError("a bug in our code, not an outage")
+
+    original = client.get_schema
+    client.get_schema = broken  # type: ignore[method-assign]
+    try:
+        with pytest.raises(KeyError):
+            lookup(1)
+    finally:
+        client.get_schema = original  # type: ignore[method-assign]

@@ -143,11 +143,23 @@ def registry_client(conf: Mapping[str, str]) -> Any:
     return _REGISTRY_CLIENTS[key]
 
 
+def _http_transport_errors() -> tuple[type[BaseException], ...]:
+    """The registry client's HTTP library's transport errors (httpx or its successor httpx2, whichever it uses)."""
+    try:
+        from confluent_kafka.schema_registry.common._httpx_compat import httpx
+    except ImportError:  # a client version without the shim: connection errors are OSErrors underneath
+        return ()
+    error = getattr(httpx, "TransportError", None)
+    return (error,) if isinstance(error, type) and issubclass(error, BaseException) else ()
+
+
 def registry_lookup(conf: Mapping[str, str]) -> SchemaLookup:
     """A schema-id lookup backed by confluent-kafka's SchemaRegistryClient (`mock://` works in tests)."""
-    from confluent_kafka.schema_registry.error import SchemaRegistryError
+    from confluent_kafka.schema_registry.error import OAuthTokenError, SchemaRegistryError
 
     client = registry_client(conf)
+    # What "the registry cannot be reached" looks like; anything else is a bug and is not called an outage.
+    unreachable: tuple[type[BaseException], ...] = (OAuthTokenError, OSError, *_http_transport_errors())
 
     def lookup(schema_id: int) -> Mapping[str, Any]:
         try:
@@ -156,7 +168,7 @@ def registry_lookup(conf: Mapping[str, str]) -> SchemaLookup:
             if exc.http_status_code == 404:
                 raise DecodeError("unknown_schema_id", f"schema id {schema_id} is not in the registry") from exc
             raise DependencyUnavailable(f"schema registry error {exc.http_status_code}") from exc
-        except Exception as exc:  # connection errors from the HTTP client
+        except unreachable as exc:
             raise DependencyUnavailable(f"schema registry unreachable: {type(exc).__name__}") from exc
         if schema.schema_type not in (None, "AVRO"):
             raise DecodeError("not_avro", f"schema id {schema_id} is {schema.schema_type}, not Avro")
