@@ -168,11 +168,15 @@ class ModelStream:
     def parse(self, block: Block) -> Parsed:
         """The block's numeric values in this stream's layout and its categorical counts; DecodeError when they
         do not add up."""
-        key = (tuple(block.get("numeric_fields") or ()), tuple(int(b) for b in block.get("numeric_bins") or ()))
+        names, bins = block.get("numeric_fields") or [], block.get("numeric_bins") or []
         raw = bytes(block.get("numeric_values") or b"")
         same_ref = block.get("reference_version") == self.ref_version
         try:
-            source = self._layouts.get(key)
+            if names == self.layout.names and bins == self.layout.bins:  # the rule: compared at C speed
+                source: Layout | None = self.layout
+            else:
+                key = (tuple(names), tuple(int(b) for b in bins))
+                source = self._layouts.get(key)
             if source is None:
                 source = Layout(list(key[0]), list(key[1]))
                 if len(self._layouts) < 64:  # a handful of layouts in practice (references being rolled out)

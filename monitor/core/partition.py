@@ -680,6 +680,8 @@ class StreamPartition:
         for feat in self.features.values():
             if isinstance(feat, NumericFeature):
                 feat.window.track_examples = evaluate
+        self.numeric_features = [f for f in self.features.values() if isinstance(f, NumericFeature)]
+        self.categorical_features = [f for f in self.features.values() if isinstance(f, CategoricalFeature)]
 
     # -- blocks ----------------------------------------------------------------------------------
     def _block_ids(self, batch: DecodedBatch, times: list[int]) -> np.ndarray:
@@ -817,7 +819,9 @@ class StreamPartition:
         n_scored = np.add.reduceat(np.asarray(scored, dtype=np.int64), starts).tolist()
         numeric = [f for f in self.features.values() if isinstance(f, NumericFeature)]
         packed = self._packed_runs(numeric, per_run, len(runs))
-        tallies = [(cfeat, run_tallies(raw, cmissing, starts), cmissing) for cfeat, raw, cmissing in categorical]
+        tallies = [(cfeat, run_tallies(raw, cmissing, starts), np.add.reduceat(cmissing.astype(np.int64),
+                                                                                starts).tolist())
+                   for cfeat, raw, cmissing in categorical]
         in_windows = self.open_meta is not None and self.open_meta[5] == int(bids[0])  # run 0 continues a block
         if in_windows:
             for feat in numeric:
@@ -840,11 +844,10 @@ class StreamPartition:
             meta[7] += n_expected[k]
             meta[8] += n_scored[k]
             self.open_meta = meta
-            for cfeat, by_run, cmissing in tallies:
-                n_missing = int(cmissing[start:stop].sum())
+            for cfeat, by_run, missing_by_run in tallies:
                 cfeat.count += stop - start
-                cfeat.missing += n_missing
-                cfeat.window.add_counts(by_run[k], stop - start, n_missing, cfeat.limits.allowed)
+                cfeat.missing += missing_by_run[k]
+                cfeat.window.add_counts(by_run[k], stop - start, missing_by_run[k], cfeat.limits.allowed)
         last = len(runs) - 1
         if last > 0 or not in_windows:  # the last run is the open block now: into the windows
             for feat in numeric:
@@ -880,12 +883,13 @@ class StreamPartition:
         self.closed_meta.append(self.open_meta)
         del self.closed_meta[: -self.window_settings.blocks]
         self.open_meta = None
-        for feat in self.features.values():
-            if isinstance(feat, NumericFeature):
-                if packed is not None:
-                    continue  # its windows never held this block
+        if packed is None:
+            for feat in self.numeric_features:
                 feat.open_clipped = 0.0
-            feat.window.close_block()
+                feat.window.close_block()
+        # (with `packed`, the numeric windows never held this block)
+        for cfeat in self.categorical_features:
+            cfeat.window.close_block()
         self.blocks_closed += 1
         if not self.evaluate:
             return []
@@ -896,14 +900,13 @@ class StreamPartition:
     def _block_summary(self, meta: list[Any], next_time: int, packed: Packed | None = None) -> dict[str, Any]:
         block = self._signal(meta, next_time)
         if packed is None:
-            numeric = [f for f in self.features.values() if isinstance(f, NumericFeature)]
+            numeric = self.numeric_features
             packed = ([f.name for f in numeric], [f.packed_bins() for f in numeric], pack([f.packed_row()
                                                                                         for f in numeric]))
         names, bins, values = packed
         block.update(numeric_fields=names, numeric_bins=bins,
                      numeric_values=values if isinstance(values, bytes) else values.tobytes())
-        fields, categories, counts = pack_categorical([f.block_summary() for f in self.features.values()
-                                                       if isinstance(f, CategoricalFeature)])
+        fields, categories, counts = pack_categorical([f.block_summary() for f in self.categorical_features])
         block.update(seq=self.block_seq, events=int(meta[4]), duplicates=int(meta[6]),
                      expected_correct=float(meta[7]), scored=int(meta[8]), categorical_fields=fields,
                      categorical_categories=categories, categorical_counts=counts)

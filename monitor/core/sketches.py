@@ -237,6 +237,7 @@ class CategoricalWindow:
         self.max_categories = max_categories
         self.blocks = blocks
         self.vocab: list[str] = list(vocab or [])
+        self._known: set[str] = set(self.vocab)  # the vocabulary as a set (kept in step with `vocab`)
         self.closed: list[dict[str, int]] = []
         self.open: dict[str, int] = {}
 
@@ -251,7 +252,7 @@ class CategoricalWindow:
     def add_counts(self, tally: dict[str, int], count: int, missing: int, allowed: set[str] | None = None) -> None:
         """Merge the counts of `count` values (`missing` of them missing; `tally`: the others by category) into
         the open block; the vocabulary grows by first sight, categories of one call in sorted order."""
-        known = set(self.vocab)
+        known = self._known
         for cat, cnt in sorted(tally.items()):
             if cat not in known and len(self.vocab) < self.max_categories:
                 self.vocab.append(cat)
@@ -282,5 +283,6 @@ class CategoricalWindow:
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.vocab = list(state["vocab"])
+        self._known = set(self.vocab)
         self.closed = [dict(b) for b in state["closed"]]
         self.open = dict(state["open"])
