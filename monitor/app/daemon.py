@@ -214,6 +214,9 @@ class Daemon:
             self.lost.pop(tp, None)
             self.lags.pop(tp, None)
             self.aligned.discard(tp)
+            processor = self.processors.get(tp[0])
+            model = None if processor is None or isinstance(processor, ModelProcessor) else processor.model.name
+            self.metrics.forget_partition(tp[0], tp[1], model, getattr(processor, "stream", None))
         self.outbox.release(gone)
 
     # -- the loop -------------------------------------------------------------------------------

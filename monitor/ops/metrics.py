@@ -46,3 +46,25 @@ class Metrics:
                                  "(counted, never reopening it)", ["model", "stream"], registry=r)
         self.duplicate_blocks = Gauge("monitor_duplicate_blocks", "Block summaries re-sent after a crash and "
                                       "dropped by sequence number", ["model", "stream"], registry=r)
+
+    def forget_partition(self, topic: str, partition: int, model: str | None = None, stream: str | None = None
+                         ) -> None:
+        """Drop the series of a partition this replica gave up: its next owner reports them, and a sum over
+        replicas (lag in a dashboard or an alert rule) must not count them twice."""
+        p = str(partition)
+        _remove(self.lag, ("topic", "partition"), {"topic": topic, "partition": p})
+        _remove(self.state_lost, ("topic", "partition"), {"topic": topic, "partition": p})
+        if model is not None:
+            _remove(self.joins, ("model", "partition", "result"), {"model": model, "partition": p})
+            if stream is not None:
+                _remove(self.drift, ("model", "stream", "feature", "statistic", "partition"),
+                        {"model": model, "stream": stream, "partition": p})
+
+
+def _remove(metric: Gauge, names: tuple[str, ...], match: dict[str, str]) -> None:
+    """Remove every child of `metric` (label names `names`, in order) whose labels include `match`."""
+    for family in metric.collect():
+        seen = {tuple(s.labels[n] for n in names) for s in family.samples
+                if all(s.labels.get(k) == v for k, v in match.items())}
+        for values in seen:
+            metric.remove(*values)
