@@ -187,6 +187,7 @@ class NumericFeature:
             self.mean, self.std = profile.mean, profile.std  # standardise with the reference: no warm-up
         self.window = NumericWindow(hist_len, blocks, edges)
         self.open_clipped = 0.0  # sum of the open block's finite values clipped to the reference mean +- clip_z std
+        self.edges_due: int | None = None  # event number after whose block the warm-up's bin edges apply
         self._new_detectors()
 
     def _new_detectors(self) -> None:
@@ -258,15 +259,34 @@ class NumericFeature:
             self.mean = s / n
             var = max(ss / n - self.mean * self.mean, 0.0) * n / (n - 1)
             self.std = math.sqrt(var) if var > 0 else 1.0
-            if self.window.edges is None:
+            if self.window.edges is None and self.window.next_edges is None:
                 half = 4.0 * self.std
-                self.window.edges = np.linspace(self.mean - half, self.mean + half, self.checks.histogram_bins + 1)
+                self.window.next_edges = np.linspace(self.mean - half, self.mean + half,
+                                                     self.checks.histogram_bins + 1)
         return len(taken)
 
-    def detector_input(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Indices and standardised, clipped values of the usable values past the warm-up."""
+    def warm_up_batch(self, values: np.ndarray, first_event: int) -> int:
+        """Feed the warm-up from a batch, before its values join the windows; return how many it took.
+
+        When the warm-up completes (no reference), its bin edges are due from the block after the one that
+        holds the value completing it, wherever the batches were cut (`edges_due`: that value's event number).
+        """
         usable = self._usable(values)
         taken = self._warm_up(values, usable)
+        if taken and self.window.next_edges is not None and self.edges_due is None:
+            self.edges_due = first_event + int(usable[taken - 1])
+        return taken
+
+    def adopt_edges(self, last_event: int) -> None:
+        """A block ending at `last_event` closed: the warm-up's edges apply from the next block if due."""
+        if self.edges_due is not None and self.edges_due <= last_event and self.window.next_edges is not None:
+            self.window.edges, self.window.next_edges = self.window.next_edges, None
+            self.edges_due = None
+
+    def detector_input(self, values: np.ndarray, taken: int) -> tuple[np.ndarray, np.ndarray]:
+        """Indices and standardised, clipped values of the usable values past the warm-up (`taken` of this
+        batch's usable values went to it: `warm_up_batch`)."""
+        usable = self._usable(values)
         idx = usable[taken:]
         if self.mean is None or self.std is None or not len(idx):
             return idx[:0], values[:0]
@@ -344,6 +364,7 @@ class NumericFeature:
             "std": self.std,
             "window": self.window.to_state(),
             "open_clipped": self.open_clipped,
+            "edges_due": self.edges_due,
             "adwin": self.adwin.to_state(),
             "page_hinkley": self.ph.to_state(),
         }
@@ -356,6 +377,7 @@ class NumericFeature:
         self.mean, self.std = state["mean"], state["std"]
         self.window.load_state(state["window"])
         self.open_clipped = float(state.get("open_clipped", 0.0))
+        self.edges_due = state.get("edges_due")
         self.adwin.load_state(state["adwin"])
         self.ph.load_state(state["page_hinkley"])
 
@@ -728,6 +750,9 @@ class StreamPartition:
         runs = list(zip([0, *cuts.tolist()], [*cuts.tolist(), n], strict=True))
         snapshots: list[tuple[int, int | None, int]] = []
         events_before = self.events
+        # The warm-up (per-partition detectors only) sees the batch before its windows do: see `warm_up_batch`.
+        warm_taken = {f.name: f.warm_up_batch(values, events_before) if self.evaluate else 0
+                      for f, values, _missing in numeric}
         # Stage 1 of the model view (no per-partition evaluation, so no example offsets): every run's block of
         # every numeric feature in a few numpy calls per feature instead of a loop over the runs.
         vectorised = bool(numeric) and not any(f.window.track_examples for f, _, _ in numeric)
@@ -778,7 +803,7 @@ class StreamPartition:
             feat.totals = merge_numeric([feat.totals, batch_totals])
             if not self.evaluate:
                 continue
-            idx, z = feat.detector_input(values)
+            idx, z = feat.detector_input(values, warm_taken[feat.name])
             if not len(idx):
                 continue
             checks = feat.checks
@@ -887,6 +912,7 @@ class StreamPartition:
             for feat in self.numeric_features:
                 feat.open_clipped = 0.0
                 feat.window.close_block()
+                feat.adopt_edges(event_number - 1)
         # (with `packed`, the numeric windows never held this block)
         for cfeat in self.categorical_features:
             cfeat.window.close_block()

@@ -145,6 +145,9 @@ class NumericWindow:
         self.hist_len = hist_len
         self.blocks = blocks
         self.edges = edges
+        # Bin edges found while a block is open (the warm-up's): they apply from the next block on, so every
+        # block is binned whole or not at all, wherever the batches were cut.
+        self.next_edges: np.ndarray | None = None
         self.closed: list[np.ndarray] = []
         self.open: np.ndarray | None = None
         # First offset seen in each bin of the open block, then of the last closed block (evidence).
@@ -189,6 +192,7 @@ class NumericWindow:
     def to_state(self) -> dict[str, Any]:
         return {
             "edges": None if self.edges is None else self.edges.tolist(),
+            "next_edges": None if self.next_edges is None else self.next_edges.tolist(),
             "closed": [pack_array(b) for b in self.closed],
             "open": None if self.open is None else pack_array(self.open),
             "examples_open": self.examples_open,
@@ -197,6 +201,7 @@ class NumericWindow:
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.edges = None if state["edges"] is None else np.array(state["edges"], dtype=float)
+        self.next_edges = None if state.get("next_edges") is None else np.array(state["next_edges"], dtype=float)
         self.closed = [unpack_array(b) for b in state["closed"]]
         self.open = None if state["open"] is None else unpack_array(state["open"])
         self.examples_open = list(state["examples_open"])
@@ -250,10 +255,11 @@ class CategoricalWindow:
         self.add_counts(tally, len(values), int(missing.sum()), allowed)
 
     def add_counts(self, tally: dict[str, int], count: int, missing: int, allowed: set[str] | None = None) -> None:
-        """Merge the counts of `count` values (`missing` of them missing; `tally`: the others by category) into
-        the open block; the vocabulary grows by first sight, categories of one call in sorted order."""
+        """Merge the counts of `count` values (`missing` of them missing; `tally`: the others by category, in the
+        order of their first value) into the open block. The vocabulary grows in the order categories first
+        appear in the stream, so where batches were cut changes nothing (nor which ones a full one keeps)."""
         known = self._known
-        for cat, cnt in sorted(tally.items()):
+        for cat, cnt in tally.items():
             if cat not in known and len(self.vocab) < self.max_categories:
                 self.vocab.append(cat)
                 known.add(cat)
