@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.helpers import (
     BackgroundProducer,
@@ -123,3 +124,27 @@ def test_broker_restarted(private: PrivateStack, setup: Setup, daemons: list[Dae
     private.run("start-service", "kafka")
     figures = _finish(setup, d, stream, config)
     print(f"scenario 6: broker restart (down {time.monotonic() - stopped:.0f} s incl. catch-up); {figures}")
+
+
+def test_a_broker_outage_longer_than_freshness_raises_no_silence(private: PrivateStack, setup: Setup,
+                                                                  daemons: list[DaemonProcess]) -> None:
+    """Issue 11 #6: while the daemon cannot reach Kafka, a quiet partition says nothing about the stream: a
+    broker down for twice `freshness_s` raises no `stream_stopped`, and everything is counted once after.
+    (freshness_s 12 s: longer than librdkafka's 10 s reconnect backoff, so the producer is back in time.)"""
+    config = fast_config(setup, http={"host": "127.0.0.1", "port": setup.http_port})
+    raw = yaml.safe_load(config.read_text())
+    raw["models"][0]["freshness_s"] = 12.0
+    config.write_text(yaml.safe_dump(raw))
+    stream = BackgroundProducer(setup, 20_000, rate=2_000, seed=42, incidents=INCIDENTS, bad=BAD)
+    d = DaemonProcess(config, setup.tmp / "daemon.log").start()
+    daemons.append(d)
+    wait_for_log(d, "partitions.assigned", 60)
+    wait_until(lambda: stored_offsets(setup) > 3_000, 60, "progress before the fault")
+    private.run("stop-service", "kafka")
+    wait_until(lambda: any(e.get("event") == "kafka.error" for e in d.logs()), 30, "the daemon to see the outage")
+    time.sleep(24)  # the outage itself: twice freshness_s
+    private.run("start-service", "kafka")
+    figures = _finish(setup, d, stream, config)
+    silences = [e for e in d.logs() if e.get("event") == "alert.raised" and e.get("check") == "stream_stopped"]
+    assert silences == [], silences
+    print(f"broker down 24 s with freshness_s 12: no silence alert; {figures}")

@@ -430,6 +430,12 @@ class Daemon:
         """Once a second, per owned input partition: tell the model stage when it has gone idle (read to its
         end, no event for `idle_timeout_s`), and raise VOLUME when no event came for the model's `freshness_s`."""
         now = time.monotonic()
+        if self.outage == "kafka":
+            # We cannot read: a quiet partition says nothing about the stream. Its silence clock restarts
+            # when the brokers answer again.
+            for tp in self.owned:
+                self.last_seen[tp] = now
+            return
         if now - self._last_silence_check < 1.0:
             return
         self._last_silence_check = now
