@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -168,3 +169,32 @@ def test_the_summary_fast_path_makes_the_blocks_the_per_event_path_makes(
     got, want = blocks(fast), blocks(slow)
     assert len(got) == len(want)
     assert _close(got, want)
+
+
+@settings(max_examples=60, deadline=None)
+@given(offset=st.sampled_from([0.0, 1.7e9, -3e12]), spread=st.sampled_from([5.0, 0.3]),
+       cuts=st.lists(st.integers(1, 600), max_size=6), seed=st.integers(0, 10_000))
+def test_the_warm_up_moments_are_exact_at_any_magnitude(offset: float, spread: float, cuts: list[int],
+                                                        seed: int) -> None:
+    """Issue 11 #3: the warm-up's mean and std (standardising the per-partition detectors without a reference)
+    match numpy's two-pass figures at any offset, however the values are cut into batches. A sum of squares
+    gave a negative variance at 1.7e9 +- 5 (std fell back to 1.0) and std 39 at 1.7e9 +- 0.3."""
+    from monitor.core.partition import Limits, NumericFeature
+    from monitor.core.schema import FieldSpec
+    from monitor.settings import CheckSettings
+
+    checks = CheckSettings(warmup=500)
+    feat = NumericFeature(FieldSpec("x", "numeric", False), checks, 1, None, Limits.build(checks, None, []), None)
+    values = offset + spread * np.random.default_rng(seed).normal(size=700)
+    first = 0
+    for cut in [*sorted(set(cuts)), 700]:
+        if cut > first:
+            feat.warm_up_batch(values[first:cut], first)
+            first = cut
+    head = values[:500]
+    want_std = float(np.std(head - head[0], ddof=1))  # de-meaned first: numpy's own two passes stay exact
+    assert feat.mean is not None and feat.std is not None
+    assert abs(feat.mean - float(np.mean(head))) <= 1e-9 * max(abs(offset), 1.0) + 1e-9 * spread
+    # At -3e12 a double's step is 5e-4, so the inputs themselves are coarse: agreement to 1e-4 is exact enough
+    # (the old sums were off by orders of magnitude).
+    assert feat.std == pytest.approx(want_std, rel=1e-4)

@@ -175,7 +175,9 @@ class NumericFeature:
         self.ref_version = ref_version
         self.totals = np.zeros(HEAD)
         self.totals[MIN], self.totals[MAX] = np.inf, -np.inf
-        self.warm = [0.0, 0.0, 0.0]  # n, sum, sum of squares of the first `warmup` finite values
+        # n, mean and M2 (sum of squared deviations) of the first `warmup` finite values: Chan's parallel
+        # update, batch by batch, stays exact at any magnitude (a sum of squares does not: 1.7e9 +- 5).
+        self.warm = [0.0, 0.0, 0.0]
         self.mean: float | None = None
         self.std: float | None = None
         if profile is not None and profile.edges:
@@ -251,13 +253,18 @@ class NumericFeature:
         if self.mean is not None or need <= 0:
             return 0
         taken = values[idx[:need]]
-        self.warm[0] += len(taken)
-        self.warm[1] += float(taken.sum())
-        self.warm[2] += float(np.dot(taken, taken))
+        if len(taken):
+            n_b = float(len(taken))
+            mean_b = float(taken.mean())
+            m2_b = float(np.sum((taken - mean_b) ** 2))  # two passes over the batch: stable
+            n_a, mean_a, m2_a = self.warm
+            n = n_a + n_b
+            delta = mean_b - mean_a
+            self.warm = [n, mean_a + delta * n_b / n, m2_a + m2_b + delta * delta * n_a * n_b / n]
         if self.warm[0] >= self.checks.warmup:
-            n, s, ss = self.warm
-            self.mean = s / n
-            var = max(ss / n - self.mean * self.mean, 0.0) * n / (n - 1)
+            n, mean, m2 = self.warm
+            self.mean = mean
+            var = m2 / (n - 1) if n > 1 else 0.0
             self.std = math.sqrt(var) if var > 0 else 1.0
             if self.window.edges is None and self.window.next_edges is None:
                 half = 4.0 * self.std
@@ -359,7 +366,7 @@ class NumericFeature:
             "kind": self.kind,
             "ref_version": self.ref_version,
             "totals": self.totals.tolist(),
-            "warm": self.warm,
+            "warm": {"n": self.warm[0], "mean": self.warm[1], "m2": self.warm[2]},
             "mean": self.mean,
             "std": self.std,
             "window": self.window.to_state(),
@@ -373,7 +380,13 @@ class NumericFeature:
         self.totals = np.array(state["totals"], dtype=float)
         if state.get("ref_version") != self.ref_version:
             return  # a new reference: new bins and standardisation, so windows and detectors start afresh
-        self.warm = [float(x) for x in state["warm"]]
+        warm = state["warm"]
+        if isinstance(warm, dict):
+            self.warm = [float(warm["n"]), float(warm["mean"]), float(warm["m2"])]
+        else:  # before 0.2: [n, sum, sum of squares]
+            n, s, ss = (float(x) for x in warm)
+            mean = s / n if n else 0.0
+            self.warm = [n, mean, max(ss - n * mean * mean, 0.0)]
         self.mean, self.std = state["mean"], state["std"]
         self.window.load_state(state["window"])
         self.open_clipped = float(state.get("open_clipped", 0.0))
