@@ -122,6 +122,8 @@ class WindowSettings(_Strict):
     mode: Literal["sliding", "tumbling"] = Field(
         "sliding", description="sliding: evaluate at every block; tumbling: every `blocks` blocks")
     resolve_windows: int = Field(3, ge=1, description="evaluations under the threshold before RESOLVED")
+    resolve_margin: float = Field(0.2, ge=0, lt=1, description="a window check counts toward RESOLVED only "
+                                  "when clear of its threshold by this share (no flapping around it)")
 
 
 class CheckSettings(_Strict):

@@ -204,6 +204,24 @@ def test_incident_lifecycle_by_hand() -> None:
     assert ids == [[a.alert_id for a in first.update(r, WindowSpan(i, i, i, 100))] for i, r in enumerate(steps)]
 
 
+def test_a_borderline_drift_does_not_flap() -> None:
+    """Issue 11 #16: PSI hovering around its threshold opened and resolved a check four times in 3,000 events.
+    With a margin, a check counts toward RESOLVED only when clear of its threshold by `resolve_margin`: just
+    under it keeps the incident open; well under it resolves it. Without a margin it flaps."""
+    def run(margin: float) -> list[str]:
+        inc = Incidents("m", "features", "t", features=10, resolve_windows=2, model_share=0.3,
+                        resolve_margin=margin)
+        statistics = [0.21, 0.19, 0.18, 0.19, 0.22, 0.19, 0.19, 0.18, 0.21, 0.19, 0.19, 0.05, 0.05]
+        out = []
+        for i, psi in enumerate(statistics):
+            r = CheckResult("a", "psi", AlertKind.DRIFT, psi, 0.2, psi > 0.2, partitions=(0,))
+            out += [a.status for a in inc.update([r], WindowSpan(i, i, i, 100))]
+        return out
+
+    assert run(0.2) == ["OPEN", "RESOLVED"]  # opened once; resolved once well under 0.16
+    assert run(0.0).count("OPEN") == 3  # the flapping a margin prevents
+
+
 def test_merged_totals_equal_the_stream_totals(tmp_path: Path, reference: ReferenceProfile) -> None:
     """The model stage's counts and sums are the stream's, computed here from the rows with numpy."""
     settings = settings_for(tmp_path)

@@ -67,10 +67,11 @@ class Incidents:
     """The open incidents of one model stream and their OPEN / UPDATED / RESOLVED transitions."""
 
     def __init__(self, model: str, stream: str, topic: str, features: int, resolve_windows: int,
-                 model_share: float) -> None:
+                 model_share: float, resolve_margin: float = 0.0) -> None:
         self.model, self.stream, self.topic = model, stream, topic
         self.features = features
         self.resolve_windows = resolve_windows
+        self.resolve_margin = resolve_margin
         self.model_share = model_share
         # field -> {"field", "kind", "opened", "severity", "first_time", "checks": {key: {...}}}
         self.open: dict[str, dict[str, Any]] = {}
@@ -126,7 +127,9 @@ class Incidents:
                     continue
                 # Event checks (detectors, schema changes) pass by not firing; window checks by passing.
                 passed = passing.get((chk["field"], chk["check"]))
-                if passed is not None or chk["check"] in EVENT_CHECKS:
+                if passed is not None and not self._clear(passed):
+                    chk["quiet"] = 0  # back under its threshold, not yet by the margin: not resolving
+                elif passed is not None or chk["check"] in EVENT_CHECKS:
                     chk["quiet"] += 1
                 if passed is not None:  # what it is now: a RESOLVED alert shows the passing value
                     chk["statistic"], chk["threshold"] = passed.statistic, passed.threshold
@@ -145,6 +148,14 @@ class Incidents:
                 if status == "RESOLVED":
                     del self.open[key]
         return alerts
+
+    def _clear(self, passed: CheckResult) -> bool:
+        """A passing window check clear of its threshold by `resolve_margin` (hysteresis against flapping)."""
+        if passed.check in NO_MARGIN:
+            return True
+        if passed.check in LOWER_IS_WORSE:
+            return passed.statistic >= passed.threshold * (1.0 + self.resolve_margin)
+        return passed.statistic <= passed.threshold * (1.0 - self.resolve_margin)
 
     def _severity(self, inc: dict[str, Any]) -> str:
         ranks = [severity_for(_finding(c, "OPEN", 0)) for c in inc["checks"].values()]
@@ -206,6 +217,10 @@ class Incidents:
         self.open = dict((state or {}).get("open", {}))
 
 
+# Window checks that fire below their threshold (the others fire above it), and one whose threshold is not
+# a scale (an accuracy: 1.2 x 0.87 is out of reach): it resolves by passing, as before.
+LOWER_IS_WORSE = {"low_rate"}
+NO_MARGIN = {"cbpe_accuracy"}
 # Checks that are events rather than window states: they pass by not firing.
 EVENT_CHECKS = {"cusum", "adwin", "page_hinkley", "schema_field_missing", "schema_field_added",
                 "schema_type_changed", "schema_new_version"}

@@ -114,7 +114,8 @@ class ModelStream:
                        "gaps": 0, "forced_closes": 0}
         self.signals: list[CheckResult] = []  # schema changes since the last evaluation
         self.incidents = Incidents(model, stream, topic, len(self.features), window.resolve_windows,
-                                   view.model_incident_share if stream == "features" else 0.0)
+                                   view.model_incident_share if stream == "features" else 0.0,
+                                   window.resolve_margin)
         # The input topic's partition count: one never heard from (no block, no idle signal) holds the watermark.
         self.expected_partitions = expected_partitions
         self.last_results: list[CheckResult] = []  # the last evaluation (not stored; metrics)
