@@ -175,9 +175,11 @@ class NumericFeature:
         self.ref_version = ref_version
         self.totals = np.zeros(HEAD)
         self.totals[MIN], self.totals[MAX] = np.inf, -np.inf
-        # n, mean and M2 (sum of squared deviations) of the first `warmup` finite values: Chan's parallel
-        # update, batch by batch, stays exact at any magnitude (a sum of squares does not: 1.7e9 +- 5).
+        # n, mean and M2 (sum of squared deviations) of the first `warmup` finite values, all taken relative
+        # to the first of them (`warm_shift`, exact to subtract from its neighbours): Chan's parallel update,
+        # batch by batch, stays exact at any magnitude (a sum of squares does not: 1.7e9 +- 5).
         self.warm = [0.0, 0.0, 0.0]
+        self.warm_shift = 0.0
         self.mean: float | None = None
         self.std: float | None = None
         if profile is not None and profile.edges:
@@ -254,16 +256,19 @@ class NumericFeature:
             return 0
         taken = values[idx[:need]]
         if len(taken):
+            if self.warm[0] == 0:
+                self.warm_shift = float(taken[0])
+            shifted = taken - self.warm_shift
             n_b = float(len(taken))
-            mean_b = float(taken.mean())
-            m2_b = float(np.sum((taken - mean_b) ** 2))  # two passes over the batch: stable
+            mean_b = float(shifted.mean())
+            m2_b = float(np.sum((shifted - mean_b) ** 2))  # two passes over the batch: stable
             n_a, mean_a, m2_a = self.warm
             n = n_a + n_b
             delta = mean_b - mean_a
             self.warm = [n, mean_a + delta * n_b / n, m2_a + m2_b + delta * delta * n_a * n_b / n]
         if self.warm[0] >= self.checks.warmup:
             n, mean, m2 = self.warm
-            self.mean = mean
+            self.mean = self.warm_shift + mean
             var = m2 / (n - 1) if n > 1 else 0.0
             self.std = math.sqrt(var) if var > 0 else 1.0
             if self.window.edges is None and self.window.next_edges is None:
@@ -366,7 +371,7 @@ class NumericFeature:
             "kind": self.kind,
             "ref_version": self.ref_version,
             "totals": self.totals.tolist(),
-            "warm": {"n": self.warm[0], "mean": self.warm[1], "m2": self.warm[2]},
+            "warm": {"n": self.warm[0], "mean": self.warm[1], "m2": self.warm[2], "shift": self.warm_shift},
             "mean": self.mean,
             "std": self.std,
             "window": self.window.to_state(),
@@ -383,6 +388,7 @@ class NumericFeature:
         warm = state["warm"]
         if isinstance(warm, dict):
             self.warm = [float(warm["n"]), float(warm["mean"]), float(warm["m2"])]
+            self.warm_shift = float(warm.get("shift", 0.0))
         else:  # before 0.2: [n, sum, sum of squares]
             n, s, ss = (float(x) for x in warm)
             mean = s / n if n else 0.0
