@@ -289,3 +289,30 @@ def test_concept_drift_opens_once_and_resolves_with_hysteresis() -> None:
     # so they do not count towards resolving; the second 0.90 window resolves.
     assert statuses == [(1, "OPEN"), (5, "RESOLVED")]
     assert part.counts["joined"] == 6000
+
+
+def test_a_nan_prediction_is_counted_and_kept_out_of_the_error_detectors() -> None:
+    """Issue 11 #2: one NaN regressor prediction used to leave ADWIN's total at nan for good, and a +3 MAE
+    shift later went unseen. Now it is counted (`non_finite`) and the shift is found after it starts."""
+    from monitor.core.labels import LabelPartition, LabelRow
+    from monitor.settings import PerformanceSettings
+
+    settings = PerformanceSettings(block_size=500, blocks=2, detectors=["adwin"])
+    part = LabelPartition("m", "t", 0, "regressor", settings, None)
+    rng = np.random.default_rng(11)
+    found: list[int] = []
+    for batch in range(8):
+        rows, lookups = [], {}
+        for j in range(500):
+            i = batch * 500 + j
+            label = float(rng.normal())
+            pred = label + float(rng.normal()) + (3.0 if i >= 2500 else 0.0)
+            if i == 400:
+                pred = math.nan
+            rows.append(LabelRow(f"e{i}", label, None, i))
+            lookups[f"e{i}"] = (None, pred, None, None)
+        found += [f.event_number for f in part.apply(rows, lookups).findings if f.check == "adwin"]
+    assert math.isfinite(part.detectors["adwin"].to_state()["total"])
+    # event numbers count joined pairs: the shift starts at the 2,500th (2,499 with the NaN one left out)
+    assert found and all(n > 2499 for n in found) and min(found) < 3000, found
+    assert part.counts["non_finite"] == 1 and part.counts["joined"] == 3999

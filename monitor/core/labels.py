@@ -160,7 +160,7 @@ class LabelPartition:
         self.settings = settings
         self.events = 0  # label records consumed (valid)
         self.rejects = 0
-        self.counts = {"joined": 0, "duplicates": 0, "early": 0, "expired": 0, "evicted": 0}
+        self.counts = {"joined": 0, "duplicates": 0, "early": 0, "expired": 0, "evicted": 0, "non_finite": 0}
         self.lag_sum_ms = 0
         self.pending: dict[str, list[Any]] = {}  # id -> [label, label_time, offset], oldest first
         self.max_label_time = -1
@@ -239,6 +239,14 @@ class LabelPartition:
             return JoinResult(findings, 0)
         ids = [j[0] for j in joined]
         self.joined_ids.duplicates(ids)  # remember them; duplicates among them were filtered above
+        # A NaN or infinite label or prediction would poison the window's metrics and the error detectors for
+        # good (an ADWIN total of nan): counted, kept out. (The prediction stream's nan_rate check names them.)
+        usable = [j for j in joined if math.isfinite(float(j[1][0])) and math.isfinite(float(j[2][1]))]
+        if len(usable) < len(joined):
+            self.counts["non_finite"] = self.counts.get("non_finite", 0) + len(joined) - len(usable)
+            joined = usable
+            if not joined:
+                return JoinResult(findings, 0)
         labels = np.array([j[1][0] for j in joined], dtype=float)
         offsets = np.array([j[1][2] for j in joined], dtype=np.int64)
         ltimes = [j[1][1] for j in joined]
