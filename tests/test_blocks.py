@@ -7,17 +7,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from monitor.app.models import ModelProcessor
-from monitor.app.pipeline import StreamProcessor, build_processors
+from monitor.app.pipeline import StreamProcessor
 from monitor.core.blocks import CLIPPED, ROW_HEAD, Layout, pack, pack_categorical, unpack_categorical
 from monitor.core.sketches import HEAD, MAX, MIN
 from monitor.core.types import RawRecord
 from monitor.io.avro import encode_plain
-from monitor.settings import load_settings
+from tests.helpers import small_model
 
 NAMES = ["a", "b", "c", "d", "e"]
 small = st.floats(-1e6, 1e6, allow_nan=False)
@@ -86,19 +85,7 @@ def test_empty_is_the_identity_of_merge() -> None:
 
 
 def _processors(tmp: Path) -> tuple[StreamProcessor, ModelProcessor]:
-    schema = {"type": "record", "name": "R", "fields": [
-        {"name": "event_id", "type": "string"}, {"name": "event_time", "type": "long"},
-        {"name": "x", "type": "double"}, {"name": "y", "type": "double"}]}
-    (tmp / "r.avsc").write_text(json.dumps(schema))
-    cfg = {"window": {"by": "time", "block_ms": 1000, "blocks": 3},
-           "models": [{"name": "m", "features": {"topic": "m.f", "schema": "r.avsc"}}]}
-    (tmp / "m.yaml").write_text(yaml.safe_dump(cfg))
-    s = load_settings(tmp / "m.yaml", environ={})
-    proc = build_processors(s)["m.f"]
-    assert isinstance(proc, StreamProcessor)
-    models = ModelProcessor(s, {"m.f": proc})
-    models.input_partitions = {"m.f": 1}
-    return proc, models
+    return small_model(tmp, [{"name": "x", "type": "double"}, {"name": "y", "type": "double"}])
 
 
 def test_a_block_whose_values_do_not_match_its_fields_is_dead_lettered_and_changes_nothing(tmp_path: Path) -> None:

@@ -8,16 +8,15 @@ from typing import Any
 
 import numpy as np
 import pytest
-import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from monitor.app.models import ModelProcessor
-from monitor.app.pipeline import StreamProcessor, build_processors
+from monitor.app.pipeline import StreamProcessor
 from monitor.core.sketches import numeric_block, numeric_blocks, pack_array, unpack_array
 from monitor.core.types import RawRecord
 from monitor.io.avro import encode_plain
-from monitor.settings import load_settings
+from tests.helpers import small_model
 
 finite_or_not = st.one_of(st.floats(allow_nan=True, allow_infinity=True, width=64),
                           st.sampled_from([0.0, -1.0, 1e12, -1e-12, 7.0, -2.0, 5.0, -0.5, 0.5, 3.0]))
@@ -42,19 +41,20 @@ def test_blocks_of_all_runs_at_once_equal_one_run_at_a_time(values: list[float],
 
 
 def _processors(tmp: Path, partition_alerts: bool = False) -> tuple[StreamProcessor, ModelProcessor]:
-    schema = {"type": "record", "name": "R", "fields": [
-        {"name": "event_id", "type": "string"}, {"name": "event_time", "type": "long"},
-        {"name": "x", "type": ["null", "double"], "default": None}, {"name": "c", "type": "string"}]}
-    (tmp / "r.avsc").write_text(json.dumps(schema))
-    cfg = {"window": {"by": "time", "block_ms": 1000, "blocks": 3}, "partition_alerts": partition_alerts,
-           "models": [{"name": "m", "features": {"topic": "m.f", "schema": "r.avsc"}}]}
-    (tmp / "m.yaml").write_text(yaml.safe_dump(cfg))
-    s = load_settings(tmp / "m.yaml", environ={})
-    proc = build_processors(s)["m.f"]
-    assert isinstance(proc, StreamProcessor)
-    models = ModelProcessor(s, {"m.f": proc})
-    models.input_partitions = {"m.f": 1}
-    return proc, models
+    return small_model(tmp, [{"name": "x", "type": ["null", "double"], "default": None},
+                             {"name": "c", "type": "string"}], partition_alerts)
+
+
+def _blocks_in_batches(proc: StreamProcessor, records: list[RawRecord], sizes: list[int]) -> list[dict[str, Any]]:
+    """Stage 1's blocks for `records` cut into batches of `sizes` (cycled), from a fresh partition."""
+    part = proc.new_partition(0)
+    blocks: list[dict[str, Any]] = []
+    lo, k = 0, 0
+    while lo < len(records):
+        size = sizes[k % len(sizes)]
+        blocks += proc.process(part, records[lo:lo + size]).blocks
+        lo, k = lo + size, k + 1
+    return blocks
 
 
 @settings(max_examples=40, deadline=None)
@@ -76,14 +76,8 @@ def test_any_batch_split_gives_the_same_blocks_and_model_state(tmp_path_factory:
         records.append(RawRecord("m.f", 0, i, None, encode_plain(schema, row)))
 
     def run(sizes: list[int]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-        part = proc.new_partition(0)
         mpart = models.new_partition(0)
-        blocks: list[dict[str, Any]] = []
-        lo, k = 0, 0
-        while lo < len(records):
-            size = sizes[k % len(sizes)]
-            blocks += proc.process(part, records[lo:lo + size]).blocks
-            lo, k = lo + size, k + 1
+        blocks = _blocks_in_batches(proc, records, sizes)
         for n, b in enumerate(blocks):
             models.process(mpart, [RawRecord("blocks", 0, n, b"m", models.codec.encode([b]))])
         state = json.loads(mpart.to_fields().get("m/features", b"{}"))
@@ -157,14 +151,7 @@ def test_the_summary_fast_path_makes_the_blocks_the_per_event_path_makes(
     def blocks(proc: StreamProcessor) -> list[dict[str, Any]]:
         schema = proc.decoder.reader_schema
         records = [RawRecord("m.f", 0, i, None, encode_plain(schema, r)) for i, r in enumerate(rows)]
-        part = proc.new_partition(0)
-        out: list[dict[str, Any]] = []
-        lo, k = 0, 0
-        while lo < len(records):
-            size = split[k % len(split)]
-            out += proc.process(part, records[lo:lo + size]).blocks
-            lo, k = lo + size, k + 1
-        return [_plain(b) for b in out]
+        return [_plain(b) for b in _blocks_in_batches(proc, records, split)]
 
     got, want = blocks(fast), blocks(slow)
     assert len(got) == len(want)
