@@ -26,7 +26,14 @@ class DecodeError(MonitorError):
 
 
 class DependencyUnavailable(MonitorError):
-    """Redis, Kafka or a schema registry is unreachable: pause and retry, never dead-letter."""
+    """Redis, Kafka or a schema registry is unreachable: pause and retry, never dead-letter.
+
+    `dependency` names it (`redis`, `kafka`, `schema_registry`, ...): the label of the outage metric and log;
+    by default the message's prefix before the first colon."""
+
+    def __init__(self, message: str, dependency: str | None = None) -> None:
+        super().__init__(message)
+        self.dependency = dependency or message.split(":", 1)[0].strip().replace(" ", "_")
 
 
 class FencedError(MonitorError):

@@ -124,6 +124,11 @@ class WindowSettings(_Strict):
     resolve_windows: int = Field(3, ge=1, description="evaluations under the threshold before RESOLVED")
     resolve_margin: float = Field(0.2, ge=0, lt=1, description="a window check counts toward RESOLVED only "
                                   "when clear of its threshold by this share (no flapping around it)")
+    max_lateness_s: float = Field(86_400.0, gt=0, description="by: time: an event time earlier than the "
+                                  "partition's latest by more than this is out of bounds (counted, never moves "
+                                  "the windows: the event joins the open block)")
+    max_future_s: float = Field(300.0, ge=0, description="by: time: an event time later than its Kafka record's "
+                                "timestamp by more than this is out of bounds (a clock or unit error)")
 
 
 class CheckSettings(_Strict):
@@ -217,6 +222,9 @@ class ModelSettings(_Strict):
     min_rate_ratio: float = Field(0.1, ge=0, le=1, description="VOLUME low_rate below this share of the "
                                   "reference's event rate")
     max_duplicate_rate: float = Field(0.01, ge=0, le=1, description="duplicate event ids allowed per window")
+    max_bad_time_rate: float = Field(0.0, ge=0, le=1, description="share of a window's events whose event time "
+                                     "is out of bounds (window.max_lateness_s / max_future_s) before the "
+                                     "DATA_QUALITY event_time check opens (0: any)")
     uniqueness_memory: int = Field(2000, ge=0, le=100_000, description="recent event ids remembered per "
                                    "partition for the duplicate check (0 = off)")
     window: WindowSettings | None = None

@@ -168,10 +168,12 @@ def produce_labels(setup: Setup, events: int, seed: int, delay: int, missing: fl
 
 def produce_simulated(setup: Setup, events: int, incidents: Iterable[str] = (), seed: int = 7,
                       bad: dict[int, tuple[str, bytes]] | None = None, rate: float = 0.0,
-                      transform: Callable[[int, dict[str, Any]], dict[str, Any]] | None = None
+                      transform: Callable[[int, dict[str, Any]], dict[str, Any]] | None = None,
+                      encode: Callable[[int, dict[str, Any]], bytes] | None = None
                       ) -> tuple[list[dict[str, Any]], int]:
     """Produce `events` simulated feature+prediction pairs (key = event id); `bad` maps an event index to a
-    (label, payload) pair to send to the features topic right after that event. Returns the feature rows."""
+    (label, payload) pair to send to the features topic right after that event; `encode` (index, row) ->
+    payload replaces plain Avro for the features. Returns the feature rows."""
     f_schema = load_schema(EXAMPLES / "churn_features.avsc")
     p_schema = load_schema(EXAMPLES / "churn_predictions.avsc")
     sim = Simulator(seed=seed, incidents=[Incident.parse(i) for i in incidents])
@@ -194,7 +196,8 @@ def produce_simulated(setup: Setup, events: int, incidents: Iterable[str] = (), 
             if transform is not None:
                 f = transform(len(rows), f)
             key = f["event_id"].encode()
-            _produce(producer, setup.features, key, encode_plain(f_schema, f), report)
+            value = encode(len(rows), f) if encode is not None else encode_plain(f_schema, f)
+            _produce(producer, setup.features, key, value, report)
             _produce(producer, setup.predictions, key, encode_plain(p_schema, p), report)
             if bad and len(rows) in bad:
                 label, payload = bad[len(rows)]

@@ -65,8 +65,12 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> ReferenceProfile:
 
 
 def records_for(settings: Settings, partitions: int, incidents: list[str], events: int = EVENTS,
-                seed: int = 300, scale: dict[str, float] | None = None) -> dict[tuple[str, int], list[RawRecord]]:
-    """The simulator's features and predictions, keyed by event id over `partitions` partitions."""
+                seed: int = 300, scale: dict[str, float] | None = None,
+                written_time: dict[int, Any] | None = None) -> dict[tuple[str, int], list[RawRecord]]:
+    """The simulator's features and predictions, keyed by event id over `partitions` partitions.
+
+    `written_time`: event index -> a function of the true event time giving the one the record carries (the
+    Kafka timestamp stays the true one, as a producer's clock would have it)."""
     model = settings.models[0]
     assert model.predictions is not None
     topics = {"features": model.features.topic, "predictions": model.predictions.topic}
@@ -80,10 +84,13 @@ def records_for(settings: Settings, partitions: int, incidents: list[str], event
             if scale and i >= ONSET:
                 f = {k: (v * scale[k] if k in scale and isinstance(v, float) else v) for k, v in f.items()}
             part = zlib.crc32(f["event_id"].encode()) % partitions
+            stamp = int(f["event_time"])
+            if written_time and i in written_time:
+                f = {**f, "event_time": written_time[i](stamp)}
             for stream, row in (("features", f), ("predictions", p)):
                 recs = out.setdefault((topics[stream], part), [])
                 recs.append(RawRecord(topics[stream], part, len(recs), f["event_id"].encode(),
-                                      encode_plain(schemas[stream], row), timestamp_ms=int(f["event_time"])))
+                                      encode_plain(schemas[stream], row), timestamp_ms=stamp))
             i += 1
     return out
 
@@ -184,6 +191,34 @@ def test_everything_broken_at_once_is_one_model_wide_incident(tmp_path: Path, re
     assert [(a.feature, a.check) for a in opened] == [("*", "model_incident")], \
         [(a.feature, a.check) for a in opened]
     assert set(opened[0].evidence["features"].split(", ")) >= set(numeric)
+
+
+def test_an_event_time_out_of_bounds_is_counted_and_never_freezes_the_windows(tmp_path: Path,
+                                                                              reference: ReferenceProfile) -> None:
+    """Issue 11 #4: one event time written in microseconds (event 20,000) and one two days late (event 21,000).
+    They used to freeze the partition's time windows for good (the slot of the microsecond time never closed,
+    every later event joined it), so a 30% NaN burst at 24,000 raised nothing. Now both are counted, placed at
+    their partition's watermark, named by one DATA_QUALITY `event_time` incident, and the burst is caught."""
+    settings = settings_for(tmp_path)
+    day_ms = 86_400_000
+    records = records_for(settings, 3, [f"nan_burst:feature=credit_score,start=24000,length=3000,rate=0.3"],
+                          written_time={20_000: lambda t: t * 1000, 21_000: lambda t: t - 2 * day_ms})
+    out = replay(settings, records, {"churn": reference})
+    opened = [(a.feature, a.check, a.kind) for a in out.alerts if a.status == "OPEN"]
+    assert ("event_time", "event_time", AlertKind.DATA_QUALITY) in opened, opened
+    assert ("credit_score", "nan_rate", AlertKind.DATA_QUALITY) in opened, opened
+    bad = {p: part.bad_times for (topic, p), part in out.partitions.items() if topic.endswith("features")}
+    assert sum(bad.values()) == 2, bad
+    time_alert = next(a for a in out.alerts if a.check == "event_time" and a.status == "OPEN")
+    assert {int(x) for x in time_alert.evidence["partitions"].split(",")} == {p for p, n in bad.items() if n}
+    # The windows kept moving: every partition closed a block for each 1 s slot of the 300 s stream (the one
+    # with the microsecond time used to stop at slot 200), and the model's last slot is near the end.
+    assert all(part.block_seq >= 295 for part in out.partitions.values()), \
+        {k: part.block_seq for k, part in out.partitions.items()}
+    view = out.model_parts[0].streams["churn/features"]
+    last = view.slots[-1][6]
+    assert last >= Simulator().start_time_ms + (EVENTS - 200) * INTERVAL_MS, last
+    assert view.counts["late_blocks"] == 0
 
 
 def test_incident_lifecycle_by_hand() -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import yaml
 
 from tests.helpers import (
     BackgroundProducer,
@@ -33,6 +34,7 @@ from tests.helpers import (
 )
 
 pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parent.parent
 INCIDENTS = ["shift:feature=age,start=6000,size=1.5", "nan_burst:feature=credit_score,start=3000,length=1500,rate=0.4"]
 BAD = {i: ("garbage", bytes(range(200, 230))) for i in (500, 4_000, 9_000, 13_000)}
 
@@ -325,3 +327,65 @@ def test_alerts_in_kafka_transactions(setup: Setup, daemons: list[DaemonProcess]
     figures = verify_exactly_once(setup, config, len(rows) + bad)  # reads with isolation.level=read_committed
     assert figures.alerts > 0
     print(f"transactions: {figures}")
+
+
+def test_schema_registry_stopped_and_started_again(setup: Setup, daemons: list[DaemonProcess]) -> None:
+    """Issue 11 #1: the registry process is killed while records with a new schema id arrive; the daemon keeps
+    running, is not ready and retries; once the registry is back it resumes with nothing lost, nothing
+    dead-lettered and nothing applied twice. (It used to exit with code 2.)"""
+    import json
+    import subprocess
+    import sys
+
+    from fastavro import parse_schema
+
+    from monitor.io.avro import encode_confluent, load_schema
+    from tests.helpers import EXAMPLES, free_port
+
+    v1 = json.loads((EXAMPLES / "churn_features.avsc").read_text())
+    v2 = {**v1, "fields": [*v1["fields"], {"name": "channel", "type": ["null", "string"], "default": None}]}
+    schemas = setup.tmp / "schemas.json"
+    schemas.write_text(json.dumps({"1": v1, "2": v2}))
+    port = free_port()
+    server = REPO / "tests" / "registry_server.py"
+
+    def registry() -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen([sys.executable, str(server), "--port", str(port), "--schemas", str(schemas)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(lambda: http_get(port, "/schemas/ids/1")[0] == 200, 30, "the registry to listen")
+        return proc
+
+    w1, w2 = load_schema(EXAMPLES / "churn_features.avsc"), parse_schema(v2)
+    config = fast_config(setup, http={"host": "127.0.0.1", "port": setup.http_port})
+    raw = yaml.safe_load(config.read_text())
+    raw["schema_registry"] = {"url": f"http://127.0.0.1:{port}"}
+    raw["models"][0]["features"]["format"] = "confluent"
+    config.write_text(yaml.safe_dump(raw))
+    reg = registry()
+    try:
+        rows, _ = produce_simulated(setup, 3_000, seed=51, encode=lambda _i, f: encode_confluent(w1, 1, f))
+        d = _start(setup, config, daemons, "registry")
+        wait_until(lambda: stored_offsets(setup, [setup.features]) == len(rows), 90, "schema 1 consumed")
+        reg.kill()
+        reg.wait(10)
+        more, _ = produce_simulated(setup, 3_000, seed=52,
+                                    encode=lambda i, f: encode_confluent(w2, 2, {**f, "channel": f"c{i % 3}"}))
+        wait_until(lambda: http_get(setup.http_port, "/readyz")[0] == 503, 30, "not ready without the registry")
+        # The daemon retries while the registry stays down (each retry reloads the partition), and lives on.
+        wait_until(lambda: sum(e.get("event") == "partition.reloaded" for e in d.logs()) >= 3, 60, "retries")
+        assert d.proc is not None and d.proc.poll() is None, "the daemon must keep running"
+        assert stored_offsets(setup, [setup.features]) == len(rows), "nothing of schema 2 applied yet"
+        reg = registry()
+        total = total_offsets(setup)
+        wait_until(lambda: stored_offsets(setup) == total, 90, "the daemon to reach the end")
+        wait_until(lambda: http_get(setup.http_port, "/readyz")[0] == 200, 30, "ready again")
+        logs = d.logs()
+        down = [e for e in logs if e.get("event") == "dependency.down"]
+        assert [e["dependency"] for e in down] == ["schema_registry"], down
+        assert any(e.get("event") == "dependency.up" and e.get("dependency") == "schema_registry" for e in logs)
+        figures = verify_exactly_once(setup, config, len(rows) + len(more))
+        assert figures.events == len(rows) + len(more) and figures.rejects == 0 and figures.dead_lettered == 0
+        assert d.terminate() == 0
+    finally:
+        reg.kill()
+        reg.wait(10)

@@ -196,15 +196,23 @@ class Daemon:
         log.warning("partitions.lost", partitions=[f"{tp.topic}[{tp.partition}]" for tp in partitions])
 
     def _initial_lags(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        """How much each new partition has to read, before its first batch (event-time alignment needs it)."""
-        for tp in partitions:
-            try:
-                low, high = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=2.0,
-                                                           cached=False)
-            except KafkaException:
+        """How much each new partition has to read, before its first batch (event-time alignment needs it).
+
+        One ListOffsets request per bound for all partitions (timestamp -1 is the log end, -2 its start), not a
+        watermark request per partition: 48 of those took 0.2 s inside the rebalance callback."""
+        request = [TopicPartition(tp.topic, tp.partition) for tp in partitions]
+        try:
+            high = consumer.offsets_for_times([TopicPartition(t.topic, t.partition, -1) for t in request], 5.0)
+            low = consumer.offsets_for_times([TopicPartition(t.topic, t.partition, -2) for t in request], 5.0)
+        except KafkaException as exc:
+            log.warning("kafka.offsets_unavailable", error=str(exc))
+            return
+        for tp, hi, lo in zip(partitions, high, low, strict=True):
+            if hi.error is not None or lo.error is not None or hi.offset < 0:
                 continue
-            start = tp.offset if tp.offset >= 0 else (low if self.settings.start_from == "earliest" else high)
-            self.lags[(tp.topic, tp.partition)] = max(high - start, 0)
+            start = tp.offset if tp.offset >= 0 else (lo.offset if self.settings.start_from == "earliest"
+                                                      else hi.offset)
+            self.lags[(tp.topic, tp.partition)] = max(hi.offset - start, 0)
 
     def _release(self, partitions: list[TopicPartition]) -> None:
         """Forget partitions and their unsent alerts: the next owner re-sends them from the outbox."""
@@ -242,6 +250,7 @@ class Daemon:
         except KafkaException as exc:
             log.warning("kafka.metadata_unavailable", error=str(exc))
         log.info("daemon.started", stage=self.stage, topics=list(self.processors), group=self.group_id)
+        caught_up = True
         try:
             while not self.stop_event.is_set() and self.alive and not self.outbox.fatal:
                 if len(self.outbox) > s.max_outbox:
@@ -251,7 +260,11 @@ class Daemon:
                     continue
                 if self.outage == "alerts":
                     self.outage = None
-                msgs = self.consumer.consume(num_messages=s.batch.max_messages, timeout=s.batch.timeout_s)
+                # Caught up, with outbox entries Kafka has yet to confirm: wake up soon to forget them, rather
+                # than wait out a whole batch timeout. (Busy, a full batch comes first: no smaller batches.)
+                timeout = min(s.batch.timeout_s, 0.05) if caught_up and self.outbox.inflight else s.batch.timeout_s
+                msgs = self.consumer.consume(num_messages=s.batch.max_messages, timeout=timeout)
+                caught_up = len(msgs) < s.batch.max_messages
                 if msgs:
                     self._handle(msgs)
                     self._align()
@@ -325,37 +338,14 @@ class Daemon:
             return None
         self.last_seen[tp] = time.monotonic()
         processor = self.processors[tp[0]]
-        if isinstance(processor, ModelProcessor):
-            assert isinstance(owned.part, ModelPartition)
-            outcome = processor.process(owned.part, records)
-            self._record_views(owned.part)
-        elif isinstance(processor, LabelProcessor):
-            assert isinstance(owned.part, LabelPartition)
-            rows, rejects, ids = processor.ids_needed(owned.part, records)
-            try:
-                lookups = self.joins.get(processor.model.name, ids)
-            except DependencyUnavailable as exc:
-                self._outage("redis", exc)
-                self._reload(tp)
-                return None
-            outcome = processor.process_labels(owned.part, rows, rejects, lookups, records[-1].offset + 1)
-            perf = owned.part.window_metrics()
-            if perf and owned.part.closed_meta:
-                metric = "accuracy" if processor.model.type == "classifier" else "mae"
-                self.history.record(processor.model.name, "labels", tp[1], int(owned.part.closed_meta[-1][3]),
-                                    {metric: (metric, float(perf[metric]), float("nan"))})
-        else:
-            assert isinstance(owned.part, StreamPartition)
-            outcome = processor.process(owned.part, records)
-            for feature, (statistic, value, _threshold) in owned.part.last_drift.items():
-                self.metrics.drift.labels(processor.model.name, processor.stream, feature, statistic,
-                                          str(tp[1])).set(value)
-            for feature, drift in owned.part.last_drift.items():
-                self.latest_drift[(processor.model.name, processor.stream, feature)] = drift
-            if owned.part.last_drift:
-                self.history.record(processor.model.name, processor.stream, tp[1], owned.part.last_time,
-                                    owned.part.last_drift)
-                owned.part.last_drift = {}
+        try:
+            outcome = self._apply(tp, owned, processor, records)
+        except DependencyUnavailable as exc:
+            # The schema registry (or Redis, for the label join) is down: nothing of this batch is committed.
+            # Read it again from the stored offset, pause and report not ready until the dependency answers.
+            self._reload(tp)
+            self._outage(exc.dependency, exc)
+            return None
         if not self._checkpoint(tp, owned, outcome.next_offset, outcome.alerts, outcome.rejects, outcome):
             return None
         m = self.metrics
@@ -365,6 +355,38 @@ class Daemon:
             m.rejects.labels(name, processor.stream, rej.reason).inc()
         self._update_lag(tp, outcome.next_offset)
         return outcome.next_offset
+
+    def _apply(self, tp: TP, owned: Owned, processor: AnyProcessor | ModelProcessor,
+               records: list[RawRecord]) -> BatchOutcome:
+        """One partition's batch through its stage's processor, in memory (raises `DependencyUnavailable`)."""
+        if isinstance(processor, ModelProcessor):
+            assert isinstance(owned.part, ModelPartition)
+            outcome = processor.process(owned.part, records)
+            self._record_views(owned.part)
+            return outcome
+        if isinstance(processor, LabelProcessor):
+            assert isinstance(owned.part, LabelPartition)
+            rows, rejects, ids = processor.ids_needed(owned.part, records)
+            lookups = self.joins.get(processor.model.name, ids)
+            outcome = processor.process_labels(owned.part, rows, rejects, lookups, records[-1].offset + 1)
+            perf = owned.part.window_metrics()
+            if perf and owned.part.closed_meta:
+                metric = "accuracy" if processor.model.type == "classifier" else "mae"
+                self.history.record(processor.model.name, "labels", tp[1], int(owned.part.closed_meta[-1][3]),
+                                    {metric: (metric, float(perf[metric]), float("nan"))})
+            return outcome
+        assert isinstance(owned.part, StreamPartition)
+        outcome = processor.process(owned.part, records)
+        for feature, (statistic, value, _threshold) in owned.part.last_drift.items():
+            self.metrics.drift.labels(processor.model.name, processor.stream, feature, statistic,
+                                      str(tp[1])).set(value)
+        for feature, drift in owned.part.last_drift.items():
+            self.latest_drift[(processor.model.name, processor.stream, feature)] = drift
+        if owned.part.last_drift:
+            self.history.record(processor.model.name, processor.stream, tp[1], owned.part.last_time,
+                                owned.part.last_drift)
+            owned.part.last_drift = {}
+        return outcome
 
     def _checkpoint(self, tp: TP, owned: Owned, next_offset: int, alerts: list[Alert], rejects: list[Reject],
                     outcome: BatchOutcome | None = None, blocks: list[dict[str, Any]] | None = None) -> bool:
@@ -388,7 +410,9 @@ class Daemon:
             self._reload(tp)
             return False
         owned.stored_offset = next_offset
-        self.outage = None
+        if self.outage is not None:
+            log.info("dependency.up", dependency=self.outage)
+            self.outage = None
         if outcome is not None and outcome.label_lags_ms and isinstance(processor, LabelProcessor):
             for lag in outcome.label_lags_ms:
                 self.metrics.label_lag.labels(processor.model.name).observe(lag / 1000.0)
@@ -599,7 +623,8 @@ class Daemon:
         if snap.fields:
             self._load(part, snap.fields)
         self.owned[tp] = Owned(owned.fence, snap.offset, part)
-        self.outage = None
+        if self.outage == "redis":
+            self.outage = None  # the store answered
         start = snap.offset if snap.offset is not None else (
             OFFSET_BEGINNING if self.settings.start_from == "earliest" else OFFSET_END)
         self.consumer.seek(TopicPartition(tp[0], tp[1], start))

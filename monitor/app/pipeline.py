@@ -15,7 +15,7 @@ import numpy as np
 from monitor.core.evaluate import evaluate
 from monitor.core.labels import LabelPartition, LabelRow
 from monitor.core.model import ModelStream
-from monitor.core.partition import DecodedBatch, Finding, StreamPartition, event_time_ms
+from monitor.core.partition import DecodedBatch, Finding, StreamPartition, TimeCheck, event_time_ms
 from monitor.core.profiles import Contract, FieldContract, FieldProfile, ReferenceProfile
 from monitor.core.schema import FieldSpec, field_types, infer_fields, schema_changes
 from monitor.core.types import Alert, RawRecord, Reject
@@ -117,7 +117,14 @@ class StreamProcessor(_ReferenceUser):
                            reference_rate=self.reference.event_rate if self.reference else None,
                            min_rate_ratio=self.model.min_rate_ratio, cbpe_reference=cbpe,
                            cbpe_min_drop=self.model.performance.cbpe_min_drop, freshness_s=self.model.freshness_s,
-                           expected_partitions=expected_partitions)
+                           expected_partitions=expected_partitions, time_check=self._time_check())
+
+    def _time_check(self) -> TimeCheck | None:
+        """Event-time bounds (time windows only: blocks by count do not follow event time)."""
+        if self.window.by != "time":
+            return None
+        return TimeCheck(self.model.time_field or "*", int(self.window.max_lateness_s * 1000),
+                         int(self.window.max_future_s * 1000), self.model.max_bad_time_rate)
 
     def new_partition(self, partition: int, topic_partitions: int = 1) -> StreamPartition:
         ref, contract, cbpe = self._profiles()
@@ -134,7 +141,8 @@ class StreamProcessor(_ReferenceUser):
                                decision_threshold=self.model.decision_threshold,
                                cbpe_reference=cbpe,
                                cbpe_min_drop=self.model.performance.cbpe_min_drop,
-                               emit_blocks=self.model_view.enabled, evaluate=self.partition_alerts)
+                               emit_blocks=self.model_view.enabled, evaluate=self.partition_alerts,
+                               time_check=self._time_check())
 
     def decode(self, records: list[RawRecord]) -> tuple[DecodedBatch, list[Reject], list[tuple[int, int, int | None]]]:
         """Valid rows, rejects, and (schema id, offset, event time) where each writer schema id first shows."""
@@ -168,7 +176,9 @@ class StreamProcessor(_ReferenceUser):
             offsets.append(rec.offset)
             times.append(t)
         rows, offsets, times, rejects = self._enforce_limits(rows, offsets, times, records, rejects)
-        batch = DecodedBatch(np.array(offsets, dtype=np.int64), times, rows)
+        stamps = {rec.offset: rec.timestamp_ms for rec in records}
+        received = [stamps[o] for o in offsets]
+        batch = DecodedBatch(np.array(offsets, dtype=np.int64), times, rows, received)
         return batch, rejects, [(sid, off, t) for sid, (off, t) in first_seen.items()]
 
     def _enforce_limits(self, rows: list[dict[str, Any]], offsets: list[int], times: list[int | None],

@@ -23,6 +23,7 @@ from monitor.core.partition import (
     CheckValue,
     Feature,
     NumericFeature,
+    TimeCheck,
     build_features,
     kind_of,
     stream_values,
@@ -78,6 +79,7 @@ class ModelStream:
         cbpe_min_drop: float = 0.03,
         freshness_s: float | None = None,
         expected_partitions: int = 0,
+        time_check: TimeCheck | None = None,
     ) -> None:
         self.model, self.stream, self.topic = model, stream, topic
         self.window_settings, self.view = window, view
@@ -89,6 +91,7 @@ class ModelStream:
         self.cbpe_reference = cbpe_reference
         self.cbpe_min_drop = cbpe_min_drop
         self.freshness_s = freshness_s
+        self.time_check = time_check
         self.features: dict[str, Feature] = build_features(fields, checks, window.blocks, reference, ref_version,
                                                            contract, sentinels)
         self.numeric = [f for f in self.features.values() if isinstance(f, NumericFeature)]
@@ -106,7 +109,8 @@ class ModelStream:
         self.pending: dict[int, dict[str, Any]] = {}  # open slots, merged over partitions
         self.closed_slot: int | None = None
         # Window ring, one entry per closed slot: [slot, events, duplicates, expected, scored, first_time,
-        # last_time, partitions, model_version, per-partition counts {field: {partition: [5 counts]}}]
+        # last_time, partitions, model_version, per-partition counts {field: {partition: [5 counts]}},
+        # event times out of bounds {partition: count}]
         self.slots: list[list[Any]] = []
         self.cusum: dict[str, list[float]] = {f.name: [0.0, 0.0] for f in self.numeric}
         self.warm: dict[str, list[float]] = {f.name: [0.0, 0.0, 0.0] for f in self.numeric}  # n, mean, m2
@@ -236,11 +240,16 @@ class ModelStream:
                 cfeat.missing += missing
 
     def _merge(self, slot: int, block: Block, packed: np.ndarray, categorical: list[CategoricalSummary]) -> None:
-        merged = self.pending.setdefault(slot, {"events": 0, "duplicates": 0, "expected": 0.0, "scored": 0,
+        merged = self.pending.setdefault(slot, {"events": 0, "duplicates": 0, "bad_times": {}, "expected": 0.0,
+                                                "scored": 0,
                                                 "first_time": None, "last_time": None, "partitions": [],
                                                 "version": None, "packed": None, "categorical": {}, "by_part": {}})
         merged["events"] += int(block["events"])
         merged["duplicates"] += int(block["duplicates"])
+        bad = int(block.get("bad_times", 0))
+        if bad:
+            key = str(block["partition"])
+            merged.setdefault("bad_times", {})[key] = merged.get("bad_times", {}).get(key, 0) + bad
         merged["expected"] += float(block["expected_correct"])
         merged["scored"] += int(block["scored"])
         start, end = int(block["start_time"]), int(block["end_time"])
@@ -323,7 +332,7 @@ class ModelStream:
             cfeat.window.close_block()
         self.slots.append([slot, merged["events"], merged["duplicates"], merged["expected"], merged["scored"],
                            merged["first_time"], merged["last_time"], merged["partitions"], merged["version"],
-                           merged["by_part"]])
+                           merged["by_part"], merged.get("bad_times", {})])
         del self.slots[: -self.window_settings.blocks]
         detections = self._cusum(vectors, tuple(merged["partitions"]))
         return self._evaluate(detections)
@@ -408,6 +417,8 @@ class ModelStream:
 
     def _partitions(self, v: CheckValue, everyone: tuple[int, ...]) -> tuple[int, ...]:
         """The partitions that showed what a failing rate check counts; every partition for the others."""
+        if v.check == "event_time" and v.firing:
+            return tuple(sorted({int(part) for s in self.slots for part in s[10]}))
         index = _PART_COUNTS.get(v.check)
         if index is None or not v.firing:
             return everyone
@@ -422,7 +433,8 @@ class ModelStream:
         count = sum(int(s[1]) for s in self.slots)
         out = stream_values(self.id_field, count, sum(int(s[2]) for s in self.slots), self.max_duplicate_rate,
                             self.cbpe_reference, sum(float(s[3]) for s in self.slots),
-                            sum(int(s[4]) for s in self.slots), self.cbpe_min_drop)
+                            sum(int(s[4]) for s in self.slots), self.cbpe_min_drop,
+                            sum(sum(s[10].values()) for s in self.slots), self.time_check)
         if self.reference_rate and len(self.slots) == self.window_settings.blocks and count > 1:
             span_s = len(self.slots) * self.window_settings.block_ms / 1000.0
             rate = count / span_s
@@ -469,7 +481,8 @@ class ModelStream:
             return  # a new reference: windows, pending slots and detectors start afresh (as in stage 1)
         self.pending = {int(k): {**v, "packed": None if v["packed"] is None else unpack_array(v["packed"])}
                         for k, v in state["pending"].items()}
-        self.slots = state["slots"]
+        # Slots written before the out-of-bounds counts (10 entries) get none.
+        self.slots = [s + [{}] * (11 - len(s)) for s in state["slots"]]
         self.cusum.update(state["cusum"])
         self.warm.update(state["warm"])
 

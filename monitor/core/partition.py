@@ -56,7 +56,7 @@ META_FIELD = "__meta__"
 Packed = tuple[list[str], list[int], "bytes | np.ndarray"]
 DETECTOR_CHECKS = {"adwin", "page_hinkley"}
 DQ_CHECKS = {"missing_rate", "nan_rate", "out_of_range", "sentinel_rate", "unseen_category", "constant",
-             "duplicate_id"}
+             "duplicate_id", "event_time"}
 Status = Literal["OPEN", "RESOLVED"]
 
 
@@ -67,6 +67,7 @@ class DecodedBatch:
     offsets: np.ndarray  # int64
     event_times: list[int | None]
     rows: list[dict[str, Any]]
+    received: list[int | None] | None = None  # the Kafka record timestamps (ms), to judge future event times
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -148,6 +149,43 @@ class Limits:
             sentinels=np.array(sent, dtype=float) if sent else None,
             allowed=set(contract.allowed) if contract.allowed is not None else None,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class TimeCheck:
+    """Which event times count as out of bounds, and how many a window may hold (`window.max_lateness_s`,
+    `window.max_future_s`, the model's `max_bad_time_rate`)."""
+
+    field: str  # the model's time field, named by the check
+    max_lateness_ms: int  # earlier than the partition's watermark (latest event time seen) by more than this
+    max_future_ms: int  # later than the record's Kafka timestamp by more than this
+    max_rate: float = 0.0
+
+
+def screen_times(times: np.ndarray, received: np.ndarray | None, watermark: int, check: TimeCheck
+                 ) -> tuple[np.ndarray, np.ndarray, int]:
+    """Event times out of bounds are replaced by the partition's watermark, so they never move its windows.
+
+    `times`: ms, -1 = none; `received`: the records' Kafka timestamps (-1 = none); `watermark`: the latest
+    in-bounds event time before the batch. Returns the times to use, which were out of bounds, and the new
+    watermark. A time is out of bounds if it is later than its record's timestamp + `max_future_ms` (a clock
+    or unit error: microseconds read as milliseconds) or earlier than the watermark - `max_lateness_ms`.
+
+    >>> check = TimeCheck("ts", max_lateness_ms=1_000, max_future_ms=100)
+    >>> t, bad, mark = screen_times(np.array([5_000, 5_000_000, 5_200, 3_000, -1]),
+    ...                             np.array([5_000, 5_000, 5_200, 5_300, 5_300]), 4_000, check)
+    >>> t.tolist(), bad.tolist(), mark
+    ([5000, 5000, 5200, 5200, -1], [False, True, False, True, False], 5200)
+    """
+    known = times >= 0
+    bad = np.zeros(len(times), dtype=bool)
+    if received is not None:
+        bad |= known & (received >= 0) & (times > received + check.max_future_ms)
+    # The watermark after each event, from in-bounds times only (a late time never raises it).
+    marks = np.maximum(np.maximum.accumulate(np.where(known & ~bad, times, -1)), watermark)
+    bad |= known & ~bad & (times < marks - check.max_lateness_ms)
+    out = np.where(bad, marks, times)
+    return out, bad, int(marks[-1]) if len(marks) else watermark
 
 
 @dataclass(frozen=True, slots=True)
@@ -571,12 +609,21 @@ def window_values(features: dict[str, Feature]) -> tuple[list[CheckValue], list[
 
 def stream_values(id_field: str | None, count: int, duplicates: int, max_duplicate_rate: float,
                   cbpe_reference: float | None, expected_correct: float, scored: int,
-                  cbpe_min_drop: float) -> list[CheckValue]:
-    """Checks of a stream's window rather than a feature: duplicate ids, the CBPE accuracy estimate."""
+                  cbpe_min_drop: float, bad_times: int = 0, time_check: TimeCheck | None = None
+                  ) -> list[CheckValue]:
+    """Checks of a stream's window rather than a feature: duplicate ids, event times out of bounds, the CBPE
+    accuracy estimate."""
     out = []
     if id_field and count:
         out.append(CheckValue(id_field, "duplicate_id", duplicates / count, max_duplicate_rate,
                               duplicates / count > max_duplicate_rate, {"duplicates": str(duplicates)}))
+    if time_check is not None and count:
+        rate = bad_times / count
+        out.append(CheckValue(time_check.field, "event_time", rate, time_check.max_rate,
+                              rate > time_check.max_rate,
+                              {"out_of_bounds": str(bad_times),
+                               "bounds": f"watermark - {time_check.max_lateness_ms / 1000:g} s to record "
+                                         f"timestamp + {time_check.max_future_ms / 1000:g} s"}))
     if cbpe_reference is not None and scored:
         estimate = expected_correct / scored
         out.append(CheckValue("expected_accuracy", "cbpe_accuracy", estimate, cbpe_reference - cbpe_min_drop,
@@ -679,8 +726,13 @@ class StreamPartition:
         cbpe_min_drop: float = 0.03,
         emit_blocks: bool = False,
         evaluate: bool = True,
+        time_check: TimeCheck | None = None,
     ) -> None:
         self.model, self.stream, self.topic, self.partition = model, stream, topic, partition
+        # Event times out of bounds are counted (`bad_times`) and never move the windows (`screen_times`).
+        self.time_check = time_check
+        self.watermark = -1  # the latest in-bounds event time seen
+        self.bad_times = 0
         # Stage 1 of the model view: a summary of every closed block goes out (`emitted`) to the blocks topic.
         self.emit_blocks = emit_blocks
         # Per-partition windows, detectors and alerts: off when only the model view raises alerts.
@@ -705,7 +757,8 @@ class StreamPartition:
         self.rejects = 0
         self.blocks_closed = 0
         # Block metadata ring: [first_offset, last_offset, first_time, last_time, count, block_id, duplicates,
-        # expected correct decisions, scored events] (the last two for CBPE); time -1 = none.
+        # expected correct decisions, scored events (these two for CBPE), event times out of bounds]; time -1 =
+        # none.
         self.closed_meta: list[list[Any]] = []
         self.open_meta: list[Any] | None = None
         self.last_version: str | None = None
@@ -746,6 +799,15 @@ class StreamPartition:
             return []
         offsets = batch.offsets
         times = [-1 if t is None else t for t in batch.event_times]
+        bad_times = np.zeros(n, dtype=bool)
+        if self.time_check is not None and self.window_settings.by == "time":
+            received = None if batch.received is None else np.array(
+                [-1 if t is None else t for t in batch.received], dtype=np.int64)
+            screened, bad_times, self.watermark = screen_times(np.array(times, dtype=np.int64), received,
+                                                               self.watermark, self.time_check)
+            if bad_times.any():
+                times = screened.tolist()
+                self.bad_times += int(bad_times.sum())
         findings: list[Finding] = []
         versions = [r.get(self.version_field) for r in batch.rows] if self.version_field else None
         if "*/stream_stopped" in self.open_alerts:
@@ -753,7 +815,7 @@ class StreamPartition:
         if self.idle_sent and self.emit_blocks:
             # Events again: hold the model's watermark from the first of them on, before its block closes.
             t0 = times[0]
-            signal = self._signal([int(offsets[0]), int(offsets[0]), t0, t0, 0, -1, 0, 0.0, 0], t0)
+            signal = self._signal([int(offsets[0]), int(offsets[0]), t0, t0, 0, -1, 0, 0.0, 0, 0], t0)
             signal["idle"] = False
             self.emitted.append(signal)
             self.idle_sent = False
@@ -779,14 +841,14 @@ class StreamPartition:
         per_run = {f.name: f.run_blocks(values, missing, starts) for f, values, missing in numeric} if vectorised \
             else {}
         if self.emit_blocks and not self.evaluate and (vectorised or not numeric):
-            self._apply_runs(runs, bids, offsets, times, dups, expected, scored, per_run, categorical,
+            self._apply_runs(runs, bids, offsets, times, dups, expected, scored, bad_times, per_run, categorical,
                              events_before)
             runs = []  # done
         for k, (start, stop) in enumerate(runs):
             bid = int(bids[start])
             if self.open_meta is not None and self.open_meta[5] != bid:
                 findings += self._close_block(events_before + start, times[start])
-            meta = self.open_meta or [int(offsets[start]), 0, times[start], 0, 0, bid, 0, 0.0, 0]
+            meta = self.open_meta or [int(offsets[start]), 0, times[start], 0, 0, bid, 0, 0.0, 0, 0]
             if self.closed_meta:
                 first, first_t, before = self._window_bounds()
             else:
@@ -797,6 +859,7 @@ class StreamPartition:
             meta[6] += int(dups[start:stop].sum())
             meta[7] += float(expected[start:stop].sum())
             meta[8] += int(scored[start:stop].sum())
+            meta[9] += int(bad_times[start:stop].sum())
             self.open_meta = meta
             for feat, values, missing in numeric:
                 if vectorised:
@@ -848,7 +911,7 @@ class StreamPartition:
         return findings
 
     def _apply_runs(self, runs: list[tuple[int, int]], bids: np.ndarray, offsets: np.ndarray, times: list[int],
-                    dups: np.ndarray, expected: np.ndarray, scored: np.ndarray,
+                    dups: np.ndarray, expected: np.ndarray, scored: np.ndarray, bad_times: np.ndarray,
                     per_run: dict[str, tuple[np.ndarray, np.ndarray]],
                     categorical: list[tuple[CategoricalFeature, list[Any], np.ndarray]], events_before: int) -> None:
         """Stage 1 of the model view (no per-partition evaluation): a batch's runs of one block each, summarised.
@@ -861,6 +924,7 @@ class StreamPartition:
         n_dups = np.add.reduceat(dups.astype(np.int64), starts).tolist()
         n_expected = np.add.reduceat(np.asarray(expected, dtype=float), starts).tolist()
         n_scored = np.add.reduceat(np.asarray(scored, dtype=np.int64), starts).tolist()
+        n_bad = np.add.reduceat(bad_times.astype(np.int64), starts).tolist()
         numeric = [f for f in self.features.values() if isinstance(f, NumericFeature)]
         packed = self._packed_runs(numeric, per_run, len(runs))
         tallies = [(cfeat, run_tallies(raw, cmissing, starts), np.add.reduceat(cmissing.astype(np.int64),
@@ -881,12 +945,13 @@ class StreamPartition:
                 else:
                     self._close_block(events_before + start, times[start], (*layout, packed[k - 1]))
                     last_closed = k - 1
-            meta = self.open_meta or [int(offsets[start]), 0, times[start], 0, 0, bid, 0, 0.0, 0]
+            meta = self.open_meta or [int(offsets[start]), 0, times[start], 0, 0, bid, 0, 0.0, 0, 0]
             meta[1], meta[3] = int(offsets[stop - 1]), times[stop - 1]
             meta[4] += stop - start
             meta[6] += n_dups[k]
             meta[7] += n_expected[k]
             meta[8] += n_scored[k]
+            meta[9] += n_bad[k]
             self.open_meta = meta
             for cfeat, by_run, missing_by_run in tallies:
                 cfeat.count += stop - start
@@ -952,7 +1017,7 @@ class StreamPartition:
         block.update(numeric_fields=names, numeric_bins=bins,
                      numeric_values=values if isinstance(values, bytes) else values.tobytes())
         fields, categories, counts = pack_categorical([f.block_summary() for f in self.categorical_features])
-        block.update(seq=self.block_seq, events=int(meta[4]), duplicates=int(meta[6]),
+        block.update(seq=self.block_seq, events=int(meta[4]), duplicates=int(meta[6]), bad_times=int(meta[9]),
                      expected_correct=float(meta[7]), scored=int(meta[8]), categorical_fields=fields,
                      categorical_categories=categories, categorical_counts=counts)
         self.block_seq += 1
@@ -963,7 +1028,7 @@ class StreamPartition:
         return {"model": self.model, "stream": self.stream, "topic": self.topic, "partition": self.partition,
                 "seq": -1, "slot": int(meta[5]), "slot_ms": self.window_settings.block_ms,
                 "start_time": int(meta[2]), "end_time": int(meta[3]), "progress_time": int(progress),
-                "first_offset": int(meta[0]), "last_offset": int(meta[1]), "events": 0, "duplicates": 0,
+                "first_offset": int(meta[0]), "last_offset": int(meta[1]), "events": 0, "duplicates": 0, "bad_times": 0,
                 "expected_correct": 0.0, "scored": 0, "model_version": self.last_version,
                 "reference_version": self.ref_version, "numeric_fields": [], "numeric_bins": [],
                 "numeric_values": b"", "categorical_fields": [], "categorical_categories": [],
@@ -982,7 +1047,8 @@ class StreamPartition:
         has read is with the model stage; an event later in the same slot opens a block of its own."""
         if self.open_meta is not None and self.emit_blocks:
             self._close_block(self.events, int(self.open_meta[3]) + 1 if self.open_meta[3] >= 0 else -1)
-        meta = self.open_meta or (self.closed_meta[-1] if self.closed_meta else [-1, -1, -1, -1, 0, -1, 0, 0.0, 0])
+        meta = self.open_meta or (self.closed_meta[-1] if self.closed_meta else
+                                  [-1, -1, -1, -1, 0, -1, 0, 0.0, 0, 0])
         signal = self._signal(meta, meta[3])
         signal["idle"] = True
         self.emitted.append(signal)
@@ -1014,7 +1080,8 @@ class StreamPartition:
         count = sum(m[4] for m in self.closed_meta)
         out = stream_values(self.id_field, count, sum(m[6] for m in self.closed_meta), self.max_duplicate_rate,
                             self.cbpe_reference, sum(m[7] for m in self.closed_meta),
-                            sum(m[8] for m in self.closed_meta), self.cbpe_min_drop)
+                            sum(m[8] for m in self.closed_meta), self.cbpe_min_drop,
+                            sum(m[9] for m in self.closed_meta), self.time_check)
         first, last = self.closed_meta[0], self.closed_meta[-1]
         if self.reference_rate and first[2] >= 0 and last[3] > first[2] and count > 1:
             # This partition's share of the stream, scaled by the topic's partition count.
@@ -1109,6 +1176,8 @@ class StreamPartition:
             "open_alerts": self.open_alerts,
             "schema_ids": self.schema_ids,
             "recent_ids": self.recent_ids.to_state(),
+            "watermark": self.watermark,
+            "bad_times": self.bad_times,
         }
 
     def to_fields(self) -> dict[str, bytes]:
@@ -1124,8 +1193,11 @@ class StreamPartition:
         self.blocks_closed = int(meta.get("blocks_closed", 0))
         self.block_seq = int(meta.get("block_seq", 0))
         self.idle_sent = bool(meta.get("idle_sent", False))
-        self.closed_meta = meta["closed_meta"]
-        self.open_meta = meta["open_meta"]
+        # Block metadata written before the out-of-bounds count (9 entries) gets a count of 0.
+        self.closed_meta = [m + [0] * (10 - len(m)) for m in meta["closed_meta"]]
+        self.open_meta = None if meta["open_meta"] is None else meta["open_meta"] + [0] * (10 - len(meta["open_meta"]))
+        self.watermark = int(meta.get("watermark", max([m[3] for m in self.closed_meta] + [-1])))
+        self.bad_times = int(meta.get("bad_times", 0))
         self.last_version = meta.get("last_version")
         self.quiet_until = {k: int(v) for k, v in meta["quiet_until"].items()}
         self.open_alerts = dict(meta.get("open_alerts", {}))

@@ -139,8 +139,27 @@ def registry_client(conf: Mapping[str, str]) -> Any:
     if key not in _REGISTRY_CLIENTS:
         if not conf.get("url"):
             raise ConfigError("Confluent wire format needs schema_registry.url in the config")
-        _REGISTRY_CLIENTS[key] = SchemaRegistryClient.new_client(dict(conf))
+        _REGISTRY_CLIENTS[key] = SchemaRegistryClient.new_client(registry_conf(conf))
     return _REGISTRY_CLIENTS[key]
+
+
+# The client's own retries stay short: the daemon retries a registry outage itself (pause, not ready, read the
+# batch again), and a lookup must not block the loop past the consumer's max.poll.interval.ms.
+REGISTRY_DEFAULTS: dict[str, float] = {"timeout": 10, "max.retries": 1, "retries.wait.ms": 200,
+                                       "retries.max.wait.ms": 1000}
+
+
+def registry_conf(conf: Mapping[str, str]) -> dict[str, Any]:
+    """The client's configuration: ours by default; numbers given as text (YAML, env) become numbers."""
+    out: dict[str, Any] = {**REGISTRY_DEFAULTS, **conf}
+    for name in (*REGISTRY_DEFAULTS, "cache.capacity", "cache.latest.ttl.sec"):
+        value = out.get(name)
+        if isinstance(value, str):
+            try:
+                out[name] = float(value) if "." in value else int(value)
+            except ValueError as exc:
+                raise ConfigError(f"schema_registry.{name} must be a number, not {value!r}") from exc
+    return out
 
 
 def _http_transport_errors() -> tuple[type[BaseException], ...]:
@@ -167,9 +186,11 @@ def registry_lookup(conf: Mapping[str, str]) -> SchemaLookup:
         except SchemaRegistryError as exc:
             if exc.http_status_code == 404:
                 raise DecodeError("unknown_schema_id", f"schema id {schema_id} is not in the registry") from exc
-            raise DependencyUnavailable(f"schema registry error {exc.http_status_code}") from exc
+            raise DependencyUnavailable(f"schema registry error {exc.http_status_code}",
+                                        dependency="schema_registry") from exc
         except unreachable as exc:
-            raise DependencyUnavailable(f"schema registry unreachable: {type(exc).__name__}") from exc
+            raise DependencyUnavailable(f"schema registry unreachable: {type(exc).__name__}",
+                                        dependency="schema_registry") from exc
         if schema.schema_type not in (None, "AVRO"):
             raise DecodeError("not_avro", f"schema id {schema_id} is {schema.schema_type}, not Avro")
         parsed: Mapping[str, Any] = json.loads(schema.schema_str)
