@@ -201,7 +201,7 @@ def test_an_event_time_out_of_bounds_is_counted_and_never_freezes_the_windows(tm
     their partition's watermark, named by one DATA_QUALITY `event_time` incident, and the burst is caught."""
     settings = settings_for(tmp_path)
     day_ms = 86_400_000
-    records = records_for(settings, 3, [f"nan_burst:feature=credit_score,start=24000,length=3000,rate=0.3"],
+    records = records_for(settings, 3, ["nan_burst:feature=credit_score,start=24000,length=3000,rate=0.3"],
                           written_time={20_000: lambda t: t * 1000, 21_000: lambda t: t - 2 * day_ms})
     out = replay(settings, records, {"churn": reference})
     opened = [(a.feature, a.check, a.kind) for a in out.alerts if a.status == "OPEN"]
