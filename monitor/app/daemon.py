@@ -376,7 +376,11 @@ class Daemon:
                                     {metric: (metric, float(perf[metric]), float("nan"))})
             return outcome
         assert isinstance(owned.part, StreamPartition)
+        bad_before = owned.part.bad_times
         outcome = processor.process(owned.part, records)
+        if owned.part.bad_times > bad_before:  # counted again if a crash replays the batch
+            self.metrics.bad_times.labels(processor.model.name, processor.stream).inc(owned.part.bad_times -
+                                                                                       bad_before)
         for feature, (statistic, value, _threshold) in owned.part.last_drift.items():
             self.metrics.drift.labels(processor.model.name, processor.stream, feature, statistic,
                                       str(tp[1])).set(value)

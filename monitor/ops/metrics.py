@@ -13,6 +13,9 @@ class Metrics:
         self.rejects = Counter("monitor_rejects_total", "Records sent to the dead-letter topic",
                                ["model", "stream", "reason"], registry=r)
         self.alerts = Counter("monitor_alerts_total", "Alerts raised", ["model", "kind", "check"], registry=r)
+        self.bad_times = Counter("monitor_event_times_out_of_bounds_total", "Events whose event time was out of "
+                                 "bounds (window.max_lateness_s / max_future_s): counted, placed at the "
+                                 "partition's watermark", ["model", "stream"], registry=r)
         self.alerts_delivered = Counter("monitor_alerts_delivered_total", "Alerts Kafka confirmed", registry=r)
         self.alert_failures = Counter("monitor_alert_delivery_failures_total", "Alert sends Kafka refused "
                                       "(the alert stays in the outbox)", registry=r)
