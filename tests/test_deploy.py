@@ -82,32 +82,3 @@ def test_compose_commands_are_valid_cli_calls() -> None:
     for name in ("topics", "simulator"):
         _parser().parse_args(compose["services"][name]["command"])  # raises SystemExit if not
     assert compose["services"]["redis"]["command"][1:3] == ["--appendonly", "yes"]
-
-
-def test_a_released_partition_takes_its_metric_series_with_it(tmp_path: Path) -> None:
-    """Issue 11 #10: after a rebalance the series of partitions this replica gave up must go, or a sum over
-    replicas counts their lag twice (and the lag alert rule fires)."""
-    from confluent_kafka import TopicPartition
-
-    from monitor.app.daemon import Daemon
-    from monitor.io.state import MemoryStore
-    from tests.test_model_view import settings_for
-
-    settings = settings_for(tmp_path)
-    daemon = Daemon(settings, MemoryStore())
-    topic = settings.models[0].features.topic
-    m = daemon.metrics
-    for p in (0, 1):
-        m.lag.labels(topic, str(p)).set(100 + p)
-        m.drift.labels("churn", "features", "age", "psi", str(p)).set(0.1)
-    m.drift.labels("churn", "features", "age", "psi", "all").set(0.2)
-
-    def series() -> set[tuple[str, ...]]:
-        return {(s.name, *sorted(s.labels.values())) for fam in m.registry.collect() for s in fam.samples
-                if s.name in ("monitor_consumer_lag", "monitor_drift_statistic")}
-
-    daemon._release([TopicPartition(topic, 0)])
-    left = series()
-    assert ("monitor_consumer_lag", "1", topic) in left and ("monitor_consumer_lag", "0", topic) not in left
-    drift_parts = {s for s in left if s[0] == "monitor_drift_statistic"}
-    assert len(drift_parts) == 2  # partition 1 and the model view's "all" stay, partition 0 is gone

@@ -123,14 +123,24 @@ class Daemon:
         self.metrics.assigned.labels(self.stage).set(len(self.owned))
         log.info("partitions.assigned", partitions=[f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in partitions])
 
-    @staticmethod
-    def _committed(consumer: Consumer, partitions: list[TopicPartition]) -> dict[TP, int]:
-        """The group's committed offsets: we commit after every checkpoint, so one means state existed."""
-        try:
-            found = consumer.committed([TopicPartition(tp.topic, tp.partition) for tp in partitions], timeout=10)
-        except KafkaException as exc:
-            log.warning("kafka.committed_unavailable", error=str(exc))
-            return {}
+    def _committed(self, consumer: Consumer, partitions: list[TopicPartition]) -> dict[TP, int]:
+        """The group's committed offsets: we commit after every checkpoint, so one means state existed.
+
+        Asked until Kafka answers: taking a partition without them would skip the lost-state check (it
+        used to, silently, on any Kafka error). Inside the rebalance callback, so it waits without polling
+        (librdkafka heartbeats on its own thread)."""
+        while True:
+            try:
+                found = consumer.committed([TopicPartition(tp.topic, tp.partition) for tp in partitions], timeout=10)
+                failed = [tp.error for tp in found if tp.error is not None]
+                if not failed:
+                    break
+                raise KafkaException(failed[0])
+            except KafkaException as exc:
+                log.warning("kafka.committed_unavailable", error=str(exc))
+                self._outage("kafka", exc, poll=False)
+                if self.stop_event.is_set():
+                    raise
         return {(tp.topic, tp.partition): tp.offset for tp in found if tp.offset >= 0}
 
     def _take(self, topic: str, partition: int, committed: int | None = None) -> int:

@@ -1,0 +1,73 @@
+"""The daemon's own logic without a broker: rebalance bookkeeping and what it does when Kafka errs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def test_a_released_partition_takes_its_metric_series_with_it(tmp_path: Path) -> None:
+    """Issue 11 #10: after a rebalance the series of partitions this replica gave up must go, or a sum over
+    replicas counts their lag twice (and the lag alert rule fires)."""
+    from confluent_kafka import TopicPartition
+
+    from monitor.app.daemon import Daemon
+    from monitor.io.state import MemoryStore
+    from tests.test_model_view import settings_for
+
+    settings = settings_for(tmp_path)
+    daemon = Daemon(settings, MemoryStore())
+    topic = settings.models[0].features.topic
+    m = daemon.metrics
+    for p in (0, 1):
+        m.lag.labels(topic, str(p)).set(100 + p)
+        m.drift.labels("churn", "features", "age", "psi", str(p)).set(0.1)
+    m.drift.labels("churn", "features", "age", "psi", "all").set(0.2)
+
+    def series() -> set[tuple[str, ...]]:
+        return {(s.name, *sorted(s.labels.values())) for fam in m.registry.collect() for s in fam.samples
+                if s.name in ("monitor_consumer_lag", "monitor_drift_statistic")}
+
+    daemon._release([TopicPartition(topic, 0)])
+    left = series()
+    assert ("monitor_consumer_lag", "1", topic) in left and ("monitor_consumer_lag", "0", topic) not in left
+    drift_parts = {s for s in left if s[0] == "monitor_drift_statistic"}
+    assert len(drift_parts) == 2  # partition 1 and the model view's "all" stay, partition 0 is gone
+
+
+class _FlakyCommitted:
+    """A consumer whose group coordinator does not answer `committed` the first `failures` times."""
+
+    def __init__(self, failures: int, offsets: dict[int, int]) -> None:
+        self.failures, self.offsets, self.calls = failures, offsets, 0
+
+    def committed(self, partitions: list[Any], timeout: float) -> list[Any]:
+        from confluent_kafka import KafkaError, KafkaException, TopicPartition
+
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "coordinator not available"))
+        return [TopicPartition(tp.topic, tp.partition, self.offsets.get(tp.partition, -1001)) for tp in partitions]
+
+
+def test_committed_offsets_are_asked_until_kafka_answers(tmp_path: Path) -> None:
+    """Issue 11 #7: a Kafka error while reading the group's committed offsets used to return none, which
+    silently skipped the lost-state check of every partition assigned. Now it is asked again (an outage)."""
+    from confluent_kafka import TopicPartition
+
+    from monitor.app.daemon import Daemon
+    from monitor.io.state import MemoryStore
+    from tests.test_model_view import settings_for
+
+    settings = settings_for(tmp_path)
+    daemon = Daemon(settings, MemoryStore())
+    daemon.stop_event.wait = lambda timeout=None: False  # type: ignore[method-assign]  # no real pause here
+    topic = settings.models[0].features.topic
+    consumer = _FlakyCommitted(failures=2, offsets={0: 1234})
+    got = daemon._committed(consumer, [TopicPartition(topic, 0), TopicPartition(topic, 1)])  # type: ignore[arg-type]
+    assert consumer.calls == 3
+    assert got == {(topic, 0): 1234}
+    assert daemon.outage == "kafka"
+    # With the offsets known, a partition with no state but a committed offset is found out (state lost).
+    assert daemon._take(topic, 0, got.get((topic, 0))) == 1234
+    assert (topic, 0) in daemon.lost
