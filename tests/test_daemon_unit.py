@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 
 def test_a_released_partition_takes_its_metric_series_with_it(tmp_path: Path) -> None:
     """Issue 11 #10: after a rebalance the series of partitions this replica gave up must go, or a sum over
@@ -71,3 +73,27 @@ def test_committed_offsets_are_asked_until_kafka_answers(tmp_path: Path) -> None
     # With the offsets known, a partition with no state but a committed offset is found out (state lost).
     assert daemon._take(topic, 0, got.get((topic, 0))) == 1234
     assert (topic, 0) in daemon.lost
+
+
+def test_the_status_page_reads_a_snapshot_not_the_live_loop_state(tmp_path: Path) -> None:
+    """Issue 11 #9: the HTTP thread iterated the loop's own dicts and deque (lags, recent alerts), which the loop
+    changes meanwhile ("dictionary changed size during iteration"). It now reads a snapshot the loop swaps in
+    whole after each iteration: what the loop changes after that shows up only at the next swap."""
+    from monitor.app.daemon import Daemon
+    from monitor.io.state import MemoryStore
+    from tests.test_model_view import settings_for
+
+    daemon = Daemon(settings_for(tmp_path), MemoryStore())
+    daemon.lags[("churn.features", 0)] = 111_111
+    daemon._publish_view()
+    daemon.lags[("churn.features", 0)] = 222_222  # the loop, mid-iteration
+    daemon.lags[("churn.features", 7)] = 333_333
+    page = daemon.status_page()
+    assert "111,111" in page and "222,222" not in page and "333,333" not in page
+    daemon._publish_view()
+    page = daemon.status_page()
+    assert "222,222" in page and "333,333" in page and "111,111" not in page
+    # A snapshot cannot be changed through the page's hands either.
+    view = daemon.view
+    with pytest.raises(TypeError):
+        view.lags[("churn.features", 0)] = 0  # type: ignore[index]

@@ -13,6 +13,9 @@ import socket
 import threading
 import time
 from collections import defaultdict, deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Literal
 
 import structlog
@@ -66,6 +69,9 @@ class Daemon:
         self.latest_drift: dict[tuple[str, str, str], tuple[str, float, float]] = {}
         self.recent_alerts: deque[Alert] = deque(maxlen=50)
         self.lags: dict[TP, int] = {}
+        # What the HTTP thread reads (status page): copies swapped in whole after each loop iteration, never the
+        # structures the loop is changing. (Readiness reads plain flags.)
+        self.view = PageView((), MappingProxyType({}), MappingProxyType({}))
         self._last_join_retry = 0.0
         self.last_seen: dict[TP, float] = {}
         self.lost: dict[TP, str] = {}  # partitions halted because their state is gone (on_state_lost: halt)
@@ -284,6 +290,7 @@ class Daemon:
                 self._retry_joins()
                 self._refresh_references()
                 self.metrics.ready.labels(self.stage).set(1 if self.is_ready() else 0)
+                self._publish_view()
         finally:
             log.info("daemon.stopping", stage=self.stage)
             self.outbox.publish(wait=10.0)
@@ -668,6 +675,10 @@ class Daemon:
             consumer.resume(assignment)
             self.aligned = set()  # resumed with the rest; the next batch pauses again what runs ahead
 
+    def _publish_view(self) -> None:
+        self.view = PageView(tuple(self.recent_alerts), MappingProxyType(dict(self.lags)),
+                             MappingProxyType(dict(self.latest_drift)))
+
     def _update_lag(self, tp: TP, next_offset: int) -> None:
         assert self.consumer is not None
         try:
@@ -679,6 +690,15 @@ class Daemon:
             self.metrics.lag.labels(tp[0], str(tp[1])).set(self.lags[tp])
 
 
+@dataclass(frozen=True)
+class PageView:
+    """One stage's part of the status page, as of the end of its last loop iteration."""
+
+    recent: tuple[Alert, ...]
+    lags: Mapping[TP, int]
+    latest: Mapping[tuple[str, str, str], tuple[str, float, float]]
+
+
 def render_status_page(daemons: list[Daemon]) -> str:
     """The page of this process: the store's merged view of every model, and these stages' alerts and lag."""
     first = daemons[0]
@@ -687,8 +707,9 @@ def render_status_page(daemons: list[Daemon]) -> str:
         error = None
     except DependencyUnavailable as exc:
         status, error = None, f"the state store is unreachable: {exc}"
-    recent = sorted((a for d in daemons for a in d.recent_alerts), key=lambda a: a.event_time or 0, reverse=True)
-    lags = {tp: n for d in daemons for tp, n in d.lags.items()}
-    latest = {k: v for d in daemons for k, v in d.latest_drift.items()}
+    views = [d.view for d in daemons]  # each an immutable snapshot the loop swapped in
+    recent = sorted((a for v in views for a in v.recent), key=lambda a: a.event_time or 0, reverse=True)
+    lags = {tp: n for v in views for tp, n in v.lags.items()}
+    latest = {k: v for view in views for k, v in view.latest.items()}
     return render_page(PageData(status, all(d.is_ready() for d in daemons), first.settings.group_id,
                                 [d.stage for d in daemons], recent[:50], lags, error, latest))
