@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import fastavro
 import numpy as np
@@ -74,3 +75,123 @@ def test_profiles_are_immutable_and_one_is_active(tmp_path: Path) -> None:
     assert store.active_version("m") == "v1" and store.get("m", "v1") == profile
     with pytest.raises(MonitorError):
         store.activate("m", "v9")
+
+
+LOGICAL_SCHEMA = {"type": "record", "name": "L", "fields": [
+    {"name": "event_id", "type": "string"},
+    {"name": "event_time", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+    {"name": "day", "type": {"type": "int", "logicalType": "date"}},
+    {"name": "at", "type": {"type": "int", "logicalType": "time-millis"}},
+    {"name": "amount", "type": ["null", {"type": "bytes", "logicalType": "decimal", "precision": 10, "scale": 2}]},
+    {"name": "ref", "type": {"type": "string", "logicalType": "uuid"}},
+]}
+
+
+def _logical_rows(n: int) -> list[dict[str, Any]]:
+    import datetime as dt
+    import uuid
+    from decimal import Decimal
+
+    start = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    return [{"event_id": f"e{i}", "event_time": start + dt.timedelta(milliseconds=1500 * i),
+             "day": dt.date(2026, 1, 1) + dt.timedelta(days=i % 7), "at": dt.time(0, i % 60, 1),
+             "amount": None if i % 10 == 0 else Decimal(f"{i}.25"), "ref": uuid.UUID(int=i % 3)}
+            for i in range(40)]
+
+
+def test_logical_types_in_an_avro_reference_file_and_in_the_stream(tmp_path: Path) -> None:
+    """Issue 11 #11: `reference build --input train.avro` failed on a timestamp-millis field (fastavro gives a
+    datetime). Every logical type fastavro returns is a number (or text, for a uuid) in the reference file and
+    in the stream alike, in the units Avro stores: epoch ms, days since the epoch, ms since midnight, the
+    decimal's value."""
+    from monitor.core.schema import infer_fields
+    from monitor.core.sketches import SUM, N
+    from monitor.core.types import RawRecord
+    from monitor.io.avro import encode_plain
+    from tests.helpers import small_model
+
+    rows = _logical_rows(40)
+    avro = tmp_path / "train.avro"
+    with avro.open("wb") as fh:
+        fastavro.writer(fh, fastavro.parse_schema(LOGICAL_SCHEMA), rows)
+    specs = infer_fields(LOGICAL_SCHEMA, skip={"event_id", "event_time"})
+    assert [(s.name, s.kind) for s in specs] == [("day", "numeric"), ("at", "numeric"), ("amount", "numeric"),
+                                                 ("ref", "categorical")]
+    profile = build_profile("m", specs, read_table(avro), version="v1", source="train.avro", sentinels={},
+                            time_field="event_time")
+    # By hand: days 20454..20460 (2026-01-01 is day 20454), i minutes + 1 s after midnight, amounts i + 0.25.
+    assert (profile.fields["day"].min, profile.fields["day"].max) == (20454.0, 20460.0)
+    assert profile.fields["at"].max == 39 * 60_000 + 1000  # i < 40
+    amounts = [i + 0.25 for i in range(40) if i % 10]
+    assert profile.fields["amount"].mean == pytest.approx(sum(amounts) / len(amounts))
+    assert profile.fields["amount"].null_rate == 0.1
+    assert profile.fields["ref"].categories == ["00000000-0000-0000-0000-000000000000",
+                                                "00000000-0000-0000-0000-000000000001",
+                                                "00000000-0000-0000-0000-000000000002"]
+    assert profile.event_rate == pytest.approx(39 / (39 * 1.5))
+
+    proc, _models = small_model(tmp_path, [f for f in LOGICAL_SCHEMA["fields"][2:]])
+    schema = proc.decoder.reader_schema
+    # small_model's event_time is a plain long: the time as epoch ms; the other logical types as written.
+    records = [RawRecord("m.f", 0, i, None, encode_plain(schema, {**r, "event_time": 1_767_225_600_000 + 1500 * i}))
+               for i, r in enumerate(rows)]
+    part = proc.new_partition(0)
+    proc.process(part, records)  # raised TypeError (a date is not a float) before
+    totals = part.features["amount"].totals
+    assert totals[N] == 40 and totals[SUM] == pytest.approx(sum(amounts))
+    assert part.features["day"].totals[SUM] == pytest.approx(sum(20454 + i % 7 for i in range(40)))
+
+
+def test_temporal_parquet_and_csv_columns_are_numbers(tmp_path: Path) -> None:
+    """Issue 11 #15: a Parquet timestamp column failed (`could not convert string to float`); so did a CSV
+    column pyarrow reads as a timestamp. Both are epoch ms now, dates days, decimals their values."""
+    import datetime as dt
+    from decimal import Decimal
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    start = dt.datetime(2026, 1, 1)
+    table = pa.table({
+        "ts": pa.array([start + dt.timedelta(seconds=2 * i) for i in range(5)], pa.timestamp("us")),
+        "day": pa.array([dt.date(1970, 1, 1 + i) for i in range(5)], pa.date32()),
+        "amount": pa.array([Decimal(f"{i}.50") for i in range(5)], pa.decimal128(5, 2)),
+    })
+    pq.write_table(table, tmp_path / "t.parquet")
+    (tmp_path / "t.csv").write_text("ts,amount\n" + "".join(
+        f"{(start + dt.timedelta(seconds=2 * i)).isoformat(sep=' ')}.000,{i}.5\n" for i in range(5)))
+    epoch_ms = int(start.replace(tzinfo=dt.UTC).timestamp()) * 1000
+    for path in (tmp_path / "t.parquet", tmp_path / "t.csv"):
+        cols = read_table(path)
+        assert np.asarray(cols["ts"][0], dtype=float).tolist() == [epoch_ms + 2000 * i for i in range(5)], path
+        assert np.asarray(cols["amount"][0], dtype=float).tolist() == [0.5, 1.5, 2.5, 3.5, 4.5]
+    assert np.asarray(read_table(tmp_path / "t.parquet")["day"][0], dtype=float).tolist() == [0, 1, 2, 3, 4]
+    p = build_profile("m", [FieldSpec("amount", "numeric", False)], read_table(tmp_path / "t.parquet"),
+                      version="v1", source="t.parquet", sentinels={}, time_field="ts")
+    assert p.event_rate == pytest.approx(4 / 8.0)
+
+
+@pytest.mark.integration
+def test_a_failed_build_uses_no_version_number(tmp_path: Path, redis_url: str, unique: str,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 11 #15: the first good build after two failed ones was `v3`; a version is taken only on success."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from monitor.cli.main import main
+    from monitor.cli.simulate import Simulator
+    from tests.test_model_view import settings_for
+
+    settings_for(tmp_path, redis_url=redis_url, key_prefix=f"v{unique}")
+    config = str(tmp_path / "monitor.yaml")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("nothing,useful\n1,2\n")
+    for _ in range(2):
+        assert main(["reference", "build", "--model", "churn", "--input", str(bad), "--config", config]) == 2
+    rows = [{**f, **p} for feats, preds in Simulator(seed=5).batches(2_000, 1_000)
+            for f, p in zip(feats, preds, strict=True)]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "train.parquet")
+    capsys.readouterr()
+    assert main(["reference", "build", "--model", "churn", "--input", str(tmp_path / "train.parquet"),
+                 "--config", config]) == 0
+    assert capsys.readouterr().out.strip() == "v1"

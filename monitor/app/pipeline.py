@@ -15,7 +15,14 @@ import numpy as np
 from monitor.core.evaluate import evaluate
 from monitor.core.labels import LabelPartition, LabelRow
 from monitor.core.model import ModelStream
-from monitor.core.partition import DecodedBatch, Finding, StreamPartition, TimeCheck, event_time_ms
+from monitor.core.partition import (
+    DecodedBatch,
+    Finding,
+    StreamPartition,
+    TimeCheck,
+    event_time_ms,
+    numeric_column,
+)
 from monitor.core.profiles import Contract, FieldContract, FieldProfile, ReferenceProfile
 from monitor.core.schema import FieldSpec, field_types, infer_fields, schema_changes
 from monitor.core.types import Alert, RawRecord, Reject
@@ -195,7 +202,7 @@ class StreamProcessor(_ReferenceUser):
                     bad.setdefault(i, ("unknown_model", f"{m.model_field} is not {m.model_id}"))
         limit = self.limits.max_abs_value
         for name in self.numeric_names:
-            col = np.array([math.nan if r.get(name) is None else float(r[name]) for r in rows])
+            col = numeric_column(rows, name)[0]
             with np.errstate(invalid="ignore"):
                 for i in np.flatnonzero(np.isfinite(col) & (np.abs(col) > limit)).tolist():
                     bad.setdefault(i, ("value_too_large", f"{name} exceeds +-{limit:g}"))

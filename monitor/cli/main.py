@@ -6,6 +6,7 @@ Secrets never come from the command line: see monitor.settings (environment and 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import signal
 import sys
@@ -340,16 +341,18 @@ def _reference(settings: Settings, args: argparse.Namespace) -> int:
             task = bar.add_task(f"reading {args.input.name}", total=len(specs) + 1)
             columns = read_table(args.input)
             bar.advance(task)
-            version = args.version or store.next_version(model.name)
             perf = (PerformanceColumns(model.type, model.label_field, model.prediction_field, model.score_field,
                                        model.decision_threshold) if model.prediction_field else None)
 
             def step(name: str) -> None:
                 bar.update(task, advance=1, description=f"profiling {name}")
 
-            profile = build_profile(model.name, specs, columns, version=version, source=args.input.name,
+            profile = build_profile(model.name, specs, columns, version=args.version or "", source=args.input.name,
                                     sentinels=model.sentinels, time_field=model.time_field, performance=perf,
                                     progress=step)
+        # The version number is taken only now: a build that failed above used none (v3 used to follow two).
+        version = args.version or store.next_version(model.name)
+        profile = dataclasses.replace(profile, version=version)
         store.put(profile)
         if args.activate or store.active_version(model.name) is None:
             store.activate(model.name, version)

@@ -13,7 +13,7 @@ import json
 import math
 import zlib
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal
 
 import numpy as np
@@ -93,12 +93,49 @@ class Finding:
     evidence: dict[str, str] = field(default_factory=dict)
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_EPOCH_DAY = date(1970, 1, 1)
+
+
+def to_number(value: Any) -> float:
+    """A numeric field's value as a float, including what fastavro returns for logical types: timestamps
+    (-millis, -micros, local-) as epoch milliseconds, a date as days since the epoch (Avro's `int`), a time of
+    day as milliseconds since midnight, a decimal as its value.
+
+    >>> from decimal import Decimal
+    >>> to_number(datetime(1970, 1, 1, 0, 0, 1, 500, tzinfo=UTC)), to_number(date(1970, 1, 11))
+    (1000.5, 10.0)
+    >>> to_number(time(0, 1, 2)), to_number(Decimal("12.50")), to_number(True)
+    (62000.0, 12.5, 1.0)
+    """
+    if isinstance(value, datetime):
+        aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+        return (aware - _EPOCH).total_seconds() * 1000.0
+    if isinstance(value, date):
+        return float((value - _EPOCH_DAY).days)
+    if isinstance(value, time):
+        return ((value.hour * 60 + value.minute) * 60 + value.second) * 1000.0 + value.microsecond / 1000.0
+    return float(value)
+
+
+def numeric_column(rows: list[dict[str, Any]], name: str) -> tuple[np.ndarray, np.ndarray]:
+    """One field of decoded rows as float64 (None as NaN; logical types through `to_number`) and its nulls."""
+    raw = [r.get(name) for r in rows]
+    missing = np.fromiter((v is None for v in raw), dtype=bool, count=len(raw))
+    try:
+        values = np.array([math.nan if v is None else v for v in raw], dtype=np.float64)
+    except (TypeError, ValueError):  # datetimes, dates, times or decimals: the rare, slower path
+        values = np.array([math.nan if v is None else to_number(v) for v in raw], dtype=np.float64)
+    return values, missing
+
+
 def event_time_ms(value: Any) -> int | None:
     """Event times arrive as epoch ms (long) or, with a timestamp-millis logical type, as datetimes."""
     if value is None:
         return None
-    if isinstance(value, datetime):
-        return int(value.timestamp() * 1000)
+    if isinstance(value, datetime):  # exact integer milliseconds (a naive, local-timestamp value read as UTC)
+        aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+        return (aware - _EPOCH) // timedelta(milliseconds=1)
     if isinstance(value, int) and not isinstance(value, bool):
         return value
     return None
@@ -238,10 +275,7 @@ class NumericFeature:
         self.ph = PageHinkley(p.min_instances, p.delta, p.threshold, p.alpha, p.mode)
 
     def column(self, rows: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
-        raw = [r.get(self.name) for r in rows]
-        missing = np.fromiter((v is None for v in raw), dtype=bool, count=len(raw))
-        values = np.array([math.nan if v is None else v for v in raw], dtype=np.float64)
-        return values, missing
+        return numeric_column(rows, self.name)
 
     def add(self, values: np.ndarray, missing: np.ndarray, offsets: np.ndarray) -> None:
         self.window.add(values, missing, offsets, self.limits.bounds, self.limits.sentinels)

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from monitor.errors import ConfigError
 
-_NUMERIC = {"int", "long", "float", "double", "boolean"}
+_NUMERIC = {"int", "long", "float", "double", "boolean", "decimal"}
 _CATEGORICAL = {"string", "enum"}
 
 
@@ -32,7 +32,8 @@ def _base_type(avro_type: Any) -> tuple[str | None, bool]:
             return None, nullable
         avro_type = non_null[0]
     if isinstance(avro_type, dict):
-        avro_type = avro_type.get("type")
+        # A decimal (bytes or fixed underneath) is a number; the other logical types keep their base type.
+        avro_type = "decimal" if avro_type.get("logicalType") == "decimal" else avro_type.get("type")
     return (avro_type if isinstance(avro_type, str) else None), nullable
 
 

@@ -7,6 +7,7 @@ and sentinel rates per numeric field; top-category frequencies per categorical f
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from monitor.core.labels import classifier_block, metrics, regressor_block
+from monitor.core.partition import to_number
 from monitor.core.profiles import CategoricalProfile, FieldProfile, NumericProfile, ReferenceProfile
 from monitor.core.schema import FieldSpec
 from monitor.errors import ConfigError
@@ -100,7 +102,7 @@ def read_table(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         for name in names:
             col = [r.get(name) for r in rows]
             null = np.fromiter((v is None for v in col), bool, len(col))
-            out[name] = (np.array(col, dtype=object), null)
+            out[name] = (np.array(_plain(col), dtype=object), null)
         return out
     import pyarrow as pa
     import pyarrow.csv as pacsv
@@ -118,7 +120,7 @@ def read_table(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         raise ConfigError(f"reference input {path} cannot be read: {exc}") from exc
     out = {}
     for name in table.column_names:
-        col = table.column(name).combine_chunks()
+        col = _temporal_as_number(table.column(name).combine_chunks())
         null = col.is_null().to_numpy(zero_copy_only=False)
         if pa.types.is_floating(col.type) or pa.types.is_integer(col.type) or pa.types.is_boolean(col.type):
             values = col.cast(pa.float64()).fill_null(0.0).to_numpy(zero_copy_only=False)
@@ -126,6 +128,35 @@ def read_table(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
             values = col.cast(pa.string()).fill_null("").to_numpy(zero_copy_only=False)
         out[name] = (values, null)
     return out
+
+
+def _plain(col: list[Any]) -> list[Any]:
+    """Values fastavro returns for logical types as the stream has them: numbers (`to_number`: epoch ms,
+    days, ms since midnight, decimal values) and text (a uuid)."""
+    if all(v is None or isinstance(v, (int, float, str, bool)) for v in col):
+        return col
+    return [v if v is None or isinstance(v, (int, float, str, bool)) else
+            str(v) if isinstance(v, uuid.UUID) else to_number(v) for v in col]
+
+
+def _temporal_as_number(col: Any) -> Any:
+    """A Parquet/CSV timestamp as epoch ms, a date as days since the epoch, a time of day as ms since midnight,
+    a decimal as float64: the numbers the stream's decoder gives for the same Avro logical types."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    t = col.type
+    if pa.types.is_timestamp(t):
+        return pc.cast(col, pa.timestamp("ms", tz=t.tz), safe=False).cast(pa.int64())
+    if pa.types.is_date32(t):
+        return col.cast(pa.int32())
+    if pa.types.is_date64(t):  # ms since the epoch, whole days
+        return pc.divide(col.cast(pa.int64()), 86_400_000)
+    if pa.types.is_time(t):
+        return pc.divide(pc.cast(col, pa.time64("us")).cast(pa.int64()).cast(pa.float64()), 1000.0)
+    if pa.types.is_decimal(t):
+        return col.cast(pa.float64())
+    return col
 
 
 def build_profile(
