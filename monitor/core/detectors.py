@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 from numba import njit
-from scipy.signal import lfilter
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +29,23 @@ class Detection:
 
 
 MAX_ROWS = 64  # bucket rows: row i summarises 2**i values, so 64 rows cover any window
+
+
+def _finite(values: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """The finite values (a detector skips NaN and +-inf: one would leave its sums at nan for good), and where
+    each sits in the input (None when all are finite), so detections keep the caller's indices."""
+    x = np.ascontiguousarray(values, dtype=np.float64)
+    ok = np.isfinite(x)
+    if ok.all():
+        return x, None
+    where = np.flatnonzero(ok)
+    return np.ascontiguousarray(x[where]), where
+
+
+def _at(found: list[Detection], where: np.ndarray | None) -> list[Detection]:
+    if where is None:
+        return found
+    return [Detection(int(where[d.index]), d.statistic, d.threshold, d.window) for d in found]
 
 
 @njit(cache=True)
@@ -197,11 +213,12 @@ class Adwin:
         return bool(self.ints[2])
 
     def update_many(self, values: np.ndarray) -> list[Detection]:
-        x = np.ascontiguousarray(values, dtype=np.float64)
+        x, where = _finite(values)
         out = np.zeros((len(x) // max(self.clock, 1) + 2, 4))
         n = _adwin_run(x, self.tot, self.var, self.cnt, self.fs, self.ints, self.delta, self.clock,
                        self.max_buckets, self.min_window_length, self.grace_period, out)
-        return [Detection(int(out[k, 0]), float(out[k, 1]), float(out[k, 2]), int(out[k, 3])) for k in range(n)]
+        return _at([Detection(int(out[k, 0]), float(out[k, 1]), float(out[k, 2]), int(out[k, 3]))
+                    for k in range(n)], where)
 
     def to_state(self) -> dict[str, Any]:
         rows = int(self.ints[1])
@@ -226,11 +243,50 @@ class Adwin:
             self.var[r, : len(vs)] = vs
 
 
-class PageHinkley:
-    """Page-Hinkley test with a fading running mean, as river's; whole batches at once with numpy.
+@njit(cache=True)
+def _page_hinkley_run(x: np.ndarray, st: np.ndarray, alpha: float, delta: float, threshold: float,
+                      min_instances: float, mode: int) -> tuple[int, float]:
+    """Advance river's Page-Hinkley over `x`, value by value, with river's arithmetic (so its floats, bit for
+    bit); stop at the first detection. `st` = [n, mean, sum_increase, sum_decrease, min_increase,
+    max_decrease], updated in place. Returns (index of the detection or -1, its test value)."""
+    n, mean, s_inc, s_dec, min_inc, max_dec = st[0], st[1], st[2], st[3], st[4], st[5]
+    found, stat = -1, 0.0
+    for i in range(len(x)):
+        v = x[i]
+        n += 1.0
+        mean += (1.0 / n) * (v - mean)
+        dev = v - mean
+        s_inc = alpha * s_inc + dev - delta
+        s_dec = alpha * s_dec + dev + delta
+        if s_inc < min_inc:
+            min_inc = s_inc
+        if s_dec > max_dec:
+            max_dec = s_dec
+        if n >= min_instances:
+            t_inc = s_inc - min_inc
+            t_dec = max_dec - s_dec
+            if mode == 0:
+                fired, t = t_inc > threshold, t_inc
+            elif mode == 1:
+                fired, t = t_dec > threshold, t_dec
+            else:
+                fired, t = t_inc > threshold or t_dec > threshold, max(t_inc, t_dec)
+            if fired:
+                found, stat = i, t
+                break
+    st[0], st[1], st[2], st[3], st[4], st[5] = n, mean, s_inc, s_dec, min_inc, max_dec
+    return found, stat
 
-    The exponentially weighted sums are a first-order linear recurrence, computed by
-    `scipy.signal.lfilter`; running minima/maxima by `np.minimum.accumulate`.
+
+_PH_MODES = {"up": 0, "down": 1, "both": 2}
+
+
+class PageHinkley:
+    """Page-Hinkley test with a fading running mean, as river's; compiled with numba, value by value.
+
+    River's own incremental mean and sums, in its order of operations: the same detections as river at any
+    magnitude (a running mean from cumulative sums lost equality on 1e12 + N(0, 1)) and however the stream is
+    split into batches. After a detection the scan goes on from the next value, never over the batch again.
 
     >>> import random
     >>> rng = random.Random(12345)
@@ -247,88 +303,54 @@ class PageHinkley:
         alpha: float = 1 - 0.0001,
         mode: str = "both",
     ) -> None:
-        if mode not in ("up", "down", "both"):
+        if mode not in _PH_MODES:
             raise ValueError(f"mode must be up, down or both, not {mode!r}")
         self.min_instances = min_instances
         self.delta = delta
         self.threshold = threshold
         self.alpha = alpha
         self.mode = mode
+        self._st = np.zeros(6)
         self._reset()
         self.pending_reset = False
 
     def _reset(self) -> None:
-        self.n = 0
-        self.mean = 0.0
-        self.sum_increase = 0.0
-        self.sum_decrease = 0.0
-        self.min_increase = math.inf
-        self.max_decrease = -1.0  # river starts here, not at -inf
+        self._st[:] = (0.0, 0.0, 0.0, 0.0, math.inf, -1.0)  # river starts max_decrease at -1, not -inf
+
+    @property
+    def n(self) -> int:
+        return int(self._st[0])
+
+    @property
+    def mean(self) -> float:
+        return float(self._st[1])
 
     def update_many(self, values: np.ndarray) -> list[Detection]:
         found: list[Detection] = []
-        x = np.asarray(values, dtype=np.float64)
+        x, where = _finite(values)
         start = 0
+        mode = _PH_MODES[self.mode]
         while start < len(x):
             if self.pending_reset:
                 self._reset()
                 self.pending_reset = False
-            hit = self._scan(x[start:])
-            if hit is None:
+            index, stat = _page_hinkley_run(x[start:], self._st, self.alpha, self.delta, self.threshold,
+                                            float(self.min_instances), mode)
+            if index < 0:
                 break
-            index, stat = hit
             found.append(Detection(start + index, stat, self.threshold, window=self.n))
             self.pending_reset = True
             start += index + 1
-        return found
-
-    def _scan(self, x: np.ndarray) -> tuple[int, float] | None:
-        """Advance over `x`; stop at the first detection (state then reflects values up to it)."""
-        m = len(x)
-        n = self.n + np.arange(1, m + 1, dtype=np.float64)
-        means = (self.mean * self.n + np.cumsum(x)) / n
-        dev = x - means
-        a = [1.0, -self.alpha]
-        s_inc, _ = lfilter([1.0], a, dev - self.delta, zi=[self.alpha * self.sum_increase])
-        s_dec, _ = lfilter([1.0], a, dev + self.delta, zi=[self.alpha * self.sum_decrease])
-        min_inc = np.minimum.accumulate(np.minimum(s_inc, self.min_increase))
-        max_dec = np.maximum.accumulate(np.maximum(s_dec, self.max_decrease))
-        test_inc = s_inc - min_inc
-        test_dec = max_dec - s_dec
-        if self.mode == "up":
-            test = test_inc
-        elif self.mode == "down":
-            test = test_dec
-        else:
-            test = np.maximum(test_inc, test_dec)
-        fired = np.flatnonzero((n >= self.min_instances) & (test > self.threshold))
-        end = int(fired[0]) if len(fired) else m - 1
-        self.n = int(n[end])
-        self.mean = float(means[end])
-        self.sum_increase = float(s_inc[end])
-        self.sum_decrease = float(s_dec[end])
-        self.min_increase = float(min_inc[end])
-        self.max_decrease = float(max_dec[end])
-        return (end, float(test[end])) if len(fired) else None
+        return _at(found, where)
 
     def to_state(self) -> dict[str, Any]:
-        return {
-            "n": self.n,
-            "mean": self.mean,
-            "sum_increase": self.sum_increase,
-            "sum_decrease": self.sum_decrease,
-            "min_increase": self.min_increase,
-            "max_decrease": self.max_decrease,
-            "pending_reset": self.pending_reset,
-        }
+        st = self._st.tolist()
+        return {"n": int(st[0]), "mean": st[1], "sum_increase": st[2], "sum_decrease": st[3],
+                "min_increase": st[4], "max_decrease": st[5], "pending_reset": self.pending_reset}
 
     def load_state(self, state: dict[str, Any]) -> None:
-        self.n = int(state["n"])
-        self.mean = float(state["mean"])
-        self.sum_increase = float(state["sum_increase"])
-        self.sum_decrease = float(state["sum_decrease"])
-        self.min_increase = float(state["min_increase"])
-        self.max_decrease = float(state["max_decrease"])
+        self._st[:] = (float(state["n"]), float(state["mean"]), float(state["sum_increase"]),
+                       float(state["sum_decrease"]), float(state["min_increase"]), float(state["max_decrease"]))
         self.pending_reset = bool(state["pending_reset"])
 
 
@@ -348,14 +370,15 @@ class _ErrorStreamDetector:
 
     def update_many(self, values: np.ndarray) -> list[Detection]:
         found = []
-        for i, x in enumerate(np.asarray(values, dtype=np.float64).tolist()):
+        finite, where = _finite(values)
+        for i, x in enumerate(finite.tolist()):
             if self.pending_reset:
                 self._reset()
                 self.pending_reset = False
             if self._update(x):
                 self.pending_reset = True
                 found.append(Detection(i, *self._statistic()))
-        return found
+        return _at(found, where)
 
     def _statistic(self) -> tuple[float, float, int]:
         raise NotImplementedError
