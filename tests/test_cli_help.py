@@ -30,3 +30,16 @@ def test_every_command_has_help() -> None:
         for action in parser._actions:
             if isinstance(action, argparse._SubParsersAction):
                 assert all(c.help for c in action._choices_actions), [c.dest for c in action._choices_actions]
+
+
+def test_status_starts_without_the_numeric_stack() -> None:
+    """Issue 11 #17: `status` took 10-18 s a call on a 2-core machine; most of a call was importing scipy (through
+    the stage-1 core, for one constant) before reading a few Redis hashes. The status path imports neither
+    scipy nor numba now (the cause, checked directly; the time itself is not a test's business)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, monitor.cli.main, monitor.ops.status, monitor.io.redis_store; "
+            "print(sorted(m for m in ('scipy', 'numba', 'river') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    assert out.stdout.strip() == "[]", out.stdout

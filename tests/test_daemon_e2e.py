@@ -102,6 +102,8 @@ def test_clean_stream_raises_no_alert(setup: Setup, daemons: list[DaemonProcess]
                           "--json"], check=True, capture_output=True, text=True, env=_clean_env())
     as_json = json.loads(out.stdout)
     assert as_json["models"]["churn"]["events"] == 50_000
+    # Issue 11 #17: the events of each stream, not only the features' (one prediction per event here).
+    assert as_json["models"]["churn"]["events_by_stream"] == {"features": 50_000, "predictions": 50_000}
     assert as_json["models"]["churn"]["features"]["age"]["count"] == 50_000
 
 

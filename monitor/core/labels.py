@@ -16,8 +16,8 @@ import numpy as np
 from scipy.stats import norm
 
 from monitor.core.detectors import DDM, EDDM, HDDMA, Adwin, Detection
-from monitor.core.partition import META_FIELD, Finding, RecentIds
-from monitor.core.types import AlertKind
+from monitor.core.partition import Finding, RecentIds
+from monitor.core.types import META_FIELD, AlertKind
 from monitor.settings import PerformanceSettings
 
 AUC_BINS = 20

@@ -48,10 +48,9 @@ from monitor.core.sketches import (
     run_tallies,
 )
 from monitor.core.sketches import N as COUNT
-from monitor.core.types import AlertKind
+from monitor.core.types import META_FIELD, AlertKind
 from monitor.settings import CheckSettings, WindowSettings
 
-META_FIELD = "__meta__"
 # A block's numeric part as the blocks topic carries it: field names, histogram lengths, packed values.
 Packed = tuple[list[str], list[int], "bytes | np.ndarray"]
 DETECTOR_CHECKS = {"adwin", "page_hinkley"}

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from scipy.stats import chi2 as chi2_dist
 
 PSI_EPS = 1e-4  # fractions are clipped here before the log, as Evidently does
 NumericStatistic = Literal["psi", "js", "linf", "ks", "wasserstein"]
@@ -78,6 +77,8 @@ def chi2_homogeneity(ref: np.ndarray, cur: np.ndarray) -> Chi2Result:
     expected = table.sum(axis=1, keepdims=True) * table.sum(axis=0, keepdims=True) / table.sum()
     stat = float(((table - expected) ** 2 / expected).sum())
     dof = table.shape[1] - 1
+    from scipy.stats import chi2 as chi2_dist  # here, not at import: `status` and the CLI start without scipy
+
     return Chi2Result(stat, dof, float(chi2_dist.sf(stat, dof)))
 
 

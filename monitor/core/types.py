@@ -6,6 +6,9 @@ import hashlib
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+# The Redis hash field of a partition's bookkeeping (the others are one per feature, `<model>/<feature>`).
+META_FIELD = "__meta__"
+
 
 class AlertKind(StrEnum):
     DATA_QUALITY = "DATA_QUALITY"

@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 
 from monitor.core import stats
-from monitor.core.partition import META_FIELD
 from monitor.core.profiles import CategoricalProfile, NumericProfile, ReferenceProfile
 from monitor.core.sketches import HEAD, META_KEYS, unpack_array
+from monitor.core.types import META_FIELD
 from monitor.io.state import StateStore
 from monitor.settings import ModelSettings, Settings
 

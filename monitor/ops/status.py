@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from monitor.core.partition import META_FIELD
+from monitor.core.types import META_FIELD
 from monitor.io.state import StateStore
 from monitor.settings import Settings
 
@@ -14,8 +14,9 @@ def collect_status(settings: Settings, store: StateStore) -> dict[str, Any]:
     """The JSON shape: models.<name>.{model_view.<stream>.{incidents, drift, counts}, events, rejects,
     features.<f>.{count, ...}, partitions, open_alerts}: the merged view first, input partitions after it."""
     topics = {stream.topic: (model.name, kind) for model in settings.models for kind, stream in model.streams()}
-    models: dict[str, Any] = {m.name: {"model_view": {}, "events": 0, "rejects": 0, "features": {},
-                                       "predictions": {}, "labels": {}, "partitions": {}, "open_alerts": []}
+    models: dict[str, Any] = {m.name: {"model_view": {}, "events": 0, "events_by_stream": {}, "rejects": 0,
+                                       "features": {}, "predictions": {}, "labels": {}, "partitions": {},
+                                       "open_alerts": []}
                               for m in settings.models}
     for topic, partition in store.partitions():
         if topic == settings.blocks_topic:
@@ -31,6 +32,7 @@ def collect_status(settings: Settings, store: StateStore) -> dict[str, Any]:
             continue
         meta = json.loads(snap.fields[META_FIELD])
         if kind == "labels":
+            out["events_by_stream"]["labels"] = out["events_by_stream"].get("labels", 0) + meta["events"]
             _merge_labels(out["labels"], meta)
             for key in meta["open_alerts"]:
                 metric, _, check = key.partition("/")
@@ -39,6 +41,7 @@ def collect_status(settings: Settings, store: StateStore) -> dict[str, Any]:
             continue
         if kind == "features":
             out["events"] += meta["events"]
+        out["events_by_stream"][kind] = out["events_by_stream"].get(kind, 0) + meta["events"]
         out["rejects"] += meta["rejects"]
         for key, until in meta["quiet_until"].items():
             if until > meta["events"]:
