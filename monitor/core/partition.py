@@ -419,7 +419,7 @@ class NumericFeature:
         if name == "wasserstein" and prof.std:
             value /= prof.std  # normalised, as Evidently's default
         threshold = drift.threshold_for(name)
-        floor = stats.effect_floor(name, threshold, ref, cur)
+        floor = stats.effect_floor(name, threshold, ref, cur, centers, prof.std if name == "wasserstein" else None)
         test = stats.chi2_homogeneity(ref, cur)
         mean = w[SUM] / w[FINITE]
         evidence = {
@@ -434,7 +434,7 @@ class NumericFeature:
             "reference_version": str(self.ref_version),
         }
         evidence.update(_top_bins(ref, cur, _bin_labels(prof.edges), self.window.examples))
-        # The alert carries the threshold actually applied (for PSI: raised by its small-sample bias).
+        # The alert carries the threshold actually applied (raised by the statistic's small-sample bias).
         return CheckValue(self.name, name, value, floor, value > floor, evidence, test.p_value)
 
     def to_state(self) -> dict[str, Any]:
@@ -559,7 +559,7 @@ class CategoricalFeature:
         evidence = {"p_value": f"{test.p_value:.3g}", "configured_threshold": f"{threshold:g}",
                     "reference_version": str(self.ref_version)}
         evidence.update(_top_bins(ref, cur, [*prof.categories, "other"], None))
-        # The alert carries the threshold actually applied (for PSI: raised by its small-sample bias).
+        # The alert carries the threshold actually applied (raised by the statistic's small-sample bias).
         return CheckValue(self.name, name, value, floor, value > floor, evidence, test.p_value)
 
     def to_state(self) -> dict[str, Any]:

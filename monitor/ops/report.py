@@ -159,7 +159,11 @@ def collect(settings: Settings, model: ModelSettings, store: StateStore, referen
             v.current = (w / max(w.sum(), 1)).tolist()
             v.statistic = checks.drift.numeric_statistic
             v.value = stats.statistic(v.statistic, ref_counts, w, prof.centers())
-            v.threshold = stats.effect_floor(v.statistic, checks.drift.threshold_for(v.statistic), ref_counts, w)
+            scale = prof.std if v.statistic == "wasserstein" and prof.std else None
+            if scale:
+                v.value /= scale  # normalised, as the daemon's check has it
+            v.threshold = stats.effect_floor(v.statistic, checks.drift.threshold_for(v.statistic), ref_counts, w,
+                                             prof.centers(), scale)
         elif isinstance(prof, CategoricalProfile) and isinstance(w, dict) and w:
             cats = prof.categories
             cur = np.array([w.get(c, 0) for c in cats] + [sum(n for k, n in w.items() if k not in cats)], float)
