@@ -3,17 +3,34 @@
 A block (`schemas/block.avsc`) carries its numeric fields as three parallel values: `numeric_fields` (names),
 `numeric_bins` (histogram length per field, 0 when not binned on reference bins) and `numeric_values`: for
 each field in turn a row of `ROW_HEAD + bins` float64s, the sketch head of `monitor.core.sketches` (count,
-missing, nan, inf, finite, sum, sum_sq, min, max, below, above, sentinel), then the sum of the finite values
+missing, nan, inf, finite, sum, M2, min, max, below, above, sentinel), then the sum of the finite values
 clipped to the reference mean +- clip_z std (`CLIPPED`), then the histogram. Stage 1 writes a block with one
 `tobytes`, stage 2 reads it with one `frombuffer` and merges a block into its slot with one vector addition
-when both stages see the same fields and bins (the same reference), which is the rule, not the exception.
+(and Chan's correction of each field's M2) when both stages see the same fields and bins (the same
+reference), which is the rule, not the exception. Blocks written before M2 (`moments` absent in the block)
+carried a sum of squares there; `migrate_m2` converts them.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from monitor.core.sketches import ABOVE, BELOW, HEAD, INF, MAX, MIN, MISSING, NAN, SENTINEL
+from monitor.core.sketches import (
+    ABOVE,
+    BELOW,
+    FINITE,
+    HEAD,
+    INF,
+    M2,
+    MAX,
+    MIN,
+    MISSING,
+    NAN,
+    SENTINEL,
+    SUM,
+    combine_m2,
+    m2_from_sum_of_squares,
+)
 
 CLIPPED = HEAD  # index, in a packed row, of the clipped sum
 ROW_HEAD = HEAD + 1  # the histogram starts here
@@ -58,6 +75,7 @@ class Layout:
         self.index = {name: i for i, name in enumerate(self.names)}
         self.mins = self.offsets + MIN
         self.maxs = self.offsets + MAX
+        self.finites, self.sums, self.m2s = self.offsets + FINITE, self.offsets + SUM, self.offsets + M2
         # Per field, where its counts of missing, nan, inf, sentinel, below and above values are.
         self.rates = self.offsets[:, None] + np.array([MISSING, NAN, INF, SENTINEL, BELOW, ABOVE])[None, :]
 
@@ -80,12 +98,20 @@ class Layout:
         return packed[start:start + ROW_HEAD + self.bins[i]]
 
     def merge(self, acc: np.ndarray, other: np.ndarray) -> None:
-        """`acc` += `other` in place, every field's min and max taken as min and max."""
+        """`acc` += `other` in place, every field's min and max taken as min and max and its M2 combined."""
         low = np.minimum(acc[self.mins], other[self.mins])
         high = np.maximum(acc[self.maxs], other[self.maxs])
+        m2 = combine_m2(acc[self.finites], acc[self.sums], acc[self.m2s], other[self.finites], other[self.sums],
+                        other[self.m2s])
         acc += other
+        acc[self.m2s] = m2
         acc[self.mins] = low
         acc[self.maxs] = high
+
+    def migrate_m2(self, packed: np.ndarray) -> None:
+        """A block written before M2 (its slot held the sum of squares), converted in place."""
+        if len(self.offsets):
+            m2_from_sum_of_squares(packed, self.offsets)
 
     def convert(self, source: Layout, packed: np.ndarray, keep_histograms: bool) -> np.ndarray:
         """A block laid out as `source` in this layout: fields it lacks are empty; a histogram is kept only

@@ -34,10 +34,11 @@ from monitor.core.schema import FieldSpec
 from monitor.core.sketches import (
     FINITE,
     HEAD,
+    M2,
     MISSING_KEY,
+    MOMENTS,
     N_KEY,
     SUM,
-    SUMSQ,
     UNSEEN_KEY,
     pack_array,
     unpack_array,
@@ -187,6 +188,9 @@ class ModelStream:
                 if len(self._layouts) < 64:  # a handful of layouts in practice (references being rolled out)
                     self._layouts[key] = source
             values = source.read(raw)
+            if block.get("moments") != MOMENTS and len(values):  # from a stage 1 of 0.1: a sum of squares
+                values = values.copy()
+                source.migrate_m2(values)
             categorical = unpack_categorical(block.get("categorical_fields") or [],
                                              block.get("categorical_categories") or [],
                                              bytes(block.get("categorical_counts") or b""))
@@ -364,10 +368,10 @@ class ModelStream:
             std = math.sqrt(warm[2] / (warm[0] - 1)) if warm[0] > 1 else 0.0
             return warm[1], std if std > 0 else 1.0
         if vec is not None and vec[FINITE] > 0:
-            # Chan et al.'s parallel update: stable for any magnitude (a naive sum of squares is not).
+            # Chan et al.'s parallel update of the slots' (count, mean, M2): stable for any magnitude.
             n_b = float(vec[FINITE])
             mean_b = float(vec[SUM]) / n_b
-            m2_b = max(float(vec[SUMSQ]) - n_b * mean_b * mean_b, 0.0)
+            m2_b = float(vec[M2])
             n_a, mean_a, m2_a = warm
             n = n_a + n_b
             delta = mean_b - mean_a
@@ -454,6 +458,7 @@ class ModelStream:
             "slots": self.slots,
             "cusum": self.cusum,
             "warm": self.warm,
+            "moments": MOMENTS,
             "counts": self.counts,
             "signals": [[r.field, r.check, str(r.kind), r.statistic, r.threshold, r.evidence, list(r.partitions)]
                         for r in self.signals],
@@ -481,6 +486,10 @@ class ModelStream:
             return  # a new reference: windows, pending slots and detectors start afresh (as in stage 1)
         self.pending = {int(k): {**v, "packed": None if v["packed"] is None else unpack_array(v["packed"])}
                         for k, v in state["pending"].items()}
+        if state.get("moments") != MOMENTS:  # written by 0.1: the open slots' M2 slots held sums of squares
+            for v in self.pending.values():
+                if v["packed"] is not None:
+                    self.layout.migrate_m2(v["packed"])
         # Slots written before the out-of-bounds counts (10 entries) get none.
         self.slots = [s + [{}] * (11 - len(s)) for s in state["slots"]]
         self.cusum.update(state["cusum"])

@@ -29,19 +29,21 @@ from monitor.core.sketches import (
     FINITE,
     HEAD,
     INF,
+    M2,
     MAX,
     META_KEYS,
     MIN,
     MISSING,
     MISSING_KEY,
+    MOMENTS,
     N_KEY,
     NAN,
     SENTINEL,
     SUM,
-    SUMSQ,
     UNSEEN_KEY,
     CategoricalWindow,
     NumericWindow,
+    m2_from_sum_of_squares,
     merge_numeric,
     numeric_block,
     numeric_blocks,
@@ -426,7 +428,7 @@ class NumericFeature:
             "p_value": f"{test.p_value:.3g}",
             "configured_threshold": f"{threshold:g}",
             "window_mean": f"{mean:.6g}",
-            "window_std": f"{math.sqrt(max(w[SUMSQ] / w[FINITE] - mean * mean, 0.0)):.6g}",
+            "window_std": f"{math.sqrt(w[M2] / w[FINITE]):.6g}",
             "window_min": f"{w[MIN]:.6g}",
             "window_max": f"{w[MAX]:.6g}",
             "reference_mean": f"{prof.mean:.6g}" if prof.mean is not None else "",
@@ -442,6 +444,7 @@ class NumericFeature:
             "kind": self.kind,
             "ref_version": self.ref_version,
             "totals": self.totals.tolist(),
+            "moments": MOMENTS,
             "warm": {"n": self.warm[0], "mean": self.warm[1], "m2": self.warm[2], "shift": self.warm_shift},
             "mean": self.mean,
             "std": self.std,
@@ -454,6 +457,8 @@ class NumericFeature:
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.totals = np.array(state["totals"], dtype=float)
+        if state.get("moments") != MOMENTS:  # written by 0.1: the totals' slot M2 held the sum of squares
+            m2_from_sum_of_squares(self.totals)
         if state.get("ref_version") != self.ref_version:
             return  # a new reference: new bins and standardisation, so windows and detectors start afresh
         warm = state["warm"]
@@ -911,8 +916,7 @@ class StreamPartition:
             name = feat.name
             if vectorised:
                 rows = per_run[feat.name][0]
-                batch_totals = rows[:, :HEAD].sum(axis=0)
-                batch_totals[MIN], batch_totals[MAX] = rows[:, MIN].min(), rows[:, MAX].max()
+                batch_totals = merge_numeric(list(rows[:, :HEAD]))
             else:
                 batch_totals = numeric_block(values, missing, None, 0, feat.limits.bounds, feat.limits.sentinels)
             feat.totals = merge_numeric([feat.totals, batch_totals])
@@ -1066,7 +1070,7 @@ class StreamPartition:
                 "reference_version": self.ref_version, "numeric_fields": [], "numeric_bins": [],
                 "numeric_values": b"", "categorical_fields": [], "categorical_categories": [],
                 "categorical_counts": b"", "schema_changes": [],
-                "silent_s": None, "idle": None}
+                "silent_s": None, "idle": None, "moments": MOMENTS}
 
     def event_time(self) -> int:
         """The event time of the last event seen (-1 before any)."""

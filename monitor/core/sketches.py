@@ -1,6 +1,9 @@
 """Sliding-window sketches made of blocks: counts, moments, min/max, range and sentinel counts, histogram.
 
-A window is the last `blocks` closed blocks; blocks over the same bin edges merge by addition.
+A window is the last `blocks` closed blocks; blocks over the same bin edges merge by addition, except the
+range (min, max) and the second moment: `M2` is the sum of squared deviations from the block's own mean
+(Welford/Chan), combined with Chan's correction (`merge_numeric`), stable at any magnitude where a sum of
+squares is not (a feature around 1.7e9 with spread 5 had a negative variance).
 """
 
 from __future__ import annotations
@@ -11,8 +14,9 @@ from typing import Any
 import numpy as np
 
 # Layout of a numeric block vector; the histogram follows the head.
-N, MISSING, NAN, INF, FINITE, SUM, SUMSQ, MIN, MAX, BELOW, ABOVE, SENTINEL = range(12)
+N, MISSING, NAN, INF, FINITE, SUM, M2, MIN, MAX, BELOW, ABOVE, SENTINEL = range(12)
 HEAD = 12
+MOMENTS = "m2"  # the state and block marker of this meaning of slot M2 (before: a plain sum of squares)
 
 
 def numeric_block(
@@ -31,37 +35,17 @@ def numeric_block(
     >>> v = np.array([1.0, np.nan, 3.0, np.inf, np.nan, -1.0, 9.0])
     >>> b = numeric_block(v, np.array([0, 0, 0, 0, 1, 0, 0], bool), np.array([2.0]), 2, (0.0, 5.0),
     ...                   np.array([-1.0]))
-    >>> b[:HEAD].tolist()
-    [7.0, 1.0, 1.0, 1.0, 3.0, 13.0, 91.0, 1.0, 9.0, 0.0, 1.0, 1.0]
+    >>> b[:HEAD].tolist()  # M2: (1 - 13/3)^2 + (3 - 13/3)^2 + (9 - 13/3)^2 = 104/3
+    [7.0, 1.0, 1.0, 1.0, 3.0, 13.0, 34.666666666666664, 1.0, 9.0, 0.0, 1.0, 1.0]
     >>> b[HEAD:].tolist()  # below 2, at or above 2
     [1.0, 2.0]
     """
+    if len(values):  # one run of `numeric_blocks`: the batch path and this one cannot disagree
+        row: np.ndarray = numeric_blocks(values, missing, np.zeros(1, dtype=np.int64), edges, hist_len, bounds,
+                                         sentinels)[0]
+        return row
     out = np.zeros(HEAD + hist_len)
-    nan = np.isnan(values)
-    inf = np.isinf(values)
-    finite_mask = ~(nan | inf)
-    if sentinels is not None and len(sentinels):
-        is_sentinel = finite_mask & np.isin(values, sentinels)
-        out[SENTINEL] = int(is_sentinel.sum())
-        finite_mask &= ~is_sentinel
-    finite = values[finite_mask]
-    n_missing = int(missing.sum())
-    out[N] = len(values)
-    out[MISSING] = n_missing
-    out[NAN] = int(nan.sum()) - n_missing
-    out[INF] = int(inf.sum())
-    out[FINITE] = len(finite)
-    out[SUM] = float(finite.sum())
-    out[SUMSQ] = float(np.dot(finite, finite))
-    out[MIN] = float(finite.min()) if len(finite) else np.inf
-    out[MAX] = float(finite.max()) if len(finite) else -np.inf
-    lo, hi = bounds
-    if lo is not None:
-        out[BELOW] = int((finite < lo).sum())
-    if hi is not None:
-        out[ABOVE] = int((finite > hi).sum())
-    if edges is not None and len(finite) and hist_len:
-        out[HEAD:] += np.bincount(np.searchsorted(edges, finite, side="right"), minlength=hist_len)
+    out[MIN], out[MAX] = np.inf, -np.inf
     return out
 
 
@@ -103,7 +87,15 @@ def numeric_blocks(
     out[:, FINITE] = np.bincount(run_of, weights=use, minlength=runs)
     clean = np.where(use, values, 0.0)
     out[:, SUM] = np.bincount(run_of, weights=clean, minlength=runs)
-    out[:, SUMSQ] = np.bincount(run_of, weights=clean * clean, minlength=runs)
+    # Two passes about the run's first usable value (exact enough at any offset): its mean, then its M2.
+    first = np.minimum.reduceat(np.where(use, np.arange(n), n), starts)
+    shift = np.where(first < n, values[np.minimum(first, n - 1)], 0.0)
+    with np.errstate(invalid="ignore", over="ignore"):
+        shifted = np.where(use, values - shift[run_of], 0.0)
+    means = np.bincount(run_of, weights=shifted, minlength=runs) / np.maximum(out[:, FINITE], 1.0)
+    with np.errstate(invalid="ignore", over="ignore"):
+        dev = np.where(use, shifted - means[run_of], 0.0)
+        out[:, M2] = np.bincount(run_of, weights=dev * dev, minlength=runs)
     out[:, MIN] = np.minimum.reduceat(np.where(use, values, np.inf), starts)
     out[:, MAX] = np.maximum.reduceat(np.where(use, values, -np.inf), starts)
     lo, hi = bounds
@@ -118,12 +110,43 @@ def numeric_blocks(
 
 
 def merge_numeric(blocks: list[np.ndarray]) -> np.ndarray:
-    """Sum of block vectors, with min/max taken properly."""
+    """Block vectors combined: counts, sums and bins added, min/max taken as such, M2 by Chan et al.:
+    the sum of the blocks' M2 plus n_i (mean_i - mean)^2 for each block (no large squares cancel).
+
+    >>> a = numeric_block(np.array([1e9 + 1, 1e9 + 3]), np.zeros(2, bool), None, 0)
+    >>> b = numeric_block(np.array([1e9 + 5]), np.zeros(1, bool), None, 0)
+    >>> float(merge_numeric([a, b])[M2])  # the deviations from 1e9 + 3 are -2, 0, 2
+    8.0
+    """
     stacked = np.vstack(blocks)
     out: np.ndarray = stacked.sum(axis=0)
     out[MIN] = stacked[:, MIN].min()
     out[MAX] = stacked[:, MAX].max()
+    counts = stacked[:, FINITE]
+    if out[FINITE] > 0:
+        means = np.divide(stacked[:, SUM], counts, out=np.zeros(len(counts)), where=counts > 0)
+        mean = out[SUM] / out[FINITE]
+        out[M2] = float(stacked[:, M2].sum() + np.sum(counts * (means - mean) ** 2))
     return out
+
+
+def combine_m2(n_a: np.ndarray | float, sum_a: np.ndarray | float, m2_a: np.ndarray | float,
+               n_b: np.ndarray | float, sum_b: np.ndarray | float, m2_b: np.ndarray | float) -> np.ndarray:
+    """M2 of two summaries (count, sum, M2) together (Chan et al.); element-wise over arrays of fields."""
+    n_a, n_b = np.asarray(n_a, dtype=float), np.asarray(n_b, dtype=float)
+    n = n_a + n_b
+    safe_a, safe_b = np.where(n_a > 0, n_a, 1.0), np.where(n_b > 0, n_b, 1.0)
+    delta = np.where((n_a > 0) & (n_b > 0), np.asarray(sum_b) / safe_b - np.asarray(sum_a) / safe_a, 0.0)
+    out: np.ndarray = np.asarray(m2_a) + np.asarray(m2_b) + delta * delta * n_a * n_b / np.where(n > 0, n, 1.0)
+    return out
+
+
+def m2_from_sum_of_squares(vec: np.ndarray, at: np.ndarray | int = 0) -> None:
+    """Migrate vectors written before M2 (slot M2 held the sum of squares) in place: M2 = sumsq - sum^2 / n.
+    `at`: where each field's head starts in `vec` (the packed layout of several fields)."""
+    heads = np.atleast_1d(np.asarray(at, dtype=np.int64))
+    n, total, sq = vec[heads + FINITE], vec[heads + SUM], vec[heads + M2]
+    vec[heads + M2] = np.maximum(sq - np.divide(total * total, n, out=np.zeros(len(heads)), where=n > 0), 0.0)
 
 
 def pack_array(values: np.ndarray) -> str:
@@ -174,9 +197,7 @@ class NumericWindow:
         if self.open is None:
             self.open = block.copy()
         else:
-            low, high = min(self.open[MIN], block[MIN]), max(self.open[MAX], block[MAX])
-            self.open += block
-            self.open[MIN], self.open[MAX] = low, high
+            self.open = merge_numeric([self.open, block])
 
     def close_block(self) -> None:
         if self.open is not None:
@@ -197,6 +218,7 @@ class NumericWindow:
             "open": None if self.open is None else pack_array(self.open),
             "examples_open": self.examples_open,
             "examples": self.examples,
+            "moments": MOMENTS,
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -204,6 +226,9 @@ class NumericWindow:
         self.next_edges = None if state.get("next_edges") is None else np.array(state["next_edges"], dtype=float)
         self.closed = [unpack_array(b) for b in state["closed"]]
         self.open = None if state["open"] is None else unpack_array(state["open"])
+        if state.get("moments") != MOMENTS:  # written by 0.1: slot M2 held the sum of squares
+            for vec in [*self.closed, *([self.open] if self.open is not None else [])]:
+                m2_from_sum_of_squares(vec)
         self.examples_open = list(state["examples_open"])
         self.examples = list(state["examples"])
 

@@ -109,13 +109,21 @@ def _merge(acc: dict[str, Any], state: dict[str, Any], partition: int) -> None:
     acc["kind"] = state["kind"]
     if state["kind"] == "numeric":
         t = state["totals"]
-        n, missing, nan, inf, finite, total, sumsq = t[0], t[1], t[2], t[3], t[4], t[5], t[6]
+        n, missing, nan, inf, finite, total, m2 = t[0], t[1], t[2], t[3], t[4], t[5], t[6]
+        if state.get("moments") != "m2" and finite:  # totals written by 0.1: a sum of squares
+            m2 = max(m2 - total * total / finite, 0.0)
         acc["count"] = acc.get("count", 0) + int(n)
         acc["missing"] = acc.get("missing", 0) + int(missing)
         acc["nan"] = acc.get("nan", 0) + int(nan) + int(inf)
-        acc["_finite"] = acc.get("_finite", 0) + finite
-        acc["_sum"] = acc.get("_sum", 0.0) + total
-        acc["_sumsq"] = acc.get("_sumsq", 0.0) + sumsq
+        # Partitions' (count, sum, M2) combined as Chan et al. do: stable at any magnitude.
+        n_a, sum_a = acc.get("_finite", 0), acc.get("_sum", 0.0)
+        if n_a and finite:
+            delta = total / finite - sum_a / n_a
+            acc["_m2"] = acc.get("_m2", 0.0) + m2 + delta * delta * n_a * finite / (n_a + finite)
+        else:
+            acc["_m2"] = acc.get("_m2", 0.0) + m2
+        acc["_finite"] = n_a + finite
+        acc["_sum"] = sum_a + total
         acc.setdefault("detectors", {})[str(partition)] = {
             "adwin_width": int(state["adwin"]["width"]),
             "page_hinkley_n": state["page_hinkley"]["n"],
@@ -134,11 +142,10 @@ def _finish(feat: dict[str, Any]) -> None:
     feat["nan_rate"] = feat["nan"] / count if count else 0.0
     finite = feat.pop("_finite", 0)
     total = feat.pop("_sum", 0.0)
-    sumsq = feat.pop("_sumsq", 0.0)
+    m2 = feat.pop("_m2", 0.0)
     if finite:
-        mean = total / finite
-        feat["mean"] = mean
-        feat["std"] = max(sumsq / finite - mean * mean, 0.0) ** 0.5
+        feat["mean"] = total / finite
+        feat["std"] = (m2 / finite) ** 0.5
 
 
 def render_status(status: dict[str, Any]) -> None:
