@@ -298,6 +298,10 @@ class Daemon:
             for producer in (self.outbox.producer, self.outbox.tx_producer):
                 if producer is not None:
                     producer.flush(10.0)
+            # Let the clients go here, not whenever the garbage collector meets the cycle their callbacks make
+            # with this object (a librdkafka handle destroyed from inside a later collection hung a test run).
+            self.consumer = None
+            self.outbox.producer = self.outbox.tx_producer = self.checkpointer.producer = None
         return 0 if self.alive and not self.outbox.fatal else 1
 
     def _on_kafka_error(self, err: KafkaError) -> None:
