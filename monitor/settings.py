@@ -144,6 +144,10 @@ class CheckSettings(_Strict):
     max_categories: int = Field(64, ge=1, description="distinct categories tracked before 'other'")
     max_sentinel_rate: float = Field(0.01, ge=0, le=1, description="share of sentinel values (e.g. -1, 9999) a "
                                      "window may hold, without a contract")
+    stuck_alpha: float = Field(1e-9, gt=0, lt=1, description="stuck_value: a run of one repeated value is "
+                               "stuck when the reference makes a run that long less likely than this")
+    stuck_min_run: int = Field(20, ge=0, description="stuck_value: never shorter runs than this (0: the check "
+                               "is off, e.g. for a feature that legitimately holds a value for long stretches)")
     max_out_of_range_rate: float = Field(0.01, ge=0, le=1, description="used by inferred contracts")
     max_unseen_rate: float = Field(0.01, ge=0, le=1, description="used by inferred contracts")
     adwin: AdwinSettings = AdwinSettings()

@@ -221,6 +221,27 @@ def test_an_event_time_out_of_bounds_is_counted_and_never_freezes_the_windows(tm
     assert view.counts["late_blocks"] == 0
 
 
+@pytest.mark.parametrize("partitions", [1, 3, 12])
+def test_a_stuck_feature_is_named_as_such_within_a_slot(tmp_path: Path, reference: ReferenceProfile,
+                                                        partitions: int) -> None:
+    """Issue 11 #18: a feature stuck at one value upstream. The `constant` check needed the whole window to
+    hold that value (about 3,000 events); `stuck_value` opens as soon as a run of it is longer than the
+    reference makes likely (20 values on any partition for a continuous feature), when that slot closes."""
+    out = run(tmp_path, reference, partitions, [f"stuck:feature=monthly_charges,start={ONSET},length=3000"],
+              events=ONSET + 4_000)
+    # The first alert of the feature that names the check: its OPEN, or the UPDATED of an incident PSI opened
+    # first (on 12 partitions a partition sees 20 of the stuck values after 240 events of the stream).
+    named = [a for a in out.alerts if a.feature == "monthly_charges" and a.status in ("OPEN", "UPDATED")
+             and "stuck_value" in a.evidence["checks"]]
+    assert named, [(a.feature, a.check, a.status, a.evidence.get("checks")) for a in out.alerts]
+    assert 0 < delay_in_events(named[0].window.last_event_time) <= 100 + 25 * partitions
+    if partitions == 1:
+        assert named[0].status == "OPEN" and named[0].kind == AlertKind.DATA_QUALITY
+        assert named[0].evidence["value"] == "65"  # the simulator's stuck value: the feature's mean
+    assert {a.feature for a in out.alerts} <= {"monthly_charges", "total_charges", "*"}, \
+        [(a.feature, a.check, a.status) for a in out.alerts]
+
+
 def test_incident_lifecycle_by_hand() -> None:
     """OPEN once, UPDATED only when the severity rises, RESOLVED after `resolve_windows` passing windows."""
     inc = Incidents("m", "features", "t", features=10, resolve_windows=2, model_share=0.3)

@@ -41,6 +41,7 @@ def test_csv_and_avro_give_the_same_profile(tmp_path: Path) -> None:
         assert p.rows == 5 and p.event_rate == pytest.approx(4 / 4.0)
         assert (x.null_rate, x.nan_rate, x.sentinel_rate) == (0.2, 0.2, 0.2)
         assert x.edges == [2.0] and x.fractions == [0.5, 0.5] and (x.min, x.max) == (1.0, 3.0)
+        assert x.top_share == 0.5  # 1.0 and 3.0 once each among the clean values (stuck_value's reference)
         assert c.null_rate == 0.2 and c.categories == ["a", "b"] and c.fractions == [0.75, 0.25, 0.0]
 
 

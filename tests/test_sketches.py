@@ -119,3 +119,29 @@ def test_moments_written_by_0_1_are_migrated_on_load() -> None:
     del state["moments"]
     window.load_state(state)
     assert window.closed[0][M2] == pytest.approx(3 * np.var(x))
+
+
+@settings(max_examples=300, deadline=None)
+@given(values=st.lists(st.sampled_from([1.0, 2.0, 2.0, 2.0, np.nan, np.inf, -1.0]), min_size=1, max_size=80),
+       cuts=st.lists(st.integers(1, 79), max_size=10))
+def test_run_lengths_do_not_depend_on_the_batches(values: list[float], cuts: list[int]) -> None:
+    """Issue 11 #18: the run of one repeated value carries from batch to batch (as the feature's state does):
+    any cut gives the lengths of one pass, which equal a count by hand (-1 is a sentinel: it breaks a run)."""
+    from monitor.core.sketches import run_lengths
+
+    x = np.array(values)
+    usable = np.isfinite(x) & (x != -1.0)
+    by_hand, prev, count = [], None, 0
+    for v, ok in zip(x.tolist(), usable.tolist(), strict=True):
+        count = (count + 1 if prev is not None and v == prev else 1) if ok else 0
+        prev = v if ok else None
+        by_hand.append(count)
+    got: list[int] = []
+    last, length = np.nan, 0
+    for piece, ok in zip(np.split(x, sorted({c for c in cuts if c < len(x)})),
+                         np.split(usable, sorted({c for c in cuts if c < len(x)})), strict=True):
+        lengths = run_lengths(piece, ok, last, length)
+        got += lengths.tolist()
+        if len(piece):
+            last, length = (float(piece[-1]) if ok[-1] else np.nan), int(lengths[-1])
+    assert got == by_hand

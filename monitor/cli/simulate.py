@@ -45,6 +45,7 @@ KINDS = {
     "variance": "deviations from the mean scaled so the variance is multiplied by `factor`",
     "out_of_range": "`rate` of the values set far outside the usual range (mean + 20 std)",
     "sentinel": "`rate` of the values replaced by the sentinel `value` (default -1)",
+    "stuck": "every value replaced by one repeated `value` (default: the feature's mean), a column stuck upstream",
     "new_category": "`rate` of a categorical feature's values replaced by the unseen `value`",
     "drop_field": "the field is left out of the records (the writer schema loses it)",
     "concept": "the true labels follow another rule (feature= is ignored); inputs and scores are unchanged",
@@ -147,6 +148,8 @@ class Simulator:
             elif inc.kind == "sentinel":
                 hit = on & (irng.random(n) < inc.rate)
                 cols[name] = np.where(hit, float(inc.value or -1), cols[name])
+            elif inc.kind == "stuck":
+                cols[name] = np.where(on, float(inc.value) if inc.value else round(MEANS[name], 2), cols[name])
             elif inc.kind == "new_category":
                 hit = on & (irng.random(n) < inc.rate)
                 cats[name] = np.where(hit, inc.value or "unseen", cats[name])

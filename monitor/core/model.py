@@ -111,7 +111,7 @@ class ModelStream:
         self.closed_slot: int | None = None
         # Window ring, one entry per closed slot: [slot, events, duplicates, expected, scored, first_time,
         # last_time, partitions, model_version, per-partition counts {field: {partition: [5 counts]}},
-        # event times out of bounds {partition: count}]
+        # event times out of bounds {partition: count}, longest runs of one value {field: [length, value]}]
         self.slots: list[list[Any]] = []
         self.cusum: dict[str, list[float]] = {f.name: [0.0, 0.0] for f in self.numeric}
         self.warm: dict[str, list[float]] = {f.name: [0.0, 0.0, 0.0] for f in self.numeric}  # n, mean, m2
@@ -250,6 +250,11 @@ class ModelStream:
                                                 "version": None, "packed": None, "categorical": {}, "by_part": {}})
         merged["events"] += int(block["events"])
         merged["duplicates"] += int(block["duplicates"])
+        runs = merged.setdefault("runs", {})
+        for name, length, value in zip(block.get("run_fields") or [], block.get("run_lengths") or [],
+                                       block.get("run_values") or [], strict=True):
+            if int(length) > runs.get(name, [0])[0]:
+                runs[name] = [int(length), float(value)]
         bad = int(block.get("bad_times", 0))
         if bad:
             key = str(block["partition"])
@@ -336,7 +341,7 @@ class ModelStream:
             cfeat.window.close_block()
         self.slots.append([slot, merged["events"], merged["duplicates"], merged["expected"], merged["scored"],
                            merged["first_time"], merged["last_time"], merged["partitions"], merged["version"],
-                           merged["by_part"], merged.get("bad_times", {})])
+                           merged["by_part"], merged.get("bad_times", {}), merged.get("runs", {})])
         del self.slots[: -self.window_settings.blocks]
         detections = self._cusum(vectors, tuple(merged["partitions"]))
         return self._evaluate(detections)
@@ -405,7 +410,7 @@ class ModelStream:
 
     def _evaluate(self, detections: list[CheckResult]) -> list[Alert]:
         values, _drift = window_values(self.features)
-        values += self._stream_checks()
+        values += self._stream_checks() + self._stuck_checks()
         everyone = tuple(sorted({p for s in self.slots for p in s[7]}))
         results = [CheckResult(v.feature, v.check, kind_of(v.check, self.stream), float(v.statistic),
                                float(v.threshold), v.firing, dict(v.evidence), self._partitions(v, everyone))
@@ -418,6 +423,21 @@ class ModelStream:
         first, last = self.slots[0], self.slots[-1]
         span = WindowSpan(int(last[0]), first[5], last[6], sum(int(s[1]) for s in self.slots), last[8])
         return self.incidents.update(results, span)
+
+    def _stuck_checks(self) -> list[CheckValue]:
+        """stuck_value: the longest run of one repeated value in the window (any partition), against the run
+        length the reference makes too unlikely (`stuck_threshold`)."""
+        out = []
+        for feat in self.numeric:
+            if feat.stuck_threshold is None:
+                continue
+            length, value = max((s[11].get(feat.name, [0, math.nan]) for s in self.slots), key=lambda r: r[0])
+            share = feat.profile.top_share if feat.profile is not None else None
+            out.append(CheckValue(feat.name, "stuck_value", float(length), float(feat.stuck_threshold),
+                                  length >= feat.stuck_threshold,
+                                  {"value": f"{value:.6g}", "run": str(length),
+                                   "reference_top_share": f"{share:.3g}" if share is not None else ""}))
+        return out
 
     def _partitions(self, v: CheckValue, everyone: tuple[int, ...]) -> tuple[int, ...]:
         """The partitions that showed what a failing rate check counts; every partition for the others."""
@@ -490,8 +510,8 @@ class ModelStream:
             for v in self.pending.values():
                 if v["packed"] is not None:
                     self.layout.migrate_m2(v["packed"])
-        # Slots written before the out-of-bounds counts (10 entries) get none.
-        self.slots = [s + [{}] * (11 - len(s)) for s in state["slots"]]
+        # Slots of 0.1 (10 entries) get no out-of-bounds counts and no runs.
+        self.slots = [s + [{}] * (12 - len(s)) for s in state["slots"]]
         self.cusum.update(state["cusum"])
         self.warm.update(state["warm"])
 

@@ -43,10 +43,12 @@ from monitor.core.sketches import (
     UNSEEN_KEY,
     CategoricalWindow,
     NumericWindow,
+    longest_runs,
     m2_from_sum_of_squares,
     merge_numeric,
     numeric_block,
     numeric_blocks,
+    run_lengths,
     run_tallies,
 )
 from monitor.core.sketches import N as COUNT
@@ -57,7 +59,7 @@ from monitor.settings import CheckSettings, WindowSettings
 Packed = tuple[list[str], list[int], "bytes | np.ndarray"]
 DETECTOR_CHECKS = {"adwin", "page_hinkley"}
 DQ_CHECKS = {"missing_rate", "nan_rate", "out_of_range", "sentinel_rate", "unseen_category", "constant",
-             "duplicate_id", "event_time"}
+             "duplicate_id", "event_time", "stuck_value"}
 Status = Literal["OPEN", "RESOLVED"]
 
 
@@ -117,6 +119,25 @@ def to_number(value: Any) -> float:
     if isinstance(value, time):
         return ((value.hour * 60 + value.minute) * 60 + value.second) * 1000.0 + value.microsecond / 1000.0
     return float(value)
+
+
+def stuck_threshold(profile: NumericProfile | None, checks: CheckSettings) -> int | None:
+    """The run length of one repeated value that `stuck_value` calls stuck: one the reference makes less likely
+    than `stuck_alpha` (a run of L copies of the most common value, share p, comes with chance p^(L - 1)), and
+    never under `stuck_min_run`. None (off) without a profile of 0.2, with `stuck_min_run: 0`, or when the
+    reference holds a single value (the `constant` check's business).
+
+    >>> from monitor.settings import CheckSettings
+    >>> prof = NumericProfile("numeric", 100, 0, 0, 0, [], 0.0, 9.0, 4.5, 3.0, [], [1.0], top_share=0.5)
+    >>> stuck_threshold(prof, CheckSettings())  # 1 + ln(1e-9) / ln(0.5) = 30.9
+    31
+    """
+    share = profile.top_share if profile is not None else None
+    if share is None or not checks.stuck_min_run or share >= 1.0:
+        return None
+    if share <= 0.0:
+        return checks.stuck_min_run
+    return max(checks.stuck_min_run, math.ceil(1.0 + math.log(checks.stuck_alpha) / math.log(share)))
 
 
 def numeric_column(rows: list[dict[str, Any]], name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -268,6 +289,10 @@ class NumericFeature:
         self.window = NumericWindow(hist_len, blocks, edges)
         self.open_clipped = 0.0  # sum of the open block's finite values clipped to the reference mean +- clip_z std
         self.edges_due: int | None = None  # event number after whose block the warm-up's bin edges apply
+        # stuck_value: the run of one repeated value this partition is in (its value, its length so far), and
+        # the run length the reference makes too unlikely (None: the check is off).
+        self.run: list[Any] = [None, 0]
+        self.stuck_threshold = stuck_threshold(profile, checks)
         self._new_detectors()
 
     def _new_detectors(self) -> None:
@@ -453,10 +478,12 @@ class NumericFeature:
             "edges_due": self.edges_due,
             "adwin": self.adwin.to_state(),
             "page_hinkley": self.ph.to_state(),
+            "run": self.run,
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.totals = np.array(state["totals"], dtype=float)
+        self.run = list(state.get("run", [None, 0]))
         if state.get("moments") != MOMENTS:  # written by 0.1: the totals' slot M2 held the sum of squares
             m2_from_sum_of_squares(self.totals)
         if state.get("ref_version") != self.ref_version:
@@ -826,6 +853,23 @@ class StreamPartition:
         # Late events join the open block: block ids never go back.
         return np.maximum.accumulate(np.maximum(raw, current))
 
+    def _longest_runs(self, numeric: list[tuple[NumericFeature, np.ndarray, np.ndarray]], starts: np.ndarray
+                      ) -> dict[str, tuple[list[int], list[float]]]:
+        """Per numeric feature whose `stuck_value` check is on: each run's (block's) longest run of one repeated
+        value and that value; the run in progress is carried to the next batch in the feature's state."""
+        out: dict[str, tuple[list[int], list[float]]] = {}
+        for feat, values, _missing in numeric:
+            if feat.stuck_threshold is None or not len(values):
+                continue
+            usable = np.isfinite(values)
+            if feat.limits.sentinels is not None and len(feat.limits.sentinels):
+                usable &= ~np.isin(values, feat.limits.sentinels)
+            last, count = feat.run
+            lengths = run_lengths(values, usable, math.nan if last is None else float(last), int(count))
+            feat.run = [float(values[-1]) if usable[-1] else None, int(lengths[-1])]
+            out[feat.name] = longest_runs(lengths, values, starts)
+        return out
+
     def _window_bounds(self) -> tuple[int, int | None, int]:
         first = self.closed_meta[0]
         return first[0], (None if first[2] < 0 else first[2]), sum(m[4] for m in self.closed_meta)
@@ -853,7 +897,7 @@ class StreamPartition:
         if self.idle_sent and self.emit_blocks:
             # Events again: hold the model's watermark from the first of them on, before its block closes.
             t0 = times[0]
-            signal = self._signal([int(offsets[0]), int(offsets[0]), t0, t0, 0, -1, 0, 0.0, 0, 0], t0)
+            signal = self._signal([int(offsets[0]), int(offsets[0]), t0, t0, 0, -1, 0, 0.0, 0, 0, {}], t0)
             signal["idle"] = False
             self.emitted.append(signal)
             self.idle_sent = False
@@ -869,6 +913,7 @@ class StreamPartition:
         runs = list(zip([0, *cuts.tolist()], [*cuts.tolist(), n], strict=True))
         snapshots: list[tuple[int, int | None, int]] = []
         events_before = self.events
+        longest = self._longest_runs(numeric, np.array([a for a, _ in runs], dtype=np.int64))
         # The warm-up (per-partition detectors only) sees the batch before its windows do: see `warm_up_batch`.
         warm_taken = {f.name: f.warm_up_batch(values, events_before) if self.evaluate else 0
                       for f, values, _missing in numeric}
@@ -880,13 +925,13 @@ class StreamPartition:
             else {}
         if self.emit_blocks and not self.evaluate and (vectorised or not numeric):
             self._apply_runs(runs, bids, offsets, times, dups, expected, scored, bad_times, per_run, categorical,
-                             events_before)
+                             events_before, longest)
             runs = []  # done
         for k, (start, stop) in enumerate(runs):
             bid = int(bids[start])
             if self.open_meta is not None and self.open_meta[5] != bid:
                 findings += self._close_block(events_before + start, times[start])
-            meta = self.open_meta or [int(offsets[start]), 0, times[start], 0, 0, bid, 0, 0.0, 0, 0]
+            meta = self.open_meta or [int(offsets[start]), 0, times[start], 0, 0, bid, 0, 0.0, 0, 0, {}]
             if self.closed_meta:
                 first, first_t, before = self._window_bounds()
             else:
@@ -898,6 +943,7 @@ class StreamPartition:
             meta[7] += float(expected[start:stop].sum())
             meta[8] += int(scored[start:stop].sum())
             meta[9] += int(bad_times[start:stop].sum())
+            _longest_into(meta[10], longest, k)
             self.open_meta = meta
             for feat, values, missing in numeric:
                 if vectorised:
@@ -950,7 +996,8 @@ class StreamPartition:
     def _apply_runs(self, runs: list[tuple[int, int]], bids: np.ndarray, offsets: np.ndarray, times: list[int],
                     dups: np.ndarray, expected: np.ndarray, scored: np.ndarray, bad_times: np.ndarray,
                     per_run: dict[str, tuple[np.ndarray, np.ndarray]],
-                    categorical: list[tuple[CategoricalFeature, list[Any], np.ndarray]], events_before: int) -> None:
+                    categorical: list[tuple[CategoricalFeature, list[Any], np.ndarray]], events_before: int,
+                    longest: dict[str, tuple[list[int], list[float]]]) -> None:
         """Stage 1 of the model view (no per-partition evaluation): a batch's runs of one block each, summarised.
 
         The numeric part of every run is a row of one matrix (`per_run`, laid out as the blocks topic packs it),
@@ -982,13 +1029,14 @@ class StreamPartition:
                 else:
                     self._close_block(events_before + start, times[start], (*layout, packed[k - 1]))
                     last_closed = k - 1
-            meta = self.open_meta or [int(offsets[start]), 0, times[start], 0, 0, bid, 0, 0.0, 0, 0]
+            meta = self.open_meta or [int(offsets[start]), 0, times[start], 0, 0, bid, 0, 0.0, 0, 0, {}]
             meta[1], meta[3] = int(offsets[stop - 1]), times[stop - 1]
             meta[4] += stop - start
             meta[6] += n_dups[k]
             meta[7] += n_expected[k]
             meta[8] += n_scored[k]
             meta[9] += n_bad[k]
+            _longest_into(meta[10], longest, k)
             self.open_meta = meta
             for cfeat, by_run, missing_by_run in tallies:
                 cfeat.count += stop - start
@@ -1054,6 +1102,9 @@ class StreamPartition:
         block.update(numeric_fields=names, numeric_bins=bins,
                      numeric_values=values if isinstance(values, bytes) else values.tobytes())
         fields, categories, counts = pack_categorical([f.block_summary() for f in self.categorical_features])
+        runs = sorted(meta[10].items())
+        block.update(run_fields=[name for name, _ in runs], run_lengths=[int(r[0]) for _, r in runs],
+                     run_values=[float(r[1]) for _, r in runs])
         block.update(seq=self.block_seq, events=int(meta[4]), duplicates=int(meta[6]), bad_times=int(meta[9]),
                      expected_correct=float(meta[7]), scored=int(meta[8]), categorical_fields=fields,
                      categorical_categories=categories, categorical_counts=counts)
@@ -1070,7 +1121,8 @@ class StreamPartition:
                 "reference_version": self.ref_version, "numeric_fields": [], "numeric_bins": [],
                 "numeric_values": b"", "categorical_fields": [], "categorical_categories": [],
                 "categorical_counts": b"", "schema_changes": [],
-                "silent_s": None, "idle": None, "moments": MOMENTS}
+                "silent_s": None, "idle": None, "moments": MOMENTS, "run_fields": [], "run_lengths": [],
+                "run_values": []}
 
     def event_time(self) -> int:
         """The event time of the last event seen (-1 before any)."""
@@ -1085,7 +1137,7 @@ class StreamPartition:
         if self.open_meta is not None and self.emit_blocks:
             self._close_block(self.events, int(self.open_meta[3]) + 1 if self.open_meta[3] >= 0 else -1)
         meta = self.open_meta or (self.closed_meta[-1] if self.closed_meta else
-                                  [-1, -1, -1, -1, 0, -1, 0, 0.0, 0, 0])
+                                  [-1, -1, -1, -1, 0, -1, 0, 0.0, 0, 0, {}])
         signal = self._signal(meta, meta[3])
         signal["idle"] = True
         self.emitted.append(signal)
@@ -1230,9 +1282,9 @@ class StreamPartition:
         self.blocks_closed = int(meta.get("blocks_closed", 0))
         self.block_seq = int(meta.get("block_seq", 0))
         self.idle_sent = bool(meta.get("idle_sent", False))
-        # Block metadata written before the out-of-bounds count (9 entries) gets a count of 0.
-        self.closed_meta = [m + [0] * (10 - len(m)) for m in meta["closed_meta"]]
-        self.open_meta = None if meta["open_meta"] is None else meta["open_meta"] + [0] * (10 - len(meta["open_meta"]))
+        # Block metadata of 0.1 (9 entries) gets no out-of-bounds count and no runs.
+        self.closed_meta = [_full_meta(m) for m in meta["closed_meta"]]
+        self.open_meta = None if meta["open_meta"] is None else _full_meta(meta["open_meta"])
         self.watermark = int(meta.get("watermark", max([m[3] for m in self.closed_meta] + [-1])))
         self.bad_times = int(meta.get("bad_times", 0))
         self.last_version = meta.get("last_version")
@@ -1244,6 +1296,19 @@ class StreamPartition:
             raw = fields.get(f"{self.model}/{name}")
             if raw is not None:
                 feat.load_state(json.loads(raw))
+
+
+def _longest_into(acc: dict[str, list[Any]], longest: dict[str, tuple[list[int], list[float]]], k: int) -> None:
+    """Fold run `k`'s longest runs into a block's (meta[10]: field -> [length, value])."""
+    for name, (lengths, values) in longest.items():
+        if lengths[k] and lengths[k] > acc.get(name, [0])[0]:
+            acc[name] = [int(lengths[k]), float(values[k])]
+
+
+def _full_meta(meta: list[Any]) -> list[Any]:
+    """Block metadata as this version keeps it: 0.1's 9 entries get no out-of-bounds count and no runs."""
+    out = list(meta) + [0] * max(10 - len(meta), 0)
+    return [*out, {}] if len(out) < 11 else out
 
 
 def _dumps(obj: Any) -> bytes:

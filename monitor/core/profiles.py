@@ -27,6 +27,7 @@ class NumericProfile:
     std: float | None
     edges: list[float]  # interior edges: bin i is [edges[i-1], edges[i]); the outer bins are open
     fractions: list[float]  # len(edges) + 1, over the finite non-sentinel values
+    top_share: float | None = None  # the largest share of one exact value among them (None: profiled by 0.1)
 
     def centers(self) -> np.ndarray:
         """Bin centers, the outer bins closed at the reference min and max (for Wasserstein)."""

@@ -109,6 +109,39 @@ def numeric_blocks(
     return out
 
 
+def run_lengths(values: np.ndarray, usable: np.ndarray, last_value: float, last_len: int) -> np.ndarray:
+    """Per value, the length of the run of identical usable values it ends (0 where not usable), the run
+    carried from the batch before (`last_value` repeated `last_len` times) included.
+
+    >>> run_lengths(np.array([7.0, 7.0, 1.0, 1.0, np.nan, 1.0]), np.array([1, 1, 1, 1, 0, 1], bool), 7.0, 3).tolist()
+    [4, 5, 1, 2, 0, 1]
+    """
+    n = len(values)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    prev = np.empty(n)
+    prev[0], prev[1:] = last_value, values[:-1]
+    prev_ok = np.empty(n, dtype=bool)
+    prev_ok[0], prev_ok[1:] = last_len > 0, usable[:-1]
+    same = usable & prev_ok & (values == prev)
+    idx = np.arange(n)
+    start_at = np.maximum.accumulate(np.where(usable & ~same, idx, -1))
+    lengths = np.where(start_at < 0, idx + 1 + last_len, idx - start_at + 1)
+    return np.where(usable, lengths, 0).astype(np.int64)
+
+
+def longest_runs(lengths: np.ndarray, values: np.ndarray, starts: np.ndarray) -> tuple[list[int], list[float]]:
+    """Per block (`lengths[starts[i]:starts[i+1]]`), the longest run length reached in it and its value.
+
+    >>> longest_runs(np.array([1, 2, 3, 1, 1, 2]), np.array([5.0, 5.0, 5.0, 2.0, 4.0, 4.0]), np.array([0, 3]))
+    ([3, 2], [5.0, 4.0])
+    """
+    n = len(lengths)
+    key = lengths.astype(np.int64) * (n + 1) + np.arange(n)
+    best = np.maximum.reduceat(key, starts)
+    return (best // (n + 1)).tolist(), values[best % (n + 1)].tolist()
+
+
 def merge_numeric(blocks: list[np.ndarray]) -> np.ndarray:
     """Block vectors combined: counts, sums and bins added, min/max taken as such, M2 by Chan et al.:
     the sum of the blocks' M2 plus n_i (mean_i - mean)^2 for each block (no large squares cancel).

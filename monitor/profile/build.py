@@ -72,6 +72,7 @@ def profile_numeric(values: np.ndarray, null: np.ndarray, sentinels: list[float]
         std=float(clean.std(ddof=1)) if len(clean) > 1 else None,
         edges=edges.tolist(),
         fractions=fractions.tolist(),
+        top_share=float(np.unique(clean, return_counts=True)[1].max() / len(clean)) if len(clean) else None,
     )
 
 
