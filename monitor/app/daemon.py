@@ -8,6 +8,7 @@ SIGTERM the same way, and send what they commit through the same `Outbox`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
@@ -248,58 +249,66 @@ class Daemon:
         s = self.settings
         hooks = {"error_cb": self._on_kafka_error, "logger": librdkafka_logger()}
         self.consumer = Consumer({**s.consumer_config(), "group.id": self.group_id, **hooks})
-        self.outbox.producer = Producer({**s.producer_config(), **hooks})
-        self.checkpointer.producer = self.outbox.producer
-        if s.alerts_transactional:
-            tx_id = s.transactional_id or f"{s.group_id}-alerts-{socket.gethostname()}-{os.getpid()}"
-            tx_id += "" if self.stage == "ingest" else "-models"
-            self.outbox.tx_producer = Producer({**s.producer_config(), **hooks, "transactional.id": tx_id})
-            self.outbox.tx_producer.init_transactions(30)
-        self.consumer.subscribe(list(self.processors), on_assign=self._on_assign, on_revoke=self._on_revoke,
-                                on_lost=self._on_lost)
-        self._refresh_references(force=True)
+        closed = False
         try:
-            metadata = self.consumer.list_topics(timeout=10)
-            self.topic_partitions = {t: len(md.partitions) for t, md in metadata.topics.items() if md.error is None}
-            if self.model_processor is not None:
-                self.model_processor.input_partitions = dict(self.topic_partitions)
-        except KafkaException as exc:
-            log.warning("kafka.metadata_unavailable", error=str(exc))
-        log.info("daemon.started", stage=self.stage, topics=list(self.processors), group=self.group_id)
-        caught_up = True
-        try:
-            while not self.stop_event.is_set() and self.alive and not self.outbox.fatal:
-                if len(self.outbox) > s.max_outbox:
-                    # The alerts topic is not taking alerts: stop adding to the outbox until it drains.
-                    self._outage("alerts", DependencyUnavailable(f"{len(self.outbox)} alerts undelivered"))
-                    self.outbox.publish(wait=1.0)
-                    continue
-                if self.outage == "alerts":
-                    self.outage = None
-                # Caught up, with outbox entries Kafka has yet to confirm: wake up soon to forget them, rather
-                # than wait out a whole batch timeout. (Busy, a full batch comes first: no smaller batches.)
-                timeout = min(s.batch.timeout_s, 0.05) if caught_up and self.outbox.inflight else s.batch.timeout_s
-                msgs = self.consumer.consume(num_messages=s.batch.max_messages, timeout=timeout)
-                caught_up = len(msgs) < s.batch.max_messages
-                if msgs:
-                    self._handle(msgs)
-                    self._align()
-                self.outbox.publish(wait=0.0)
-                self._probe_kafka()
-                self._check_silence()
-                self._retry_joins()
-                self._refresh_references()
-                self.metrics.ready.labels(self.stage).set(1 if self.is_ready() else 0)
-                self._publish_view()
+            self.outbox.producer = Producer({**s.producer_config(), **hooks})
+            self.checkpointer.producer = self.outbox.producer
+            if s.alerts_transactional:
+                tx_id = s.transactional_id or f"{s.group_id}-alerts-{socket.gethostname()}-{os.getpid()}"
+                tx_id += "" if self.stage == "ingest" else "-models"
+                self.outbox.tx_producer = Producer({**s.producer_config(), **hooks, "transactional.id": tx_id})
+                self.outbox.tx_producer.init_transactions(30)
+            self.consumer.subscribe(list(self.processors), on_assign=self._on_assign, on_revoke=self._on_revoke,
+                                    on_lost=self._on_lost)
+            self._refresh_references(force=True)
+            try:
+                metadata = self.consumer.list_topics(timeout=10)
+                self.topic_partitions = {t: len(md.partitions) for t, md in metadata.topics.items() if md.error is None}
+                if self.model_processor is not None:
+                    self.model_processor.input_partitions = dict(self.topic_partitions)
+            except KafkaException as exc:
+                log.warning("kafka.metadata_unavailable", error=str(exc))
+            log.info("daemon.started", stage=self.stage, topics=list(self.processors), group=self.group_id)
+            caught_up = True
+            try:
+                while not self.stop_event.is_set() and self.alive and not self.outbox.fatal:
+                    if len(self.outbox) > s.max_outbox:
+                        # The alerts topic is not taking alerts: stop adding to the outbox until it drains.
+                        self._outage("alerts", DependencyUnavailable(f"{len(self.outbox)} alerts undelivered"))
+                        self.outbox.publish(wait=1.0)
+                        continue
+                    if self.outage == "alerts":
+                        self.outage = None
+                    # Caught up, with outbox entries Kafka has yet to confirm: wake up soon to forget them, rather
+                    # than wait out a whole batch timeout. (Busy, a full batch comes first: no smaller batches.)
+                    timeout = min(s.batch.timeout_s, 0.05) if caught_up and self.outbox.inflight else s.batch.timeout_s
+                    msgs = self.consumer.consume(num_messages=s.batch.max_messages, timeout=timeout)
+                    caught_up = len(msgs) < s.batch.max_messages
+                    if msgs:
+                        self._handle(msgs)
+                        self._align()
+                    self.outbox.publish(wait=0.0)
+                    self._probe_kafka()
+                    self._check_silence()
+                    self._retry_joins()
+                    self._refresh_references()
+                    self.metrics.ready.labels(self.stage).set(1 if self.is_ready() else 0)
+                    self._publish_view()
+            finally:
+                log.info("daemon.stopping", stage=self.stage)
+                self.outbox.publish(wait=10.0)
+                self.consumer.close()  # runs on_revoke: the last batch is already checkpointed
+                closed = True
+                for producer in (self.outbox.producer, self.outbox.tx_producer):
+                    if producer is not None:
+                        producer.flush(10.0)
         finally:
-            log.info("daemon.stopping", stage=self.stage)
-            self.outbox.publish(wait=10.0)
-            self.consumer.close()  # runs on_revoke: the last batch is already checkpointed
-            for producer in (self.outbox.producer, self.outbox.tx_producer):
-                if producer is not None:
-                    producer.flush(10.0)
+            if not closed:  # it stopped before its loop (a bad setting, a dependency down at start)
+                with contextlib.suppress(KafkaException, RuntimeError):
+                    self.consumer.close()
             # Let the clients go here, not whenever the garbage collector meets the cycle their callbacks make
-            # with this object (a librdkafka handle destroyed from inside a later collection hung a test run).
+            # with this object: a consumer left open and destroyed inside a later collection hung a test run
+            # in librdkafka's destroy.
             self.consumer = None
             self.outbox.producer = self.outbox.tx_producer = self.checkpointer.producer = None
         return 0 if self.alive and not self.outbox.fatal else 1
