@@ -173,26 +173,34 @@ def test_temporal_parquet_and_csv_columns_are_numbers(tmp_path: Path) -> None:
 
 
 @pytest.mark.integration
-def test_a_failed_build_uses_no_version_number(tmp_path: Path, redis_url: str, unique: str,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
-    """Issue 11 #15: the first good build after two failed ones was `v3`; a version is taken only on success."""
+def test_a_failed_build_uses_no_version_number(tmp_path: Path, redis_url: str, unique: str) -> None:
+    """Issue 11 #15: the first good build after two failed ones was `v3`; a version is taken only on success.
+    (The CLI runs in a process of its own: in this one, its logging setup would outlive the test.)"""
+    import subprocess
+    import sys
+
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from monitor.cli.main import main
     from monitor.cli.simulate import Simulator
+    from tests.helpers import _clean_env
     from tests.test_model_view import settings_for
 
     settings_for(tmp_path, redis_url=redis_url, key_prefix=f"v{unique}")
     config = str(tmp_path / "monitor.yaml")
+
+    def build(path: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "monitor", "reference", "build", "--model", "churn",
+                               "--input", str(path), "--config", config], capture_output=True, text=True,
+                              env=_clean_env())
+
     bad = tmp_path / "bad.csv"
     bad.write_text("nothing,useful\n1,2\n")
     for _ in range(2):
-        assert main(["reference", "build", "--model", "churn", "--input", str(bad), "--config", config]) == 2
+        assert build(bad).returncode == 2
     rows = [{**f, **p} for feats, preds in Simulator(seed=5).batches(2_000, 1_000)
             for f, p in zip(feats, preds, strict=True)]
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "train.parquet")
-    capsys.readouterr()
-    assert main(["reference", "build", "--model", "churn", "--input", str(tmp_path / "train.parquet"),
-                 "--config", config]) == 0
-    assert capsys.readouterr().out.strip() == "v1"
+    good = build(tmp_path / "train.parquet")
+    assert good.returncode == 0, good.stderr
+    assert good.stdout.strip() == "v1"
