@@ -257,8 +257,8 @@ class ModelStream:
                 runs[name] = [int(length), float(value)]
         bad = int(block.get("bad_times", 0))
         if bad:
-            key = str(block["partition"])
-            merged.setdefault("bad_times", {})[key] = merged.get("bad_times", {}).get(key, 0) + bad
+            key, slot_bad = str(block["partition"]), merged.setdefault("bad_times", {})
+            slot_bad[key] = slot_bad.get(key, 0) + bad
         merged["expected"] += float(block["expected_correct"])
         merged["scored"] += int(block["scored"])
         start, end = int(block["start_time"]), int(block["end_time"])

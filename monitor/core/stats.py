@@ -6,7 +6,6 @@ Inputs are bin counts (reference and current) over the same bins; every function
 from __future__ import annotations
 
 import functools
-import hashlib
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -191,13 +190,11 @@ def _null_mean_near(name: str, p: np.ndarray, n: float) -> float:
     """`null_mean` at the nearest of window sizes 5% apart, scaled to `n` (it falls about as 1/n), remembered
     per reference: a window evaluation costs a lookup, not a sum over every bin's likely counts."""
     step = round(math.log(max(n, 1.0)) / math.log(1.05))
-    raw = p.tobytes()
-    return _null_mean_cached(name, hashlib.blake2b(raw, digest_size=16).digest(), raw, step) * (
-        1.05 ** step / max(n, 1.0))
+    return _null_mean_cached(name, p.tobytes(), step) * (1.05 ** step / max(n, 1.0))
 
 
 @functools.lru_cache(maxsize=4096)
-def _null_mean_cached(name: str, _key: bytes, raw: bytes, step: int) -> float:
+def _null_mean_cached(name: str, raw: bytes, step: int) -> float:
     return null_mean(name, np.frombuffer(raw, dtype=np.float64), 1.05 ** step)
 
 
