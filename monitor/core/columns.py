@@ -1,0 +1,256 @@
+"""A batch's fields as columns: what the compiled decoder (`monitor.io.columnar`) writes, and the views the
+checks read (floats with a null mask, category codes, event times, id hashes) without a Python object per
+record.
+
+A `RawColumn` holds, per record, a tag saying what fastavro would have returned (null, int, float, bool, str,
+bytes, enum symbol) and the value: ints in `ivals`, floats in `fvals`, strings and bytes as spans of the batch
+buffer (start in `ivals`, length in `fvals`), enum symbols as indexes. Records the compiled decoder left to
+fastavro keep fastavro's value in `objects`.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import numpy as np
+from numba import njit
+
+TAG_NULL, TAG_INT, TAG_FLOAT, TAG_BOOL, TAG_STR, TAG_BYTES, TAG_ENUM = range(7)
+_EXACT = 2**53  # integers up to this convert to float64 exactly
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """A reader field: its logical type (None, timestamp-*, local-timestamp-*, date) and enum symbols."""
+
+    name: str
+    logical: str | None = None
+    symbols: tuple[str, ...] | None = None
+
+
+@dataclass(slots=True)
+class RawColumn:
+    column: Column
+    tags: np.ndarray  # uint8, TAG_*
+    ivals: np.ndarray  # int64
+    fvals: np.ndarray  # float64
+    buf: np.ndarray  # uint8: the batch buffer the spans point into
+    objects: dict[int, Any] = field(default_factory=dict)  # row -> fastavro's value (rows it decoded)
+
+    def __len__(self) -> int:
+        return len(self.tags)
+
+    def take(self, rows: np.ndarray) -> RawColumn:
+        """The column at `rows` (int64 indexes, increasing)."""
+        objects = {}
+        if self.objects:
+            where = {int(r): k for k, r in enumerate(rows.tolist())}
+            objects = {where[i]: v for i, v in self.objects.items() if i in where}
+        return RawColumn(self.column, self.tags[rows], self.ivals[rows], self.fvals[rows], self.buf, objects)
+
+    def value(self, i: int) -> Any:
+        """What fastavro returned for record `i` (for the few per-record uses: a finding's version, ...)."""
+        if i in self.objects:
+            return self.objects[i]
+        tag = int(self.tags[i])
+        if tag == TAG_NULL:
+            return None
+        if tag == TAG_BOOL:
+            return bool(self.ivals[i])
+        if tag == TAG_INT:
+            return logical_value(self.column.logical, int(self.ivals[i]))
+        if tag == TAG_FLOAT:
+            return float(self.fvals[i])
+        if tag == TAG_ENUM:
+            assert self.column.symbols is not None
+            return self.column.symbols[int(self.ivals[i])]
+        start = int(self.ivals[i])
+        raw = bytes(self.buf[start:start + int(self.fvals[i])])
+        return raw.decode() if tag == TAG_STR else raw
+
+    def values(self) -> list[Any]:
+        return [self.value(i) for i in range(len(self))]
+
+    def missing(self) -> np.ndarray:
+        out = self.tags == TAG_NULL
+        for i, v in self.objects.items():
+            out[i] = v is None
+        return out
+
+    def floats(self) -> tuple[np.ndarray, np.ndarray]:
+        """As `numeric_column` has it: float64, None as NaN (and its mask); timestamps as epoch ms (to_number),
+        dates as days."""
+        tags = self.tags
+        out = np.where(tags == TAG_FLOAT, self.fvals, np.nan)
+        ints = (tags == TAG_INT) | (tags == TAG_BOOL)
+        logical = self.column.logical
+        if logical is None or logical == "date":
+            out[ints] = self.ivals[ints].astype(np.float64)
+        else:  # to_number(datetime): total seconds (micros / 1e6, correctly rounded), then * 1000
+            micros = self.ivals[ints] * (1000 if logical.endswith("millis") else 1)
+            converted = micros.astype(np.float64) / 1e6 * 1000.0
+            big = np.flatnonzero(np.abs(micros) > _EXACT)  # beyond exact floats: Python's exact division
+            converted[big] = [m / 10**6 * 1000.0 for m in micros[big].tolist()]
+            out[ints] = converted
+        missing = tags == TAG_NULL
+        if self.objects:
+            from monitor.core.partition import to_number
+
+            for i, v in self.objects.items():
+                out[i] = math.nan if v is None else to_number(v)
+                missing[i] = v is None
+        return out, missing
+
+    def event_times(self) -> np.ndarray:
+        """`event_time_ms` of each value as int64, -1 where it gives None (not an int, a timestamp or present)."""
+        logical = self.column.logical
+        ints = self.tags == TAG_INT
+        out = np.full(len(self), -1, dtype=np.int64)
+        if logical is None:
+            out[ints] = self.ivals[ints]
+        elif logical != "date":
+            v = self.ivals[ints]
+            out[ints] = v if logical.endswith("millis") else v // 1000
+        if self.objects:
+            from monitor.core.partition import event_time_ms
+
+            for i, obj in self.objects.items():
+                t = event_time_ms(obj)
+                out[i] = -1 if t is None else t
+        return out
+
+    def categories(self) -> tuple[np.ndarray, list[str]]:
+        """Codes (-1: missing) of `str(value)` in order of first appearance, and the names of the codes."""
+        tags = self.tags
+        if not self.objects:
+            present = tags != TAG_NULL
+            kinds = set(np.unique(tags[present]).tolist())
+            if kinds <= {TAG_STR}:
+                codes, firsts = dict_encode(self.buf, self.ivals, self.fvals.astype(np.int64), present)
+                return codes, [self.value(int(i)) for i in firsts.tolist()]
+            if kinds <= {TAG_ENUM}:
+                return _first_order(np.where(present, self.ivals, -1), lambda k: self.column.symbols[k])  # type: ignore[index]
+            if kinds <= {TAG_INT} and self.column.logical is None:
+                return _first_order_values(self.ivals, present, str)
+        index: dict[str, int] = {}
+        codes = np.fromiter((-1 if v is None else index.setdefault(str(v), len(index)) for v in self.values()),
+                            dtype=np.int64, count=len(self))
+        return codes, list(index)
+
+    def hashes(self) -> tuple[np.ndarray, np.ndarray]:
+        """CRC-32 of `str(value)` (what `RecentIds` remembers), as int64, and where a value is present."""
+        codes, names = self.categories()
+        table = np.array([zlib.crc32(n.encode()) for n in names] or [0], dtype=np.int64)
+        present = codes >= 0
+        return np.where(present, table[np.maximum(codes, 0)], 0), present
+
+
+def _first_order(keys: np.ndarray, name: Any) -> tuple[np.ndarray, list[str]]:
+    """Integer keys (-1: missing) recoded in order of first appearance, with their names."""
+    present = keys >= 0
+    if not present.any():
+        return np.full(len(keys), -1, dtype=np.int64), []
+    uniq, first, inverse = np.unique(keys[present], return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")
+    rank = np.empty(len(uniq), dtype=np.int64)
+    rank[order] = np.arange(len(uniq))
+    codes = np.full(len(keys), -1, dtype=np.int64)
+    codes[present] = rank[inverse.reshape(-1)]
+    return codes, [str(name(int(k))) for k in uniq[order].tolist()]
+
+
+def _first_order_values(ints: np.ndarray, present: np.ndarray, name: Any) -> tuple[np.ndarray, list[str]]:
+    if not present.any():
+        return np.full(len(ints), -1, dtype=np.int64), []
+    uniq, first, inverse = np.unique(ints[present], return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")
+    rank = np.empty(len(uniq), dtype=np.int64)
+    rank[order] = np.arange(len(uniq))
+    codes = np.full(len(ints), -1, dtype=np.int64)
+    codes[present] = rank[inverse.reshape(-1)]
+    return codes, [name(int(k)) for k in uniq[order].tolist()]
+
+
+def logical_value(logical: str | None, v: int) -> Any:
+    """fastavro's value of a logical type from its underlying int."""
+    if logical is None:
+        return v
+    if logical == "date":
+        return date(1970, 1, 1) + timedelta(days=v)
+    micros = v * 1000 if logical.endswith("millis") else v
+    epoch = datetime(1970, 1, 1) if logical.startswith("local-") else datetime(1970, 1, 1, tzinfo=UTC)
+    return epoch + timedelta(microseconds=micros)
+
+
+@njit(cache=True, nogil=True)
+def dict_encode(buf: np.ndarray, spans: np.ndarray, lengths: np.ndarray, present: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Codes of byte strings (buf[spans[i]:spans[i] + lengths[i]]) in order of first appearance (-1 where not
+    present), and the row where each code first appears. An open-addressing table of FNV-1a hashes."""
+    n = spans.shape[0]
+    size = 64
+    while size < 2 * n:
+        size *= 2
+    table = np.full(size, -1, dtype=np.int64)  # slot -> code
+    firsts = np.empty(n, dtype=np.int64)
+    codes = np.full(n, -1, dtype=np.int64)
+    k = 0
+    for i in range(n):
+        if not present[i]:
+            continue
+        s, ln = spans[i], lengths[i]
+        h = np.uint64(14695981039346656037)
+        for j in range(s, s + ln):
+            h = (h ^ np.uint64(buf[j])) * np.uint64(1099511628211)
+        slot = np.int64(h & np.uint64(size - 1))
+        while True:
+            code = table[slot]
+            if code < 0:
+                table[slot] = k
+                firsts[k] = i
+                codes[i] = k
+                k += 1
+                break
+            f = firsts[code]
+            if lengths[f] == ln:
+                fs = spans[f]
+                same = True
+                for j in range(ln):
+                    if buf[fs + j] != buf[s + j]:
+                        same = False
+                        break
+                if same:
+                    codes[i] = code
+                    break
+            slot = (slot + 1) & (size - 1)
+    return codes, firsts[:k].copy()
+
+
+@njit(cache=True, nogil=True)
+def recent_duplicates(hashes: np.ndarray, present: np.ndarray, ring: np.ndarray, last: Any, filled: int,
+                      pos: int) -> tuple[np.ndarray, int, int]:
+    """`RecentIds.duplicates` over hashes: a ring of the last `len(ring)` hashes and, per hash, how many ids
+    had been seen when it was last seen (`last`, a numba typed dict)."""
+    size = ring.shape[0]
+    out = np.zeros(hashes.shape[0], dtype=np.bool_)
+    seen = pos
+    for i in range(hashes.shape[0]):
+        if not present[i]:
+            continue
+        h = hashes[i]
+        prev = last.get(h, -1)
+        out[i] = prev >= 0 and seen - prev < size
+        slot = seen % size
+        if filled == size:
+            old = np.int64(ring[slot])
+            if last.get(old, -2) == seen - size:
+                del last[old]
+        ring[slot] = h
+        last[h] = seen
+        seen += 1
+        filled = min(filled + 1, size)
+    return out, filled, seen
