@@ -42,7 +42,7 @@ def _named_once(types: list[Any]) -> list[Any]:
     """Named types (enum E, fixed F) get a name per field so each is defined once."""
     out = []
     for k, t in enumerate(types):
-        def rename(x: Any) -> Any:
+        def rename(x: Any, k: int = k) -> Any:
             if isinstance(x, dict) and x.get("type") in ("enum", "fixed"):
                 return {**x, "name": f"{x['type']}{k}"}
             return x
@@ -127,8 +127,9 @@ def check(decoder: AvroDecoder, payloads: list[bytes | None]) -> ColumnarDecoder
         assert [None if c < 0 else names[c] for c in codes.tolist()] == \
             [None if r.get(name) is None else str(r.get(name)) for r in rows]
         assert names == list(dict.fromkeys(str(r[name]) for r in rows if r.get(name) is not None))
-        times = part.event_times().tolist()
-        assert times == [-1 if (t := event_time_ms(r.get(name))) is None else t for r in rows]
+        times, present = part.event_times()
+        assert [t if ok else None for t, ok in zip(times.tolist(), present.tolist(), strict=True)] == \
+            [event_time_ms(r.get(name)) for r in rows]
     return cd
 
 

@@ -28,6 +28,7 @@ from monitor.core.schema import FieldSpec, field_types, infer_fields, schema_cha
 from monitor.core.types import Alert, RawRecord, Reject
 from monitor.errors import ConfigError, DecodeError
 from monitor.io.avro import AvroDecoder, load_schema, registry_lookup
+from monitor.io.columnar import ColumnarDecoder, Unsupported
 from monitor.io.join import Prediction, encode_prediction
 from monitor.profile.contract import load_contract
 from monitor.settings import CheckSettings, ModelSettings, Settings, StreamSettings
@@ -79,6 +80,10 @@ class StreamProcessor(_ReferenceUser):
         self.model_view = settings.model_view
         self.partition_alerts = settings.partition_alerts
         reader, self.decoder = _reader_and_decoder(settings, conf)
+        try:  # the compiled decoder straight to columns; fastavro's rows for schemas it does not read
+            self.columnar: ColumnarDecoder | None = ColumnarDecoder(self.decoder)
+        except Unsupported:
+            self.columnar = None
         skip = {f for f in (model.id_field, model.time_field, model.version_field) if f}
         self.fields: list[FieldSpec] = infer_fields(
             reader, skip=skip, monitor=conf.monitor, exclude=conf.exclude, categorical=conf.categorical
@@ -152,7 +157,96 @@ class StreamProcessor(_ReferenceUser):
                                time_check=self._time_check())
 
     def decode(self, records: list[RawRecord]) -> tuple[DecodedBatch, list[Reject], list[tuple[int, int, int | None]]]:
-        """Valid rows, rejects, and (schema id, offset, event time) where each writer schema id first shows."""
+        """Valid records, rejects, and (schema id, offset, event time) where each writer schema id first shows."""
+        if self.columnar is not None:
+            return self._decode_columns(records)
+        return self._decode_rows(records)
+
+    def _decode_columns(self, records: list[RawRecord]
+                        ) -> tuple[DecodedBatch, list[Reject], list[tuple[int, int, int | None]]]:
+        """The compiled decoder's columns; the same rejects, in the same order, as `_decode_rows`."""
+        out = self.columnar.decode([rec.value for rec in records])  # type: ignore[union-attr]
+        n = len(records)
+        stamps = [rec.timestamp_ms for rec in records]
+        time_field = self.model.time_field
+        if time_field and time_field in out.columns:
+            t_values, t_present = out.columns[time_field].event_times()
+        else:
+            t_values, t_present = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=bool)
+        times: list[int | None] = [t if ok else s for t, ok, s in zip(t_values.tolist(), t_present.tolist(), stamps,
+                                                                         strict=True)]
+        bad: dict[int, Reject] = {i: Reject(records[i], exc.reason, type(exc.__cause__ or exc).__name__, str(exc))
+                                  for i, exc in out.errors.items()}
+        first_seen: dict[int, tuple[int, int | None]] = {}
+        ids = out.schema_ids
+        for sid in dict.fromkeys(ids[ids >= 0].tolist()):  # Confluent wire format: each writer schema's first
+            rows = np.flatnonzero(ids == sid)
+            failed, decoded = rows[~out.valid[rows]], rows[out.valid[rows]]
+            writer = self.decoder.writer_fields(sid)
+            if writer is not None and len(writer) > self.limits.max_fields:
+                for i in decoded.tolist():
+                    bad[i] = Reject(records[i], "too_many_fields", "LimitExceeded",
+                                    f"writer schema has {len(writer)} fields (limit {self.limits.max_fields})")
+                rows = failed
+            if len(rows):
+                first = int(rows[0])
+                first_seen[sid] = (records[first].offset, times[first] if out.valid[first] else stamps[first])
+        keep = np.flatnonzero(out.valid)
+        keep = keep[[i not in bad for i in keep.tolist()]] if bad else keep
+        rejects = [bad[i] for i in sorted(bad)]
+        columns = {name: col.take(keep) for name, col in out.columns.items()}
+        limit_bad = self._column_limits(columns)
+        if limit_bad:  # after the decoding rejects, as `_enforce_limits` has them
+            rejects += [Reject(records[int(keep[k])], reason, "LimitExceeded", message)
+                        for k, (reason, message) in sorted(limit_bad.items())]
+            still = np.array([k for k in range(len(keep)) if k not in limit_bad], dtype=np.int64)
+            columns = {name: col.take(still) for name, col in columns.items()}
+            keep = keep[still]
+        offsets = np.array([rec.offset for rec in records], dtype=np.int64)[keep]
+        kept = keep.tolist()
+        batch = DecodedBatch(offsets, [times[i] for i in kept], None, [stamps[i] for i in kept], columns)
+        order = sorted(first_seen.items(), key=lambda kv: kv[1][0])
+        return batch, rejects, [(sid, off, t) for sid, (off, t) in order]
+
+    def _column_limits(self, columns: dict[str, Any]) -> dict[int, tuple[str, str]]:
+        """`_enforce_limits` on columns: row -> (reason, message), the first failing check of each row."""
+        bad: dict[int, tuple[str, str]] = {}
+        if not columns:
+            return bad
+        m = self.model
+        n = len(next(iter(columns.values())))
+        if m.model_field and m.model_id is not None:
+            col = columns.get(m.model_field)
+            if col is None:
+                wrong = np.ones(n, dtype=bool) if m.model_id != "None" else np.zeros(n, dtype=bool)
+            else:
+                codes, names = col.categories()
+                ok = np.array([name == m.model_id for name in names] + [m.model_id == "None"])
+                wrong = ~ok[np.where(codes >= 0, codes, len(names))]
+            for i in np.flatnonzero(wrong).tolist():
+                bad.setdefault(i, ("unknown_model", f"{m.model_field} is not {m.model_id}"))
+        limit = self.limits.max_abs_value
+        for name in self.numeric_names:
+            if name not in columns:
+                continue
+            col = columns[name].floats()[0]
+            with np.errstate(invalid="ignore"):
+                for i in np.flatnonzero(np.isfinite(col) & (np.abs(col) > limit)).tolist():
+                    bad.setdefault(i, ("value_too_large", f"{name} exceeds +-{limit:g}"))
+        max_len = self.limits.max_string_length
+        for name in self.string_names:
+            if name not in columns:
+                continue
+            col = columns[name]
+            for i in np.flatnonzero(col.maybe_longer_than(max_len)).tolist():  # bytes >= characters: check these
+                v = col.value(i)
+                if isinstance(v, str) and len(v) > max_len:
+                    bad.setdefault(i, ("string_too_long", f"{name} is longer than {max_len} characters"))
+        return bad
+
+    def _decode_rows(self, records: list[RawRecord]
+                     ) -> tuple[DecodedBatch, list[Reject], list[tuple[int, int, int | None]]]:
+        """fastavro, record by record, to dicts."""
         rows: list[dict[str, Any]] = []
         offsets: list[int] = []
         times: list[int | None] = []
@@ -240,12 +334,13 @@ class StreamProcessor(_ReferenceUser):
         if self.stream != "predictions" or m.labels is None or m.id_field is None or m.prediction_field is None:
             return {}
         out = {}
-        for row, t in zip(batch.rows, batch.event_times, strict=True):
-            event_id, pred = row.get(m.id_field), row.get(m.prediction_field)
+        n = len(batch)
+        ids, preds = batch.values(m.id_field), batch.values(m.prediction_field)
+        scores = batch.values(m.score_field) if m.score_field else [None] * n
+        versions = batch.values(m.version_field) if m.version_field else [None] * n
+        for event_id, pred, score, version, t in zip(ids, preds, scores, versions, batch.event_times, strict=True):
             if event_id is None or pred is None:
                 continue
-            score = row.get(m.score_field) if m.score_field else None
-            version = row.get(m.version_field) if m.version_field else None
             value = encode_prediction((score, float(pred), t, None if version is None else str(version)))
             out[str(event_id)] = (value, t if t is not None else 0)
         return out

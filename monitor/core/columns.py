@@ -40,6 +40,7 @@ class RawColumn:
     fvals: np.ndarray  # float64
     buf: np.ndarray  # uint8: the batch buffer the spans point into
     objects: dict[int, Any] = field(default_factory=dict)  # row -> fastavro's value (rows it decoded)
+    _floats: tuple[np.ndarray, np.ndarray] | None = None  # `floats()`, once (limits and features both read it)
 
     def __len__(self) -> int:
         return len(self.tags)
@@ -79,11 +80,16 @@ class RawColumn:
         out = self.tags == TAG_NULL
         for i, v in self.objects.items():
             out[i] = v is None
-        return out
+        return np.asarray(out, dtype=bool)
 
     def floats(self) -> tuple[np.ndarray, np.ndarray]:
         """As `numeric_column` has it: float64, None as NaN (and its mask); timestamps as epoch ms (to_number),
-        dates as days."""
+        dates as days. Computed once; do not change the arrays."""
+        if self._floats is None:
+            self._floats = self._to_floats()
+        return self._floats
+
+    def _to_floats(self) -> tuple[np.ndarray, np.ndarray]:
         tags = self.tags
         out = np.where(tags == TAG_FLOAT, self.fvals, np.nan)
         ints = (tags == TAG_INT) | (tags == TAG_BOOL)
@@ -105,11 +111,12 @@ class RawColumn:
                 missing[i] = v is None
         return out, missing
 
-    def event_times(self) -> np.ndarray:
-        """`event_time_ms` of each value as int64, -1 where it gives None (not an int, a timestamp or present)."""
+    def event_times(self) -> tuple[np.ndarray, np.ndarray]:
+        """`event_time_ms` of each value as int64, and where it is not None (an int or a timestamp)."""
         logical = self.column.logical
         ints = self.tags == TAG_INT
-        out = np.full(len(self), -1, dtype=np.int64)
+        out = np.zeros(len(self), dtype=np.int64)
+        present = ints.copy() if logical != "date" else np.zeros(len(self), dtype=bool)
         if logical is None:
             out[ints] = self.ivals[ints]
         elif logical != "date":
@@ -120,8 +127,19 @@ class RawColumn:
 
             for i, obj in self.objects.items():
                 t = event_time_ms(obj)
-                out[i] = -1 if t is None else t
-        return out
+                out[i], present[i] = (0, False) if t is None else (t, True)
+        return out, present
+
+    def maybe_longer_than(self, characters: int) -> np.ndarray:
+        """Where a str value may have more than `characters` characters (its UTF-8 bytes do, or it is one of
+        fastavro's); enum symbols too."""
+        out = ((self.tags == TAG_STR) & (self.fvals > characters)) | (self.tags == TAG_ENUM)
+        if self.column.symbols is not None:
+            long_symbols = np.array([len(s) > characters for s in self.column.symbols])
+            out &= (self.tags != TAG_ENUM) | long_symbols[np.where(self.tags == TAG_ENUM, self.ivals, 0)]
+        for i in self.objects:
+            out[i] = True
+        return np.asarray(out, dtype=bool)
 
     def categories(self) -> tuple[np.ndarray, list[str]]:
         """Codes (-1: missing) of `str(value)` in order of first appearance, and the names of the codes."""

@@ -17,9 +17,12 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal
 
 import numpy as np
+from numba import types as numba_types
+from numba.typed import Dict as NumbaDict
 
 from monitor.core import stats
 from monitor.core.blocks import CLIPPED, ROW_HEAD, CategoricalSummary, pack, pack_categorical, packed_row
+from monitor.core.columns import RawColumn, recent_duplicates
 from monitor.core.detectors import Adwin, PageHinkley
 from monitor.core.profiles import CategoricalProfile, FieldContract, FieldProfile, NumericProfile
 from monitor.core.schema import FieldSpec
@@ -65,15 +68,50 @@ Status = Literal["OPEN", "RESOLVED"]
 
 @dataclass(frozen=True, slots=True)
 class DecodedBatch:
-    """Valid decoded records of one partition, in offset order."""
+    """Valid decoded records of one partition, in offset order: as columns (the compiled decoder's) or as rows
+    (fastavro's dicts: schemas it does not read, tests). The checks read it through the views below, which give
+    the same for both."""
 
     offsets: np.ndarray  # int64
     event_times: list[int | None]
-    rows: list[dict[str, Any]]
+    rows: list[dict[str, Any]] | None
     received: list[int | None] | None = None  # the Kafka record timestamps (ms), to judge future event times
+    columns: dict[str, RawColumn] | None = None
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.offsets)
+
+    def numeric(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """A field as float64 (None as NaN; logical types as `to_number` has them) and its nulls."""
+        if self.columns is not None:
+            col = self.columns.get(name)
+            return col.floats() if col is not None else (np.full(len(self), np.nan), np.ones(len(self), bool))
+        assert self.rows is not None
+        return numeric_column(self.rows, name)
+
+    def categories(self, name: str) -> tuple[np.ndarray, list[str]]:
+        """Codes of `str(value)` in order of first appearance (-1: null or absent) and the code's names."""
+        if self.columns is not None and name in self.columns:
+            return self.columns[name].categories()
+        index: dict[str, int] = {}
+        codes = np.fromiter((-1 if v is None else index.setdefault(str(v), len(index)) for v in self.values(name)),
+                            dtype=np.int64, count=len(self))
+        return codes, list(index)
+
+    def values(self, name: str) -> list[Any]:
+        """A field's values as fastavro returns them (None where absent): the per-record path, for rare uses."""
+        if self.columns is not None:
+            col = self.columns.get(name)
+            return col.values() if col is not None else [None] * len(self)
+        assert self.rows is not None
+        return [r.get(name) for r in self.rows]
+
+    def value(self, name: str, i: int) -> Any:
+        if self.columns is not None:
+            col = self.columns.get(name)
+            return None if col is None else col.value(i)
+        assert self.rows is not None
+        return self.rows[i].get(name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,9 +337,6 @@ class NumericFeature:
         a, p = self.checks.adwin, self.checks.page_hinkley
         self.adwin = Adwin(a.delta, a.clock, a.max_buckets, a.min_window_length, a.grace_period)
         self.ph = PageHinkley(p.min_instances, p.delta, p.threshold, p.alpha, p.mode)
-
-    def column(self, rows: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
-        return numeric_column(rows, self.name)
 
     def add(self, values: np.ndarray, missing: np.ndarray, offsets: np.ndarray) -> None:
         self.window.add(values, missing, offsets, self.limits.bounds, self.limits.sentinels)
@@ -535,14 +570,11 @@ class CategoricalFeature:
         vocab = profile.categories if profile is not None else None
         self.window = CategoricalWindow(max(checks.max_categories, len(vocab or [])), blocks, vocab)
 
-    def column(self, rows: list[dict[str, Any]]) -> tuple[list[Any], np.ndarray]:
-        raw = [r.get(self.name) for r in rows]
-        return raw, np.fromiter((v is None for v in raw), dtype=bool, count=len(raw))
-
-    def add(self, values: list[Any], missing: np.ndarray, _offsets: np.ndarray) -> None:
-        self.count += len(values)
-        self.missing += int(missing.sum())
-        self.window.add(values, missing, self.limits.allowed)
+    def add(self, codes: np.ndarray, names: list[str]) -> None:
+        """Values as codes of `names` (-1: missing), see `DecodedBatch.categories`."""
+        self.count += len(codes)
+        self.missing += int((codes < 0).sum())
+        self.window.add(codes, names, self.limits.allowed)
 
     def block_summary(self) -> CategoricalSummary:
         """The open block as its part of a block summary (see `monitor.core.blocks.pack_categorical`)."""
@@ -713,38 +745,32 @@ class RecentIds:
         self.ring = np.zeros(size, dtype=np.uint32)
         self.filled = 0
         self.pos = 0
-        self._last: dict[int, int] = {}  # hash -> how many ids had been seen when it was last seen
+        self._last = _new_last()  # hash -> how many ids had been seen when it was last seen
 
     def duplicates(self, ids: list[Any]) -> np.ndarray:
-        out = np.zeros(len(ids), dtype=bool)
+        index: dict[str, int] = {}
+        codes = np.fromiter((-1 if v is None else index.setdefault(str(v), len(index)) for v in ids),
+                            dtype=np.int64, count=len(ids))
+        return self.duplicates_of(codes, list(index))
+
+    def duplicates_of(self, codes: np.ndarray, names: list[str]) -> np.ndarray:
+        """Whether each id (as codes of `names`, the `str` of each id; -1: none) is among the `size` ids before
+        it: CRC-32 hashes of the names, then one compiled pass over the ring."""
         if not self.size:
-            return out
-        last, ring, size = self._last, self.ring, self.size
-        seen = self.pos
-        for i, value in enumerate(ids):
-            if value is None:
-                continue
-            h = zlib.crc32(str(value).encode())
-            prev = last.get(h)
-            out[i] = prev is not None and seen - prev < size
-            slot = seen % size
-            if self.filled == size:
-                old = int(ring[slot])
-                if last.get(old) == seen - size:
-                    del last[old]
-            ring[slot] = h
-            last[h] = seen
-            seen += 1
-            self.filled = min(self.filled + 1, size)
-        self.pos = seen
+            return np.zeros(len(codes), dtype=bool)
+        table = np.array([zlib.crc32(name.encode()) for name in names] or [0], dtype=np.int64)
+        present = codes >= 0
+        hashes = table[np.where(present, codes, 0)]
+        out, self.filled, self.pos = recent_duplicates(hashes, present, self.ring, self._last, self.filled,
+                                                       self.pos)
         return out
 
     def contains(self, value: Any) -> bool:
         """Whether `value` is among the remembered ids (no update)."""
         if not self.size or value is None:
             return False
-        prev = self._last.get(zlib.crc32(str(value).encode()))
-        return prev is not None and self.pos - prev < self.size
+        prev = int(self._last.get(zlib.crc32(str(value).encode()), -1))
+        return prev >= 0 and self.pos - prev < self.size
 
     def to_state(self) -> dict[str, Any]:
         return {"ring": base64.b64encode(self.ring.tobytes()).decode(), "filled": self.filled, "pos": self.pos}
@@ -756,9 +782,17 @@ class RecentIds:
         if len(ring) != self.size:
             return  # the memory size changed: start over rather than guess
         self.ring, self.filled, self.pos = ring, int(state["filled"]), int(state["pos"])
-        self._last = {}
+        self._last = _new_last()
         for k in range(self.pos - self.filled, self.pos):
             self._last[int(self.ring[k % self.size])] = k
+
+
+def _new_last() -> Any:
+    return NumbaDict.empty(key_type=numba_types.int64, value_type=numba_types.int64)
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 class StreamPartition:
@@ -891,7 +925,7 @@ class StreamPartition:
                 times = screened.tolist()
                 self.bad_times += int(bad_times.sum())
         findings: list[Finding] = []
-        versions = [r.get(self.version_field) for r in batch.rows] if self.version_field else None
+        version_field = self.version_field
         if "*/stream_stopped" in self.open_alerts:
             findings.append(self._resolve_silence(int(offsets[0]), batch.event_times[0]))
         if self.idle_sent and self.emit_blocks:
@@ -902,12 +936,12 @@ class StreamPartition:
             self.emitted.append(signal)
             self.idle_sent = False
 
-        numeric = [(f, *f.column(batch.rows)) for f in self.features.values() if isinstance(f, NumericFeature)]
-        categorical = [(f, *f.column(batch.rows)) for f in self.features.values()
+        numeric = [(f, *batch.numeric(f.name)) for f in self.features.values() if isinstance(f, NumericFeature)]
+        categorical = [(f, *batch.categories(f.name)) for f in self.features.values()
                        if isinstance(f, CategoricalFeature)]
-        dups = (self.recent_ids.duplicates([r.get(self.id_field) for r in batch.rows])
+        dups = (self.recent_ids.duplicates_of(*batch.categories(self.id_field))
                 if self.id_field else np.zeros(n, dtype=bool))
-        expected, scored = self._expected_correct(batch.rows)
+        expected, scored = self._expected_correct(batch)
         bids = self._block_ids(batch, times)
         cuts = np.flatnonzero(np.diff(bids)) + 1
         runs = list(zip([0, *cuts.tolist()], [*cuts.tolist(), n], strict=True))
@@ -951,11 +985,11 @@ class StreamPartition:
                     feat.add_run(rows[k], clipped[k])
                 else:
                     feat.add(values[start:stop], missing[start:stop], offsets[start:stop])
-            for cfeat, raw, cmissing in categorical:
-                cfeat.add(raw[start:stop], cmissing[start:stop], offsets[start:stop])
+            for cfeat, codes, names in categorical:
+                cfeat.add(codes[start:stop], names)
         self.events += n
-        if versions:
-            last = versions[-1]
+        if version_field:
+            last = batch.value(version_field, n - 1)
             self.last_version = None if last is None else str(last)
 
         for feat, values, missing in numeric:
@@ -988,7 +1022,7 @@ class StreamPartition:
                 findings.append(Finding(
                     name, check, kind_of(check, self.stream), d.statistic, d.threshold, int(offsets[i]),
                     batch.event_times[i], events_before + i + 1, first, first_t, before + i - runs[run][0] + 1,
-                    model_version=None if versions is None or versions[i] is None else str(versions[i]),
+                    model_version=_text(batch.value(version_field, i)) if version_field else None,
                     evidence=evidence))
         findings.sort(key=lambda f: (f.event_number, f.feature, f.check, f.status))
         return findings
@@ -996,7 +1030,7 @@ class StreamPartition:
     def _apply_runs(self, runs: list[tuple[int, int]], bids: np.ndarray, offsets: np.ndarray, times: list[int],
                     dups: np.ndarray, expected: np.ndarray, scored: np.ndarray, bad_times: np.ndarray,
                     per_run: dict[str, tuple[np.ndarray, np.ndarray]],
-                    categorical: list[tuple[CategoricalFeature, list[Any], np.ndarray]], events_before: int,
+                    categorical: list[tuple[CategoricalFeature, np.ndarray, list[str]]], events_before: int,
                     longest: dict[str, tuple[list[int], list[float]]]) -> None:
         """Stage 1 of the model view (no per-partition evaluation): a batch's runs of one block each, summarised.
 
@@ -1011,9 +1045,9 @@ class StreamPartition:
         n_bad = np.add.reduceat(bad_times.astype(np.int64), starts).tolist()
         numeric = [f for f in self.features.values() if isinstance(f, NumericFeature)]
         packed = self._packed_runs(numeric, per_run, len(runs))
-        tallies = [(cfeat, run_tallies(raw, cmissing, starts), np.add.reduceat(cmissing.astype(np.int64),
-                                                                                starts).tolist())
-                   for cfeat, raw, cmissing in categorical]
+        tallies = [(cfeat, run_tallies(codes, names, starts), np.add.reduceat((codes < 0).astype(np.int64),
+                                                                               starts).tolist())
+                   for cfeat, codes, names in categorical]
         in_windows = self.open_meta is not None and self.open_meta[5] == int(bids[0])  # run 0 continues a block
         if in_windows:
             for feat in numeric:
@@ -1150,11 +1184,11 @@ class StreamPartition:
         self.last_time = self.closed_meta[-1][3] if self.closed_meta else -1
         return self._lifecycle(values, event_number)
 
-    def _expected_correct(self, rows: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    def _expected_correct(self, batch: DecodedBatch) -> tuple[np.ndarray, np.ndarray]:
         """Per event, the probability its decision is right if scores are calibrated (CBPE), and whether scored."""
         if self.score_field is None:
-            return np.zeros(len(rows)), np.zeros(len(rows), dtype=bool)
-        s = np.array([math.nan if r.get(self.score_field) is None else r[self.score_field] for r in rows], float)
+            return np.zeros(len(batch)), np.zeros(len(batch), dtype=bool)
+        s = batch.numeric(self.score_field)[0]
         ok = np.isfinite(s)
         s = np.where(ok, np.clip(s, 0.0, 1.0), 0.0)
         return np.where(ok, np.where(s >= self.decision_threshold, s, 1.0 - s), 0.0), ok

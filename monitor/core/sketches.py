@@ -12,6 +12,7 @@ import base64
 from typing import Any
 
 import numpy as np
+from numba import njit
 
 # Layout of a numeric block vector; the histogram follows the head.
 N, MISSING, NAN, INF, FINITE, SUM, M2, MIN, MAX, BELOW, ABOVE, SENTINEL = range(12)
@@ -67,45 +68,89 @@ def numeric_blocks(
     >>> rows[1].tolist() == numeric_block(v[2:], m[2:], np.array([2.0]), 2, (0.0, 5.0), np.array([-1.0])).tolist()
     True
     """
-    n = len(values)
-    runs = len(starts)
-    run_of = np.zeros(n, dtype=np.int64)
-    run_of[starts[1:]] = 1
-    run_of = np.cumsum(run_of)
-    out = np.zeros((runs, HEAD + hist_len))
-    nan = np.isnan(values)
-    inf = np.isinf(values)
-    use = ~(nan | inf)
-    if sentinels is not None and len(sentinels):
-        is_sentinel = use & np.isin(values, sentinels)
-        use &= ~is_sentinel
-        out[:, SENTINEL] = np.bincount(run_of, weights=is_sentinel, minlength=runs)
-    out[:, N] = np.diff(np.r_[starts, n])
-    out[:, MISSING] = np.bincount(run_of, weights=missing, minlength=runs)
-    out[:, NAN] = np.bincount(run_of, weights=nan, minlength=runs) - out[:, MISSING]
-    out[:, INF] = np.bincount(run_of, weights=inf, minlength=runs)
-    out[:, FINITE] = np.bincount(run_of, weights=use, minlength=runs)
-    clean = np.where(use, values, 0.0)
-    out[:, SUM] = np.bincount(run_of, weights=clean, minlength=runs)
-    # Two passes about the run's first usable value (exact enough at any offset): its mean, then its M2.
-    first = np.minimum.reduceat(np.where(use, np.arange(n), n), starts)
-    shift = np.where(first < n, values[np.minimum(first, n - 1)], 0.0)
-    with np.errstate(invalid="ignore", over="ignore"):
-        shifted = np.where(use, values - shift[run_of], 0.0)
-    means = np.bincount(run_of, weights=shifted, minlength=runs) / np.maximum(out[:, FINITE], 1.0)
-    with np.errstate(invalid="ignore", over="ignore"):
-        dev = np.where(use, shifted - means[run_of], 0.0)
-        out[:, M2] = np.bincount(run_of, weights=dev * dev, minlength=runs)
-    out[:, MIN] = np.minimum.reduceat(np.where(use, values, np.inf), starts)
-    out[:, MAX] = np.maximum.reduceat(np.where(use, values, -np.inf), starts)
     lo, hi = bounds
-    if lo is not None:
-        out[:, BELOW] = np.bincount(run_of, weights=use & (clean < lo), minlength=runs)
-    if hi is not None:
-        out[:, ABOVE] = np.bincount(run_of, weights=use & (clean > hi), minlength=runs)
-    if edges is not None and hist_len:
-        bins = np.searchsorted(edges, values[use], side="right")
-        out[:, HEAD:] = np.bincount(run_of[use] * hist_len + bins, minlength=runs * hist_len).reshape(runs, hist_len)
+    return _blocks_kernel(np.ascontiguousarray(values, dtype=np.float64), np.ascontiguousarray(missing, dtype=bool),
+                          np.ascontiguousarray(starts, dtype=np.int64),
+                          np.zeros(0) if edges is None else np.ascontiguousarray(edges, dtype=np.float64),
+                          hist_len if edges is not None else 0, HEAD + hist_len,
+                          -np.inf if lo is None else float(lo), np.inf if hi is None else float(hi),
+                          lo is not None, hi is not None,
+                          np.zeros(0) if sentinels is None else np.ascontiguousarray(sentinels, dtype=np.float64))
+
+
+@njit(cache=True, nogil=True)
+def _blocks_kernel(values: np.ndarray, missing: np.ndarray, starts: np.ndarray, edges: np.ndarray, hist_len: int,
+                   width: int, lo: float, hi: float, has_lo: bool, has_hi: bool, sentinels: np.ndarray
+                   ) -> np.ndarray:
+    """`numeric_blocks` compiled: one pass per run for counts, sums, range and bins, a second for M2 about the
+    run's mean (taken about its first usable value: exact enough at any offset)."""
+    n = values.shape[0]
+    runs = starts.shape[0]
+    out = np.zeros((runs, width))
+    for r in range(runs):
+        a = starts[r]
+        b = starts[r + 1] if r + 1 < runs else n
+        row = out[r]
+        row[N] = b - a
+        row[MIN] = np.inf
+        row[MAX] = -np.inf
+        shift = 0.0
+        found = False
+        total = 0.0
+        shifted_sum = 0.0
+        for i in range(a, b):
+            v = values[i]
+            if missing[i]:
+                row[MISSING] += 1
+            if np.isnan(v):
+                row[NAN] += 1
+                continue
+            if np.isinf(v):
+                row[INF] += 1
+                continue
+            is_sentinel = False
+            for s in sentinels:
+                if v == s:
+                    is_sentinel = True
+                    break
+            if is_sentinel:
+                row[SENTINEL] += 1
+                continue
+            row[FINITE] += 1
+            total += v
+            if not found:
+                shift = v
+                found = True
+            shifted_sum += v - shift
+            if v < row[MIN]:
+                row[MIN] = v
+            if v > row[MAX]:
+                row[MAX] = v
+            if has_lo and v < lo:
+                row[BELOW] += 1
+            if has_hi and v > hi:
+                row[ABOVE] += 1
+            if hist_len:
+                row[HEAD + np.searchsorted(edges, v, side="right")] += 1
+        row[NAN] -= row[MISSING]
+        row[SUM] = total
+        mean = shifted_sum / max(row[FINITE], 1.0)
+        m2 = 0.0
+        if found:
+            for i in range(a, b):
+                v = values[i]
+                if np.isnan(v) or np.isinf(v):
+                    continue
+                skip = False
+                for s in sentinels:
+                    if v == s:
+                        skip = True
+                        break
+                if skip:
+                    continue
+                d = (v - shift) - mean
+                m2 += d * d
+        row[M2] = m2
     return out
 
 
@@ -151,15 +196,36 @@ def merge_numeric(blocks: list[np.ndarray]) -> np.ndarray:
     >>> float(merge_numeric([a, b])[M2])  # the deviations from 1e9 + 3 are -2, 0, 2
     8.0
     """
-    stacked = np.vstack(blocks)
-    out: np.ndarray = stacked.sum(axis=0)
-    out[MIN] = stacked[:, MIN].min()
-    out[MAX] = stacked[:, MAX].max()
-    counts = stacked[:, FINITE]
+    if len(blocks) == 2:
+        return merge_rows(np.stack(blocks))
+    return merge_rows(np.vstack(blocks))
+
+
+@njit(cache=True, nogil=True)
+def merge_rows(stacked: np.ndarray) -> np.ndarray:
+    """`merge_numeric` of the rows of a matrix, compiled (it runs per feature and batch)."""
+    k, width = stacked.shape
+    out = np.zeros(width)
+    for j in range(width):
+        acc = 0.0
+        for i in range(k):
+            acc += stacked[i, j]
+        out[j] = acc
+    lo, hi = np.inf, -np.inf
+    for i in range(k):
+        lo = min(lo, stacked[i, MIN])
+        hi = max(hi, stacked[i, MAX])
+    out[MIN], out[MAX] = lo, hi
     if out[FINITE] > 0:
-        means = np.divide(stacked[:, SUM], counts, out=np.zeros(len(counts)), where=counts > 0)
         mean = out[SUM] / out[FINITE]
-        out[M2] = float(stacked[:, M2].sum() + np.sum(counts * (means - mean) ** 2))
+        m2 = 0.0
+        spread = 0.0
+        for i in range(k):
+            m2 += stacked[i, M2]
+            c = stacked[i, FINITE]
+            d = (stacked[i, SUM] / c if c > 0 else 0.0) - mean
+            spread += c * d * d
+        out[M2] = m2 + spread
     return out
 
 
@@ -271,26 +337,36 @@ N_KEY, MISSING_KEY, UNSEEN_KEY = "__n__", "__missing__", "__unseen__"
 META_KEYS = {N_KEY, MISSING_KEY, UNSEEN_KEY}
 
 
-def run_tallies(values: list[Any], missing: np.ndarray, starts: np.ndarray) -> list[dict[str, int]]:
-    """Category counts of each run `values[starts[i]:starts[i+1]]` (runs non-empty, `starts[0] == 0`), missing
-    values left out: one pass over the batch and one `bincount`, not a loop per run.
+def run_tallies(codes: np.ndarray, names: list[str], starts: np.ndarray) -> list[dict[str, int]]:
+    """Category counts of each run `codes[starts[i]:starts[i+1]]` (runs non-empty, `starts[0] == 0`; codes of
+    `names`, -1 for a missing value, left out), in the order of the codes: one `bincount`, not a loop per run.
 
-    >>> run_tallies(["a", "b", None, "a", 1], np.array([0, 0, 1, 0, 0], bool), np.array([0, 3]))
+    >>> run_tallies(np.array([0, 1, -1, 0, 2]), ["a", "b", "1"], np.array([0, 3]))
     [{'a': 1, 'b': 1}, {'a': 1, '1': 1}]
     """
-    index: dict[str, int] = {}
-    codes = np.fromiter((index.setdefault(str(v), len(index)) if not m else -1
-                         for v, m in zip(values, missing.tolist(), strict=True)), dtype=np.int64, count=len(values))
-    runs, k = len(starts), len(index)
+    runs, k = len(starts), len(names)
     if k == 0:
         return [{} for _ in range(runs)]
-    run_of = np.zeros(len(values), dtype=np.int64)
+    run_of = np.zeros(len(codes), dtype=np.int64)
     run_of[starts[1:]] = 1
     run_of = np.cumsum(run_of)
     use = codes >= 0
     counts = np.bincount(run_of[use] * k + codes[use], minlength=runs * k).reshape(runs, k)
-    names = list(index)
     return [{names[j]: int(row[j]) for j in np.flatnonzero(row).tolist()} for row in counts]
+
+
+def tally(codes: np.ndarray, names: list[str]) -> dict[str, int]:
+    """Counts of the codes (-1 left out) by name, in the order each first appears in `codes`.
+
+    >>> tally(np.array([2, -1, 0, 2]), ["a", "b", "c"])
+    {'c': 2, 'a': 1}
+    """
+    use = codes[codes >= 0]
+    if not len(use):
+        return {}
+    uniq, first, counts = np.unique(use, return_index=True, return_counts=True)
+    order = np.argsort(first, kind="stable")
+    return {names[int(uniq[j])]: int(counts[j]) for j in order.tolist()}
 
 
 class CategoricalWindow:
@@ -304,13 +380,9 @@ class CategoricalWindow:
         self.closed: list[dict[str, int]] = []
         self.open: dict[str, int] = {}
 
-    def add(self, values: list[Any], missing: np.ndarray, allowed: set[str] | None = None) -> None:
-        tally: dict[str, int] = {}
-        for v, m in zip(values, missing.tolist(), strict=True):
-            if not m:
-                key = str(v)
-                tally[key] = tally.get(key, 0) + 1
-        self.add_counts(tally, len(values), int(missing.sum()), allowed)
+    def add(self, codes: np.ndarray, names: list[str], allowed: set[str] | None = None) -> None:
+        """Values as codes of `names` (-1: missing)."""
+        self.add_counts(tally(codes, names), len(codes), int((codes < 0).sum()), allowed)
 
     def add_counts(self, tally: dict[str, int], count: int, missing: int, allowed: set[str] | None = None) -> None:
         """Merge the counts of `count` values (`missing` of them missing; `tally`: the others by category, in the

@@ -276,7 +276,7 @@ def _varint(buf: np.ndarray, pos: int, end: int) -> tuple[int, int, bool]:
         result |= (b & np.uint64(0x7F)) << np.uint64(shift)
         if b < 0x80:
             value = np.int64(result >> np.uint64(1)) ^ -np.int64(result & np.uint64(1))
-            return value, pos, True
+            return int(value), pos, True
         shift += 7
     return 0, pos, False
 
@@ -447,7 +447,9 @@ class ColumnarDecoder:
         if self.reader is None:
             raise Unsupported("no reader schema")
         self.names = [f["name"] for f in self.reader["fields"]]
-        self.plain = self._program(-1)  # raises Unsupported for a reader schema this decoder does not read
+        plain = self._program(-1)  # raises Unsupported for a reader schema this decoder does not read
+        assert plain is not None
+        self.plain: Program = plain
 
     def _program(self, schema_id: int) -> Program | None:
         if schema_id not in self._programs:
@@ -494,7 +496,6 @@ class ColumnarDecoder:
                 self._run(program, buf, starts + header, ends, rows, ivals, fvals, tags, flags)
         else:
             rows = np.flatnonzero(flags == 0)
-            assert self.plain is not None
             self._run(self.plain, buf, starts, ends, rows, ivals, fvals, tags, flags)
         columns = {name: RawColumn(col, tags[c], ivals[c], fvals[c], buf)
                    for c, (name, col) in enumerate(zip(self.names, self.plain.columns, strict=True))}
