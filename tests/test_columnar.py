@@ -14,7 +14,8 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from monitor.core.partition import event_time_ms, numeric_column
+from monitor.core.columns import event_time_ms
+from monitor.core.partition import numeric_column
 from monitor.errors import DecodeError
 from monitor.io.avro import AvroDecoder, encode_confluent
 from monitor.io.columnar import ColumnarDecoder, Unsupported, compile_program

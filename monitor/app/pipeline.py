@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from monitor.core.columns import event_time_ms
 from monitor.core.evaluate import evaluate
 from monitor.core.labels import LabelPartition, LabelRow
 from monitor.core.model import ModelStream
@@ -20,7 +21,6 @@ from monitor.core.partition import (
     Finding,
     StreamPartition,
     TimeCheck,
-    event_time_ms,
     numeric_column,
 )
 from monitor.core.profiles import Contract, FieldContract, FieldProfile, ReferenceProfile

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import zlib
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 import numpy as np
@@ -21,6 +21,43 @@ from numba import njit
 
 TAG_NULL, TAG_INT, TAG_FLOAT, TAG_BOOL, TAG_STR, TAG_BYTES, TAG_ENUM = range(7)
 _EXACT = 2**53  # integers up to this convert to float64 exactly
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_EPOCH_DAY = date(1970, 1, 1)
+
+
+def to_number(value: Any) -> float:
+    """A numeric field's value as a float, including what fastavro returns for logical types: timestamps
+    (-millis, -micros, local-) as epoch milliseconds, a date as days since the epoch (Avro's `int`), a time of
+    day as milliseconds since midnight, a decimal as its value.
+
+    >>> from decimal import Decimal
+    >>> to_number(datetime(1970, 1, 1, 0, 0, 1, 500, tzinfo=UTC)), to_number(date(1970, 1, 11))
+    (1000.5, 10.0)
+    >>> to_number(time(0, 1, 2)), to_number(Decimal("12.50")), to_number(True)
+    (62000.0, 12.5, 1.0)
+    """
+    if isinstance(value, datetime):
+        aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+        return (aware - _EPOCH).total_seconds() * 1000.0
+    if isinstance(value, date):
+        return float((value - _EPOCH_DAY).days)
+    if isinstance(value, time):
+        return ((value.hour * 60 + value.minute) * 60 + value.second) * 1000.0 + value.microsecond / 1000.0
+    return float(value)
+
+
+def event_time_ms(value: Any) -> int | None:
+    """Event times arrive as epoch ms (long) or, with a timestamp-millis logical type, as datetimes."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):  # exact integer milliseconds (a naive, local-timestamp value read as UTC)
+        aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+        return (aware - _EPOCH) // timedelta(milliseconds=1)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,8 +141,6 @@ class RawColumn:
             out[ints] = converted
         missing = tags == TAG_NULL
         if self.objects:
-            from monitor.core.partition import to_number
-
             for i, v in self.objects.items():
                 out[i] = math.nan if v is None else to_number(v)
                 missing[i] = v is None
@@ -123,8 +158,6 @@ class RawColumn:
             v = self.ivals[ints]
             out[ints] = v if logical.endswith("millis") else v // 1000
         if self.objects:
-            from monitor.core.partition import event_time_ms
-
             for i, obj in self.objects.items():
                 t = event_time_ms(obj)
                 out[i], present[i] = (0, False) if t is None else (t, True)

@@ -13,7 +13,6 @@ import json
 import math
 import zlib
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal
 
 import numpy as np
@@ -22,7 +21,7 @@ from numba.typed import Dict as NumbaDict
 
 from monitor.core import stats
 from monitor.core.blocks import CLIPPED, ROW_HEAD, CategoricalSummary, pack, pack_categorical, packed_row
-from monitor.core.columns import RawColumn, recent_duplicates
+from monitor.core.columns import RawColumn, recent_duplicates, to_number
 from monitor.core.detectors import Adwin, PageHinkley
 from monitor.core.profiles import CategoricalProfile, FieldContract, FieldProfile, NumericProfile
 from monitor.core.schema import FieldSpec
@@ -134,31 +133,6 @@ class Finding:
     evidence: dict[str, str] = field(default_factory=dict)
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_EPOCH_DAY = date(1970, 1, 1)
-
-
-def to_number(value: Any) -> float:
-    """A numeric field's value as a float, including what fastavro returns for logical types: timestamps
-    (-millis, -micros, local-) as epoch milliseconds, a date as days since the epoch (Avro's `int`), a time of
-    day as milliseconds since midnight, a decimal as its value.
-
-    >>> from decimal import Decimal
-    >>> to_number(datetime(1970, 1, 1, 0, 0, 1, 500, tzinfo=UTC)), to_number(date(1970, 1, 11))
-    (1000.5, 10.0)
-    >>> to_number(time(0, 1, 2)), to_number(Decimal("12.50")), to_number(True)
-    (62000.0, 12.5, 1.0)
-    """
-    if isinstance(value, datetime):
-        aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-        return (aware - _EPOCH).total_seconds() * 1000.0
-    if isinstance(value, date):
-        return float((value - _EPOCH_DAY).days)
-    if isinstance(value, time):
-        return ((value.hour * 60 + value.minute) * 60 + value.second) * 1000.0 + value.microsecond / 1000.0
-    return float(value)
-
-
 def stuck_threshold(profile: NumericProfile | None, checks: CheckSettings) -> int | None:
     """The run length of one repeated value that `stuck_value` calls stuck: one the reference makes less likely
     than `stuck_alpha` (a run of L copies of the most common value, share p, comes with chance p^(L - 1)), and
@@ -187,18 +161,6 @@ def numeric_column(rows: list[dict[str, Any]], name: str) -> tuple[np.ndarray, n
     except (TypeError, ValueError):  # datetimes, dates, times or decimals: the rare, slower path
         values = np.array([math.nan if v is None else to_number(v) for v in raw], dtype=np.float64)
     return values, missing
-
-
-def event_time_ms(value: Any) -> int | None:
-    """Event times arrive as epoch ms (long) or, with a timestamp-millis logical type, as datetimes."""
-    if value is None:
-        return None
-    if isinstance(value, datetime):  # exact integer milliseconds (a naive, local-timestamp value read as UTC)
-        aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-        return (aware - _EPOCH) // timedelta(milliseconds=1)
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    return None
 
 
 def kind_of(check: str, stream: str) -> AlertKind:

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from monitor.core.columns import to_number
 from monitor.core.labels import classifier_block, metrics, regressor_block
-from monitor.core.partition import to_number
 from monitor.core.profiles import CategoricalProfile, FieldProfile, NumericProfile, ReferenceProfile
 from monitor.core.schema import FieldSpec
 from monitor.errors import ConfigError
