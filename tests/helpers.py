@@ -448,10 +448,11 @@ def comparable_state(part: Any) -> dict[str, Any]:
     packed sketch vectors decoded to numbers, and without what follows the wall clock (the idle flag, a
     `stream_stopped` silence): what a replay of the same records must reproduce."""
     from monitor.core.sketches import unpack_array
+    from monitor.core.state_codec import read_fields
 
     out: dict[str, Any] = {}
-    for key, raw in part.to_fields().items():
-        state = json.loads(raw)
+    for key, state in read_fields(part.to_fields()).items():
+        state = plain(state)
         if key == "__meta__":
             state.pop("idle_sent", None)
             for name in ("open_alerts", "quiet_until"):
@@ -520,3 +521,16 @@ def small_model(tmp: Path, fields: list[dict[str, Any]], partition_alerts: bool 
     models = ModelProcessor(settings, {"m.f": proc})
     models.input_partitions = {"m.f": 1}
     return proc, models
+
+
+def plain(obj: Any) -> Any:
+    """A decoded state with numpy arrays as lists (comparable with ==)."""
+    import numpy as np
+
+    if isinstance(obj, dict):
+        return {k: plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [plain(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return obj

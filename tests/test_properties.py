@@ -14,9 +14,10 @@ from hypothesis import strategies as st
 from monitor.app.models import ModelProcessor
 from monitor.app.pipeline import StreamProcessor
 from monitor.core.sketches import numeric_block, numeric_blocks, pack_array, unpack_array
+from monitor.core.state_codec import encode_fields, read_fields
 from monitor.core.types import RawRecord
 from monitor.io.avro import encode_plain
-from tests.helpers import small_model
+from tests.helpers import plain, small_model
 
 finite_or_not = st.one_of(st.floats(allow_nan=True, allow_infinity=True, width=64),
                           st.sampled_from([0.0, -1.0, 1e12, -1e-12, 7.0, -2.0, 5.0, -0.5, 0.5, 3.0]))
@@ -95,7 +96,7 @@ def test_any_batch_split_gives_the_same_blocks_and_model_state(tmp_path_factory:
                 fresh.load_fields(stored)
                 mpart = fresh
         mpart.dirty |= set(mpart.streams)  # the whole state, whatever the last checkpoint changed
-        state = json.loads(mpart.to_fields().get("m/features", b"{}"))
+        state = plain(read_fields(mpart.to_fields(), ["m/features"]).get("m/features", {}))
         for slot in state.get("pending", {}).values():  # packed float64s, compared as numbers
             if slot["packed"] is not None:
                 slot["packed"] = unpack_array(slot["packed"]).tolist()
@@ -130,14 +131,22 @@ def _close(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
-@settings(max_examples=200, deadline=None)
-@given(values=st.lists(st.floats(allow_nan=True, allow_infinity=True, width=64), max_size=50))
+@settings(max_examples=300, deadline=None)
+@given(values=st.lists(st.one_of(st.floats(allow_nan=True, allow_infinity=True, width=64),
+                                 st.integers(-(2**60), 2**60).map(float), st.integers(0, 300).map(float)),
+                       max_size=80))
 def test_a_packed_state_array_reads_back_bit_for_bit(values: list[float]) -> None:
-    """Sketch vectors are stored as base64 float64s: exact for every float (NaN, infinities, -0.0), and a
-    state written as a JSON list of numbers (before 0.2) still loads."""
+    """Sketch vectors go through the state codec (integers narrowed, the rest float64; inline or as a blob):
+    exact for every float (NaN, infinities, -0.0, integers past 2^53); states written as JSON by 0.2 (base64)
+    and 0.1 (a list of numbers) still load."""
+    import base64
+
     arr = np.array(values, dtype=float)
-    back = unpack_array(json.loads(json.dumps(pack_array(arr))))
-    assert back.tobytes() == arr.tobytes()
+    back = read_fields(encode_fields({"k": {"v": pack_array(arr), "m": [arr[:3]]}}))["k"]
+    assert unpack_array(back["v"]).tobytes() == arr.tobytes()
+    assert back["m"][0].tobytes() == arr[:3].tobytes()
+    old = base64.b64encode(arr.astype("<f8").tobytes()).decode()
+    assert unpack_array(json.loads(json.dumps(old))).tobytes() == arr.tobytes()
     finite = [v for v in values if np.isfinite(v)]
     assert unpack_array(json.loads(json.dumps(finite))).tolist() == finite
 

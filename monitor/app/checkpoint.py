@@ -2,7 +2,8 @@
 
 1. the rejects go to the dead-letter topic, and Kafka confirms them, before anything else;
 2. the batch's predictions go to the label-join store (idempotent: a replay writes the same entries);
-3. one Redis script checks the fence and the expected offset, then writes the partition's state, its outbox
+3. one Redis script checks the fence and the expected offset, then writes the partition's state (the fields
+   whose bytes changed since the last checkpoint; those no state refers to any more are deleted), its outbox
    entries (alerts; block summaries in as few messages as fit `BLOCKS_MESSAGE_BYTES`) and the new offset.
 
 The `Outbox` then sends the entries until Kafka confirms them. See ../shared/docs/RELIABILITY.md.
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -23,6 +24,7 @@ from monitor.app.outbox import block_entry_id, encode_entry
 from monitor.app.pipeline import BatchOutcome
 from monitor.core.labels import LabelPartition
 from monitor.core.partition import StreamPartition
+from monitor.core.state_codec import changed_fields
 from monitor.core.types import Alert, Reject
 from monitor.errors import DependencyUnavailable
 from monitor.io.avro import AlertCodec, BlockCodec
@@ -44,6 +46,7 @@ class Owned:
     fence: int
     stored_offset: int | None
     part: StreamPartition | LabelPartition | ModelPartition
+    written: dict[str, bytes] = field(default_factory=dict)  # the state fields as stored (what is in Redis)
 
 
 @dataclass(frozen=True)
@@ -84,8 +87,11 @@ class Checkpointer:
         made = (outcome.blocks if outcome is not None else []) + blocks
         for chunk, value in self.block_codec.encode_chunks(made, BLOCKS_MESSAGE_BYTES):
             outbox[blocks_entry_id(tp, owned, chunk, value)] = encode_entry(chunk[0]["model"].encode(), value)
-        self.store.commit(tp[0], tp[1], owned.fence, owned.stored_offset, next_offset, owned.part.to_fields(),
-                          outbox)
+        fields = owned.part.to_fields()
+        changed, gone = changed_fields(fields, owned.written)  # closed blocks, written once, are not written again
+        self.store.commit(tp[0], tp[1], owned.fence, owned.stored_offset, next_offset, changed, outbox, gone)
+        owned.written = fields
+        self.metrics.state_bytes_written.labels(tp[0]).inc(sum(len(v) for v in changed.values()))
         return outbox
 
     def dead_letter(self, rejects: list[Reject]) -> None:

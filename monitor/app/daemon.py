@@ -176,14 +176,14 @@ class Daemon:
                 self.lost[(topic, partition)] = problem
                 return committed if committed is not None else OFFSET_END
             # restart: fresh state from the committed offset; the next checkpoint overwrites what is left
-            self.owned[(topic, partition)] = Owned(snap.fence, None, part)
+            self.owned[(topic, partition)] = Owned(snap.fence, None, part, dict(snap.fields))
             self.last_seen[(topic, partition)] = time.monotonic()
             if committed is not None:
                 return committed
             return OFFSET_BEGINNING if self.settings.start_from == "earliest" else OFFSET_END
         if snap.fields:
             self._load(part, snap.fields)
-        self.owned[(topic, partition)] = Owned(snap.fence, snap.offset, part)
+        self.owned[(topic, partition)] = Owned(snap.fence, snap.offset, part, dict(snap.fields))
         self.last_seen[(topic, partition)] = time.monotonic()
         self.outbox.add((topic, partition), snap.outbox)
         if snap.offset is not None:
@@ -656,7 +656,7 @@ class Daemon:
         part = self._new_partition(*tp)
         if snap.fields:
             self._load(part, snap.fields)
-        self.owned[tp] = Owned(owned.fence, snap.offset, part)
+        self.owned[tp] = Owned(owned.fence, snap.offset, part, dict(snap.fields))
         if self.outage == "redis":
             self.outage = None  # the store answered
         start = snap.offset if snap.offset is not None else (

@@ -6,11 +6,10 @@ and closes the slots the watermark has passed; alerts and rejects come back as v
 
 from __future__ import annotations
 
-import json
-
 from monitor.app.pipeline import BatchOutcome, StreamProcessor
-from monitor.core.model import ModelStream, dumps
+from monitor.core.model import ModelStream
 from monitor.core.profiles import ReferenceProfile
+from monitor.core.state_codec import encode_fields, read_fields
 from monitor.core.types import Alert, RawRecord, Reject
 from monitor.errors import DecodeError
 from monitor.io.avro import BlockCodec
@@ -27,7 +26,8 @@ class ModelPartition:
         self.partition = partition
         self.streams: dict[str, ModelStream] = {}  # "<model>/<stream>" -> merged view, made on first block
         self.rejects = 0
-        self.dirty: set[str] = set()  # streams changed since the last checkpoint: only they are written
+        self.dirty: set[str] = set()  # streams changed since the last checkpoint: only they are encoded again
+        self._encoded: dict[str, dict[str, bytes]] = {}  # stream -> its fields as last encoded
 
     def stream(self, key: str) -> ModelStream:
         view = self.streams.get(key)
@@ -38,19 +38,23 @@ class ModelPartition:
         return view
 
     def to_fields(self) -> dict[str, bytes]:
-        """The changed streams' states (the store keeps the others' as they were) and the partition's meta."""
-        out = {META_FIELD: dumps({"rejects": self.rejects, "streams": sorted(self.streams)})}
-        for key in sorted(self.dirty):
-            out[key] = dumps(self.streams[key].to_state())
+        """Every stream's fields and the partition's meta; a stream's are encoded again only when it changed."""
+        for key in sorted(self.dirty | (set(self.streams) - set(self._encoded))):
+            if key in self.streams:
+                self._encoded[key] = encode_fields({key: self.streams[key].to_state()})
         self.dirty = set()
+        out = encode_fields({META_FIELD: {"rejects": self.rejects, "streams": sorted(self.streams)}})
+        for key in self.streams:
+            out.update(self._encoded.get(key, {}))
         return out
 
     def load_fields(self, fields: dict[str, bytes]) -> None:
-        meta = json.loads(fields[META_FIELD])
+        meta = read_fields(fields, [META_FIELD])[META_FIELD]
         self.rejects = int(meta["rejects"])
-        for key in meta["streams"]:
-            if key in fields and key in self.processor.stream_processors:
-                self.stream(key).load_state(json.loads(fields[key]))
+        states = read_fields(fields, [k for k in meta["streams"] if k in self.processor.stream_processors])
+        for key, state in states.items():
+            self.stream(key).load_state(state)
+            self.dirty.add(key)
 
 
 class ModelProcessor:
@@ -111,7 +115,7 @@ class ModelProcessor:
     def rebuild(self, part: ModelPartition, model: str) -> None:
         """After a reference change: new views for `model`, keeping counts and incidents (windows restart)."""
         for key in [k for k in part.streams if k.split("/", 1)[0] == model]:
-            state = json.loads(dumps(part.streams[key].to_state()))
+            state = read_fields(encode_fields({key: part.streams[key].to_state()}))[key]
             del part.streams[key]
             part.stream(key).load_state(state)
             part.dirty.add(key)

@@ -7,7 +7,6 @@ error-stream detectors.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -17,6 +16,7 @@ from scipy.stats import norm
 
 from monitor.core.detectors import DDM, EDDM, HDDMA, Adwin, Detection
 from monitor.core.partition import Finding, RecentIds
+from monitor.core.state_codec import encode_fields, read_fields
 from monitor.core.types import META_FIELD, AlertKind
 from monitor.settings import PerformanceSettings
 
@@ -370,10 +370,10 @@ class LabelPartition:
             "quiet_until": self.quiet_until,
             "detectors": {name: det.to_state() for name, det in self.detectors.items()},
         }
-        return {META_FIELD: json.dumps(state, separators=(",", ":")).encode()}
+        return encode_fields({META_FIELD: state})
 
     def load_fields(self, fields: dict[str, bytes]) -> None:
-        s = json.loads(fields[META_FIELD])
+        s = read_fields(fields, [META_FIELD])[META_FIELD]
         self.events, self.rejects = int(s["events"]), int(s["rejects"])
         self.counts = {k: int(v) for k, v in s["counts"].items()}
         self.lag_sum_ms = int(s["lag_sum_ms"])

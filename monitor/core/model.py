@@ -10,7 +10,6 @@ idleness is a signal from stage 1 (which reads the partition's end), not a clock
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
 
@@ -514,7 +513,3 @@ class ModelStream:
         self.slots = [s + [{}] * (12 - len(s)) for s in state["slots"]]
         self.cusum.update(state["cusum"])
         self.warm.update(state["warm"])
-
-
-def dumps(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":")).encode()

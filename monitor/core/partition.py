@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import itertools
-import json
 import math
 import zlib
 from dataclasses import dataclass, field
@@ -54,6 +53,7 @@ from monitor.core.sketches import (
     run_tallies,
 )
 from monitor.core.sketches import N as COUNT
+from monitor.core.state_codec import encode_fields, read_fields
 from monitor.core.types import META_FIELD, AlertKind
 from monitor.settings import CheckSettings, WindowSettings
 
@@ -465,7 +465,7 @@ class NumericFeature:
         return {
             "kind": self.kind,
             "ref_version": self.ref_version,
-            "totals": self.totals.tolist(),
+            "totals": self.totals.copy(),
             "moments": MOMENTS,
             "warm": {"n": self.warm[0], "mean": self.warm[1], "m2": self.warm[2], "shift": self.warm_shift},
             "mean": self.mean,
@@ -694,6 +694,9 @@ def stream_values(id_field: str | None, count: int, duplicates: int, max_duplica
     return out
 
 
+RING_CHUNK = 256
+
+
 class RecentIds:
     """The last `size` event ids of a partition, as CRC-32 hashes in a ring: bounded memory, exact order.
 
@@ -735,12 +738,18 @@ class RecentIds:
         return prev >= 0 and self.pos - prev < self.size
 
     def to_state(self) -> dict[str, Any]:
-        return {"ring": base64.b64encode(self.ring.tobytes()).decode(), "filled": self.filled, "pos": self.pos}
+        """The ring in chunks of `RING_CHUNK` hashes: a checkpoint rewrites only the chunks a batch wrote."""
+        chunks = [self.ring[k:k + RING_CHUNK] for k in range(0, self.size, RING_CHUNK)]
+        return {"chunks": chunks, "filled": self.filled, "pos": self.pos}
 
     def load_state(self, state: dict[str, Any] | None) -> None:
         if not state or not self.size:
             return
-        ring = np.frombuffer(base64.b64decode(state["ring"]), dtype=np.uint32).copy()
+        if "chunks" in state:
+            ring = np.concatenate([np.asarray(c, dtype=np.uint32) for c in state["chunks"]] or
+                                  [np.zeros(0, dtype=np.uint32)])
+        else:  # JSON state of 0.2: the ring in base64
+            ring = np.frombuffer(base64.b64decode(state["ring"]), dtype=np.uint32).copy()
         if len(ring) != self.size:
             return  # the memory size changed: start over rather than guess
         self.ring, self.filled, self.pos = ring, int(state["filled"]), int(state["pos"])
@@ -1266,14 +1275,16 @@ class StreamPartition:
         }
 
     def to_fields(self) -> dict[str, bytes]:
-        """Redis hash fields: `__meta__` and one per feature (`<model>/<feature>`)."""
-        out = {META_FIELD: _dumps(self.meta_state())}
+        """Redis hash fields (`monitor.core.state_codec`): `__meta__`, one per feature (`<model>/<feature>`),
+        and the blobs they refer to."""
+        states = {META_FIELD: self.meta_state()}
         for name, feat in self.features.items():
-            out[f"{self.model}/{name}"] = _dumps(feat.to_state())
-        return out
+            states[f"{self.model}/{name}"] = feat.to_state()
+        return encode_fields(states)
 
     def load_fields(self, fields: dict[str, bytes]) -> None:
-        meta = json.loads(fields[META_FIELD])
+        states = read_fields(fields)
+        meta = states[META_FIELD]
         self.events, self.rejects = int(meta["events"]), int(meta["rejects"])
         self.blocks_closed = int(meta.get("blocks_closed", 0))
         self.block_seq = int(meta.get("block_seq", 0))
@@ -1289,9 +1300,9 @@ class StreamPartition:
         self.schema_ids = list(meta.get("schema_ids", []))
         self.recent_ids.load_state(meta.get("recent_ids"))
         for name, feat in self.features.items():
-            raw = fields.get(f"{self.model}/{name}")
-            if raw is not None:
-                feat.load_state(json.loads(raw))
+            state = states.get(f"{self.model}/{name}")
+            if state is not None:
+                feat.load_state(state)
 
 
 def _longest_into(acc: dict[str, list[Any]], longest: dict[str, tuple[list[int], list[float]]], k: int) -> None:
@@ -1307,5 +1318,3 @@ def _full_meta(meta: list[Any]) -> list[Any]:
     return [*out, {}] if len(out) < 11 else out
 
 
-def _dumps(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":")).encode()

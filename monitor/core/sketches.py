@@ -248,13 +248,14 @@ def m2_from_sum_of_squares(vec: np.ndarray, at: np.ndarray | int = 0) -> None:
     vec[heads + M2] = np.maximum(sq - np.divide(total * total, n, out=np.zeros(len(heads)), where=n > 0), 0.0)
 
 
-def pack_array(values: np.ndarray) -> str:
-    """A float vector for a JSON state: its little-endian float64 bytes in base64 (exact, and quick to write)."""
-    return base64.b64encode(np.asarray(values, dtype="<f8").tobytes()).decode()
+def pack_array(values: np.ndarray) -> np.ndarray:
+    """A float vector for a state: float64 (the state codec stores it as raw little-endian bytes)."""
+    return np.array(values, dtype=np.float64)
 
 
-def unpack_array(stored: str | list[float]) -> np.ndarray:
-    """`pack_array`'s inverse; a list of numbers (state written before 0.2) is read as it is."""
+def unpack_array(stored: str | list[float] | np.ndarray) -> np.ndarray:
+    """`pack_array`'s inverse, and of what earlier versions wrote: base64 of float64 bytes (JSON state of 0.2),
+    a list of numbers (0.1)."""
     if isinstance(stored, str):
         return np.frombuffer(base64.b64decode(stored), dtype="<f8").astype(float)
     return np.array(stored, dtype=float)

@@ -5,6 +5,7 @@ Keys share a hash tag per partition, so a partition lives in one Redis Cluster s
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import redis
@@ -19,10 +20,15 @@ if fence ~= ARGV[1] then return {'FENCED', fence or ''} end
 local stored = redis.call('GET', KEYS[1])
 if (stored or '') ~= ARGV[2] then return {'CONFLICT', stored or ''} end
 local n_state = tonumber(ARGV[4])
-local i = 5
+local n_gone = tonumber(ARGV[5])
+local i = 6
 for _ = 1, n_state do
   redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1])
   i = i + 2
+end
+for _ = 1, n_gone do
+  redis.call('HDEL', KEYS[3], ARGV[i])
+  i = i + 1
 end
 while i < #ARGV do
   redis.call('HSET', KEYS[4], ARGV[i], ARGV[i + 1])
@@ -94,11 +100,14 @@ class RedisStore:
         new_offset: int,
         fields: dict[str, bytes],
         outbox: dict[str, bytes],
+        deletes: Sequence[str] = (),
     ) -> None:
         k = self.keys(topic, partition)
-        args: list[Any] = [fence, "" if expected_offset is None else expected_offset, new_offset, len(fields)]
+        args: list[Any] = [fence, "" if expected_offset is None else expected_offset, new_offset, len(fields),
+                           len(deletes)]
         for name, value in fields.items():
             args += [name, value]
+        args += list(deletes)
         for name, value in outbox.items():
             args += [name, value]
         try:

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -40,8 +41,10 @@ class StateStore(Protocol):
         new_offset: int,
         fields: dict[str, bytes],
         outbox: dict[str, bytes],
+        deletes: Sequence[str] = (),
     ) -> None:
-        """Atomically write state, outbox entries and the new offset, if the fence and offset still match.
+        """Atomically write state fields (and delete `deletes`), outbox entries and the new offset, if the fence
+        and offset still match.
 
         Raises `FencedError` if another owner took the partition, `OffsetConflict` if the stored offset
         is not `expected_offset`; in both cases nothing is written.
@@ -103,6 +106,7 @@ class MemoryStore:
         new_offset: int,
         fields: dict[str, bytes],
         outbox: dict[str, bytes],
+        deletes: Sequence[str] = (),
     ) -> None:
         key = (topic, partition)
         with self._lock:
@@ -111,7 +115,10 @@ class MemoryStore:
             stored = self._offset.get(key)
             if stored != expected_offset:
                 raise OffsetConflict(expected_offset, stored)
-            self._fields.setdefault(key, {}).update(fields)
+            state = self._fields.setdefault(key, {})
+            state.update(fields)
+            for name in deletes:
+                state.pop(name, None)
             self._outbox.setdefault(key, {}).update(outbox)
             self._offset[key] = new_offset
 

@@ -21,6 +21,8 @@ class Metrics:
                                       "(the alert stays in the outbox)", registry=r)
         self.dead_letter_failures = Counter("monitor_dead_letter_failures_total", "Batches whose rejects the "
                                             "dead-letter topic refused (the batch is redone)", registry=r)
+        self.state_bytes_written = Counter("monitor_state_bytes_written_total", "Bytes of state fields written to "
+                                           "the store by checkpoints (changed fields only)", ["topic"], registry=r)
         self.outbox = Gauge("monitor_outbox_pending", "Alerts and block summaries waiting for a delivery report",
                             ["stage"], registry=r)
         self.lag = Gauge("monitor_consumer_lag", "High watermark minus next offset", ["topic", "partition"],

@@ -7,7 +7,6 @@ time with its threshold, contract violations and counts; alerts on a timeline; p
 from __future__ import annotations
 
 import html
-import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +16,7 @@ import numpy as np
 from monitor.core import stats
 from monitor.core.profiles import CategoricalProfile, NumericProfile, ReferenceProfile
 from monitor.core.sketches import HEAD, META_KEYS, unpack_array
+from monitor.core.state_codec import read_fields
 from monitor.core.types import META_FIELD
 from monitor.io.state import StateStore
 from monitor.settings import ModelSettings, Settings
@@ -62,11 +62,11 @@ def _model_view(settings: Settings, model: ModelSettings, store: StateStore, vie
             continue
         fields = store.read(topic, partition).fields
         for stream in ("features", "predictions"):
-            raw = fields.get(f"{model.name}/{stream}")
-            if raw is None:
+            key = f"{model.name}/{stream}"
+            if key not in fields:
                 continue
             covered.add(stream)
-            state = json.loads(raw)
+            state = read_fields(fields, [key])[key]
             if stream == "features":
                 totals["events"] += int(state["counts"]["events"])
             failing: dict[str, set[str]] = {}
@@ -109,7 +109,8 @@ def collect(settings: Settings, model: ModelSettings, store: StateStore, referen
         snap = store.read(topic, partition)
         if META_FIELD not in snap.fields:
             continue
-        meta = json.loads(snap.fields[META_FIELD])
+        states = read_fields(snap.fields)
+        meta = states[META_FIELD]
         if topics[topic] == "labels":
             if meta["closed"]:
                 w = np.sum(np.asarray(meta["closed"]), axis=0)
@@ -122,11 +123,10 @@ def collect(settings: Settings, model: ModelSettings, store: StateStore, referen
         for key in meta.get("open_alerts", {}):
             feature, _, check = key.partition("/")
             open_by_feature.setdefault(feature, []).append(check)
-        for fname, raw in snap.fields.items():
+        for fname, state in states.items():
             if fname == META_FIELD:
                 continue
             feature = fname.split("/", 1)[1]
-            state = json.loads(raw)
             v = views.setdefault(feature, FeatureView(feature, topics[topic], state["kind"]))
             v.open_checks = sorted(set(v.open_checks) | set(open_by_feature.get(feature, [])))
             if state["kind"] == "numeric":

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+from monitor.core.state_codec import read_fields
 from monitor.core.types import META_FIELD
 from monitor.io.state import StateStore
 from monitor.settings import Settings
@@ -30,7 +30,8 @@ def collect_status(settings: Settings, store: StateStore) -> dict[str, Any]:
         out["partitions"][f"{topic}[{partition}]"] = snap.offset
         if META_FIELD not in snap.fields:
             continue
-        meta = json.loads(snap.fields[META_FIELD])
+        states = read_fields(snap.fields)
+        meta = states[META_FIELD]
         if kind == "labels":
             out["events_by_stream"]["labels"] = out["events_by_stream"].get("labels", 0) + meta["events"]
             _merge_labels(out["labels"], meta)
@@ -48,11 +49,11 @@ def collect_status(settings: Settings, store: StateStore) -> dict[str, Any]:
                 feature, _, check = key.partition("/")
                 out["open_alerts"].append({"stream": kind, "feature": feature, "check": check,
                                            "partition": partition, "quiet_until_event": until})
-        for field, raw in snap.fields.items():
+        for field, state in states.items():
             if field == META_FIELD:
                 continue
             feature = field.split("/", 1)[1]
-            _merge(out[kind].setdefault(feature, {}), json.loads(raw), partition)
+            _merge(out[kind].setdefault(feature, {}), state, partition)
     for out in models.values():
         for group in (out["features"], out["predictions"]):
             for feat in group.values():
@@ -64,11 +65,10 @@ def collect_status(settings: Settings, store: StateStore) -> dict[str, Any]:
 
 def _model_view(models: dict[str, Any], fields: dict[str, bytes]) -> None:
     """Stage 2's state of one blocks-topic partition: per model stream, its counts, drift and open incidents."""
-    for key, raw in fields.items():
+    for key, state in read_fields(fields).items():
         model, _, stream = key.partition("/")
         if model not in models or not stream:
             continue
-        state = json.loads(raw)
         incidents = []
         for inc in state["incidents"]["open"].values():
             checks = inc["checks"]

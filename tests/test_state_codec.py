@@ -1,0 +1,62 @@
+"""The state format (monitor.core.state_codec): versioned, binary, incremental; JSON state migrated on load."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from monitor.core.state_codec import (
+    BLOB_PREFIX,
+    MAGIC,
+    StateFormatError,
+    changed_fields,
+    encode_fields,
+    read_fields,
+)
+from monitor.io.state import MemoryStore
+
+
+def test_a_closed_block_is_written_once_and_deleted_when_no_state_refers_to_it() -> None:
+    block = np.arange(40, dtype=float) + 0.5  # a closed block: 40 floats, stored as a blob
+    first = encode_fields({"f": {"closed": [block], "open": np.zeros(3)}})
+    second = encode_fields({"f": {"closed": [block], "open": np.ones(3)}})
+    blobs = [k for k in first if k.startswith(BLOB_PREFIX)]
+    assert len(blobs) == 1 and blobs[0] in second
+    changed, gone = changed_fields(second, first)
+    assert list(changed) == ["f"] and gone == []  # only the field whose bytes changed
+    third = encode_fields({"f": {"closed": [], "open": np.ones(3)}})
+    changed, gone = changed_fields(third, second)
+    assert gone == blobs
+
+
+def test_the_memory_store_applies_the_deletes_of_a_commit() -> None:
+    store = MemoryStore()
+    fence = store.acquire("t", 0).fence
+    store.commit("t", 0, fence, None, 1, {"a": b"1", "b": b"2"}, {})
+    store.commit("t", 0, fence, 1, 2, {"a": b"3"}, {}, ["b"])
+    assert store.read("t", 0).fields == {"a": b"3"}
+
+
+def test_json_state_of_earlier_versions_is_read_and_a_newer_version_refused_by_name() -> None:
+    old = {"__meta__": json.dumps({"events": 3, "rejects": 0}).encode()}
+    assert read_fields(old)["__meta__"] == {"events": 3, "rejects": 0}
+    newer = {"m/f": MAGIC + bytes([99]) + b"\x80"}
+    with pytest.raises(StateFormatError, match=r"'m/f' has format version 99.*upgrade model-monitor"):
+        read_fields(newer)
+    with pytest.raises(StateFormatError, match="'x'.*neither"):
+        read_fields({"x": b"\xff\xfe"})
+    missing_blob = encode_fields({"f": {"v": np.arange(50, dtype=float) + 0.25}})
+    with pytest.raises(StateFormatError, match="not stored"):
+        read_fields({"f": missing_blob["f"]})
+
+
+def test_integer_valued_vectors_take_a_fraction_of_their_float64_size() -> None:
+    """A block summary is mostly counts: stored as narrow integers, it takes under half its float64 size."""
+    counts = np.concatenate([np.array([500.0, 0, 0, 0, 500, 12.75, 499.3, -2.5, 3.1, 0, 0, 0]),
+                             np.random.default_rng(1).integers(0, 200, 30).astype(float)])
+    fields = encode_fields({"f": counts})
+    size = sum(len(v) for v in fields.values())
+    assert size < 0.5 * counts.nbytes  # 38 counts in 2 bytes, 4 floats in 8, the bitmap, headers
+    assert read_fields(fields)["f"].tobytes() == counts.tobytes()
