@@ -45,7 +45,7 @@ def test_json_state_of_earlier_versions_is_read_and_a_newer_version_refused_by_n
     newer = {"m/f": MAGIC + bytes([99]) + b"\x80"}
     with pytest.raises(StateFormatError, match=r"'m/f' has format version 99.*upgrade model-monitor"):
         read_fields(newer)
-    with pytest.raises(StateFormatError, match="'x'.*neither"):
+    with pytest.raises(StateFormatError, match=r"'x'.*neither"):
         read_fields({"x": b"\xff\xfe"})
     missing_blob = encode_fields({"f": {"v": np.arange(50, dtype=float) + 0.25}})
     with pytest.raises(StateFormatError, match="not stored"):
@@ -60,3 +60,31 @@ def test_integer_valued_vectors_take_a_fraction_of_their_float64_size() -> None:
     size = sum(len(v) for v in fields.values())
     assert size < 0.5 * counts.nbytes  # 38 counts in 2 bytes, 4 floats in 8, the bitmap, headers
     assert read_fields(fields)["f"].tobytes() == counts.tobytes()
+
+
+def test_a_labels_partition_at_max_pending_writes_its_new_labels_not_all_of_them() -> None:
+    """50,000 labels waiting (the default max_pending): a checkpoint of the next 500 writes under 64 KiB (it was
+    2.96 MB), and the state read back holds the same labels in the same order (the oldest is evicted first)."""
+    from monitor.core.labels import LabelPartition, LabelRow
+    from monitor.settings import PerformanceSettings
+
+    settings = PerformanceSettings()
+    part = LabelPartition("m", "labels", 0, "classifier", settings, None)
+    written: dict[str, bytes] = {}
+    offset = 0
+    sizes = []
+    while offset < settings.max_pending + 1_000:
+        rows = [LabelRow(f"id-{offset + j}", float(j % 2), 1_767_225_600_000 + offset + j, offset + j)
+                for j in range(500)]
+        part.apply(rows, {})
+        offset += 500
+        fields = part.to_fields()
+        changed, gone = changed_fields(fields, written)
+        written = fields
+        sizes.append(sum(len(v) for v in changed.values()) + sum(len(k) for k in gone))
+    assert len(part.pending) == settings.max_pending and part.counts["evicted"] == 1_000
+    assert max(sizes[-3:]) <= 64 * 1024, sizes[-3:]
+    fresh = LabelPartition("m", "labels", 0, "classifier", settings, None)
+    fresh.load_fields(written)
+    assert list(fresh.pending.items()) == list(part.pending.items())
+    assert fresh.to_fields() == written

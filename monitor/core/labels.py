@@ -149,6 +149,9 @@ class JoinResult:
     lags_ms: list[int] = field(default_factory=list)
 
 
+PENDING_PREFIX = "p/"
+
+
 class LabelPartition:
     """Join state and performance windows of one labels partition."""
 
@@ -163,6 +166,7 @@ class LabelPartition:
         self.counts = {"joined": 0, "duplicates": 0, "early": 0, "expired": 0, "evicted": 0, "non_finite": 0}
         self.lag_sum_ms = 0
         self.pending: dict[str, list[Any]] = {}  # id -> [label, label_time, offset], oldest first
+        self._pending_fields: dict[str, bytes] = {}  # id -> its stored field (encoded once)
         self.max_label_time = -1
         self.joined_ids = RecentIds(settings.duplicate_memory)
         size = C_LEN if kind == "classifier" else R_LEN
@@ -360,24 +364,40 @@ class LabelPartition:
 
     # -- persistence -----------------------------------------------------------------------------
     def to_fields(self) -> dict[str, bytes]:
+        """`__meta__`, and each waiting label in a field of its own (`p/<id>`: a checkpoint writes the labels
+        that came and deletes those that left, not all of them)."""
+        cache = self._pending_fields
+        for event_id in [i for i in cache if i not in self.pending]:
+            del cache[event_id]
+        for event_id, entry in self.pending.items():
+            if event_id not in cache:
+                cache[event_id] = encode_fields({PENDING_PREFIX + event_id: entry})[PENDING_PREFIX + event_id]
         state = {
             "model": self.model, "stream": "labels", "kind": self.kind, "events": self.events,
             "rejects": self.rejects, "counts": self.counts, "lag_sum_ms": self.lag_sum_ms,
-            "pending": self.pending, "max_label_time": self.max_label_time,
+            "pending_count": len(self.pending), "max_label_time": self.max_label_time,
             "joined_ids": self.joined_ids.to_state(), "closed": self.closed, "open": self.open,
             "closed_meta": self.closed_meta, "open_meta": self.open_meta, "baseline": self.baseline,
             "baseline_blocks": self.baseline_blocks, "open_alerts": self.open_alerts,
             "quiet_until": self.quiet_until,
             "detectors": {name: det.to_state() for name, det in self.detectors.items()},
         }
-        return encode_fields({META_FIELD: state})
+        out = encode_fields({META_FIELD: state})
+        out.update((PENDING_PREFIX + i, raw) for i, raw in cache.items())
+        return out
 
     def load_fields(self, fields: dict[str, bytes]) -> None:
         s = read_fields(fields, [META_FIELD])[META_FIELD]
         self.events, self.rejects = int(s["events"]), int(s["rejects"])
         self.counts = {k: int(v) for k, v in s["counts"].items()}
         self.lag_sum_ms = int(s["lag_sum_ms"])
-        self.pending = dict(s["pending"])
+        if "pending" in s:  # state of 0.2: the waiting labels inside the meta
+            self.pending = dict(s["pending"])
+        else:  # oldest first: labels wait in the order of their offsets
+            names = [k for k in fields if k.startswith(PENDING_PREFIX)]
+            entries = read_fields(fields, names)
+            self.pending = {k[len(PENDING_PREFIX):]: list(e) for k, e in
+                            sorted(entries.items(), key=lambda kv: kv[1][2])}
         self.max_label_time = int(s["max_label_time"])
         self.joined_ids.load_state(s["joined_ids"])
         self.closed, self.open = s["closed"], s["open"]

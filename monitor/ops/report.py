@@ -109,7 +109,7 @@ def collect(settings: Settings, model: ModelSettings, store: StateStore, referen
         snap = store.read(topic, partition)
         if META_FIELD not in snap.fields:
             continue
-        states = read_fields(snap.fields)
+        states = read_fields(snap.fields, [META_FIELD] if topics[topic] == "labels" else None)
         meta = states[META_FIELD]
         if topics[topic] == "labels":
             if meta["closed"]:

@@ -30,7 +30,7 @@ def collect_status(settings: Settings, store: StateStore) -> dict[str, Any]:
         out["partitions"][f"{topic}[{partition}]"] = snap.offset
         if META_FIELD not in snap.fields:
             continue
-        states = read_fields(snap.fields)
+        states = read_fields(snap.fields, [META_FIELD] if kind == "labels" else None)  # not each waiting label
         meta = states[META_FIELD]
         if kind == "labels":
             out["events_by_stream"]["labels"] = out["events_by_stream"].get("labels", 0) + meta["events"]
@@ -93,7 +93,7 @@ def _merge_labels(acc: dict[str, Any], meta: dict[str, Any]) -> None:
     acc["labels"] = acc.get("labels", 0) + meta["events"]
     for key, value in meta["counts"].items():
         acc[key] = acc.get(key, 0) + value
-    acc["pending"] = acc.get("pending", 0) + len(meta["pending"])
+    acc["pending"] = acc.get("pending", 0) + meta.get("pending_count", len(meta.get("pending", {})))
     acc["_lag_sum_ms"] = acc.get("_lag_sum_ms", 0) + meta["lag_sum_ms"]
     if meta["closed"]:
         window = np.sum(np.asarray(meta["closed"]), axis=0)
