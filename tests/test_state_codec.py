@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import struct
+from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from monitor.core.state_codec import (
     BLOB_PREFIX,
+    BLOCKS_FIELD,
     MAGIC,
     StateFormatError,
     changed_fields,
     encode_fields,
     read_fields,
+    split_hot,
 )
 from monitor.io.state import MemoryStore
 
@@ -88,3 +95,42 @@ def test_a_labels_partition_at_max_pending_writes_its_new_labels_not_all_of_them
     fresh.load_fields(written)
     assert list(fresh.pending.items()) == list(part.pending.items())
     assert fresh.to_fields() == written
+
+
+vectors = st.lists(st.floats(allow_nan=True, allow_infinity=True), min_size=1, max_size=12).map(np.array)
+scalars = st.one_of(st.none(), st.booleans(), st.integers(-(2**40), 2**40), st.floats(allow_nan=False),
+                    st.text(max_size=4))
+leaf = st.one_of(vectors, st.lists(vectors, min_size=1, max_size=4), st.floats(allow_nan=False),
+                 st.dictionaries(st.sampled_from(["n", "mean", "m2"]), scalars, min_size=1),
+                 st.lists(st.dictionaries(st.sampled_from(["a", "b", "__n__"]), st.integers(0, 9), min_size=1),
+                          min_size=1, max_size=4),
+                 scalars)
+feature = st.fixed_dictionaries({"kind": st.just("numeric"), "totals": leaf,
+                                 "window": st.fixed_dictionaries({"open": leaf, "closed": leaf})})
+
+
+@settings(max_examples=150, deadline=None)
+@given(states=st.dictionaries(st.sampled_from(["m/a", "m/b", "m/c", "__meta__"]), feature, min_size=1),
+       nested=st.dictionaries(st.sampled_from(["x", "y"]), feature, max_size=2))
+def test_moving_parts_into_group_fields_and_back_changes_nothing(states: dict[str, Any],
+                                                                 nested: dict[str, Any]) -> None:
+    """`split_hot` (plain and "*" paths) then `read_fields` gives back every state as it was, bit for bit."""
+    states = {**states, "m/streams": {"features": nested, "slots": {"1": [1, 2]}}}
+    before = plain_bits(copy.deepcopy(states))
+    grouped = split_hot(copy.deepcopy(states), [("totals",), ("window", "open"), ("features", "*", "totals"),
+                                                ("slots",)])
+    grouped = split_hot(grouped, [("window", "closed"), ("features", "*", "window", "closed")], BLOCKS_FIELD)
+    assert plain_bits(read_fields(encode_fields(grouped))) == before
+
+
+def plain_bits(obj: Any) -> Any:
+    """Comparable with ==, floats by their bits (NaN, -0.0)."""
+    if isinstance(obj, dict):
+        return {k: plain_bits(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [plain_bits(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return ("array", obj.dtype.str, obj.tobytes())
+    if isinstance(obj, float):
+        return ("float", struct.pack("<d", obj))
+    return obj

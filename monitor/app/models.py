@@ -9,13 +9,19 @@ from __future__ import annotations
 from monitor.app.pipeline import BatchOutcome, StreamProcessor
 from monitor.core.model import ModelStream
 from monitor.core.profiles import ReferenceProfile
-from monitor.core.state_codec import encode_fields, read_fields
+from monitor.core.state_codec import GROUP_PREFIX, encode_fields, read_fields, split_hot
 from monitor.core.types import Alert, RawRecord, Reject
 from monitor.errors import DecodeError
 from monitor.io.avro import BlockCodec
 from monitor.settings import Settings
 
 META_FIELD = "__meta__"
+# What changes at every blocks message in a model stream's state, and its windows' closed blocks (`split_hot`).
+STAGE2_HOT = [("features", "*", p) for p in ("totals", "open_clipped", "run", "count", "missing", "adwin",
+                                              "page_hinkley", "warm")] + [("features", "*", "window", "open")] + [
+    (p,) for p in ("partitions", "pending", "closed_slot", "slots", "cusum", "warm", "counts", "signals",
+                   "incidents", "last_drift")]
+STAGE2_BLOCKS = [("features", "*", "window", "closed")]
 
 
 class ModelPartition:
@@ -41,7 +47,9 @@ class ModelPartition:
         """Every stream's fields and the partition's meta; a stream's are encoded again only when it changed."""
         for key in sorted(self.dirty | (set(self.streams) - set(self._encoded))):
             if key in self.streams:
-                self._encoded[key] = encode_fields({key: self.streams[key].to_state()})
+                state = {key: self.streams[key].to_state()}
+                state = split_hot(state, STAGE2_HOT, f"{GROUP_PREFIX}{key}/hot")
+                self._encoded[key] = encode_fields(split_hot(state, STAGE2_BLOCKS, f"{GROUP_PREFIX}{key}/blocks"))
         self.dirty = set()
         out = encode_fields({META_FIELD: {"rejects": self.rejects, "streams": sorted(self.streams)}})
         for key in self.streams:

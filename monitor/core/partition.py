@@ -53,7 +53,7 @@ from monitor.core.sketches import (
     run_tallies,
 )
 from monitor.core.sketches import N as COUNT
-from monitor.core.state_codec import encode_fields, read_fields
+from monitor.core.state_codec import BLOCKS_FIELD, encode_fields, read_fields, split_hot
 from monitor.core.types import META_FIELD, AlertKind
 from monitor.settings import CheckSettings, WindowSettings
 
@@ -694,7 +694,10 @@ def stream_values(id_field: str | None, count: int, duplicates: int, max_duplica
     return out
 
 
-RING_CHUNK = 256
+RING_CHUNK = 64
+CLOSED_FIELD = "__closed__"
+# What changes at every batch in a feature's state: in one field for all features (see `split_hot`).
+HOT_PATHS = [("totals",), ("window", "open"), ("open_clipped",), ("run",), ("count",), ("missing",)]
 
 
 class RecentIds:
@@ -1280,11 +1283,14 @@ class StreamPartition:
         states = {META_FIELD: self.meta_state()}
         for name, feat in self.features.items():
             states[f"{self.model}/{name}"] = feat.to_state()
-        return encode_fields(states)
+        closed = states[META_FIELD].pop("closed_meta")  # changes when a block closes, not at every batch
+        states[CLOSED_FIELD] = {"closed_meta": closed}
+        return encode_fields(split_hot(split_hot(states, HOT_PATHS), [("window", "closed")], BLOCKS_FIELD))
 
     def load_fields(self, fields: dict[str, bytes]) -> None:
         states = read_fields(fields)
         meta = states[META_FIELD]
+        meta.update(states.get(CLOSED_FIELD, {}))
         self.events, self.rejects = int(meta["events"]), int(meta["rejects"])
         self.blocks_closed = int(meta.get("blocks_closed", 0))
         self.block_seq = int(meta.get("block_seq", 0))

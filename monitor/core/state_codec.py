@@ -16,8 +16,10 @@ Everything that reads state (the stages on load, `status`, the report) goes thro
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import msgpack
@@ -29,7 +31,7 @@ MAGIC = b"\xc1MM"  # 0xc1 is never the first byte of msgpack, JSON or text
 VERSION = 2
 BLOB_PREFIX = "a/"
 BLOB_BYTES = 64
-_ARRAY, _BLOB = 1, 2
+_ARRAY, _BLOB, _OBJECT_BLOB = 1, 2, 3
 _EXACT = 2.0**53
 
 
@@ -77,17 +79,33 @@ def _array_from(data: bytes) -> np.ndarray:
     return np.frombuffer(data, dtype=np.dtype(dtype), offset=offset).reshape(shape).copy()
 
 
+@dataclass(frozen=True, slots=True)
+class Packed:
+    """A value stored as a blob of its own when its encoding is `BLOB_BYTES` or more (content-addressed, so
+    written once while it does not change)."""
+
+    value: Any
+
+
 class _Writer:
     def __init__(self, blobs: dict[str, bytes]) -> None:
         self.blobs = blobs
 
+    def _blob(self, data: bytes) -> str:
+        name = BLOB_PREFIX + hashlib.blake2b(data, digest_size=8).hexdigest()
+        self.blobs[name] = data
+        return name
+
     def default(self, obj: Any) -> Any:
+        if isinstance(obj, Packed):
+            data: bytes = msgpack.packb(obj.value, default=self.default, use_bin_type=True)
+            if len(data) >= BLOB_BYTES:
+                return msgpack.ExtType(_OBJECT_BLOB, self._blob(data).encode())
+            return obj.value
         if isinstance(obj, np.ndarray):
             data = _array_bytes(obj)
             if len(data) >= BLOB_BYTES:
-                name = BLOB_PREFIX + hashlib.blake2b(data, digest_size=10).hexdigest()
-                self.blobs[name] = data
-                return msgpack.ExtType(_BLOB, name.encode())
+                return msgpack.ExtType(_BLOB, self._blob(data).encode())
             return msgpack.ExtType(_ARRAY, data)
         if isinstance(obj, np.integer):
             return int(obj)
@@ -96,6 +114,162 @@ class _Writer:
         if isinstance(obj, tuple | set):
             return list(obj)
         raise TypeError(f"state cannot hold {type(obj).__name__}")
+
+
+GROUP_PREFIX = "g/"  # fields `split_hot` makes: never states of their own
+HOT_FIELD = "g/hot"
+BLOCKS_FIELD = "g/blocks"
+Path = tuple[str, ...]
+
+
+def _expand(state: Any, path: Path, prefix: Path = ()) -> list[Path]:
+    """The concrete paths in `state` matching `path` ("*" matches every key of a dict)."""
+    if not path:
+        return [prefix]
+    if not isinstance(state, dict):
+        return []
+    head, rest = path[0], path[1:]
+    keys = sorted(state) if head == "*" else [head] if head in state else []
+    if not rest:
+        return [(*prefix, k) for k in keys]
+    return [p for k in keys for p in _expand(state[k], rest, (*prefix, k))]
+
+
+def _take(state: Any, path: Path) -> Any:
+    for key in path[:-1]:
+        state = state[key]
+    return state.pop(path[-1])
+
+
+def _put(state: Any, path: Path, value: Any) -> None:
+    for key in path[:-1]:
+        state = state[key]
+    state[path[-1]] = value
+
+
+def split_hot(states: dict[str, Any], paths: Sequence[Path], field: str = HOT_FIELD) -> dict[str, Any]:
+    """Move parts of the states that change together into one field of their own, and back (`read_fields`).
+
+    `g/hot` holds what changes at every batch (totals, the open block...): the states themselves then change
+    only when a block closes, and are not written again until then; float vectors of all states are
+    concatenated into one array (which compacts and is stored as one). `g/blocks` holds lists of float vectors
+    (closed blocks), concatenated position by position across the states: a window's block k of every feature
+    is one array, so a block is stored once and only the list of references changes as the window slides.
+    A "*" in a path matches every key of a dict (stage 2's features)."""
+    names = list(states)
+    group: dict[str, Any] = {}
+    for pattern in paths:
+        targets: list[Any] = []
+        values: list[Any] = []
+        for k, (name, state) in enumerate(states.items()):
+            for concrete in _expand(state, pattern):
+                # The state's index, and what each "*" matched (a plain path: the index alone).
+                wild = [key for key, pat in zip(concrete, pattern, strict=True) if pat == "*"]
+                targets.append([k, *wild] if wild else k)
+                values.append(_take(state, concrete))
+        if targets:
+            group["/".join(pattern)] = _pack_values(targets, values)
+    return {**states, field: {"names": names, "paths": group}} if group else states
+
+
+def _scalar(v: Any) -> bool:
+    return v is None or isinstance(v, bool | int | float | str)
+
+
+def _pack_values(targets: list[Any], values: list[Any]) -> list[dict[str, Any]]:
+    """Values of one path in all states, each kind stored in the compact way: float vectors concatenated, lists
+    of them position by position, dicts of scalars with the same keys as columns, the rest as they are."""
+    kinds: dict[str, tuple[list[Any], list[Any]]] = {}
+    for target, value in zip(targets, values, strict=True):
+        if _vector(value):
+            kind = "vector"
+        elif isinstance(value, float):
+            kind = "float"
+        elif isinstance(value, list) and value and all(_vector(x) for x in value):
+            kind = "vectors"
+        elif isinstance(value, list) and value and all(isinstance(x, dict) for x in value):
+            kind = "dicts"
+        elif isinstance(value, dict) and value and all(_scalar(x) for x in value.values()):
+            kind = "dict:" + "\x1f".join(sorted(value))
+        else:
+            kind = "other"
+        kinds.setdefault(kind, ([], []))[0].append(target)
+        kinds[kind][1].append(value)
+    out = []
+    for kind, (tgts, vals) in kinds.items():
+        entry: dict[str, Any] = {"targets": tgts}
+        if kind == "vector":
+            entry.update(lengths=[len(v) for v in vals], flat=np.concatenate(vals))
+        elif kind == "float":
+            entry["floats"] = np.array(vals, dtype=np.float64)
+        elif kind == "vectors":
+            width = max(len(v) for v in vals)
+            entry.update(lists=[[len(x) for x in v] for v in vals],
+                         flats=[np.concatenate([v[i] for v in vals if i < len(v)]) for i in range(width)])
+        elif kind == "dicts":  # closed blocks of categories: the k-th of every state as one stored object
+            width = max(len(v) for v in vals)
+            entry.update(lists=[len(v) for v in vals],
+                         packed=[Packed([v[i] for v in vals if i < len(v)]) for i in range(width)])
+        elif kind.startswith("dict:"):
+            keys = sorted(vals[0])
+            columns = []
+            for key in keys:
+                column = [v[key] for v in vals]
+                floats = all(isinstance(x, float) for x in column)
+                columns.append(np.array(column, dtype=np.float64) if floats else column)
+            entry.update(keys=keys, columns=columns)
+        else:
+            entry["values"] = vals
+        out.append(entry)
+    return out
+
+
+def _unpack_values(entry: dict[str, Any]) -> list[Any]:
+    if "flat" in entry:
+        bounds = np.cumsum([0, *entry["lengths"]]).tolist()
+        return [entry["flat"][a:b].copy() for a, b in itertools.pairwise(bounds)]
+    if "flats" in entry:
+        at = [0] * len(entry["flats"])
+        values = []
+        for lengths in entry["lists"]:
+            vectors = []
+            for i, n in enumerate(lengths):
+                vectors.append(entry["flats"][i][at[i]:at[i] + n].copy())
+                at[i] += n
+            values.append(vectors)
+        return values
+    if "floats" in entry:
+        return [float(x) for x in entry["floats"]]
+    if "packed" in entry:
+        at = [0] * len(entry["packed"])
+        values = []
+        for length in entry["lists"]:
+            items = []
+            for i in range(length):
+                items.append(entry["packed"][i][at[i]])
+                at[i] += 1
+            values.append(items)
+        return values
+    if "keys" in entry:
+        columns = [c.tolist() if isinstance(c, np.ndarray) else c for c in entry["columns"]]
+        return [dict(zip(entry["keys"], row, strict=True)) for row in zip(*columns, strict=True)]
+    return list(entry["values"])
+
+
+def _vector(v: Any) -> bool:
+    return isinstance(v, np.ndarray) and v.ndim == 1 and v.dtype == np.float64
+
+
+def _join_hot(out: dict[str, Any], group: dict[str, Any]) -> None:
+    names = group["names"]
+    for key, entries in group["paths"].items():
+        pattern = key.split("/")
+        for entry in entries:
+            for target, value in zip(entry["targets"], _unpack_values(entry), strict=True):
+                index, wild = (target[0], iter(target[1:])) if isinstance(target, list) else (target, iter(()))
+                name = names[index]
+                if name in out:
+                    _put(out[name], tuple(next(wild) if pat == "*" else pat for pat in pattern), value)
 
 
 def encode_fields(states: Mapping[str, Any]) -> dict[str, bytes]:
@@ -113,8 +287,11 @@ def read_fields(fields: Mapping[str, bytes], names: list[str] | None = None) -> 
     out = {}
     for name in (names if names is not None else [n for n in fields if not n.startswith(BLOB_PREFIX)]):
         raw = fields.get(name)
-        if raw is not None:
+        if raw is not None and not name.startswith(GROUP_PREFIX):
             out[name] = decode_field(name, raw, fields)
+    if out:
+        for group in [n for n in fields if n.startswith(GROUP_PREFIX)]:
+            _join_hot(out, decode_field(group, fields[group], fields))
     return out
 
 
@@ -135,11 +312,13 @@ def decode_field(name: str, raw: bytes | str, fields: Mapping[str, bytes]) -> An
     def ext(code: int, data: bytes) -> Any:
         if code == _ARRAY:
             return _array_from(data)
-        if code == _BLOB:
+        if code in (_BLOB, _OBJECT_BLOB):
             blob = fields.get(data.decode())
             if blob is None:
                 raise StateFormatError(f"state field {name!r} refers to {data.decode()!r}, which is not stored")
-            return _array_from(blob)
+            if code == _BLOB:
+                return _array_from(blob)
+            return msgpack.unpackb(blob, ext_hook=ext, raw=False, strict_map_key=False)
         return msgpack.ExtType(code, data)
 
     return msgpack.unpackb(raw[4:], ext_hook=ext, raw=False, strict_map_key=False)
