@@ -269,6 +269,10 @@ class Daemon:
             except KafkaException as exc:
                 log.warning("kafka.metadata_unavailable", error=str(exc))
             log.info("daemon.started", stage=self.stage, topics=list(self.processors), group=self.group_id)
+            for topic, proc in self.processors.items():
+                decoder = getattr(proc, "decoder_kind", None)
+                if decoder is not None:
+                    log.info("topic.decoder", topic=topic, decoder=decoder)
             caught_up = True
             try:
                 while not self.stop_event.is_set() and self.alive and not self.outbox.fatal:

@@ -82,8 +82,10 @@ class StreamProcessor(_ReferenceUser):
         reader, self.decoder = _reader_and_decoder(settings, conf)
         try:  # the compiled decoder straight to columns; fastavro's rows for schemas it does not read
             self.columnar: ColumnarDecoder | None = ColumnarDecoder(self.decoder)
-        except Unsupported:
+            self.decoder_kind = "compiled"
+        except Unsupported as exc:
             self.columnar = None
+            self.decoder_kind = f"fastavro ({exc})"
         skip = {f for f in (model.id_field, model.time_field, model.version_field) if f}
         self.fields: list[FieldSpec] = infer_fields(
             reader, skip=skip, monitor=conf.monitor, exclude=conf.exclude, categorical=conf.categorical
