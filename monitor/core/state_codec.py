@@ -161,7 +161,7 @@ def split_hot(states: dict[str, Any], paths: Sequence[Path], field: str = HOT_FI
     for pattern in paths:
         targets: list[Any] = []
         values: list[Any] = []
-        for k, (name, state) in enumerate(states.items()):
+        for k, state in enumerate(states.values()):
             for concrete in _expand(state, pattern):
                 # The state's index, and what each "*" matched (a plain path: the index alone).
                 wild = [key for key, pat in zip(concrete, pattern, strict=True) if pat == "*"]
