@@ -124,7 +124,7 @@ def collect(settings: Settings, model: ModelSettings, store: StateStore, referen
             feature, _, check = key.partition("/")
             open_by_feature.setdefault(feature, []).append(check)
         for fname, state in states.items():
-            if fname == META_FIELD:
+            if fname.startswith("__"):  # __meta__, __closed__: not a feature
                 continue
             feature = fname.split("/", 1)[1]
             v = views.setdefault(feature, FeatureView(feature, topics[topic], state["kind"]))

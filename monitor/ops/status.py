@@ -50,7 +50,7 @@ def collect_status(settings: Settings, store: StateStore) -> dict[str, Any]:
                 out["open_alerts"].append({"stream": kind, "feature": feature, "check": check,
                                            "partition": partition, "quiet_until_event": until})
         for field, state in states.items():
-            if field == META_FIELD:
+            if field.startswith("__"):  # __meta__, __closed__: not a feature
                 continue
             feature = field.split("/", 1)[1]
             _merge(out[kind].setdefault(feature, {}), state, partition)
