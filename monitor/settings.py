@@ -307,6 +307,10 @@ class Settings(_Strict):
     max_payload_bytes: int = Field(1_000_000, ge=16)
     limits: LimitSettings = LimitSettings()
     max_outbox: int = Field(10_000, ge=1, description="undelivered alerts before consumption pauses")
+    checkpoint_interval_ms: int = Field(
+        1000, ge=0, description="stage 1: a batch that produced no alert, block, reject or prediction may wait this "
+        "long for its checkpoint (the next one writes both); 0 checkpoints every batch. A crash replays the "
+        "batches not yet checkpointed: exactly once either way")
     alerts_transactional: bool = Field(False, description="publish alerts in Kafka transactions, so "
                                        "read_committed subscribers never see an aborted send")
     transactional_id: str | None = Field(None, description="default: <group_id>-alerts-<host>-<pid>")

@@ -47,6 +47,8 @@ class Owned:
     stored_offset: int | None
     part: StreamPartition | LabelPartition | ModelPartition
     written: dict[str, bytes] = field(default_factory=dict)  # the state fields as stored (what is in Redis)
+    applied: int | None = None  # memory's next offset when batches since the stored one wait for a checkpoint
+    deferred_since: float = 0.0  # monotonic time of the first of them
 
 
 @dataclass(frozen=True)

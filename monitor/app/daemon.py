@@ -198,7 +198,8 @@ class Daemon:
         part.load_fields(fields)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # Every batch is checkpointed before the next poll, so there is nothing left to write here.
+        # Batches waiting for their checkpoint are written now, while this instance still owns the partitions.
+        self._flush_deferred([(tp.topic, tp.partition) for tp in partitions], due_only=False)
         self.outbox.publish(wait=5.0)
         self._release(partitions)
         consumer.incremental_unassign(partitions)
@@ -291,6 +292,9 @@ class Daemon:
                     if msgs:
                         self._handle(msgs)
                         self._align()
+                    # Batches wait for their checkpoint only while there is a backlog to read (then the next one
+                    # writes both); caught up, each is written at once.
+                    self._flush_deferred(due_only=not caught_up)
                     self.outbox.publish(wait=0.0)
                     self._probe_kafka()
                     self._check_silence()
@@ -366,8 +370,9 @@ class Daemon:
         owned = self.owned.get(tp)
         if owned is None:
             return None  # revoked while the batch was in flight
-        if owned.stored_offset is not None:
-            records = [r for r in records if r.offset >= owned.stored_offset]  # already applied
+        position = owned.applied if owned.applied is not None else owned.stored_offset
+        if position is not None:
+            records = [r for r in records if r.offset >= position]  # already applied
         if not records:
             return None
         self.last_seen[tp] = time.monotonic()
@@ -380,7 +385,11 @@ class Daemon:
             self._reload(tp)
             self._outage(exc.dependency, exc)
             return None
-        if not self._checkpoint(tp, owned, outcome.next_offset, outcome.alerts, outcome.rejects, outcome):
+        deferred = self._may_defer(processor, owned, outcome)
+        if deferred:
+            owned.applied = outcome.next_offset
+            owned.deferred_since = owned.deferred_since or time.monotonic()
+        elif not self._checkpoint(tp, owned, outcome.next_offset, outcome.alerts, outcome.rejects, outcome):
             return None
         m = self.metrics
         name = processor.model.name if not isinstance(processor, ModelProcessor) else "*"
@@ -388,7 +397,33 @@ class Daemon:
         for rej in outcome.rejects:
             m.rejects.labels(name, processor.stream, rej.reason).inc()
         self._update_lag(tp, outcome.next_offset)
-        return outcome.next_offset
+        return None if deferred else outcome.next_offset
+
+    def _may_defer(self, processor: AnyProcessor | ModelProcessor, owned: Owned, outcome: BatchOutcome) -> bool:
+        """Whether a stage-1 batch may wait for a later checkpoint: it made nothing that must leave now (alerts,
+        blocks and signals go out only from a checkpointed outbox, rejects were already dead-lettered, predictions
+        go to the join store with their checkpoint), and the oldest waiting batch is younger than
+        `checkpoint_interval_ms`. A crash replays the waiting batches from the stored offset."""
+        interval = self.settings.checkpoint_interval_ms
+        if not interval or not isinstance(processor, StreamProcessor) or owned.stored_offset is None:
+            return False
+        if outcome.alerts or outcome.rejects or outcome.blocks or outcome.join_entries:
+            return False
+        return not owned.deferred_since or (time.monotonic() - owned.deferred_since) * 1000 < interval
+
+    def _flush_deferred(self, partitions: list[TP] | None = None, due_only: bool = True) -> None:
+        """Checkpoint the partitions whose applied batches wait (those due, or all of `partitions`)."""
+        now = time.monotonic()
+        for tp in list(self.owned) if partitions is None else partitions:
+            owned = self.owned.get(tp)
+            if owned is None or owned.applied is None:
+                continue
+            if due_only and (now - owned.deferred_since) * 1000 < self.settings.checkpoint_interval_ms:
+                continue
+            if self._checkpoint(tp, owned, owned.applied, [], []):
+                assert self.consumer is not None
+                self.consumer.commit(offsets=[TopicPartition(tp[0], tp[1], owned.stored_offset or 0)],
+                                     asynchronous=True)
 
     def _apply(self, tp: TP, owned: Owned, processor: AnyProcessor | ModelProcessor,
                records: list[RawRecord]) -> BatchOutcome:
@@ -448,6 +483,7 @@ class Daemon:
             self._reload(tp)
             return False
         owned.stored_offset = next_offset
+        owned.applied, owned.deferred_since = None, 0.0
         if self.outage is not None:
             log.info("dependency.up", dependency=self.outage)
             self.outage = None
@@ -506,6 +542,8 @@ class Daemon:
             processor = self.processors[tp[0]]
             if not isinstance(processor, StreamProcessor) or not isinstance(owned.part, StreamPartition):
                 continue
+            if owned.applied is not None:
+                continue  # batches wait for their checkpoint (within checkpoint_interval_ms): not quiet yet
             quiet = now - self.last_seen.get(tp, now)
             signals: list[dict[str, Any]] = []
             if view.enabled and not owned.part.idle_sent and quiet >= view.idle_timeout_s and self._at_end(tp, owned):
