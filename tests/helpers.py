@@ -311,8 +311,12 @@ FAST_GROUP = {"session.timeout.ms": "6000", "heartbeat.interval.ms": "1000", "ma
 
 def fast_config(setup: Setup, **extra: Any) -> Path:
     """A config whose consumer notices a dead or stuck member within seconds (for the fault tests); each
-    replica listens on a port of its own (http.port 0)."""
-    return setup.write_config({"consumer": FAST_GROUP, "http": {"host": "127.0.0.1", "port": 0}, **extra})
+    replica listens on a port of its own (http.port 0). Batches may wait 50 ms for their checkpoint while a
+    backlog is read: kills land both between checkpoints that cover several batches (the waiting ones are
+    replayed) and right after them, and the stored offsets still move often enough to aim kills along the
+    stream (at the default 1 s, a stream this short is read before its first checkpoint)."""
+    return setup.write_config({"consumer": FAST_GROUP, "http": {"host": "127.0.0.1", "port": 0},
+                               "checkpoint_interval_ms": 50, **extra})
 
 
 @dataclass

@@ -107,3 +107,15 @@ def test_redis_acl_user(redis_url: str, unique: str) -> None:
             wrong.read("t", 0)
     finally:
         admin.execute_command("ACL", "DELUSER", user)
+
+
+def test_a_commit_deletes_the_fields_it_names_in_the_same_write(store: StateStore) -> None:
+    """Issue 12: a checkpoint writes the fields that changed and deletes those no state refers to any more."""
+    snap = store.acquire("t", 0)
+    store.commit("t", 0, snap.fence, None, 5, {"a": b"1", "b": b"2", "c": b"3"}, {})
+    store.commit("t", 0, snap.fence, 5, 9, {"a": b"4"}, {}, ["b", "never-there"])
+    after = store.read("t", 0)
+    assert after.fields == {"a": b"4", "c": b"3"} and after.offset == 9
+    with pytest.raises(OffsetConflict):  # nothing of a refused write happens, deletes included
+        store.commit("t", 0, snap.fence, 5, 12, {}, {}, ["c"])
+    assert store.read("t", 0).fields == {"a": b"4", "c": b"3"}

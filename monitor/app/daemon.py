@@ -74,6 +74,9 @@ class Daemon:
         # structures the loop is changing. (Readiness reads plain flags.)
         self.view = PageView((), MappingProxyType({}), MappingProxyType({}))
         self._last_join_retry = 0.0
+        # Per labels partition, the predictions partitions' log positions at its last lookup (memory only: a
+        # partition loaded from the store looks everything up once).
+        self.join_marks: dict[TP, dict[int, str]] = {}
         self.last_seen: dict[TP, float] = {}
         self.lost: dict[TP, str] = {}  # partitions halted because their state is gone (on_state_lost: halt)
         self.topic_partitions: dict[str, int] = {}  # for the event-rate check: a partition sees 1/n
@@ -237,6 +240,7 @@ class Daemon:
         gone = {(tp.topic, tp.partition) for tp in partitions}
         for tp in gone:
             self.owned.pop(tp, None)
+            self.join_marks.pop(tp, None)
             self.lost.pop(tp, None)
             self.lags.pop(tp, None)
             self.aligned.discard(tp)
@@ -435,8 +439,12 @@ class Daemon:
             return outcome
         if isinstance(processor, LabelProcessor):
             assert isinstance(owned.part, LabelPartition)
-            rows, rejects, ids = processor.ids_needed(owned.part, records)
-            lookups = self.joins.get(processor.model.name, ids)
+            rows, rejects = processor.decode(records)
+            # The batch's ids everywhere; the waiting labels' only where a prediction came since they were
+            # last looked up (the marks of this partition's last lookup).
+            lookups, marks = self.joins.get_since(processor.model.name, list(dict.fromkeys(r.event_id for r in rows)),
+                                                  list(owned.part.pending), self.join_marks.get(tp, {}))
+            self.join_marks[tp] = marks
             outcome = processor.process_labels(owned.part, rows, rejects, lookups, records[-1].offset + 1)
             perf = owned.part.window_metrics()
             if perf and owned.part.closed_meta:
@@ -516,10 +524,12 @@ class Daemon:
                 continue
             if not part.pending or owned.stored_offset is None:
                 continue
-            try:
-                lookups = self.joins.get(processor.model.name, list(part.pending))
+            try:  # only the waiting labels a prediction came for since the last lookup
+                lookups, marks = self.joins.get_since(processor.model.name, [], list(part.pending),
+                                                      self.join_marks.get(tp, {}))
             except DependencyUnavailable:
                 continue
+            self.join_marks[tp] = marks
             if lookups:
                 outcome = processor.process_labels(part, [], [], lookups, owned.stored_offset)
                 self._checkpoint(tp, owned, owned.stored_offset, outcome.alerts, [], outcome)
@@ -681,6 +691,7 @@ class Daemon:
 
     def _reload(self, tp: TP) -> None:
         assert self.consumer is not None
+        self.join_marks.pop(tp, None)  # the stored state's waiting labels were looked up before these marks
         owned = self.owned.get(tp)
         if owned is None:
             return

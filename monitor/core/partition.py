@@ -714,6 +714,7 @@ class RecentIds:
         self.filled = 0
         self.pos = 0
         self._last = _new_last()  # hash -> how many ids had been seen when it was last seen
+        self._chunks: list[np.ndarray | None] = []  # read-only copies of the ring's chunks (None: changed)
 
     def duplicates(self, ids: list[Any]) -> np.ndarray:
         index: dict[str, int] = {}
@@ -729,8 +730,15 @@ class RecentIds:
         table = np.array([zlib.crc32(name.encode()) for name in names] or [0], dtype=np.int64)
         present = codes >= 0
         hashes = table[np.where(present, codes, 0)]
+        before = self.pos
         out, self.filled, self.pos = recent_duplicates(hashes, present, self.ring, self._last, self.filled,
                                                        self.pos)
+        if self.pos - before >= self.size:
+            self._chunks = []
+        else:
+            for k in np.unique((np.arange(before, self.pos) % self.size) // RING_CHUNK).tolist():  # the chunks written
+                if k < len(self._chunks):
+                    self._chunks[k] = None
         return out
 
     def contains(self, value: Any) -> bool:
@@ -741,9 +749,16 @@ class RecentIds:
         return prev >= 0 and self.pos - prev < self.size
 
     def to_state(self) -> dict[str, Any]:
-        """The ring in chunks of `RING_CHUNK` hashes: a checkpoint rewrites only the chunks a batch wrote."""
-        chunks = [self.ring[k:k + RING_CHUNK] for k in range(0, self.size, RING_CHUNK)]
-        return {"chunks": chunks, "filled": self.filled, "pos": self.pos}
+        """The ring in chunks of `RING_CHUNK` hashes: a checkpoint rewrites only the chunks a batch wrote (the
+        others are the same read-only copies, which the state codec encodes once)."""
+        if len(self._chunks) != -(-self.size // RING_CHUNK):
+            self._chunks = [None] * -(-self.size // RING_CHUNK)
+        for k, chunk in enumerate(self._chunks):
+            if chunk is None:
+                copy = self.ring[k * RING_CHUNK:(k + 1) * RING_CHUNK].copy()
+                copy.flags.writeable = False
+                self._chunks[k] = copy
+        return {"chunks": list(self._chunks), "filled": self.filled, "pos": self.pos}
 
     def load_state(self, state: dict[str, Any] | None) -> None:
         if not state or not self.size:
@@ -756,6 +771,7 @@ class RecentIds:
         if len(ring) != self.size:
             return  # the memory size changed: start over rather than guess
         self.ring, self.filled, self.pos = ring, int(state["filled"]), int(state["pos"])
+        self._chunks = []
         self._last = _new_last()
         for k in range(self.pos - self.filled, self.pos):
             self._last[int(self.ring[k % self.size])] = k

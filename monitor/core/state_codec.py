@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -87,6 +88,9 @@ class Packed:
     value: Any
 
 
+_MEMO: dict[int, tuple[Any, Any, tuple[str, bytes] | None]] = {}  # id -> (weakref, encoding, its blob)
+
+
 class _Writer:
     def __init__(self, blobs: dict[str, bytes]) -> None:
         self.blobs = blobs
@@ -97,6 +101,23 @@ class _Writer:
         return name
 
     def default(self, obj: Any) -> Any:
+        if isinstance(obj, np.ndarray) and not obj.flags.writeable:  # read-only: it never changes, encode once
+            memo = _MEMO.get(id(obj))
+            if memo is not None and memo[0]() is obj:
+                ext, blob = memo[1], memo[2]
+                if blob is not None:
+                    self.blobs[blob[0]] = blob[1]
+                return ext
+            before = dict(self.blobs)
+            ext = self._encode(obj)
+            new = [(k, v) for k, v in self.blobs.items() if k not in before]
+            if len(_MEMO) > 50_000:
+                _MEMO.clear()
+            _MEMO[id(obj)] = (weakref.ref(obj), ext, new[0] if new else None)
+            return ext
+        return self._encode(obj)
+
+    def _encode(self, obj: Any) -> Any:
         if isinstance(obj, Packed):
             data: bytes = msgpack.packb(obj.value, default=self.default, use_bin_type=True)
             if len(data) >= BLOB_BYTES:
@@ -161,11 +182,19 @@ def split_hot(states: dict[str, Any], paths: Sequence[Path], field: str = HOT_FI
     for pattern in paths:
         targets: list[Any] = []
         values: list[Any] = []
+        plain = "*" not in pattern
         for k, state in enumerate(states.values()):
+            if plain:  # the common case, without building paths: walk down, pop the leaf
+                node = state
+                for key in pattern[:-1]:
+                    node = node.get(key) if isinstance(node, dict) else None
+                if isinstance(node, dict) and pattern[-1] in node:
+                    targets.append(k)
+                    values.append(node.pop(pattern[-1]))
+                continue
             for concrete in _expand(state, pattern):
-                # The state's index, and what each "*" matched (a plain path: the index alone).
-                wild = [key for key, pat in zip(concrete, pattern, strict=True) if pat == "*"]
-                targets.append([k, *wild] if wild else k)
+                # The state's index, and what each "*" matched.
+                targets.append([k, *(key for key, pat in zip(concrete, pattern, strict=True) if pat == "*")])
                 values.append(_take(state, concrete))
         if targets:
             group["/".join(pattern)] = _pack_values(targets, values)

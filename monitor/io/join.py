@@ -15,6 +15,21 @@ import redis
 from monitor.errors import DependencyUnavailable
 
 Prediction = tuple[float | None, float, int | None, str | None]  # score, predicted value, time, version
+LOG_PUTS = 10_000  # puts remembered per predictions partition (ids put, for lookups of waiting labels)
+
+
+def _s(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _sid(value: bytes | str) -> str:
+    return _s(value)
+
+
+def _sid_key(sid: str) -> tuple[int, int]:
+    """A Redis stream id (`<ms>-<seq>`) as numbers, to compare."""
+    ms, _, seq = sid.partition("-")
+    return int(ms), int(seq or 0)
 
 
 def encode_prediction(p: Prediction) -> bytes:
@@ -34,17 +49,27 @@ class JoinStore(Protocol):
 
     def get(self, model: str, ids: list[str]) -> dict[str, Prediction]: ...
 
+    def get_since(self, model: str, ids: list[str], recheck: list[str], marks: dict[int, str]
+                  ) -> tuple[dict[str, Prediction], dict[int, str]]:
+        """`get` of `ids`, and of those of `recheck` (ids looked up before, found nowhere) that a predictions
+        partition received since its mark in `marks` (partition -> a position in its log of ids put; a
+        partition without a mark, or whose log no longer reaches back to it, is asked for all of `recheck`).
+        Returns the predictions found and the new marks."""
+        ...
+
 
 class MemoryJoinStore:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._data: dict[tuple[str, int], dict[str, tuple[bytes, int]]] = {}
+        self._log: dict[tuple[str, int], list[list[str]]] = {}  # the ids of each put, in order
 
     def put(self, model: str, partition: int, entries: dict[str, tuple[bytes, int]], ttl_ms: int,
             max_entries: int) -> int:
         with self._lock:
             box = self._data.setdefault((model, partition), {})
             box.update(entries)
+            self._log.setdefault((model, partition), []).append(list(entries))
             newest = max((t for _, t in box.values()), default=0)
             old = [k for k, (_, t) in box.items() if newest - t > ttl_ms]
             for k in old:
@@ -65,15 +90,39 @@ class MemoryJoinStore:
                         out[i] = decode_prediction(box[i][0])
             return out
 
+    def get_since(self, model: str, ids: list[str], recheck: list[str], marks: dict[int, str]
+                  ) -> tuple[dict[str, Prediction], dict[int, str]]:
+        with self._lock:
+            out: dict[str, Prediction] = {}
+            new_marks = {}
+            for (m, p), box in self._data.items():
+                if m != model:
+                    continue
+                log = self._log.get((m, p), [])
+                new_marks[p] = str(len(log))
+                mark = marks.get(p)
+                if mark is None:
+                    wanted = [*ids, *recheck]
+                else:
+                    recent = {i for put in log[int(mark):] for i in put}
+                    wanted = [*ids, *(i for i in recheck if i in recent)]
+                for i in wanted:
+                    if i in box:
+                        out[i] = decode_prediction(box[i][0])
+            return out, new_marks
+
 
 _PUT = """
 local n = tonumber(ARGV[1])
 local i = 4
+local ids = {}
 for _ = 1, n do
   redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
   redis.call('ZADD', KEYS[2], ARGV[i + 2], ARGV[i])
+  ids[#ids + 1] = ARGV[i]
   i = i + 3
 end
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[i], '*', 'ids', table.concat(ids, '\\n'))
 local dropped = 0
 local newest = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
 if newest[2] then
@@ -121,11 +170,57 @@ class RedisJoinStore:
         args: list[object] = [len(entries), ttl_ms, max_entries]
         for event_id, (value, t) in entries.items():
             args += [event_id, value, t]
+        args.append(LOG_PUTS)
         try:
             self.client.sadd(self._index(model), partition)
-            return int(self._put(keys=[f"{base}:preds", f"{base}:time"], args=args))
+            return int(self._put(keys=[f"{base}:preds", f"{base}:time", f"{base}:log"], args=args))
         except redis.RedisError as exc:
             raise DependencyUnavailable(f"redis: {type(exc).__name__}") from exc
+
+    def get_since(self, model: str, ids: list[str], recheck: list[str], marks: dict[int, str]
+                  ) -> tuple[dict[str, Prediction], dict[int, str]]:
+        try:
+            partitions = sorted(int(p) for p in self.client.smembers(self._index(model)))
+            pipe = self.client.pipeline(transaction=False)
+            for p in partitions:
+                log = f"{self._base(model, p)}:log"
+                if p in marks:  # what came since the mark, and where the log begins (trimmed past the mark?)
+                    pipe.xrange(log, min="(" + marks[p], max="+")
+                    pipe.xrange(log, min="-", max="+", count=1)
+                else:
+                    pipe.xrevrange(log, max="+", min="-", count=1)
+            replies = pipe.execute()
+            new_marks: dict[int, str] = {}
+            wanted: dict[int, list[str]] = {}
+            at = 0
+            for p in partitions:
+                if p in marks:
+                    recent, first = replies[at], replies[at + 1]
+                    at += 2
+                    reaches = bool(first) and _sid_key(_sid(first[0][0])) <= _sid_key(marks[p])
+                    new_marks[p] = _sid(recent[-1][0]) if recent else marks[p]
+                    if reaches:
+                        put = {i for _entry, f in recent for i in _s(f[b"ids"]).split("\n")}
+                        wanted[p] = [*ids, *(i for i in recheck if i in put)]
+                        continue
+                else:
+                    last = replies[at]
+                    at += 1
+                    new_marks[p] = _sid(last[0][0]) if last else "0-0"
+                wanted[p] = [*ids, *recheck]
+            pipe = self.client.pipeline(transaction=False)
+            asked = [(p, w) for p, w in wanted.items() if w]
+            for p, w in asked:
+                pipe.hmget(f"{self._base(model, p)}:preds", w)
+            replies = pipe.execute() if asked else []
+        except redis.RedisError as exc:
+            raise DependencyUnavailable(f"redis: {type(exc).__name__}") from exc
+        out: dict[str, Prediction] = {}
+        for (_p, w), reply in zip(asked, replies, strict=True):
+            for event_id, raw in zip(w, reply, strict=True):
+                if raw is not None:
+                    out[event_id] = decode_prediction(raw)
+        return out, new_marks
 
     def get(self, model: str, ids: list[str]) -> dict[str, Prediction]:
         if not ids:
