@@ -134,3 +134,20 @@ def plain_bits(obj: Any) -> Any:
     if isinstance(obj, float):
         return ("float", struct.pack("<d", obj))
     return obj
+
+
+def test_every_encoding_carries_the_blobs_it_refers_to_even_for_arrays_encoded_before() -> None:
+    """Read-only arrays are encoded once (the ring of recent ids: chunks that did not change). Two equal ones
+    share a blob; when one changes, the other's field must still bring the blob along (it once did not: a
+    checkpoint deleted a blob the state still referred to)."""
+    zeros = [np.zeros(32, dtype=np.uint32) for _ in range(2)]
+    for z in zeros:
+        z.flags.writeable = False
+    first = encode_fields({"f": {"chunks": list(zeros)}})
+    changed = np.arange(32, dtype=np.uint32)
+    changed.flags.writeable = False
+    second = encode_fields({"f": {"chunks": [changed, zeros[1]]}})
+    written, gone = changed_fields(second, first)
+    stored = {k: v for k, v in {**first, **written}.items() if k not in gone}
+    back = read_fields(stored)["f"]["chunks"]
+    assert [c.tolist() for c in back] == [changed.tolist(), [0] * 32]

@@ -47,6 +47,7 @@ from monitor.core.sketches import (
     longest_runs,
     m2_from_sum_of_squares,
     merge_numeric,
+    merge_rows,
     numeric_block,
     numeric_blocks,
     run_lengths,
@@ -986,7 +987,7 @@ class StreamPartition:
             name = feat.name
             if vectorised:
                 rows = per_run[feat.name][0]
-                batch_totals = merge_numeric(list(rows[:, :HEAD]))
+                batch_totals = merge_rows(np.ascontiguousarray(rows[:, :HEAD]))
             else:
                 batch_totals = numeric_block(values, missing, None, 0, feat.limits.bounds, feat.limits.sentinels)
             feat.totals = merge_numeric([feat.totals, batch_totals])

@@ -197,8 +197,22 @@ def merge_numeric(blocks: list[np.ndarray]) -> np.ndarray:
     8.0
     """
     if len(blocks) == 2:
-        return merge_rows(np.stack(blocks))
+        return merge_pair(blocks[0], blocks[1])
     return merge_rows(np.vstack(blocks))
+
+
+@njit(cache=True, nogil=True)
+def merge_pair(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """`merge_numeric([a, b])` without stacking them first (it runs per feature and batch)."""
+    out: np.ndarray = (0.0 + a) + b  # as `merge_rows` adds them (so -0.0 comes out the same)
+    out[MIN] = min(a[MIN], b[MIN])
+    out[MAX] = max(a[MAX], b[MAX])
+    if out[FINITE] > 0:
+        mean = out[SUM] / out[FINITE]
+        da = (a[SUM] / a[FINITE] if a[FINITE] > 0 else 0.0) - mean
+        db = (b[SUM] / b[FINITE] if b[FINITE] > 0 else 0.0) - mean
+        out[M2] = (a[M2] + b[M2]) + (a[FINITE] * da * da + b[FINITE] * db * db)
+    return out
 
 
 @njit(cache=True, nogil=True)

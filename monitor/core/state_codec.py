@@ -91,6 +91,15 @@ class Packed:
 _MEMO: dict[int, tuple[Any, Any, tuple[str, bytes] | None]] = {}  # id -> (weakref, encoding, its blob)
 
 
+def _encode_array(a: np.ndarray) -> tuple[Any, tuple[str, bytes] | None]:
+    """An array's msgpack ext: inline, or a reference to a blob (returned with it: name, bytes)."""
+    data = _array_bytes(a)
+    if len(data) >= BLOB_BYTES:
+        name = BLOB_PREFIX + hashlib.blake2b(data, digest_size=8).hexdigest()
+        return msgpack.ExtType(_BLOB, name.encode()), (name, data)
+    return msgpack.ExtType(_ARRAY, data), None
+
+
 class _Writer:
     def __init__(self, blobs: dict[str, bytes]) -> None:
         self.blobs = blobs
@@ -103,17 +112,14 @@ class _Writer:
     def default(self, obj: Any) -> Any:
         if isinstance(obj, np.ndarray) and not obj.flags.writeable:  # read-only: it never changes, encode once
             memo = _MEMO.get(id(obj))
-            if memo is not None and memo[0]() is obj:
-                ext, blob = memo[1], memo[2]
-                if blob is not None:
-                    self.blobs[blob[0]] = blob[1]
-                return ext
-            before = dict(self.blobs)
-            ext = self._encode(obj)
-            new = [(k, v) for k, v in self.blobs.items() if k not in before]
-            if len(_MEMO) > 50_000:
-                _MEMO.clear()
-            _MEMO[id(obj)] = (weakref.ref(obj), ext, new[0] if new else None)
+            if memo is None or memo[0]() is not obj:
+                if len(_MEMO) > 50_000:
+                    _MEMO.clear()
+                memo = (weakref.ref(obj), *_encode_array(obj))
+                _MEMO[id(obj)] = memo
+            _ref, ext, blob = memo
+            if blob is not None:  # every encoding that refers to a blob carries it
+                self.blobs[blob[0]] = blob[1]
             return ext
         return self._encode(obj)
 
@@ -124,10 +130,10 @@ class _Writer:
                 return msgpack.ExtType(_OBJECT_BLOB, self._blob(data).encode())
             return obj.value
         if isinstance(obj, np.ndarray):
-            data = _array_bytes(obj)
-            if len(data) >= BLOB_BYTES:
-                return msgpack.ExtType(_BLOB, self._blob(data).encode())
-            return msgpack.ExtType(_ARRAY, data)
+            ext, blob = _encode_array(obj)
+            if blob is not None:
+                self.blobs[blob[0]] = blob[1]
+            return ext
         if isinstance(obj, np.integer):
             return int(obj)
         if isinstance(obj, np.floating):
