@@ -411,6 +411,8 @@ class Daemon:
         interval = self.settings.checkpoint_interval_ms
         if not interval or not isinstance(processor, StreamProcessor) or owned.stored_offset is None:
             return False
+        if self.outage is not None:
+            return False  # the first batch through after an outage is written at once: it ends the outage
         if outcome.alerts or outcome.rejects or outcome.blocks or outcome.join_entries:
             return False
         return not owned.deferred_since or (time.monotonic() - owned.deferred_since) * 1000 < interval
@@ -424,7 +426,7 @@ class Daemon:
                 continue
             if due_only and (now - owned.deferred_since) * 1000 < self.settings.checkpoint_interval_ms:
                 continue
-            if self._checkpoint(tp, owned, owned.applied, [], []):
+            if self._checkpoint(tp, owned, owned.applied, [], [], recovered=False):
                 assert self.consumer is not None
                 self.consumer.commit(offsets=[TopicPartition(tp[0], tp[1], owned.stored_offset or 0)],
                                      asynchronous=True)
@@ -470,9 +472,12 @@ class Daemon:
         return outcome
 
     def _checkpoint(self, tp: TP, owned: Owned, next_offset: int, alerts: list[Alert], rejects: list[Reject],
-                    outcome: BatchOutcome | None = None, blocks: list[dict[str, Any]] | None = None) -> bool:
+                    outcome: BatchOutcome | None = None, blocks: list[dict[str, Any]] | None = None,
+                    recovered: bool = True) -> bool:
         """Make the batch durable (`Checkpointer.write`), then queue its alerts and blocks for publishing;
-        False if not written (the partition was fenced, or reloaded from the store)."""
+        False if not written (the partition was fenced, or reloaded from the store). A written batch ends an
+        outage, unless `recovered` is False (batches applied before it, written late: they say nothing about a
+        schema registry that is down now)."""
         processor = self.processors[tp[0]]
         join = None
         if not isinstance(processor, ModelProcessor):
@@ -492,7 +497,7 @@ class Daemon:
             return False
         owned.stored_offset = next_offset
         owned.applied, owned.deferred_since = None, 0.0
-        if self.outage is not None:
+        if self.outage is not None and (recovered or self.outage in ("redis", "kafka")):
             log.info("dependency.up", dependency=self.outage)
             self.outage = None
         if outcome is not None and outcome.label_lags_ms and isinstance(processor, LabelProcessor):
