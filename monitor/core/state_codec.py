@@ -15,6 +15,7 @@ Everything that reads state (the stages on load, `status`, the report) goes thro
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import itertools
 import json
@@ -50,10 +51,16 @@ def _array_bytes(a: np.ndarray) -> bytes:
         with np.errstate(invalid="ignore"):
             whole = np.isfinite(flat) & (np.abs(flat) < _EXACT) & (flat == np.round(flat)) & ~np.signbit(flat)
         ints = flat[whole].astype(np.int64)
-        narrow = np.min_scalar_type(int(ints.max())) if len(ints) else np.dtype(np.uint8)
-        head: bytes = msgpack.packb(["f8i", list(a.shape), narrow.str])
-        body: bytes = (np.packbits(whole).tobytes() + ints.astype(narrow.newbyteorder("<")).tobytes()
-                       + flat[~whole].astype("<f8").tobytes())
+        narrow = np.min_scalar_type(int(ints.max())).newbyteorder("<") if len(ints) else np.dtype(np.uint8)
+        floats = flat[~whole].astype("<f8").tobytes()
+        small = ints < 256
+        if narrow.itemsize > 1 and small.sum() >= 8:  # mostly small counts and a few large: two widths
+            head: bytes = msgpack.packb(["f8i2", list(a.shape), narrow.str])
+            body: bytes = (np.packbits(whole).tobytes() + np.packbits(small).tobytes()
+                           + ints[small].astype(np.uint8).tobytes() + ints[~small].astype(narrow).tobytes() + floats)
+            return head + body
+        head = msgpack.packb(["f8i", list(a.shape), narrow.str])
+        body = np.packbits(whole).tobytes() + ints.astype(narrow).tobytes() + floats
         return head + body
     le = a.astype(a.dtype.newbyteorder("<"), copy=False)
     head = msgpack.packb([le.dtype.str, list(le.shape)])
@@ -65,15 +72,26 @@ def _array_from(data: bytes) -> np.ndarray:
     unpacker.feed(data)
     head = unpacker.unpack()
     offset = unpacker.tell()
-    if head[0] == "f8i":
-        shape, narrow = head[1], np.dtype(head[2])
+    if head[0] in ("f8i", "f8i2"):
+        shape, narrow = head[1], np.dtype(head[2]).newbyteorder("<")
         n = int(np.prod(shape))
         whole = np.unpackbits(np.frombuffer(data, np.uint8, (n + 7) // 8, offset), count=n).astype(bool)
         offset += (n + 7) // 8
         k = int(whole.sum())
+        ints = np.empty(k, dtype=np.float64)
+        if head[0] == "f8i2":
+            small = np.unpackbits(np.frombuffer(data, np.uint8, (k + 7) // 8, offset), count=k).astype(bool)
+            offset += (k + 7) // 8
+            m = int(small.sum())
+            ints[small] = np.frombuffer(data, np.uint8, m, offset)
+            offset += m
+            ints[~small] = np.frombuffer(data, narrow, k - m, offset)
+            offset += (k - m) * narrow.itemsize
+        else:
+            ints[:] = np.frombuffer(data, narrow, k, offset)
+            offset += k * narrow.itemsize
         out = np.empty(n, dtype=np.float64)
-        out[whole] = np.frombuffer(data, narrow, k, offset)
-        offset += k * narrow.itemsize
+        out[whole] = ints
         out[~whole] = np.frombuffer(data, "<f8", n - k, offset)
         return out.reshape(shape)
     dtype, shape = head
@@ -88,6 +106,11 @@ class Packed:
     value: Any
 
 
+def _blob_name(data: bytes) -> str:
+    """`a/` and 64 bits of a hash of the blob's bytes, in 11 base64url characters."""
+    return BLOB_PREFIX + base64.urlsafe_b64encode(hashlib.blake2b(data, digest_size=8).digest()).decode()[:11]
+
+
 _MEMO: dict[int, tuple[Any, Any, tuple[str, bytes] | None]] = {}  # id -> (weakref, encoding, its blob)
 
 
@@ -95,7 +118,7 @@ def _encode_array(a: np.ndarray) -> tuple[Any, tuple[str, bytes] | None]:
     """An array's msgpack ext: inline, or a reference to a blob (returned with it: name, bytes)."""
     data = _array_bytes(a)
     if len(data) >= BLOB_BYTES:
-        name = BLOB_PREFIX + hashlib.blake2b(data, digest_size=8).hexdigest()
+        name = _blob_name(data)
         return msgpack.ExtType(_BLOB, name.encode()), (name, data)
     return msgpack.ExtType(_ARRAY, data), None
 
@@ -105,7 +128,7 @@ class _Writer:
         self.blobs = blobs
 
     def _blob(self, data: bytes) -> str:
-        name = BLOB_PREFIX + hashlib.blake2b(data, digest_size=8).hexdigest()
+        name = _blob_name(data)
         self.blobs[name] = data
         return name
 
@@ -207,13 +230,9 @@ def split_hot(states: dict[str, Any], paths: Sequence[Path], field: str = HOT_FI
     return {**states, field: {"names": names, "paths": group}} if group else states
 
 
-def _scalar(v: Any) -> bool:
-    return v is None or isinstance(v, bool | int | float | str)
-
-
 def _pack_values(targets: list[Any], values: list[Any]) -> list[dict[str, Any]]:
     """Values of one path in all states, each kind stored in the compact way: float vectors concatenated, lists
-    of them position by position, dicts of scalars with the same keys as columns, the rest as they are."""
+    of them position by position, dicts with the same keys as columns, the rest as they are."""
     kinds: dict[str, tuple[list[Any], list[Any]]] = {}
     for target, value in zip(targets, values, strict=True):
         if _vector(value):
@@ -224,8 +243,8 @@ def _pack_values(targets: list[Any], values: list[Any]) -> list[dict[str, Any]]:
             kind = "vectors"
         elif isinstance(value, list) and value and all(isinstance(x, dict) for x in value):
             kind = "dicts"
-        elif isinstance(value, dict) and value and all(_scalar(x) for x in value.values()):
-            kind = "dict:" + "\x1f".join(sorted(value))
+        elif isinstance(value, dict) and value and all(isinstance(k, str) for k in value):
+            kind = "dict:" + "\x1f".join(sorted(value))  # same keys: stored as columns (the keys once)
         else:
             kind = "other"
         kinds.setdefault(kind, ([], []))[0].append(target)
