@@ -11,7 +11,6 @@ fastavro keep fastavro's value in `objects`.
 from __future__ import annotations
 
 import math
-import zlib
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -184,37 +183,20 @@ class RawColumn:
                 codes, firsts = dict_encode(self.buf, self.ivals, self.fvals.astype(np.int64), present)
                 return codes, [self.value(int(i)) for i in firsts.tolist()]
             if kinds <= {TAG_ENUM}:
-                return _first_order(np.where(present, self.ivals, -1), lambda k: self.column.symbols[k])  # type: ignore[index]
+                symbols = self.column.symbols
+                assert symbols is not None
+                return _first_order(self.ivals, present, symbols.__getitem__)
             if kinds <= {TAG_INT} and self.column.logical is None:
-                return _first_order_values(self.ivals, present, str)
+                return _first_order(self.ivals, present, str)
         index: dict[str, int] = {}
         codes = np.fromiter((-1 if v is None else index.setdefault(str(v), len(index)) for v in self.values()),
                             dtype=np.int64, count=len(self))
         return codes, list(index)
 
-    def hashes(self) -> tuple[np.ndarray, np.ndarray]:
-        """CRC-32 of `str(value)` (what `RecentIds` remembers), as int64, and where a value is present."""
-        codes, names = self.categories()
-        table = np.array([zlib.crc32(n.encode()) for n in names] or [0], dtype=np.int64)
-        present = codes >= 0
-        return np.where(present, table[np.maximum(codes, 0)], 0), present
 
-
-def _first_order(keys: np.ndarray, name: Any) -> tuple[np.ndarray, list[str]]:
-    """Integer keys (-1: missing) recoded in order of first appearance, with their names."""
-    present = keys >= 0
-    if not present.any():
-        return np.full(len(keys), -1, dtype=np.int64), []
-    uniq, first, inverse = np.unique(keys[present], return_index=True, return_inverse=True)
-    order = np.argsort(first, kind="stable")
-    rank = np.empty(len(uniq), dtype=np.int64)
-    rank[order] = np.arange(len(uniq))
-    codes = np.full(len(keys), -1, dtype=np.int64)
-    codes[present] = rank[inverse.reshape(-1)]
-    return codes, [str(name(int(k))) for k in uniq[order].tolist()]
-
-
-def _first_order_values(ints: np.ndarray, present: np.ndarray, name: Any) -> tuple[np.ndarray, list[str]]:
+def _first_order(ints: np.ndarray, present: np.ndarray, name: Any) -> tuple[np.ndarray, list[str]]:
+    """Integer values (where `present`) recoded in order of first appearance (-1 elsewhere), with `name` of
+    each distinct value."""
     if not present.any():
         return np.full(len(ints), -1, dtype=np.int64), []
     uniq, first, inverse = np.unique(ints[present], return_index=True, return_inverse=True)
@@ -223,7 +205,7 @@ def _first_order_values(ints: np.ndarray, present: np.ndarray, name: Any) -> tup
     rank[order] = np.arange(len(uniq))
     codes = np.full(len(ints), -1, dtype=np.int64)
     codes[present] = rank[inverse.reshape(-1)]
-    return codes, [name(int(k)) for k in uniq[order].tolist()]
+    return codes, [str(name(int(k))) for k in uniq[order].tolist()]
 
 
 def logical_value(logical: str | None, v: int) -> Any:
