@@ -43,28 +43,52 @@ class StateFormatError(MonitorError):
 
 def _array_bytes(a: np.ndarray) -> bytes:
     """An array as [dtype, shape] then its raw little-endian bytes. A float64 array is split into the values
-    that are integers (counts, histogram bins: most of a block summary), stored in the narrowest integer type
-    that holds them, and the rest as float64, with a bitmap of which is which: exact, and under half the size."""
+    that are integers (counts, histogram bins: most of a block summary), stored as varints, and the rest as
+    float64, with a bitmap of which is which: exact, and under half the size."""
     a = np.ascontiguousarray(a)
     if a.dtype == np.float64 and a.size:
         flat = a.reshape(-1)
         with np.errstate(invalid="ignore"):
             whole = np.isfinite(flat) & (np.abs(flat) < _EXACT) & (flat == np.round(flat)) & ~np.signbit(flat)
         ints = flat[whole].astype(np.int64)
-        narrow = np.min_scalar_type(int(ints.max())).newbyteorder("<") if len(ints) else np.dtype(np.uint8)
-        floats = flat[~whole].astype("<f8").tobytes()
-        small = ints < 256
-        if narrow.itemsize > 1 and small.sum() >= 8:  # mostly small counts and a few large: two widths
-            head: bytes = msgpack.packb(["f8i2", list(a.shape), narrow.str])
-            body: bytes = (np.packbits(whole).tobytes() + np.packbits(small).tobytes()
-                           + ints[small].astype(np.uint8).tobytes() + ints[~small].astype(narrow).tobytes() + floats)
-            return head + body
-        head = msgpack.packb(["f8i", list(a.shape), narrow.str])
-        body = np.packbits(whole).tobytes() + ints.astype(narrow).tobytes() + floats
+        packed = _varints(ints)
+        head: bytes = msgpack.packb(["f8v", list(a.shape), len(packed)])
+        body: bytes = np.packbits(whole).tobytes() + packed.tobytes() + flat[~whole].astype("<f8").tobytes()
         return head + body
     le = a.astype(a.dtype.newbyteorder("<"), copy=False)
     head = msgpack.packb([le.dtype.str, list(le.shape)])
     return head + bytes(le.tobytes())
+
+
+def _varints(values: np.ndarray) -> np.ndarray:
+    """Non-negative integers (< 2^56) as LEB128 varints, 7 bits a byte: counts take the bytes their size needs.
+    (numpy, not numba: `status` reads state and must start without the compiler.)
+
+    >>> _varints(np.array([0, 127, 128, 300])).tolist()
+    [0, 127, 128, 1, 172, 2]
+    """
+    values = values.astype(np.int64)
+    lengths = np.ones(len(values), dtype=np.int64)
+    for j in range(1, 8):
+        lengths += values >= (1 << (7 * j))
+    which = np.repeat(np.arange(len(values)), lengths)
+    starts = np.cumsum(lengths) - lengths
+    pos = np.arange(int(lengths.sum())) - np.repeat(starts, lengths)
+    out = (values[which] >> (7 * pos)) & 0x7F
+    out |= np.where(pos < lengths[which] - 1, 0x80, 0)
+    return out.astype(np.uint8)
+
+
+def _from_varints(data: np.ndarray, count: int) -> np.ndarray:
+    """`_varints`' inverse, as float64."""
+    if count == 0:
+        return np.zeros(0)
+    last = data < 0x80  # the last byte of each value
+    group = np.concatenate(([0], np.cumsum(last)[:-1]))
+    starts = np.flatnonzero(np.concatenate(([True], last[:-1])))
+    pos = np.arange(len(data)) - starts[group]
+    parts = (data.astype(np.int64) & 0x7F) << (7 * pos)
+    return np.add.reduceat(parts, starts).astype(np.float64)[:count]
 
 
 def _array_from(data: bytes) -> np.ndarray:
@@ -72,26 +96,15 @@ def _array_from(data: bytes) -> np.ndarray:
     unpacker.feed(data)
     head = unpacker.unpack()
     offset = unpacker.tell()
-    if head[0] in ("f8i", "f8i2"):
-        shape, narrow = head[1], np.dtype(head[2]).newbyteorder("<")
+    if head[0] == "f8v":
+        shape, size = head[1], head[2]
         n = int(np.prod(shape))
         whole = np.unpackbits(np.frombuffer(data, np.uint8, (n + 7) // 8, offset), count=n).astype(bool)
         offset += (n + 7) // 8
         k = int(whole.sum())
-        ints = np.empty(k, dtype=np.float64)
-        if head[0] == "f8i2":
-            small = np.unpackbits(np.frombuffer(data, np.uint8, (k + 7) // 8, offset), count=k).astype(bool)
-            offset += (k + 7) // 8
-            m = int(small.sum())
-            ints[small] = np.frombuffer(data, np.uint8, m, offset)
-            offset += m
-            ints[~small] = np.frombuffer(data, narrow, k - m, offset)
-            offset += (k - m) * narrow.itemsize
-        else:
-            ints[:] = np.frombuffer(data, narrow, k, offset)
-            offset += k * narrow.itemsize
         out = np.empty(n, dtype=np.float64)
-        out[whole] = ints
+        out[whole] = _from_varints(np.frombuffer(data, np.uint8, size, offset), k)
+        offset += size
         out[~whole] = np.frombuffer(data, "<f8", n - k, offset)
         return out.reshape(shape)
     dtype, shape = head
@@ -104,6 +117,7 @@ class Packed:
     written once while it does not change)."""
 
     value: Any
+    min_bytes: int = BLOB_BYTES  # smaller encodings stay inline
 
 
 def _blob_name(data: bytes) -> str:
@@ -149,7 +163,7 @@ class _Writer:
     def _encode(self, obj: Any) -> Any:
         if isinstance(obj, Packed):
             data: bytes = msgpack.packb(obj.value, default=self.default, use_bin_type=True)
-            if len(data) >= BLOB_BYTES:
+            if len(data) >= obj.min_bytes:
                 return msgpack.ExtType(_OBJECT_BLOB, self._blob(data).encode())
             return obj.value
         if isinstance(obj, np.ndarray):
