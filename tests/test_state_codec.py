@@ -151,3 +151,14 @@ def test_every_encoding_carries_the_blobs_it_refers_to_even_for_arrays_encoded_b
     stored = {k: v for k, v in {**first, **written}.items() if k not in gone}
     back = read_fields(stored)["f"]["chunks"]
     assert [c.tolist() for c in back] == [changed.tolist(), [0] * 32]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.integers(0, 300), st.integers(0, 2**53)), max_size=60))
+def test_the_compiled_varint_writer_agrees_with_the_definition(values: list[int]) -> None:
+    from monitor.core.state_codec import _from_varints, varints
+    from monitor.core.varint import encode_varints
+
+    arr = np.array(values, dtype=np.int64)
+    assert encode_varints(arr).tobytes() == varints(arr).tobytes()
+    assert _from_varints(varints(arr), len(values)).tolist() == [float(v) for v in values]

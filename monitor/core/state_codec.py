@@ -51,7 +51,9 @@ def _array_bytes(a: np.ndarray) -> bytes:
         with np.errstate(invalid="ignore"):
             whole = np.isfinite(flat) & (np.abs(flat) < _EXACT) & (flat == np.round(flat)) & ~np.signbit(flat)
         ints = flat[whole].astype(np.int64)
-        packed = _varints(ints)
+        from monitor.core.varint import encode_varints  # compiled; imported by writers only
+
+        packed = encode_varints(ints)
         head: bytes = msgpack.packb(["f8v", list(a.shape), len(packed)])
         body: bytes = np.packbits(whole).tobytes() + packed.tobytes() + flat[~whole].astype("<f8").tobytes()
         return head + body
@@ -60,11 +62,11 @@ def _array_bytes(a: np.ndarray) -> bytes:
     return head + bytes(le.tobytes())
 
 
-def _varints(values: np.ndarray) -> np.ndarray:
+def varints(values: np.ndarray) -> np.ndarray:
     """Non-negative integers (< 2^56) as LEB128 varints, 7 bits a byte: counts take the bytes their size needs.
-    (numpy, not numba: `status` reads state and must start without the compiler.)
+    The definition; checkpoints use its compiled twin (`monitor.core.varint`), held to it by a property test.
 
-    >>> _varints(np.array([0, 127, 128, 300])).tolist()
+    >>> varints(np.array([0, 127, 128, 300])).tolist()
     [0, 127, 128, 1, 172, 2]
     """
     values = values.astype(np.int64)
@@ -80,7 +82,7 @@ def _varints(values: np.ndarray) -> np.ndarray:
 
 
 def _from_varints(data: np.ndarray, count: int) -> np.ndarray:
-    """`_varints`' inverse, as float64."""
+    """`varints`' inverse, as float64 (numpy: `status` reads state and must start without numba)."""
     if count == 0:
         return np.zeros(0)
     last = data < 0x80  # the last byte of each value
@@ -244,25 +246,37 @@ def split_hot(states: dict[str, Any], paths: Sequence[Path], field: str = HOT_FI
     return {**states, field: {"names": names, "paths": group}} if group else states
 
 
+def _kind_of(value: Any) -> str:
+    cls = value.__class__
+    if cls is np.ndarray:
+        return "vector" if value.ndim == 1 and value.dtype == np.float64 else "other"
+    if cls is float:
+        return "float"
+    if cls is list:
+        if not value:
+            return "other"
+        first = value[0].__class__
+        if first is np.ndarray and all(_vector(x) for x in value):
+            return "vectors"
+        if first is dict and all(x.__class__ is dict for x in value):
+            return "dicts"
+        return "other"
+    if cls is dict and value and all(k.__class__ is str for k in value):
+        return "dict:" + "\x1f".join(sorted(value))  # same keys: stored as columns (the keys once)
+    return "other"
+
+
 def _pack_values(targets: list[Any], values: list[Any]) -> list[dict[str, Any]]:
     """Values of one path in all states, each kind stored in the compact way: float vectors concatenated, lists
     of them position by position, dicts with the same keys as columns, the rest as they are."""
     kinds: dict[str, tuple[list[Any], list[Any]]] = {}
     for target, value in zip(targets, values, strict=True):
-        if _vector(value):
-            kind = "vector"
-        elif isinstance(value, float):
-            kind = "float"
-        elif isinstance(value, list) and value and all(_vector(x) for x in value):
-            kind = "vectors"
-        elif isinstance(value, list) and value and all(isinstance(x, dict) for x in value):
-            kind = "dicts"
-        elif isinstance(value, dict) and value and all(isinstance(k, str) for k in value):
-            kind = "dict:" + "\x1f".join(sorted(value))  # same keys: stored as columns (the keys once)
-        else:
-            kind = "other"
-        kinds.setdefault(kind, ([], []))[0].append(target)
-        kinds[kind][1].append(value)
+        kind = _kind_of(value)
+        group = kinds.get(kind)
+        if group is None:
+            group = kinds[kind] = ([], [])
+        group[0].append(target)
+        group[1].append(value)
     out = []
     for kind, (tgts, vals) in kinds.items():
         entry: dict[str, Any] = {"targets": tgts}
