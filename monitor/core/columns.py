@@ -112,12 +112,6 @@ class RawColumn:
     def values(self) -> list[Any]:
         return [self.value(i) for i in range(len(self))]
 
-    def missing(self) -> np.ndarray:
-        out = self.tags == TAG_NULL
-        for i, v in self.objects.items():
-            out[i] = v is None
-        return np.asarray(out, dtype=bool)
-
     def floats(self) -> tuple[np.ndarray, np.ndarray]:
         """As `numeric_column` has it: float64, None as NaN (and its mask); timestamps as epoch ms (to_number),
         dates as days. Computed once; do not change the arrays."""

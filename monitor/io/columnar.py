@@ -1,17 +1,19 @@
 """A decoder compiled from a (writer, reader) schema pair straight into columns: one numba pass over a batch.
 
 `compile_program` turns a flat record schema into a small table of operations (one per writer field, one per
-union branch); `_run` reads every payload of a batch with it, writing each reader field into a column:
-numbers as int64 or float64 with a null mask, strings as (start, length) spans into the batch buffer, enums as
-the reader's symbol index. A string column is then dictionary-encoded (`_dict_encode`: codes in order of first
-appearance), so the rest of the pipeline counts categories with `bincount` and hashes ids without a Python
-object per record.
+union branch); `_run` reads every payload of a batch with it, writing each reader field into a column
+(`monitor.core.columns.RawColumn`): per record a tag (what fastavro would return) and the value, ints and
+floats as such, strings and bytes as (start, length) spans of the batch buffer, enums as the reader's symbol
+index. The checks read views of the columns (floats with a null mask, category codes in order of first
+appearance, `RawColumn.categories`), so they count categories with `bincount` and hash ids once per distinct
+id, without a Python object per record.
 
 It never guesses. A record it is not sure of (truncated, a bad union or enum index, invalid UTF-8, a timestamp
 fastavro cannot represent, trailing bytes, a branch that does not resolve) is flagged, and the caller decodes
 that record with fastavro (`AvroDecoder.decode`) for the exact dead-letter reason, or its values. A schema with
-anything it does not read (nested records, arrays, maps, decimals, named-type references, aliases) compiles to
-None, and the caller uses fastavro for the whole topic. `tests/test_columnar.py` holds it to fastavro on
+anything it does not read (nested records, arrays, maps, decimals, named-type references, aliases) raises
+`Unsupported`, and the caller uses fastavro for the whole topic (or, for a writer schema by registry id, for
+the records written with it). `tests/test_columnar.py` holds it to fastavro on
 generated schemas and records.
 """
 
