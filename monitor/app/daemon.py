@@ -202,7 +202,7 @@ class Daemon:
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Batches waiting for their checkpoint are written now, while this instance still owns the partitions.
-        self._flush_deferred([(tp.topic, tp.partition) for tp in partitions], due_only=False)
+        self._flush_deferred([(tp.topic, tp.partition) for tp in partitions], due_only=False, revoking=True)
         self.outbox.publish(wait=5.0)
         self._release(partitions)
         consumer.incremental_unassign(partitions)
@@ -417,8 +417,10 @@ class Daemon:
             return False
         return not owned.deferred_since or (time.monotonic() - owned.deferred_since) * 1000 < interval
 
-    def _flush_deferred(self, partitions: list[TP] | None = None, due_only: bool = True) -> None:
-        """Checkpoint the partitions whose applied batches wait (those due, or all of `partitions`)."""
+    def _flush_deferred(self, partitions: list[TP] | None = None, due_only: bool = True,
+                        revoking: bool = False) -> None:
+        """Checkpoint the partitions whose applied batches wait (those due, or all of `partitions`). `revoking`:
+        inside the rebalance callback, a failed write is not retried (the next owner replays the batches)."""
         now = time.monotonic()
         for tp in list(self.owned) if partitions is None else partitions:
             owned = self.owned.get(tp)
@@ -426,7 +428,7 @@ class Daemon:
                 continue
             if due_only and (now - owned.deferred_since) * 1000 < self.settings.checkpoint_interval_ms:
                 continue
-            if self._checkpoint(tp, owned, owned.applied, [], [], recovered=False):
+            if self._checkpoint(tp, owned, owned.applied, [], [], recovered=False, reload=not revoking):
                 assert self.consumer is not None
                 self.consumer.commit(offsets=[TopicPartition(tp[0], tp[1], owned.stored_offset or 0)],
                                      asynchronous=True)
@@ -473,11 +475,12 @@ class Daemon:
 
     def _checkpoint(self, tp: TP, owned: Owned, next_offset: int, alerts: list[Alert], rejects: list[Reject],
                     outcome: BatchOutcome | None = None, blocks: list[dict[str, Any]] | None = None,
-                    recovered: bool = True) -> bool:
+                    recovered: bool = True, reload: bool = True) -> bool:
         """Make the batch durable (`Checkpointer.write`), then queue its alerts and blocks for publishing;
         False if not written (the partition was fenced, or reloaded from the store). A written batch ends an
         outage, unless `recovered` is False (batches applied before it, written late: they say nothing about a
-        schema registry that is down now)."""
+        schema registry that is down now). With `reload` False, a failed write leaves the partition as it is.
+        """
         processor = self.processors[tp[0]]
         join = None
         if not isinstance(processor, ModelProcessor):
@@ -493,7 +496,8 @@ class Daemon:
             # Memory is ahead of the store: drop it, reload what the store has and consume from there.
             if isinstance(exc, DependencyUnavailable):
                 self._outage("redis" if "redis" in str(exc) else "kafka", exc)
-            self._reload(tp)
+            if reload:
+                self._reload(tp)
             return False
         owned.stored_offset = next_offset
         owned.applied, owned.deferred_since = None, 0.0
