@@ -87,6 +87,7 @@ def test_replicas_join_and_leave(setup: Setup, daemons: list[DaemonProcess]) -> 
     b = _start(setup, config, daemons, "b")
     c = _start(setup, config, daemons, "c")
     wait_for_log(b, "partitions.assigned", 60)
+    wait_for_log(c, "partitions.assigned", 60)  # all three hold partitions (c is killed holding its own)
     wait_until(lambda: stored_offsets(setup) > total * 0.25, 90, "progress with three replicas")
     assert a.terminate() == 0  # leaves cleanly
     wait_until(lambda: stored_offsets(setup) > total * 0.4, 90, "progress after a left")
