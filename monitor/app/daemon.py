@@ -404,9 +404,9 @@ class Daemon:
         return None if deferred else outcome.next_offset
 
     def _may_defer(self, processor: AnyProcessor | ModelProcessor, owned: Owned, outcome: BatchOutcome) -> bool:
-        """Whether a stage-1 batch may wait for a later checkpoint: it made nothing that must leave now (alerts,
-        blocks and signals go out only from a checkpointed outbox, rejects were already dead-lettered, predictions
-        go to the join store with their checkpoint), and the oldest waiting batch is younger than
+        """Whether a stage-1 batch may wait for a later checkpoint: it made nothing that leaves with a checkpoint
+        (alerts, blocks and signals go out only from a checkpointed outbox; rejects go to the dead-letter topic
+        and predictions to the join store just before theirs), and the oldest waiting batch is younger than
         `checkpoint_interval_ms`. A crash replays the waiting batches from the stored offset."""
         interval = self.settings.checkpoint_interval_ms
         if not interval or not isinstance(processor, StreamProcessor) or owned.stored_offset is None:
