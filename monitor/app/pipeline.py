@@ -21,7 +21,6 @@ from monitor.core.partition import (
     Finding,
     StreamPartition,
     TimeCheck,
-    numeric_column,
 )
 from monitor.core.profiles import Contract, FieldContract, FieldProfile, ReferenceProfile
 from monitor.core.schema import FieldSpec, field_types, infer_fields, schema_changes
@@ -196,55 +195,43 @@ class StreamProcessor(_ReferenceUser):
         keep = np.flatnonzero(out.valid)
         keep = keep[[i not in bad for i in keep.tolist()]] if bad else keep
         rejects = [bad[i] for i in sorted(bad)]
-        columns = {name: col.take(keep) for name, col in out.columns.items()}
-        limit_bad = self._column_limits(columns)
-        if limit_bad:  # after the decoding rejects, as `_enforce_limits` has them
-            rejects += [Reject(records[int(keep[k])], reason, "LimitExceeded", message)
-                        for k, (reason, message) in sorted(limit_bad.items())]
-            still = np.array([k for k in range(len(keep)) if k not in limit_bad], dtype=np.int64)
-            columns = {name: col.take(still) for name, col in columns.items()}
-            keep = keep[still]
-        offsets = np.array([rec.offset for rec in records], dtype=np.int64)[keep]
+        offsets = np.array([rec.offset for rec in records], dtype=np.int64)
         kept = keep.tolist()
-        batch = DecodedBatch(offsets, [times[i] for i in kept], None, [stamps[i] for i in kept], columns)
+        columns = {name: col.take(keep) for name, col in out.columns.items()}
+        batch = DecodedBatch(offsets[keep], [times[i] for i in kept], None, [stamps[i] for i in kept], columns)
+        batch, limit_rejects = self._enforce_limits(batch, records)
+        rejects += limit_rejects  # after the decoding rejects
         order = sorted(first_seen.items(), key=lambda kv: kv[1][0])
         return batch, rejects, [(sid, off, t) for sid, (off, t) in order]
 
-    def _column_limits(self, columns: dict[str, Any]) -> dict[int, tuple[str, str]]:
-        """`_enforce_limits` on columns: row -> (reason, message), the first failing check of each row."""
+    def _enforce_limits(self, batch: DecodedBatch, records: list[RawRecord]) -> tuple[DecodedBatch, list[Reject]]:
+        """Decoded but unusable: wrong model, a value or string beyond the hard limits (checked per column, the
+        first failing check of each record named); the batch without them, and their rejects in offset order."""
+        if not len(batch):
+            return batch, []
         bad: dict[int, tuple[str, str]] = {}
-        if not columns:
-            return bad
         m = self.model
-        n = len(next(iter(columns.values())))
         if m.model_field and m.model_id is not None:
-            col = columns.get(m.model_field)
-            if col is None:
-                wrong = np.ones(n, dtype=bool) if m.model_id != "None" else np.zeros(n, dtype=bool)
-            else:
-                codes, names = col.categories()
-                ok = np.array([name == m.model_id for name in names] + [m.model_id == "None"])
-                wrong = ~ok[np.where(codes >= 0, codes, len(names))]
-            for i in np.flatnonzero(wrong).tolist():
+            codes, names = batch.categories(m.model_field)  # str() of each value; a missing one is "None"
+            ok = np.array([name == m.model_id for name in names] + [m.model_id == "None"])
+            for i in np.flatnonzero(~ok[np.where(codes >= 0, codes, len(names))]).tolist():
                 bad.setdefault(i, ("unknown_model", f"{m.model_field} is not {m.model_id}"))
         limit = self.limits.max_abs_value
         for name in self.numeric_names:
-            if name not in columns:
-                continue
-            col = columns[name].floats()[0]
+            col = batch.numeric(name)[0]
             with np.errstate(invalid="ignore"):
                 for i in np.flatnonzero(np.isfinite(col) & (np.abs(col) > limit)).tolist():
                     bad.setdefault(i, ("value_too_large", f"{name} exceeds +-{limit:g}"))
         max_len = self.limits.max_string_length
         for name in self.string_names:
-            if name not in columns:
-                continue
-            col = columns[name]
-            for i in np.flatnonzero(col.maybe_longer_than(max_len)).tolist():  # bytes >= characters: check these
-                v = col.value(i)
-                if isinstance(v, str) and len(v) > max_len:
-                    bad.setdefault(i, ("string_too_long", f"{name} is longer than {max_len} characters"))
-        return bad
+            for i in batch.longer_than(name, max_len):
+                bad.setdefault(i, ("string_too_long", f"{name} is longer than {max_len} characters"))
+        if not bad:
+            return batch, []
+        by_offset = {rec.offset: rec for rec in records}
+        rejects = [Reject(by_offset[int(batch.offsets[i])], reason, "LimitExceeded", message)
+                   for i, (reason, message) in sorted(bad.items())]
+        return batch.take(np.array([i for i in range(len(batch)) if i not in bad], dtype=np.int64)), rejects
 
     def _decode_rows(self, records: list[RawRecord]
                      ) -> tuple[DecodedBatch, list[Reject], list[tuple[int, int, int | None]]]:
@@ -278,43 +265,10 @@ class StreamProcessor(_ReferenceUser):
             rows.append(row)
             offsets.append(rec.offset)
             times.append(t)
-        rows, offsets, times, rejects = self._enforce_limits(rows, offsets, times, records, rejects)
         stamps = {rec.offset: rec.timestamp_ms for rec in records}
-        received = [stamps[o] for o in offsets]
-        batch = DecodedBatch(np.array(offsets, dtype=np.int64), times, rows, received)
-        return batch, rejects, [(sid, off, t) for sid, (off, t) in first_seen.items()]
-
-    def _enforce_limits(self, rows: list[dict[str, Any]], offsets: list[int], times: list[int | None],
-                        records: list[RawRecord], rejects: list[Reject]
-                        ) -> tuple[list[dict[str, Any]], list[int], list[int | None], list[Reject]]:
-        """Decoded but unusable: wrong model, a value or string beyond the hard limits (checked per column)."""
-        if not rows:
-            return rows, offsets, times, rejects
-        bad: dict[int, tuple[str, str]] = {}
-        m = self.model
-        if m.model_field and m.model_id is not None:
-            for i, r in enumerate(rows):
-                if str(r.get(m.model_field)) != m.model_id:
-                    bad.setdefault(i, ("unknown_model", f"{m.model_field} is not {m.model_id}"))
-        limit = self.limits.max_abs_value
-        for name in self.numeric_names:
-            col = numeric_column(rows, name)[0]
-            with np.errstate(invalid="ignore"):
-                for i in np.flatnonzero(np.isfinite(col) & (np.abs(col) > limit)).tolist():
-                    bad.setdefault(i, ("value_too_large", f"{name} exceeds +-{limit:g}"))
-        max_len = self.limits.max_string_length
-        for name in self.string_names:
-            for i, r in enumerate(rows):
-                v = r.get(name)
-                if isinstance(v, str) and len(v) > max_len:
-                    bad.setdefault(i, ("string_too_long", f"{name} is longer than {max_len} characters"))
-        if not bad:
-            return rows, offsets, times, rejects
-        by_offset = {rec.offset: rec for rec in records}
-        for i, (reason, message) in sorted(bad.items()):
-            rejects.append(Reject(by_offset[offsets[i]], reason, "LimitExceeded", message))
-        keep = [i for i in range(len(rows)) if i not in bad]
-        return [rows[i] for i in keep], [offsets[i] for i in keep], [times[i] for i in keep], rejects
+        batch = DecodedBatch(np.array(offsets, dtype=np.int64), times, rows, [stamps[o] for o in offsets])
+        batch, limit_rejects = self._enforce_limits(batch, records)
+        return batch, rejects + limit_rejects, [(sid, off, t) for sid, (off, t) in first_seen.items()]
 
     def process(self, part: StreamPartition, records: list[RawRecord]) -> BatchOutcome:
         """Apply one partition's records (offset order) to its state; return alerts and rejects."""

@@ -107,6 +107,25 @@ class DecodedBatch:
         assert self.rows is not None
         return [r.get(name) for r in self.rows]
 
+    def longer_than(self, name: str, characters: int) -> list[int]:
+        """Records whose str value of `name` has more than `characters` characters."""
+        if self.columns is not None:
+            col = self.columns.get(name)
+            if col is None:
+                return []
+            candidates = np.flatnonzero(col.maybe_longer_than(characters)).tolist()  # UTF-8 bytes >= characters
+            return [i for i in candidates if isinstance(v := col.value(i), str) and len(v) > characters]
+        return [i for i, v in enumerate(self.values(name)) if isinstance(v, str) and len(v) > characters]
+
+    def take(self, rows: np.ndarray) -> DecodedBatch:
+        """The batch at `rows` (increasing indexes)."""
+        kept = rows.tolist()
+        return DecodedBatch(
+            self.offsets[rows], [self.event_times[i] for i in kept],
+            None if self.rows is None else [self.rows[i] for i in kept],
+            None if self.received is None else [self.received[i] for i in kept],
+            None if self.columns is None else {name: col.take(rows) for name, col in self.columns.items()})
+
     def value(self, name: str, i: int) -> Any:
         if self.columns is not None:
             col = self.columns.get(name)

@@ -22,10 +22,6 @@ def _s(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _sid(value: bytes | str) -> str:
-    return _s(value)
-
-
 def _sid_key(sid: str) -> tuple[int, int]:
     """A Redis stream id (`<ms>-<seq>`) as numbers, to compare."""
     ms, _, seq = sid.partition("-")
@@ -197,8 +193,8 @@ class RedisJoinStore:
                 if p in marks:
                     recent, first = replies[at], replies[at + 1]
                     at += 2
-                    reaches = bool(first) and _sid_key(_sid(first[0][0])) <= _sid_key(marks[p])
-                    new_marks[p] = _sid(recent[-1][0]) if recent else marks[p]
+                    reaches = bool(first) and _sid_key(_s(first[0][0])) <= _sid_key(marks[p])
+                    new_marks[p] = _s(recent[-1][0]) if recent else marks[p]
                     if reaches:
                         put = {i for _entry, f in recent for i in _s(f[b"ids"]).split("\n")}
                         wanted[p] = [*ids, *(i for i in recheck if i in put)]
@@ -206,7 +202,7 @@ class RedisJoinStore:
                 else:
                     last = replies[at]
                     at += 1
-                    new_marks[p] = _sid(last[0][0]) if last else "0-0"
+                    new_marks[p] = _s(last[0][0]) if last else "0-0"
                 wanted[p] = [*ids, *recheck]
             pipe = self.client.pipeline(transaction=False)
             asked = [(p, w) for p, w in wanted.items() if w]
