@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -171,3 +172,33 @@ def test_event_time_blocks(tmp_path: Path) -> None:
     assert opened.window.first_offset == 800 and opened.window.count == 600
     assert opened.statistic == pytest.approx(200 / 600)
     assert [m[4] for m in part.closed_meta] == [200, 200, 200]
+
+
+def test_hard_limits_hold_alike_for_the_compiled_decoder_and_fastavro_rows(tmp_path: Path) -> None:
+    """The same records through a schema the compiled decoder reads and one it leaves to fastavro (an array
+    field): the same rejects, reasons and messages, in the same order, and the same valid events."""
+    from fastavro import parse_schema
+
+    from tests.helpers import small_model
+
+    outcomes = []
+    for extra in ([], [{"name": "tags", "type": {"type": "array", "items": "string"}, "default": []}]):
+        folder = tmp_path / str(len(extra))
+        folder.mkdir()
+        proc, _models = small_model(folder, [{"name": "x", "type": ["null", "double"], "default": None},
+                                             {"name": "c", "type": "string"}, *extra])
+        assert (proc.columnar is None) == bool(extra)
+        schema = parse_schema(json.loads((folder / "r.avsc").read_text()))
+        values = [1.0, 2e15, None, -3e15, 4.0]
+        cats = ["a", "b", "c" * 5000, "d", "é" * 4097]
+        records = [RawRecord("m.f", 0, i, 1_000 + i, encode_plain(schema, {
+            "event_id": f"e{i}", "event_time": 1_000 + i, "x": v, "c": c, **({"tags": []} if extra else {})}))
+            for i, (v, c) in enumerate(zip(values, cats, strict=True))]
+        batch, rejects, _ = proc.decode(records)
+        outcomes.append(([(r.record.offset, r.reason, r.message) for r in rejects], batch.offsets.tolist()))
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[0][0] == [(1, "value_too_large", "x exceeds +-1e+15"),
+                              (2, "string_too_long", "c is longer than 4096 characters"),
+                              (3, "value_too_large", "x exceeds +-1e+15"),
+                              (4, "string_too_long", "c is longer than 4096 characters")]
+    assert outcomes[0][1] == [0]
