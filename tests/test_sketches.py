@@ -144,3 +144,62 @@ def test_run_lengths_do_not_depend_on_the_batches(values: list[float], cuts: lis
         if len(piece):
             last, length = (float(piece[-1]) if ok[-1] else np.nan), int(lengths[-1])
     assert got == by_hand
+
+
+_EDGES = np.array([-1.0, 0.0, 1.0])
+_VALUES = st.lists(st.one_of(st.floats(-3, 3, allow_nan=False), st.sampled_from([np.nan, np.inf, -99.0, 1e9 + 0.5])),
+                   max_size=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(blocks=st.lists(_VALUES, min_size=1, max_size=25), size=st.integers(1, 6),
+       asks=st.lists(st.booleans(), min_size=25, max_size=25), reloads=st.lists(st.booleans(), min_size=25,
+                                                                                max_size=25))
+def test_the_running_numeric_window_is_the_merge_of_its_blocks(blocks: list[list[float]], size: int,
+                                                                asks: list[bool], reloads: list[bool]) -> None:
+    """However the window slides, is asked for or reloaded from its state, its running aggregate has the same
+    bits as `merge_numeric` of the blocks it holds (computed here from the blocks, independently)."""
+    w = NumericWindow(len(_EDGES) + 1, size, _EDGES)
+    for i, values in enumerate(blocks):
+        v = np.array(values, dtype=float)
+        w.add(v, np.zeros(len(v), bool), np.arange(len(v)), (-2.0, 2.0), np.array([-99.0]))
+        w.close_block()
+        if reloads[i]:
+            state = w.to_state()
+            w = NumericWindow(len(_EDGES) + 1, size, _EDGES)
+            w.load_state(state)
+        if asks[i] or i == len(blocks) - 1:
+            got = w.window()
+            assert got is not None
+            want = merge_numeric([np.array(b) for b in blocks_of(blocks, i, size, w.hist_len)])
+            assert got.tobytes() == want.tobytes()
+
+
+def blocks_of(blocks: list[list[float]], i: int, size: int, hist_len: int) -> list[np.ndarray]:
+    """The last `size` blocks up to `i`, each summarised on its own."""
+    out = []
+    for values in blocks[max(0, i + 1 - size):i + 1]:
+        v = np.array(values, dtype=float)
+        out.append(numeric_block(v, np.zeros(len(v), bool), _EDGES, hist_len, (-2.0, 2.0), np.array([-99.0])))
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(blocks=st.lists(st.lists(st.sampled_from(["a", "b", "c", "d"]), max_size=6), min_size=1, max_size=25),
+       size=st.integers(1, 6), asks=st.lists(st.booleans(), min_size=25, max_size=25))
+def test_the_running_categorical_window_is_the_sum_of_its_blocks(blocks: list[list[str]], size: int,
+                                                                 asks: list[bool]) -> None:
+    """The running counts equal the counts of the values in the window's blocks, counted here from the values
+    (zero counts left out), wherever the window was asked for."""
+    w = CategoricalWindow(10, size)
+    names = ["a", "b", "c", "d"]
+    for i, values in enumerate(blocks):
+        w.add(np.array([names.index(x) for x in values], dtype=np.int64), names)
+        w.close_block()
+        if asks[i] or i == len(blocks) - 1:
+            held = [x for b in blocks[max(0, i + 1 - size):i + 1] for x in b]
+            want = {k: held.count(k) for k in names if held.count(k)}
+            n = sum(len(b) for b in blocks[max(0, i + 1 - size):i + 1])
+            if n:
+                want["__n__"] = n
+            assert w.window() == want

@@ -243,6 +243,45 @@ def merge_rows(stacked: np.ndarray) -> np.ndarray:
     return out
 
 
+_HEAD_COLS = np.array([FINITE, SUM, M2, MIN, MAX])
+
+
+@njit(cache=True, nogil=True)
+def _accumulate(counts: np.ndarray, block: np.ndarray, sign: float) -> None:
+    """Add (`sign` 1) or take away (-1) a block's whole-number columns (all but sum, M2, min and max)."""
+    for j in range(counts.shape[0]):
+        if j != SUM and j != M2 and j != MIN and j != MAX:
+            counts[j] += sign * block[j]
+
+
+@njit(cache=True, nogil=True)
+def _window_from(counts: np.ndarray, heads: np.ndarray) -> np.ndarray:
+    """`merge_rows` of blocks given as the running sum of their columns (`counts`: exact for the whole-number
+    ones) and their heads (rows of finite, sum, M2, min, max, in block order): the same operations in the same
+    order on the columns that are not whole numbers, so the same bits."""
+    out = counts.copy()
+    k = heads.shape[0]
+    total, lo, hi = 0.0, np.inf, -np.inf
+    for i in range(k):
+        total += heads[i, 1]
+        lo = min(lo, heads[i, 3])
+        hi = max(hi, heads[i, 4])
+    out[SUM], out[MIN], out[MAX] = total, lo, hi
+    m2 = 0.0
+    for i in range(k):
+        m2 += heads[i, 2]
+    out[M2] = m2
+    if out[FINITE] > 0:
+        mean = total / out[FINITE]
+        spread = 0.0
+        for i in range(k):
+            c = heads[i, 0]
+            d = (heads[i, 1] / c if c > 0 else 0.0) - mean
+            spread += c * d * d
+        out[M2] = m2 + spread
+    return out
+
+
 def combine_m2(n_a: np.ndarray | float, sum_a: np.ndarray | float, m2_a: np.ndarray | float,
                n_b: np.ndarray | float, sum_b: np.ndarray | float, m2_b: np.ndarray | float) -> np.ndarray:
     """M2 of two summaries (count, sum, M2) together (Chan et al.); element-wise over arrays of fields."""
@@ -285,7 +324,12 @@ class NumericWindow:
         # Bin edges found while a block is open (the warm-up's): they apply from the next block on, so every
         # block is binned whole or not at all, wherever the batches were cut.
         self.next_edges: np.ndarray | None = None
-        self.closed: list[np.ndarray] = []
+        self._closed: list[np.ndarray] = []
+        # The window kept as it slides (`_slide`): the running sum of the closed blocks' counts and bins, each
+        # block's (finite, sum, M2, min, max), and the window made from them, until the next close.
+        self._counts: np.ndarray | None = None
+        self._heads: np.ndarray | None = None
+        self._window: np.ndarray | None = None
         self.open: np.ndarray | None = None
         # First offset seen in each bin of the open block, then of the last closed block (evidence).
         self.examples_open: list[int] = [-1] * hist_len
@@ -313,22 +357,64 @@ class NumericWindow:
         else:
             self.open = merge_numeric([self.open, block])
 
+    @property
+    def closed(self) -> list[np.ndarray]:
+        """The closed blocks, oldest first (read-only arrays: a closed block never changes)."""
+        return self._closed
+
+    @closed.setter
+    def closed(self, blocks: list[np.ndarray]) -> None:
+        self._closed = list(blocks)
+        for block in self._closed:
+            block.flags.writeable = False
+        self._counts = self._heads = self._window = None  # made again from the blocks when next asked
+
     def close_block(self) -> None:
         if self.open is not None:
-            self.closed.append(self.open)
-            del self.closed[: -self.blocks]
+            block, self.open = self.open, None
+            block.flags.writeable = False
+            self._closed.append(block)
+            evicted = self._closed[: -self.blocks]
+            del self._closed[: -self.blocks]
+            self._slide(block, evicted)
         self.open = None
         self.examples = self.examples_open
         self.examples_open = [-1] * self.hist_len
 
+    def _slide(self, block: np.ndarray, evicted: list[np.ndarray]) -> None:
+        """Keep the window's running aggregates as a block joins and the oldest leave: counts and bins are
+        whole numbers, so adding and subtracting them is exact; the sum, M2 and range are made again from the
+        blocks' heads (five numbers a block) in block order, so the window equals `merge_numeric(closed)` to
+        the bit, as a window made from a loaded state does."""
+        self._window = None
+        if self._counts is None or self._heads is None or len(block) != len(self._counts):
+            self._counts = self._heads = None  # not kept yet (or the layout changed): made when next asked
+            return
+        _accumulate(self._counts, block, 1.0)
+        for old in evicted:
+            _accumulate(self._counts, old, -1.0)
+        head = block[_HEAD_COLS][None, :]
+        self._heads = np.concatenate((self._heads[len(evicted):], head))
+
     def window(self) -> np.ndarray | None:
-        return merge_numeric(self.closed) if self.closed else None
+        """The closed blocks merged (`merge_numeric`), from the running aggregates (read-only)."""
+        if not self._closed:
+            return None
+        if self._window is None:
+            if self._counts is None or self._heads is None:
+                self._counts = np.zeros(len(self._closed[0]))
+                for block in self._closed:
+                    _accumulate(self._counts, block, 1.0)
+                self._heads = np.array([block[_HEAD_COLS] for block in self._closed])
+            self._window = _window_from(self._counts, self._heads)
+            self._window.flags.writeable = False
+        return self._window
 
     def to_state(self) -> dict[str, Any]:
         return {
             "edges": None if self.edges is None else self.edges.tolist(),
             "next_edges": None if self.next_edges is None else self.next_edges.tolist(),
-            "closed": [pack_array(b) for b in self.closed],
+            "closed": list(self._closed),  # read-only float64 already: the state codec encodes each once
             "open": None if self.open is None else pack_array(self.open),
             "examples_open": self.examples_open,
             "examples": self.examples,
@@ -341,8 +427,10 @@ class NumericWindow:
         self.closed = [unpack_array(b) for b in state["closed"]]
         self.open = None if state["open"] is None else unpack_array(state["open"])
         if state.get("moments") != MOMENTS:  # written by 0.1: slot M2 held the sum of squares
-            for vec in [*self.closed, *([self.open] if self.open is not None else [])]:
+            for vec in [*self._closed, *([self.open] if self.open is not None else [])]:
+                vec.flags.writeable = True
                 m2_from_sum_of_squares(vec)
+            self.closed = self._closed  # read-only again, the window made again from them
         self.examples_open = list(state["examples_open"])
         self.examples = list(state["examples"])
 
@@ -392,8 +480,19 @@ class CategoricalWindow:
         self.blocks = blocks
         self.vocab: list[str] = list(vocab or [])
         self._known: set[str] = set(self.vocab)  # the vocabulary as a set (kept in step with `vocab`)
-        self.closed: list[dict[str, int]] = []
+        self._closed: list[dict[str, int]] = []
+        self._window: dict[str, int] | None = None  # the closed blocks' counts, kept as the window slides
         self.open: dict[str, int] = {}
+
+    @property
+    def closed(self) -> list[dict[str, int]]:
+        """The closed blocks, oldest first (never changed once closed)."""
+        return self._closed
+
+    @closed.setter
+    def closed(self, blocks: list[dict[str, int]]) -> None:
+        self._closed = list(blocks)
+        self._window = None  # made again from the blocks when next asked
 
     def add(self, codes: np.ndarray, names: list[str], allowed: set[str] | None = None) -> None:
         """Values as codes of `names` (-1: missing)."""
@@ -416,18 +515,36 @@ class CategoricalWindow:
         self.open[MISSING_KEY] = self.open.get(MISSING_KEY, 0) + missing
 
     def close_block(self) -> None:
-        self.closed.append(self.open)
-        del self.closed[: -self.blocks]
-        self.open = {}
+        block, self.open = self.open, {}
+        self._closed.append(block)
+        evicted = self._closed[: -self.blocks]
+        del self._closed[: -self.blocks]
+        window = self._window
+        if window is not None:  # slide the running counts: the new block in, the oldest out (whole numbers)
+            for k, v in block.items():
+                if v:
+                    window[k] = window.get(k, 0) + v
+            for old in evicted:
+                for k, v in old.items():
+                    if v:
+                        left = window[k] - v
+                        if left:
+                            window[k] = left
+                        else:
+                            del window[k]
 
     def window(self) -> dict[str, int] | None:
-        if not self.closed:
+        """The closed blocks' counts added, counts of zero left out (a copy of the running counts)."""
+        if not self._closed:
             return None
-        out: dict[str, int] = {}
-        for block in self.closed:
-            for k, v in block.items():
-                out[k] = out.get(k, 0) + v
-        return out
+        if self._window is None:
+            out: dict[str, int] = {}
+            for block in self._closed:
+                for k, v in block.items():
+                    if v:
+                        out[k] = out.get(k, 0) + v
+            self._window = out
+        return dict(self._window)
 
     def to_state(self) -> dict[str, Any]:
         return {"vocab": self.vocab, "closed": self.closed, "open": self.open}

@@ -287,7 +287,7 @@ def _pack_values(targets: list[Any], values: list[Any]) -> list[dict[str, Any]]:
         elif kind == "vectors":
             width = max(len(v) for v in vals)
             entry.update(lists=[[len(x) for x in v] for v in vals],
-                         flats=[np.concatenate([v[i] for v in vals if i < len(v)]) for i in range(width)])
+                         flats=[_joined([v[i] for v in vals if i < len(v)]) for i in range(width)])
         elif kind == "dicts":  # closed blocks of categories: the k-th of every state as one stored object
             width = max(len(v) for v in vals)
             entry.update(lists=[len(v) for v in vals],
@@ -304,6 +304,27 @@ def _pack_values(targets: list[Any], values: list[Any]) -> list[dict[str, Any]]:
             entry["values"] = vals
         out.append(entry)
     return out
+
+
+_JOINED: dict[tuple[int, ...], tuple[list[Any], np.ndarray]] = {}  # ids of read-only parts -> (refs, joined)
+
+
+def _joined(parts: list[np.ndarray]) -> np.ndarray:
+    """The parts concatenated. Parts that are all read-only (closed blocks) give the same read-only array
+    while they live, so it is encoded once (`_Writer.default`): as a window slides, block k of every feature
+    is the block k + 1 was, and only the newest position is new."""
+    if not all(not p.flags.writeable for p in parts):
+        return np.concatenate(parts)
+    key = tuple(map(id, parts))
+    hit = _JOINED.get(key)
+    if hit is not None and all(r() is p for r, p in zip(hit[0], parts, strict=True)):
+        return hit[1]
+    if len(_JOINED) > 20_000:
+        _JOINED.clear()
+    joined = np.concatenate(parts)
+    joined.flags.writeable = False
+    _JOINED[key] = ([weakref.ref(p) for p in parts], joined)
+    return joined
 
 
 def _unpack_values(entry: dict[str, Any]) -> list[Any]:
