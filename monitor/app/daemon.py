@@ -393,7 +393,6 @@ class Daemon:
         if deferred:
             owned.applied = outcome.next_offset
             owned.deferred_since = owned.deferred_since or time.monotonic()
-            owned.waiting += outcome.blocks
         elif not self._checkpoint(tp, owned, outcome.next_offset, outcome.alerts, outcome.rejects, outcome):
             return None
         m = self.metrics
@@ -405,18 +404,16 @@ class Daemon:
         return None if deferred else outcome.next_offset
 
     def _may_defer(self, processor: AnyProcessor | ModelProcessor, owned: Owned, outcome: BatchOutcome) -> bool:
-        """Whether a batch of either stage may wait for a later checkpoint: it raised no alert (an alert goes
-        out at once, with its checkpoint), made no reject (they go to the dead-letter topic just before theirs)
-        and no join entry (the join store), and the oldest waiting batch is younger than
-        `checkpoint_interval_ms`. The blocks a waiting batch makes wait with it (`Owned.waiting`) and go into
-        the outbox of the checkpoint that writes it. A crash replays the waiting batches from the stored offset
-        and makes the same blocks again. Labels partitions do not wait (their lookups run against the store)."""
+        """Whether a stage-1 batch may wait for a later checkpoint: it made nothing that leaves with a checkpoint
+        (alerts, blocks and signals go out only from a checkpointed outbox; rejects go to the dead-letter topic
+        and predictions to the join store just before theirs), and the oldest waiting batch is younger than
+        `checkpoint_interval_ms`. A crash replays the waiting batches from the stored offset."""
         interval = self.settings.checkpoint_interval_ms
-        if not interval or isinstance(processor, LabelProcessor) or owned.stored_offset is None:
+        if not interval or not isinstance(processor, StreamProcessor) or owned.stored_offset is None:
             return False
         if self.outage is not None:
             return False  # the first batch through after an outage is written at once: it ends the outage
-        if outcome.alerts or outcome.rejects or outcome.join_entries:
+        if outcome.alerts or outcome.rejects or outcome.blocks or outcome.join_entries:
             return False
         return not owned.deferred_since or (time.monotonic() - owned.deferred_since) * 1000 < interval
 
@@ -490,8 +487,7 @@ class Daemon:
             perf = processor.model.performance
             join = JoinTarget(processor.model.name, int(perf.join_ttl_s * 1000), perf.max_predictions)
         try:
-            outbox = self.checkpointer.write(tp, owned, next_offset, alerts, rejects, outcome,
-                                             [*owned.waiting, *(blocks or [])], join)
+            outbox = self.checkpointer.write(tp, owned, next_offset, alerts, rejects, outcome, blocks or [], join)
         except FencedError:
             log.warning("partition.fenced", topic=tp[0], partition=tp[1])
             self.owned.pop(tp, None)
@@ -504,7 +500,7 @@ class Daemon:
                 self._reload(tp)
             return False
         owned.stored_offset = next_offset
-        owned.applied, owned.deferred_since, owned.waiting = None, 0.0, []
+        owned.applied, owned.deferred_since = None, 0.0
         if self.outage is not None and (recovered or self.outage in ("redis", "kafka")):
             log.info("dependency.up", dependency=self.outage)
             self.outage = None
