@@ -162,3 +162,29 @@ def test_the_compiled_varint_writer_agrees_with_the_definition(values: list[int]
     arr = np.array(values, dtype=np.int64)
     assert encode_varints(arr).tobytes() == varints(arr).tobytes()
     assert _from_varints(varints(arr), len(values)).tolist() == [float(v) for v in values]
+
+
+@settings(max_examples=100, deadline=None)
+@given(slots=st.lists(st.lists(st.one_of(st.integers(0, 10**6), st.floats(allow_nan=False), vectors), min_size=1,
+                               max_size=6), min_size=1, max_size=8),
+       keep=st.lists(st.booleans(), min_size=8, max_size=8))
+def test_values_stored_once_encode_as_a_fresh_packed_and_always_carry_their_blobs(slots: list[list[Any]],
+                                                                                 keep: list[bool]) -> None:
+    """A frozen value encodes to the same fields as the same value packed afresh, at its first encoding and
+    at every later one (memo hits included, read-only arrays inside); and a checkpoint that keeps only some
+    of them still stores every blob its fields refer to (nothing deleted while referred to)."""
+    from monitor.core.state_codec import Packed, stored_once
+
+    for slot in slots:
+        for v in slot:
+            if isinstance(v, np.ndarray):
+                v.flags.writeable = False
+    fresh = encode_fields({"s": {"slots": [Packed(s, min_bytes=16) for s in slots]}})
+    first = encode_fields({"s": {"slots": [stored_once(s, min_bytes=16) for s in slots]}})
+    again = encode_fields({"s": {"slots": [stored_once(s, min_bytes=16) for s in slots]}})
+    assert first == fresh and again == fresh
+    kept = [s for s, k in zip(slots, keep, strict=False) if k]
+    later = encode_fields({"s": {"slots": [stored_once(s, min_bytes=16) for s in kept]}})
+    written, gone = changed_fields(later, first)
+    stored = {k: v for k, v in {**first, **written}.items() if k not in gone}
+    assert plain_bits(read_fields(stored)["s"]["slots"]) == plain_bits(kept)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from monitor.app.pipeline import BatchOutcome, StreamProcessor
 from monitor.core.model import ModelStream
 from monitor.core.profiles import ReferenceProfile
-from monitor.core.state_codec import GROUP_PREFIX, Packed, encode_fields, read_fields, split_hot
+from monitor.core.state_codec import GROUP_PREFIX, encode_fields, read_fields, split_hot, stored_once
 from monitor.core.types import Alert, RawRecord, Reject
 from monitor.errors import DecodeError
 from monitor.io.avro import BlockCodec
@@ -49,7 +49,7 @@ class ModelPartition:
             if key in self.streams:
                 state = {key: self.streams[key].to_state()}
                 # The window's slots slide: each slot's entry is stored once (see `Packed`).
-                state[key]["slots"] = [Packed(slot, min_bytes=16) for slot in state[key].get("slots", [])]
+                state[key]["slots"] = [stored_once(slot, min_bytes=16) for slot in state[key].get("slots", [])]
                 state = split_hot(state, STAGE2_HOT, f"{GROUP_PREFIX}{key}/hot")
                 self._encoded[key] = encode_fields(split_hot(state, STAGE2_BLOCKS, f"{GROUP_PREFIX}{key}/blocks"))
         self.dirty = set()

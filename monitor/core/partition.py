@@ -54,8 +54,7 @@ from monitor.core.sketches import (
     run_tallies,
 )
 from monitor.core.sketches import N as COUNT
-from monitor.core.state_codec import BLOCKS_FIELD, encode_fields, read_fields, split_hot
-from monitor.core.state_codec import Packed as StoredOnce
+from monitor.core.state_codec import BLOCKS_FIELD, encode_fields, read_fields, split_hot, stored_once
 from monitor.core.types import META_FIELD, AlertKind
 from monitor.settings import CheckSettings, WindowSettings
 
@@ -1322,7 +1321,7 @@ class StreamPartition:
             states[f"{self.model}/{name}"] = feat.to_state()
         # Changes when a block closes, not at every batch; each block's entry is stored once.
         closed = states[META_FIELD].pop("closed_meta")
-        states[CLOSED_FIELD] = {"closed_meta": [StoredOnce(m, min_bytes=16) for m in closed]}
+        states[CLOSED_FIELD] = {"closed_meta": [stored_once(m, min_bytes=16) for m in closed]}
         return encode_fields(split_hot(split_hot(states, HOT_PATHS), [("window", "closed")], BLOCKS_FIELD))
 
     def load_fields(self, fields: dict[str, bytes]) -> None:

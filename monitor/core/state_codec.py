@@ -120,6 +120,28 @@ class Packed:
 
     value: Any
     min_bytes: int = BLOB_BYTES  # smaller encodings stay inline
+    frozen: bool = False  # made by `stored_once`: its value never changes, so it is encoded once
+
+
+_ONCE: dict[tuple[int, ...], tuple[Any, Packed]] = {}  # ids of frozen values -> (the values, their Packed)
+_ONCE_ENCODED: dict[int, tuple[Packed, Any, dict[str, bytes]]] = {}  # id(Packed) -> its encoding, its blobs
+
+
+def stored_once(value: Any, min_bytes: int = BLOB_BYTES, parts: list[Any] | None = None) -> Packed:
+    """`Packed(value)` for a value that never changes once made (a closed slot's entry, a closed block): the
+    same object, and so one encoding, for as long as `value` (or each of `parts`, whose list `value` is) is
+    the same object. The cache holds them, so an id is not reused while it is cached."""
+    items = [value] if parts is None else parts
+    key = (min_bytes, *map(id, items))
+    hit = _ONCE.get(key)
+    if hit is not None and all(a is b for a, b in zip(hit[0], items, strict=True)):
+        return hit[1]
+    if len(_ONCE) > 20_000:
+        _ONCE.clear()
+        _ONCE_ENCODED.clear()
+    packed = Packed(value, min_bytes, frozen=True)
+    _ONCE[key] = (items, packed)
+    return packed
 
 
 def _blob_name(data: bytes) -> str:
@@ -164,10 +186,23 @@ class _Writer:
 
     def _encode(self, obj: Any) -> Any:
         if isinstance(obj, Packed):
-            data: bytes = msgpack.packb(obj.value, default=self.default, use_bin_type=True)
-            if len(data) >= obj.min_bytes:
-                return msgpack.ExtType(_OBJECT_BLOB, self._blob(data).encode())
-            return obj.value
+            memo = _ONCE_ENCODED.get(id(obj)) if obj.frozen else None
+            if memo is not None and memo[0] is obj:
+                self.blobs.update(memo[2])  # every encoding that refers to a blob carries it
+                return memo[1]
+            outer, self.blobs = self.blobs, {}
+            try:
+                data: bytes = msgpack.packb(obj.value, default=self.default, use_bin_type=True)
+            finally:
+                inner, self.blobs = self.blobs, outer
+                outer.update(inner)
+            if len(data) < obj.min_bytes:
+                return obj.value  # inline: msgpack writes it where it is
+            name = self._blob(data)
+            ext = msgpack.ExtType(_OBJECT_BLOB, name.encode())
+            if obj.frozen:
+                _ONCE_ENCODED[id(obj)] = (obj, ext, {**inner, name: data})
+            return ext
         if isinstance(obj, np.ndarray):
             ext, blob = _encode_array(obj)
             if blob is not None:
@@ -188,23 +223,25 @@ BLOCKS_FIELD = "g/blocks"
 Path = tuple[str, ...]
 
 
-def _expand(state: Any, path: Path, prefix: Path = ()) -> list[Path]:
-    """The concrete paths in `state` matching `path` ("*" matches every key of a dict)."""
-    if not path:
-        return [prefix]
-    if not isinstance(state, dict):
-        return []
-    head, rest = path[0], path[1:]
-    keys = sorted(state) if head == "*" else [head] if head in state else []
-    if not rest:
-        return [(*prefix, k) for k in keys]
-    return [p for k in keys for p in _expand(state[k], rest, (*prefix, k))]
-
-
-def _take(state: Any, path: Path) -> Any:
-    for key in path[:-1]:
-        state = state[key]
-    return state.pop(path[-1])
+def _pop_matches(node: Any, pattern: Path, target: list[Any], targets: list[Any], values: list[Any]) -> None:
+    """Pop every value of `node` matching `pattern` ("*": every key, in sorted order), appending it to
+    `values` and its target (the state's index, then what each "*" matched) to `targets`."""
+    if not isinstance(node, dict):
+        return
+    head, rest = pattern[0], pattern[1:]
+    if head == "*":
+        for key in sorted(node):
+            if rest:
+                _pop_matches(node[key], rest, [*target, key], targets, values)
+            else:
+                targets.append([*target, key])
+                values.append(node.pop(key))
+    elif head in node:
+        if rest:
+            _pop_matches(node[head], rest, target, targets, values)
+        else:
+            targets.append(target)
+            values.append(node.pop(head))
 
 
 def _put(state: Any, path: Path, value: Any) -> None:
@@ -237,10 +274,7 @@ def split_hot(states: dict[str, Any], paths: Sequence[Path], field: str = HOT_FI
                     targets.append(k)
                     values.append(node.pop(pattern[-1]))
                 continue
-            for concrete in _expand(state, pattern):
-                # The state's index, and what each "*" matched.
-                targets.append([k, *(key for key, pat in zip(concrete, pattern, strict=True) if pat == "*")])
-                values.append(_take(state, concrete))
+            _pop_matches(state, pattern, [k], targets, values)
         if targets:
             group["/".join(pattern)] = _pack_values(targets, values)
     return {**states, field: {"names": names, "paths": group}} if group else states
@@ -291,7 +325,7 @@ def _pack_values(targets: list[Any], values: list[Any]) -> list[dict[str, Any]]:
         elif kind == "dicts":  # closed blocks of categories: the k-th of every state as one stored object
             width = max(len(v) for v in vals)
             entry.update(lists=[len(v) for v in vals],
-                         packed=[Packed([v[i] for v in vals if i < len(v)]) for i in range(width)])
+                         packed=[_frozen_list([v[i] for v in vals if i < len(v)]) for i in range(width)])
         elif kind.startswith("dict:"):
             keys = sorted(vals[0])
             columns = []
@@ -325,6 +359,12 @@ def _joined(parts: list[np.ndarray]) -> np.ndarray:
     joined.flags.writeable = False
     _JOINED[key] = ([weakref.ref(p) for p in parts], joined)
     return joined
+
+
+def _frozen_list(items: list[Any]) -> Packed:
+    """Closed blocks of categories (never changed once closed) at one position of every state: encoded once
+    while the same blocks are there."""
+    return stored_once(items, parts=items)
 
 
 def _unpack_values(entry: dict[str, Any]) -> list[Any]:
