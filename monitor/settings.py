@@ -194,6 +194,8 @@ class PerformanceSettings(_Strict):
     max_pending: int = Field(50_000, ge=1, description="labels waiting for a prediction, per partition")
     duplicate_memory: int = Field(5_000, ge=0, description="joined ids remembered to spot duplicate labels")
     max_predictions: int = Field(1_000_000, ge=1, description="predictions kept for the join, per partition")
+    min_join_share: float = Field(0.8, ge=0, le=1, description="share of settled labels (joined, expired or "
+                                  "evicted) that must be joined; below it, a label_join DATA_QUALITY alert")
     # Measured on Bernoulli error streams (docs/architecture.md): HDDM_A at 1e-5 and ADWIN raised no false
     # alarm and found every rise of 12 points in 250-2,100 events; DDM (river's threshold 3) and EDDM
     # raised false alarms. DDM and EDDM are there to switch on, not on by default.

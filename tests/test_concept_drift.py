@@ -12,12 +12,20 @@ import pytest
 import yaml
 
 from monitor.app.pipeline import LabelProcessor, StreamProcessor, build_processors
-from monitor.core.labels import AUC_BINS, classifier_block, metrics, regressor_block, score_bins
-from monitor.core.types import Alert, RawRecord
+from monitor.core.labels import (
+    AUC_BINS,
+    LabelPartition,
+    LabelRow,
+    classifier_block,
+    metrics,
+    regressor_block,
+    score_bins,
+)
+from monitor.core.types import Alert, AlertKind, RawRecord
 from monitor.io.avro import encode_plain
 from monitor.io.join import MemoryJoinStore
 from monitor.profile.build import PerformanceColumns, build_profile
-from monitor.settings import load_settings
+from monitor.settings import PerformanceSettings, load_settings
 from tests.helpers import PER_PARTITION
 
 # -- metrics ---------------------------------------------------------------------------------------
@@ -316,3 +324,31 @@ def test_a_nan_prediction_is_counted_and_kept_out_of_the_error_detectors() -> No
     # event numbers count joined pairs: the shift starts at the 2,500th (2,499 with the NaN one left out)
     assert found and all(n > 2499 for n in found) and min(found) < 3000, found
     assert part.counts["non_finite"] == 1 and part.counts["joined"] == 3999
+
+
+DAY_MS = 86_400_000
+
+
+def test_waiting_labels_expire_only_once_the_predictions_are_a_ttl_past_them_and_a_low_join_share_alerts() -> None:
+    """Labels read 90 days ahead of their predictions (issue 17): none expires while the predictions' progress
+    is unknown; when the predictions reach day 40, the labels of days 0-32 are given up (40 - 7 days) and the
+    joined share of the 33 settled labels (0) opens `label_join`; the other 57 join when their predictions come,
+    and the share (1.0) resolves it."""
+    settings = PerformanceSettings(join_ttl_s=7 * 86_400, block_size=10)
+    part = LabelPartition("m", "m.labels", 0, "classifier", settings)
+    part.apply([LabelRow(f"e{k}", 1.0, k * DAY_MS, k) for k in range(90)], {}, predictions_time=-1)
+    assert len(part.pending) == 90 and part.counts["expired"] == 0
+    result = part.apply([], {}, predictions_time=40 * DAY_MS)
+    assert part.counts["expired"] == 33 and sorted(part.pending)[:1] == ["e33"]
+    [opened] = result.findings
+    assert (opened.check, opened.status, opened.statistic, opened.window_count) == ("label_join", "OPEN", 0.0, 33)
+    assert opened.kind == AlertKind.DATA_QUALITY
+    lookups = {f"e{k}": (0.9, 1.0, k * DAY_MS, None) for k in range(33, 90)}
+    result = part.apply([], lookups, predictions_time=90 * DAY_MS)
+    assert part.counts["joined"] == 57 and not part.pending
+    assert [(f.check, f.status, f.statistic) for f in result.findings if f.check == "label_join"] == [
+        ("label_join", "RESOLVED", 1.0)]
+    # Offline (no predictions' progress given) a partition's own labels decide, as before.
+    alone = LabelPartition("m", "m.labels", 0, "classifier", settings)
+    alone.apply([LabelRow(f"e{k}", 1.0, k * DAY_MS, k) for k in range(90)], {})
+    assert alone.counts["expired"] == 82  # label days 0-81 are more than 7 days before day 89

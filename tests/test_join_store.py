@@ -59,3 +59,39 @@ def test_redis_asks_only_for_ids_its_log_names_and_everything_when_the_log_was_t
     _put(joins, 0, ["c"])
     found, _ = joins.get_since("m", [], ["ghost"], marks2)
     assert set(found) == {"ghost"}
+
+
+DAY = 86_400_000
+
+
+def test_a_prediction_waits_until_both_its_partition_and_every_labels_partition_are_a_ttl_past_it(
+        joins: JoinStore) -> None:
+    """Expiry by both topics' progress: with the labels' watermark unknown (-1) or behind, predictions months
+    old stay; once every labels partition is past a prediction's time + ttl, it goes (issue 17)."""
+    ttl = 7 * DAY
+    old = {"old": (encode_prediction((0.2, 0.0, 0, None)), 0)}
+    joins.put("m", 0, old, ttl, 10**6, -1)
+    later = {f"t{k}": (encode_prediction((0.2, 0.0, k * 30 * DAY, None)), k * 30 * DAY) for k in range(1, 4)}
+    assert joins.put("m", 0, later, ttl, 10**6, -1) == 0  # 90 days on, labels not read: nothing expires
+    assert set(joins.get("m", ["old", "t1"])) == {"old", "t1"}
+    assert joins.put("m", 0, {"t4": (encode_prediction((0.2, 0.0, 4 * 30 * DAY, None)), 4 * 30 * DAY)}, ttl,
+                     10**6, 5 * DAY) == 0  # labels 5 days in: "old" (day 0) could still get its label
+    assert joins.put("m", 0, {"t5": (encode_prediction((0.2, 0.0, 5 * 30 * DAY, None)), 5 * 30 * DAY)}, ttl,
+                     10**6, 35 * DAY) == 1  # labels past day 7: "old" goes; t1 (day 30) stays until day 37
+    assert set(joins.get("m", ["old", "t1"])) == {"t1"}
+    # Offline (no labels side): the partition's own newest entry decides, as before.
+    assert joins.put("m", 1, {"a": (encode_prediction((0.2, 0.0, 0, None)), 0)}, ttl, 10**6) == 0
+    assert joins.put("m", 1, {"b": (encode_prediction((0.2, 0.0, 8 * DAY, None)), 8 * DAY)}, ttl, 10**6) == 1
+
+
+def test_progress_is_kept_per_side_and_partition_and_only_moves_forward(joins: JoinStore) -> None:
+    from monitor.io.join import LABELS, PREDICTIONS, watermark
+
+    joins.put("m", 2, {"x": (encode_prediction((None, 1.0, 500, None)), 500)}, DAY, 10**6, -1)
+    joins.advance("m", LABELS, 0, 300)
+    joins.advance("m", LABELS, 0, 200)  # a replay writes an older time: ignored
+    joins.advance("m", LABELS, 1, 900)
+    progress = joins.progress("m")
+    assert progress == {PREDICTIONS: {2: 500}, LABELS: {0: 300, 1: 900}}
+    assert watermark(progress[LABELS], 2) == 300 and watermark(progress[LABELS], 3) is None
+    assert watermark(progress[PREDICTIONS], 3) is None  # partitions 0 and 1 have put nothing yet

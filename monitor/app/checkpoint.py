@@ -28,7 +28,7 @@ from monitor.core.state_codec import changed_fields
 from monitor.core.types import Alert, Reject
 from monitor.errors import DependencyUnavailable
 from monitor.io.avro import AlertCodec, BlockCodec
-from monitor.io.join import JoinStore
+from monitor.io.join import LABELS, JoinStore, watermark
 from monitor.io.kafka import dead_letter_headers
 from monitor.io.state import StateStore
 from monitor.ops.metrics import Metrics
@@ -58,6 +58,7 @@ class JoinTarget:
     model: str
     ttl_ms: int
     max_predictions: int
+    labels_partitions: int = 0  # of the model's labels topic (0: not known yet: no prediction expires by time)
 
 
 class Checkpointer:
@@ -82,7 +83,10 @@ class Checkpointer:
         committed then, and the caller reloads from the store."""
         self.dead_letter(rejects)
         if outcome is not None and outcome.join_entries and join is not None:
-            dropped = self.joins.put(join.model, tp[1], outcome.join_entries, join.ttl_ms, join.max_predictions)
+            # A prediction expires once its own partition and every labels partition are a ttl past it.
+            labels = watermark(self.joins.progress(join.model)[LABELS], join.labels_partitions)
+            dropped = self.joins.put(join.model, tp[1], outcome.join_entries, join.ttl_ms, join.max_predictions,
+                                     -1 if labels is None else labels)
             # Predictions whose label never came (counted again if a crash replays the batch).
             self.metrics.unlabelled.labels(join.model).inc(dropped)
         outbox = {a.alert_id: encode_entry(a.model.encode(), self.codec.encode(a)) for a in alerts}

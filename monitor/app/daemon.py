@@ -41,7 +41,7 @@ from monitor.core.types import Alert, AlertKind, RawRecord, Reject
 from monitor.errors import DependencyUnavailable, FencedError, OffsetConflict, StateLost
 from monitor.io.avro import BlockCodec
 from monitor.io.history import DriftHistory
-from monitor.io.join import JoinStore, MemoryJoinStore
+from monitor.io.join import LABELS, PREDICTIONS, JoinStore, MemoryJoinStore, watermark
 from monitor.io.kafka import is_fatal, to_raw
 from monitor.io.state import StateStore, check_consistent
 from monitor.ops.logs import librdkafka_logger
@@ -449,7 +449,8 @@ class Daemon:
             lookups, marks = self.joins.get_since(processor.model.name, list(dict.fromkeys(r.event_id for r in rows)),
                                                   list(owned.part.pending), self.join_marks.get(tp, {}))
             self.join_marks[tp] = marks
-            outcome = processor.process_labels(owned.part, rows, rejects, lookups, records[-1].offset + 1)
+            outcome = processor.process_labels(owned.part, rows, rejects, lookups, records[-1].offset + 1,
+                                               self._predictions_time(processor))
             perf = owned.part.window_metrics()
             if perf and owned.part.closed_meta:
                 metric = "accuracy" if processor.model.type == "classifier" else "mae"
@@ -485,7 +486,9 @@ class Daemon:
         join = None
         if not isinstance(processor, ModelProcessor):
             perf = processor.model.performance
-            join = JoinTarget(processor.model.name, int(perf.join_ttl_s * 1000), perf.max_predictions)
+            labels = processor.model.labels
+            join = JoinTarget(processor.model.name, int(perf.join_ttl_s * 1000), perf.max_predictions,
+                              self.topic_partitions.get(labels.topic, 0) if labels is not None else 0)
         try:
             outbox = self.checkpointer.write(tp, owned, next_offset, alerts, rejects, outcome, blocks or [], join)
         except FencedError:
@@ -508,6 +511,11 @@ class Daemon:
             for lag in outcome.label_lags_ms:
                 self.metrics.label_lag.labels(processor.model.name).observe(lag / 1000.0)
         if isinstance(owned.part, LabelPartition) and isinstance(processor, LabelProcessor):
+            if owned.part.max_label_time >= 0:  # written: predictions up to a ttl before it may expire now
+                try:
+                    self.joins.advance(processor.model.name, LABELS, tp[1], owned.part.max_label_time)
+                except DependencyUnavailable as exc:
+                    log.warning("join.progress_unwritten", topic=tp[0], partition=tp[1], error=str(exc))
             for result, count in owned.part.counts.items():
                 self.metrics.joins.labels(processor.model.name, str(tp[1]), result).set(count)
             self.metrics.joins.labels(processor.model.name, str(tp[1]), "pending").set(len(owned.part.pending))
@@ -519,6 +527,16 @@ class Daemon:
                      check=alert.check, status=alert.status, statistic=alert.statistic, threshold=alert.threshold,
                      alert_id=alert.alert_id, offset=alert.source_offset)
         return True
+
+    def _predictions_time(self, processor: LabelProcessor) -> int:
+        """How far every partition of the model's predictions topic has been read and stored for the join, in
+        event time; -1 while one has not (then no waiting label expires by time)."""
+        predictions = processor.model.predictions
+        if predictions is None:
+            return -1
+        progress = self.joins.progress(processor.model.name)[PREDICTIONS]
+        mark = watermark(progress, self.topic_partitions.get(predictions.topic, 0))
+        return -1 if mark is None else mark
 
     def _retry_joins(self) -> None:
         """Labels that arrived before their prediction: look again every 2 s, not only when labels arrive."""
@@ -539,8 +557,13 @@ class Daemon:
             except DependencyUnavailable:
                 continue
             self.join_marks[tp] = marks
-            if lookups:
-                outcome = processor.process_labels(part, [], [], lookups, owned.stored_offset)
+            try:
+                predictions_time = self._predictions_time(processor)
+            except DependencyUnavailable:
+                continue
+            before = dict(part.counts)
+            outcome = processor.process_labels(part, [], [], lookups, owned.stored_offset, predictions_time)
+            if lookups or part.counts != before or outcome.alerts:  # joined, or the predictions moved on
                 self._checkpoint(tp, owned, owned.stored_offset, outcome.alerts, [], outcome)
 
     def _check_silence(self) -> None:

@@ -379,8 +379,10 @@ class LabelProcessor(_ReferenceUser):
         return rows, rejects, part.ids_needed(rows)
 
     def process_labels(self, part: LabelPartition, rows: list[LabelRow], rejects: list[Reject],
-                       lookups: dict[str, Prediction], next_offset: int) -> BatchOutcome:
-        result = part.apply(rows, lookups)
+                       lookups: dict[str, Prediction], next_offset: int,
+                       predictions_time: int | None = None) -> BatchOutcome:
+        """`predictions_time`: how far every predictions partition has been read (`LabelPartition.apply`)."""
+        result = part.apply(rows, lookups, predictions_time)
         part.rejects += len(rejects)
         alerts = evaluate(result.findings, part, self.checks)
         return BatchOutcome(alerts, rejects, len(rows), next_offset, label_lags_ms=result.lags_ms)

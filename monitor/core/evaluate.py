@@ -46,6 +46,9 @@ def message_for(f: Finding) -> str:
     if f.check in _RATE_WORDS:
         return (f"{_RATE_WORDS[f.check]} rate {f.statistic:.2%} over the last {f.window_count} events "
                 f"exceeds {f.threshold:.2%}")
+    if f.check == "label_join":
+        return (f"only {f.statistic:.1%} of the last {f.window_count} settled labels joined a prediction "
+                f"(limit {f.threshold:.0%}); the rest expired or were evicted: see join_ttl_s and max_pending")
     if f.check == "constant":
         return f"{f.feature} has a single value over the last {f.window_count} events"
     if f.check == "adwin":

@@ -179,6 +179,7 @@ class LabelPartition:
         self.baseline_blocks = 0
         self.open_alerts: dict[str, dict[str, Any]] = {}
         self.quiet_until: dict[str, int] = {}
+        self.join_mark = [0, 0]  # joined, given up: the counts at the last look at the joined share
         self._new_detectors()
 
     def _new_detectors(self) -> None:
@@ -200,11 +201,15 @@ class LabelPartition:
         """Predictions to fetch before `apply`: the batch's ids and those still waiting."""
         return list(dict.fromkeys([*self.pending, *(r.event_id for r in rows)]))
 
-    def apply(self, rows: list[LabelRow], lookups: dict[str, tuple[float | None, float, int | None, str | None]]
-              ) -> JoinResult:
+    def apply(self, rows: list[LabelRow], lookups: dict[str, tuple[float | None, float, int | None, str | None]],
+              predictions_time: int | None = None) -> JoinResult:
         """Join labels (and waiting ones) to the predictions found; update windows and detectors.
 
         `lookups` maps an event id to its prediction (score, predicted value, prediction time, model version).
+        `predictions_time`: how far every predictions partition has been read, in event time (-1: not known
+        yet); a waiting label expires only once both that and this partition's labels are `join_ttl_s` past
+        it, so a predictions topic read behind the labels loses none. None (offline): this partition's labels
+        alone decide.
         """
         ttl_ms = int(self.settings.join_ttl_s * 1000)
         joined: list[tuple[str, list[Any], tuple[float | None, float, int | None, str | None], bool]] = []
@@ -227,15 +232,47 @@ class LabelPartition:
             else:
                 self.pending[row.event_id] = entry
         # 3. waiting labels past their time, or beyond the bound, are given up (counted)
-        if self.max_label_time >= 0:
-            for event_id in [i for i, e in self.pending.items() if e[1] is not None
-                             and self.max_label_time - e[1] > ttl_ms]:
+        horizon = self.max_label_time if predictions_time is None else min(self.max_label_time, predictions_time)
+        if horizon >= 0:
+            for event_id in [i for i, e in self.pending.items() if e[1] is not None and horizon - e[1] > ttl_ms]:
                 del self.pending[event_id]
                 self.counts["expired"] += 1
         while len(self.pending) > self.settings.max_pending:
             self.pending.pop(next(iter(self.pending)))
             self.counts["evicted"] += 1
-        return self._update(joined)
+        result = self._update(joined)
+        result.findings += self._join_share(rows[-1].offset if rows else -1, horizon)
+        return result
+
+    def _join_share(self, offset: int, event_time: int) -> list[Finding]:
+        """`label_join` (DATA_QUALITY): of the labels settled since the last look (joined, or given up: expired
+        or evicted), once `block_size` of them, the share joined; OPEN below `min_join_share`, RESOLVED at
+        the first look at or above it."""
+        c = self.counts
+        joined, given_up = c["joined"], c["expired"] + c["evicted"]
+        last_joined, last_given_up = self.join_mark
+        settled = (joined - last_joined) + (given_up - last_given_up)
+        if settled < self.settings.block_size:
+            return []
+        self.join_mark = [joined, given_up]
+        share = (joined - last_joined) / settled
+        limit = self.settings.min_join_share
+        key = "labels/label_join"
+        status: Literal["OPEN", "RESOLVED"]
+        if share < limit and key not in self.open_alerts:
+            self.open_alerts[key] = {"since": self.events, "below": 0}
+            status = "OPEN"
+        elif share >= limit and key in self.open_alerts:
+            del self.open_alerts[key]
+            status = "RESOLVED"
+        else:
+            return []
+        t = event_time if event_time >= 0 else None
+        evidence = {"joined": str(joined - last_joined), "given_up": str(given_up - last_given_up),
+                    "expired_total": str(c["expired"]), "evicted_total": str(c["evicted"]),
+                    "pending": str(len(self.pending)), "join_ttl_s": f"{self.settings.join_ttl_s:g}"}
+        return [Finding("labels", "label_join", AlertKind.DATA_QUALITY, share, limit, offset, t, self.events,
+                        offset, t, settled, status, None, evidence)]
 
     def _update(self, joined: list[Any]) -> JoinResult:
         findings: list[Finding] = []
@@ -379,7 +416,7 @@ class LabelPartition:
             "joined_ids": self.joined_ids.to_state(), "closed": self.closed, "open": self.open,
             "closed_meta": self.closed_meta, "open_meta": self.open_meta, "baseline": self.baseline,
             "baseline_blocks": self.baseline_blocks, "open_alerts": self.open_alerts,
-            "quiet_until": self.quiet_until,
+            "quiet_until": self.quiet_until, "join_mark": self.join_mark,
             "detectors": {name: det.to_state() for name, det in self.detectors.items()},
         }
         out = encode_fields({META_FIELD: state})
@@ -404,6 +441,9 @@ class LabelPartition:
         self.closed_meta, self.open_meta = s["closed_meta"], s["open_meta"]
         self.baseline, self.baseline_blocks = s["baseline"], int(s["baseline_blocks"])
         self.open_alerts, self.quiet_until = dict(s["open_alerts"]), dict(s["quiet_until"])
+        # State of 0.2 has no mark: its settled labels count from here on.
+        self.join_mark = [int(x) for x in s.get("join_mark", [self.counts["joined"],
+                                                            self.counts["expired"] + self.counts["evicted"]])]
         for name, state in s["detectors"].items():
             if name in self.detectors:
                 self.detectors[name].load_state(state)

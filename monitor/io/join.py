@@ -2,6 +2,14 @@
 
 Writes are idempotent (the same prediction written twice is one entry), so the daemon writes a batch's
 predictions before checkpointing it and a crash in between changes nothing.
+
+Expiry follows both topics, not one: each side records how far it has read in event time (`advance`:
+predictions partition p -> the newest prediction time put, labels partition l -> the newest label time
+checkpointed), and a prediction expires only once *both* its own partition and every labels partition are past
+its time + `join_ttl_s` (`put`'s `labels_time`), as a waiting label expires only once every predictions
+partition is past its time + `join_ttl_s` (`LabelPartition.apply`). One topic read far ahead of the other (a
+replay, a backfill, catching up after an outage) then loses nothing: the side that runs ahead waits for the
+other, bounded by `max_predictions` and `max_pending`.
 """
 
 from __future__ import annotations
@@ -37,10 +45,36 @@ def decode_prediction(raw: bytes) -> Prediction:
     return (score, float(pred), t, version)
 
 
+PREDICTIONS, LABELS = "p", "l"  # the two sides of the join, in `advance` and `progress`
+
+
+def watermark(progress: dict[int, int], partitions: int) -> int | None:
+    """How far every one of `partitions` partitions has read (the least of their progress), or None while one
+    of them has not reported yet (`partitions` 0: the count is not known).
+
+    >>> watermark({0: 50, 1: 20, 2: 90}, 3), watermark({0: 50, 2: 90}, 3), watermark({}, 0)
+    (20, None, None)
+    """
+    if partitions <= 0 or any(p not in progress for p in range(partitions)):
+        return None
+    return min(progress[p] for p in range(partitions))
+
+
 class JoinStore(Protocol):
     def put(self, model: str, partition: int, entries: dict[str, tuple[bytes, int]], ttl_ms: int,
-            max_entries: int) -> int:
-        """Store predictions (id -> (value, event time)); drop older than ttl or beyond the cap; return dropped."""
+            max_entries: int, labels_time: int | None = None) -> int:
+        """Store predictions (id -> (value, event time)), record the partition's progress, and drop the entries
+        past the ttl (older than min(newest here, `labels_time`) - ttl; `labels_time` None: the newest here
+        alone, offline use) or beyond the cap; return how many were dropped."""
+        ...
+
+    def advance(self, model: str, side: str, partition: int, event_time: int) -> None:
+        """Record that `side` (`PREDICTIONS` or `LABELS`) partition `partition` has read up to `event_time`
+        (only ever forward)."""
+        ...
+
+    def progress(self, model: str) -> dict[str, dict[int, int]]:
+        """Each side's progress by partition: {"p": {partition: time}, "l": {...}}."""
         ...
 
     def get(self, model: str, ids: list[str]) -> dict[str, Prediction]: ...
@@ -59,21 +93,35 @@ class MemoryJoinStore:
         self._lock = threading.Lock()
         self._data: dict[tuple[str, int], dict[str, tuple[bytes, int]]] = {}
         self._log: dict[tuple[str, int], list[list[str]]] = {}  # the ids of each put, in order
+        self._progress: dict[str, dict[str, dict[int, int]]] = {}  # model -> side -> partition -> event time
 
     def put(self, model: str, partition: int, entries: dict[str, tuple[bytes, int]], ttl_ms: int,
-            max_entries: int) -> int:
+            max_entries: int, labels_time: int | None = None) -> int:
+        if entries:
+            self.advance(model, PREDICTIONS, partition, max(t for _, t in entries.values()))
         with self._lock:
             box = self._data.setdefault((model, partition), {})
             box.update(entries)
             self._log.setdefault((model, partition), []).append(list(entries))
             newest = max((t for _, t in box.values()), default=0)
-            old = [k for k, (_, t) in box.items() if newest - t > ttl_ms]
+            horizon = newest if labels_time is None else min(newest, labels_time)
+            old = [k for k, (_, t) in box.items() if horizon - t > ttl_ms]
             for k in old:
                 del box[k]
             excess = sorted(box, key=lambda k: box[k][1])[: max(0, len(box) - max_entries)]
             for k in excess:
                 del box[k]
             return len(old) + len(excess)
+
+    def advance(self, model: str, side: str, partition: int, event_time: int) -> None:
+        with self._lock:
+            sides = self._progress.setdefault(model, {PREDICTIONS: {}, LABELS: {}})
+            sides[side][partition] = max(sides[side].get(partition, event_time), event_time)
+
+    def progress(self, model: str) -> dict[str, dict[int, int]]:
+        with self._lock:
+            sides = self._progress.get(model, {PREDICTIONS: {}, LABELS: {}})
+            return {side: dict(by) for side, by in sides.items()}
 
     def get(self, model: str, ids: list[str]) -> dict[str, Prediction]:
         with self._lock:
@@ -122,7 +170,11 @@ redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[i], '*', 'ids', table.concat(ids
 local dropped = 0
 local newest = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
 if newest[2] then
-  local old = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. (tonumber(newest[2]) - tonumber(ARGV[2])))
+  local horizon = tonumber(newest[2])
+  if ARGV[i + 1] ~= '' then  -- the labels' watermark: nothing expires before every labels partition is past it
+    horizon = math.min(horizon, tonumber(ARGV[i + 1]))
+  end
+  local old = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. (horizon - tonumber(ARGV[2])))
   for _, id in ipairs(old) do
     redis.call('HDEL', KEYS[1], id)
     redis.call('ZREM', KEYS[2], id)
@@ -141,16 +193,46 @@ end
 return dropped
 """
 
+_ADVANCE = """
+local current = redis.call('HGET', KEYS[1], ARGV[1])
+if not current or tonumber(current) < tonumber(ARGV[2]) then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+end
+"""
+
 
 class RedisJoinStore:
     """Per predictions partition: a hash `{<prefix>:<group>:join:<model>:<p>}:preds` (id -> prediction) and a
-    sorted set `...:time` (id by event time) for expiry; `<prefix>:<group>:join:<model>:partitions` lists them."""
+    sorted set `...:time` (id by event time) for expiry; `<prefix>:<group>:join:<model>:partitions` lists them;
+    `{<prefix>:<group>:join:<model>}:progress` holds each side's progress (`p:<partition>`, `l:<partition>`)."""
 
     def __init__(self, client: redis.Redis[bytes], prefix: str, group: str) -> None:
         self.client = client
         self.prefix = prefix
         self.group = group
         self._put = client.register_script(_PUT)
+        self._advance = client.register_script(_ADVANCE)
+
+    def _progress_key(self, model: str) -> str:
+        return "{" + f"{self.prefix}:{self.group}:join:{model}" + "}:progress"
+
+    def advance(self, model: str, side: str, partition: int, event_time: int) -> None:
+        try:
+            self._advance(keys=[self._progress_key(model)], args=[f"{side}:{partition}", int(event_time)])
+        except redis.RedisError as exc:
+            raise DependencyUnavailable(f"redis: {type(exc).__name__}") from exc
+
+    def progress(self, model: str) -> dict[str, dict[int, int]]:
+        try:
+            raw = self.client.hgetall(self._progress_key(model))
+        except redis.RedisError as exc:
+            raise DependencyUnavailable(f"redis: {type(exc).__name__}") from exc
+        out: dict[str, dict[int, int]] = {PREDICTIONS: {}, LABELS: {}}
+        for key, value in raw.items():
+            side, _, part = _s(key).partition(":")
+            if side in out:
+                out[side][int(part)] = int(float(_s(value)))
+        return out
 
     def _base(self, model: str, partition: int) -> str:
         return "{" + f"{self.prefix}:{self.group}:join:{model}:{partition}" + "}"
@@ -159,19 +241,22 @@ class RedisJoinStore:
         return f"{self.prefix}:{self.group}:join:{model}:partitions"
 
     def put(self, model: str, partition: int, entries: dict[str, tuple[bytes, int]], ttl_ms: int,
-            max_entries: int) -> int:
+            max_entries: int, labels_time: int | None = None) -> int:
         if not entries:
             return 0
         base = self._base(model, partition)
         args: list[object] = [len(entries), ttl_ms, max_entries]
         for event_id, (value, t) in entries.items():
             args += [event_id, value, t]
-        args.append(LOG_PUTS)
+        args += [LOG_PUTS, "" if labels_time is None else int(labels_time)]
         try:
             self.client.sadd(self._index(model), partition)
-            return int(self._put(keys=[f"{base}:preds", f"{base}:time", f"{base}:log"], args=args))
+            dropped = int(self._put(keys=[f"{base}:preds", f"{base}:time", f"{base}:log"], args=args))
         except redis.RedisError as exc:
             raise DependencyUnavailable(f"redis: {type(exc).__name__}") from exc
+        # After the entries: a label that sees this progress finds every prediction up to it in the store.
+        self.advance(model, PREDICTIONS, partition, max(t for _, t in entries.values()))
+        return dropped
 
     def get_since(self, model: str, ids: list[str], recheck: list[str], marks: dict[int, str]
                   ) -> tuple[dict[str, Prediction], dict[int, str]]:
