@@ -147,12 +147,13 @@ def with_labels(config: Path) -> Path:
 
 
 def produce_labels(setup: Setup, events: int, seed: int, delay: int, missing: float,
-                   incidents: Iterable[str] = ()) -> int:
-    """The delayed labels of `produce_simulated`'s events (same seed); returns how many were sent."""
+                   incidents: Iterable[str] = (), interval_ms: int = 10) -> int:
+    """The delayed labels of `produce_simulated`'s events (same seed and `interval_ms`); returns how many were
+    sent."""
     from monitor.cli.simulate import LabelFeed
 
     schema = load_schema(EXAMPLES / "churn_labels.avsc")
-    sim = Simulator(seed=seed, incidents=[Incident.parse(i) for i in incidents])
+    sim = Simulator(seed=seed, incidents=[Incident.parse(i) for i in incidents], interval_ms=interval_ms)
     feed = LabelFeed(delay=delay, missing=missing, seed=seed)
     producer = Producer({"bootstrap.servers": setup.bootstrap, "enable.idempotence": True, "linger.ms": 20})
     sent = 0
@@ -169,14 +170,14 @@ def produce_labels(setup: Setup, events: int, seed: int, delay: int, missing: fl
 def produce_simulated(setup: Setup, events: int, incidents: Iterable[str] = (), seed: int = 7,
                       bad: dict[int, tuple[str, bytes]] | None = None, rate: float = 0.0,
                       transform: Callable[[int, dict[str, Any]], dict[str, Any]] | None = None,
-                      encode: Callable[[int, dict[str, Any]], bytes] | None = None
+                      encode: Callable[[int, dict[str, Any]], bytes] | None = None, interval_ms: int = 10
                       ) -> tuple[list[dict[str, Any]], int]:
-    """Produce `events` simulated feature+prediction pairs (key = event id); `bad` maps an event index to a
-    (label, payload) pair to send to the features topic right after that event; `encode` (index, row) ->
-    payload replaces plain Avro for the features. Returns the feature rows."""
+    """Produce `events` simulated feature+prediction pairs (key = event id; event times `interval_ms` apart);
+    `bad` maps an event index to a (label, payload) pair to send to the features topic right after that
+    event; `encode` (index, row) -> payload replaces plain Avro for the features. Returns the feature rows."""
     f_schema = load_schema(EXAMPLES / "churn_features.avsc")
     p_schema = load_schema(EXAMPLES / "churn_predictions.avsc")
-    sim = Simulator(seed=seed, incidents=[Incident.parse(i) for i in incidents])
+    sim = Simulator(seed=seed, incidents=[Incident.parse(i) for i in incidents], interval_ms=interval_ms)
     producer = Producer({"bootstrap.servers": setup.bootstrap, "enable.idempotence": True, "linger.ms": 20})
     rows: list[dict[str, Any]] = []
     failures: list[Any] = []

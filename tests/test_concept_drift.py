@@ -338,14 +338,17 @@ def test_waiting_labels_expire_only_once_the_predictions_are_a_ttl_past_them_and
     part = LabelPartition("m", "m.labels", 0, "classifier", settings)
     part.apply([LabelRow(f"e{k}", 1.0, k * DAY_MS, k) for k in range(90)], {}, predictions_time=-1)
     assert len(part.pending) == 90 and part.counts["expired"] == 0
+    assert part.join_progress() == 0  # the oldest waiting label: predictions a ttl before day 0 may go, no others
     result = part.apply([], {}, predictions_time=40 * DAY_MS)
     assert part.counts["expired"] == 33 and sorted(part.pending)[:1] == ["e33"]
+    assert part.join_progress() == 33 * DAY_MS
     [opened] = result.findings
     assert (opened.check, opened.status, opened.statistic, opened.window_count) == ("label_join", "OPEN", 0.0, 33)
     assert opened.kind == AlertKind.DATA_QUALITY
     lookups = {f"e{k}": (0.9, 1.0, k * DAY_MS, None) for k in range(33, 90)}
     result = part.apply([], lookups, predictions_time=90 * DAY_MS)
     assert part.counts["joined"] == 57 and not part.pending
+    assert part.join_progress() == 89 * DAY_MS  # none waits: the newest label
     assert [(f.check, f.status, f.statistic) for f in result.findings if f.check == "label_join"] == [
         ("label_join", "RESOLVED", 1.0)]
     # Offline (no predictions' progress given) a partition's own labels decide, as before.

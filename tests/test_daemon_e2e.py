@@ -387,6 +387,56 @@ def test_a_stopped_stream_raises_volume_and_resolves(setup: Setup, daemons: list
     assert d.terminate() == 0
 
 
+@pytest.mark.parametrize("labels", ["behind", "ahead"])
+def test_labels_join_whatever_topic_is_read_first_over_months_of_event_time(
+    setup: Setup, daemons: list[DaemonProcess], tmp_path: Path, labels: str
+) -> None:
+    """Issue 17: 9,000 events ten minutes apart (62 days; the join's ttl is 7), labels 500 events (3.5 days)
+    late, 20% never sent, the labelling rule changed at event 4,500. The labels topic is read only after every
+    prediction was ("behind": a backfill of labels), or entirely before any prediction ("ahead"). Every label
+    sent is joined, none expires, and the accuracy drop raises CONCEPT_DRIFT. (Before, expiry followed each
+    topic alone: all but the last week's labels were lost, silently.)"""
+    config = with_labels(setup.write_config())
+    incidents, minutes = ["concept:start=4500"], 10 * 60_000
+    d = DaemonProcess(config, tmp_path / "daemon.log")
+    store = _store(setup)
+    if labels == "ahead":
+        sent = produce_labels(setup, 9_000, seed=23, delay=500, missing=0.2, incidents=incidents,
+                              interval_ms=minutes)
+        daemons.append(d.start())
+        ends = end_offsets(setup.bootstrap, setup.labels)
+        wait_until(lambda: all(store.read(setup.labels, p).offset == ends[p] for p in range(PARTITIONS) if ends[p]),
+                   120, "labels consumed before any prediction")
+        produce_simulated(setup, 9_000, seed=23, incidents=incidents, interval_ms=minutes)
+    else:
+        produce_simulated(setup, 9_000, seed=23, incidents=incidents, interval_ms=minutes)
+        daemons.append(d.start())
+        wait_until(lambda: _caught_up(setup), 120, "every prediction consumed before any label")
+        sent = produce_labels(setup, 9_000, seed=23, delay=500, missing=0.2, incidents=incidents,
+                              interval_ms=minutes)
+    settings = load_settings(config, environ={})
+
+    def labels_status() -> dict[str, Any]:
+        return collect_status(settings, store)["models"]["churn"]["labels"]
+
+    seen: list[dict[str, Any]] = []
+
+    def all_joined() -> dict[str, Any] | None:
+        seen[:] = [labels_status()]
+        return seen[0] if seen[0].get("joined") == sent else None
+
+    try:
+        status = wait_until(all_joined, 120, "every label joined")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {sent} sent, status {seen}") from None
+    assert status["labels"] == sent
+    assert status["expired"] == status["pending"] == status["duplicates"] == 0
+    alerts = _alerts(setup)
+    assert [a for a in alerts if a["kind"] == "CONCEPT_DRIFT" and a["status"] == "OPEN"], "the drop is found"
+    assert not [a for a in alerts if a["check"] == "label_join"]
+    assert d.terminate() == 0
+
+
 def test_delayed_labels_are_joined_and_concept_drift_is_found(
     setup: Setup, daemons: list[DaemonProcess], tmp_path: Path
 ) -> None:

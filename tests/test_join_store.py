@@ -88,10 +88,11 @@ def test_progress_is_kept_per_side_and_partition_and_only_moves_forward(joins: J
     from monitor.io.join import LABELS, PREDICTIONS, watermark
 
     joins.put("m", 2, {"x": (encode_prediction((None, 1.0, 500, None)), 500)}, DAY, 10**6, -1)
+    joins.advance("m", PREDICTIONS, 2, 400)  # a replay of predictions puts older ones again: ignored
     joins.advance("m", LABELS, 0, 300)
-    joins.advance("m", LABELS, 0, 200)  # a replay writes an older time: ignored
+    joins.advance("m", LABELS, 0, 200)  # a label now waits from 200: the labels' progress goes back to it
     joins.advance("m", LABELS, 1, 900)
     progress = joins.progress("m")
-    assert progress == {PREDICTIONS: {2: 500}, LABELS: {0: 300, 1: 900}}
-    assert watermark(progress[LABELS], 2) == 300 and watermark(progress[LABELS], 3) is None
+    assert progress == {PREDICTIONS: {2: 500}, LABELS: {0: 200, 1: 900}}
+    assert watermark(progress[LABELS], 2) == 200 and watermark(progress[LABELS], 3) is None
     assert watermark(progress[PREDICTIONS], 3) is None  # partitions 0 and 1 have put nothing yet

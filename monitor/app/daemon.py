@@ -446,11 +446,16 @@ class Daemon:
             rows, rejects = processor.decode(records)
             # The batch's ids everywhere; the waiting labels' only where a prediction came since they were
             # last looked up (the marks of this partition's last lookup).
+            # Read before the lookup: every prediction up to this time is in the store when the lookup runs, so a
+            # label expired by it was looked up after its prediction came (another replica may be putting more).
+            predictions_time = self._predictions_time(processor)
             lookups, marks = self.joins.get_since(processor.model.name, list(dict.fromkeys(r.event_id for r in rows)),
                                                   list(owned.part.pending), self.join_marks.get(tp, {}))
             self.join_marks[tp] = marks
+            given_up = owned.part.counts["expired"] + owned.part.counts["evicted"]
             outcome = processor.process_labels(owned.part, rows, rejects, lookups, records[-1].offset + 1,
-                                               self._predictions_time(processor))
+                                               predictions_time)
+            self._log_given_up(tp, owned.part, given_up, predictions_time)
             perf = owned.part.window_metrics()
             if perf and owned.part.closed_meta:
                 metric = "accuracy" if processor.model.type == "classifier" else "mae"
@@ -511,9 +516,10 @@ class Daemon:
             for lag in outcome.label_lags_ms:
                 self.metrics.label_lag.labels(processor.model.name).observe(lag / 1000.0)
         if isinstance(owned.part, LabelPartition) and isinstance(processor, LabelProcessor):
-            if owned.part.max_label_time >= 0:  # written: predictions up to a ttl before it may expire now
+            reached = owned.part.join_progress()
+            if reached >= 0:  # written: predictions a ttl before it may expire now
                 try:
-                    self.joins.advance(processor.model.name, LABELS, tp[1], owned.part.max_label_time)
+                    self.joins.advance(processor.model.name, LABELS, tp[1], reached)
                 except DependencyUnavailable as exc:
                     log.warning("join.progress_unwritten", topic=tp[0], partition=tp[1], error=str(exc))
             for result, count in owned.part.counts.items():
@@ -527,6 +533,16 @@ class Daemon:
                      check=alert.check, status=alert.status, statistic=alert.statistic, threshold=alert.threshold,
                      alert_id=alert.alert_id, offset=alert.source_offset)
         return True
+
+    @staticmethod
+    def _log_given_up(tp: TP, part: LabelPartition, before: int, predictions_time: int) -> None:
+        """A line when waiting labels are given up (expired or evicted): they never join (counted again if a
+        crash replays the batch)."""
+        now = part.counts["expired"] + part.counts["evicted"]
+        if now > before:
+            log.warning("labels.given_up", topic=tp[0], partition=tp[1], labels=now - before,
+                        expired_total=part.counts["expired"], evicted_total=part.counts["evicted"],
+                        labels_time=part.max_label_time, predictions_time=predictions_time)
 
     def _predictions_time(self, processor: LabelProcessor) -> int:
         """How far every partition of the model's predictions topic has been read and stored for the join, in
@@ -551,18 +567,16 @@ class Daemon:
                 continue
             if not part.pending or owned.stored_offset is None:
                 continue
-            try:  # only the waiting labels a prediction came for since the last lookup
+            try:  # only the waiting labels a prediction came for since the last lookup (progress read first)
+                predictions_time = self._predictions_time(processor)
                 lookups, marks = self.joins.get_since(processor.model.name, [], list(part.pending),
                                                       self.join_marks.get(tp, {}))
             except DependencyUnavailable:
                 continue
             self.join_marks[tp] = marks
-            try:
-                predictions_time = self._predictions_time(processor)
-            except DependencyUnavailable:
-                continue
             before = dict(part.counts)
             outcome = processor.process_labels(part, [], [], lookups, owned.stored_offset, predictions_time)
+            self._log_given_up(tp, part, before["expired"] + before["evicted"], predictions_time)
             if lookups or part.counts != before or outcome.alerts:  # joined, or the predictions moved on
                 self._checkpoint(tp, owned, owned.stored_offset, outcome.alerts, [], outcome)
 

@@ -244,6 +244,13 @@ class LabelPartition:
         result.findings += self._join_share(rows[-1].offset if rows else -1, horizon)
         return result
 
+    def join_progress(self) -> int:
+        """How far this partition's labels have been read for the join, in event time: the time of the oldest
+        label still waiting for its prediction, else the newest label's (-1 before any). A prediction expires
+        only once every labels partition is a ttl past it, so none a waiting label needs goes."""
+        times = [e[1] for e in self.pending.values() if e[1] is not None]
+        return min(times) if times else self.max_label_time
+
     def _join_share(self, offset: int, event_time: int) -> list[Finding]:
         """`label_join` (DATA_QUALITY): of the labels settled since the last look (joined, or given up: expired
         or evicted), once `block_size` of them, the share joined; OPEN below `min_join_share`, RESOLVED at

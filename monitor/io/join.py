@@ -69,8 +69,9 @@ class JoinStore(Protocol):
         ...
 
     def advance(self, model: str, side: str, partition: int, event_time: int) -> None:
-        """Record that `side` (`PREDICTIONS` or `LABELS`) partition `partition` has read up to `event_time`
-        (only ever forward)."""
+        """Record how far `side` (`PREDICTIONS` or `LABELS`) partition `partition` has read, in event time: a
+        predictions partition's progress only moves forward (its newest prediction put); a labels partition's
+        is set as given (`LabelPartition.join_progress`: back to its oldest waiting label when one waits)."""
         ...
 
     def progress(self, model: str) -> dict[str, dict[int, int]]:
@@ -116,7 +117,9 @@ class MemoryJoinStore:
     def advance(self, model: str, side: str, partition: int, event_time: int) -> None:
         with self._lock:
             sides = self._progress.setdefault(model, {PREDICTIONS: {}, LABELS: {}})
-            sides[side][partition] = max(sides[side].get(partition, event_time), event_time)
+            forward = side == PREDICTIONS
+            sides[side][partition] = max(sides[side].get(partition, event_time), event_time) if forward \
+                else event_time
 
     def progress(self, model: str) -> dict[str, dict[int, int]]:
         with self._lock:
@@ -195,7 +198,7 @@ return dropped
 
 _ADVANCE = """
 local current = redis.call('HGET', KEYS[1], ARGV[1])
-if not current or tonumber(current) < tonumber(ARGV[2]) then
+if ARGV[3] == '0' or not current or tonumber(current) < tonumber(ARGV[2]) then
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 end
 """
@@ -218,7 +221,8 @@ class RedisJoinStore:
 
     def advance(self, model: str, side: str, partition: int, event_time: int) -> None:
         try:
-            self._advance(keys=[self._progress_key(model)], args=[f"{side}:{partition}", int(event_time)])
+            self._advance(keys=[self._progress_key(model)],
+                          args=[f"{side}:{partition}", int(event_time), int(side == PREDICTIONS)])
         except redis.RedisError as exc:
             raise DependencyUnavailable(f"redis: {type(exc).__name__}") from exc
 
