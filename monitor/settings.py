@@ -208,6 +208,8 @@ class PerformanceSettings(_Strict):
                                    "error rates of 20-40%")
     adwin_delta: float = Field(2e-6, gt=0, lt=1)
     cooldown_events: int = Field(5_000, ge=0, description="labelled events a fired detector stays quiet")
+    alert_on_improvement: bool = Field(False, description="send a CONCEPT_DRIFT alert when an error-stream "
+                                       "detector finds the error fell (evidence.direction: better)")
     cbpe: bool = Field(True, description="label-free expected accuracy for binary classifiers")
     cbpe_min_drop: float = Field(0.03, ge=0)
 

@@ -355,3 +355,29 @@ def test_waiting_labels_expire_only_once_the_predictions_are_a_ttl_past_them_and
     alone = LabelPartition("m", "m.labels", 0, "classifier", settings)
     alone.apply([LabelRow(f"e{k}", 1.0, k * DAY_MS, k) for k in range(90)], {})
     assert alone.counts["expired"] == 82  # label days 0-81 are more than 7 days before day 89
+
+
+@pytest.mark.parametrize("alert_on_improvement", [False, True])
+def test_the_error_stream_reports_its_direction_and_an_improvement_is_not_sent_unless_asked(
+        alert_on_improvement: bool) -> None:
+    """ADWIN on the error stream: the error falls from 30% to 5% (the model got better), then rises to 40%.
+    The fall is found but not sent by default (counted as an improvement), or sent with direction "better";
+    the rise is sent with direction "worse" (issue 17)."""
+    settings = PerformanceSettings(detectors=["adwin"], cooldown_events=0, alert_on_improvement=alert_on_improvement)
+    part = LabelPartition("m", "m.labels", 0, "classifier", settings)
+    rng = np.random.default_rng(5)
+    errors = np.concatenate([rng.random(3000) < 0.30, rng.random(3000) < 0.05, rng.random(3000) < 0.40])
+    findings = []
+    for lo in range(0, len(errors), 500):
+        rows = [LabelRow(f"e{i}", 1.0, i, i) for i in range(lo, lo + 500)]
+        lookups = {f"e{i}": (0.9, 0.0 if errors[i] else 1.0, i, None) for i in range(lo, lo + 500)}
+        findings += [f for f in part.apply(rows, lookups).findings if f.check == "adwin"]
+    directions = [(f.evidence["direction"], f.event_number) for f in findings]
+    better = [n for d, n in directions if d == "better"]
+    worse = [n for d, n in directions if d == "worse"]
+    assert worse and min(worse) > 6000  # the rise, after it began
+    assert all(float(f.evidence["error_change"]) > 0 for f in findings if f.evidence["direction"] == "worse")
+    if alert_on_improvement:
+        assert better and 3000 < min(better) < 6000 and part.improvements == 0
+    else:
+        assert not better and part.improvements >= 1

@@ -26,6 +26,7 @@ class Detection:
     statistic: float
     threshold: float
     window: int = 0  # values in the detector's window when it fired
+    change: float = 0.0  # ADWIN: mean(W1) - mean(W0), the recent part's mean less the older's (0: not known)
 
 
 MAX_ROWS = 64  # bucket rows: row i summarises 2**i values, so 64 rows cover any window
@@ -45,7 +46,7 @@ def _finite(values: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
 def _at(found: list[Detection], where: np.ndarray | None) -> list[Detection]:
     if where is None:
         return found
-    return [Detection(int(where[d.index]), d.statistic, d.threshold, d.window) for d in found]
+    return [Detection(int(where[d.index]), d.statistic, d.threshold, d.window, d.change) for d in found]
 
 
 @njit(cache=True)
@@ -61,7 +62,7 @@ def _adwin_run(values: np.ndarray, tot: np.ndarray, var: np.ndarray, cnt: np.nda
                out: np.ndarray) -> int:  # pragma: no cover - compiled; tested through Adwin
     """ADWIN over a batch, compiled. fs = [total, variance, width], ints = [tick, rows, pending_reset].
 
-    Writes (index, statistic, threshold, width) of each detection to `out`; returns how many.
+    Writes (index, statistic, threshold, width, signed change) of each detection to `out`; returns how many.
     The arithmetic follows river's implementation operation by operation, so results are identical.
     """
     found = 0
@@ -114,6 +115,7 @@ def _adwin_run(values: np.ndarray, tot: np.ndarray, var: np.ndarray, cnt: np.nda
             continue
         changed = False
         stat = 0.0
+        signed = 0.0
         thr = 0.0
         reduce = True
         while reduce:
@@ -139,6 +141,7 @@ def _adwin_run(values: np.ndarray, tot: np.ndarray, var: np.ndarray, cnt: np.nda
                         if abs(u0 / n0 - u1 / n1w) > eps:
                             if not changed:
                                 stat = abs(u0 / n0 - u1 / n1w)
+                                signed = u1 / n1w - u0 / n0
                                 thr = eps
                             changed = True
                             reduce = True
@@ -169,6 +172,7 @@ def _adwin_run(values: np.ndarray, tot: np.ndarray, var: np.ndarray, cnt: np.nda
             out[found, 1] = stat
             out[found, 2] = thr
             out[found, 3] = fs[2]
+            out[found, 4] = signed
             found += 1
     return found
 
@@ -214,10 +218,10 @@ class Adwin:
 
     def update_many(self, values: np.ndarray) -> list[Detection]:
         x, where = _finite(values)
-        out = np.zeros((len(x) // max(self.clock, 1) + 2, 4))
+        out = np.zeros((len(x) // max(self.clock, 1) + 2, 5))
         n = _adwin_run(x, self.tot, self.var, self.cnt, self.fs, self.ints, self.delta, self.clock,
                        self.max_buckets, self.min_window_length, self.grace_period, out)
-        return _at([Detection(int(out[k, 0]), float(out[k, 1]), float(out[k, 2]), int(out[k, 3]))
+        return _at([Detection(int(out[k, 0]), float(out[k, 1]), float(out[k, 2]), int(out[k, 3]), float(out[k, 4]))
                     for k in range(n)], where)
 
     def to_state(self) -> dict[str, Any]:

@@ -180,6 +180,7 @@ class LabelPartition:
         self.open_alerts: dict[str, dict[str, Any]] = {}
         self.quiet_until: dict[str, int] = {}
         self.join_mark = [0, 0]  # joined, given up: the counts at the last look at the joined share
+        self.improvements = 0  # error-stream detections of a falling error, not sent (`alert_on_improvement`)
         self._new_detectors()
 
     def _new_detectors(self) -> None:
@@ -338,13 +339,22 @@ class LabelPartition:
 
     def _detector_finding(self, name: str, d: Detection, offset: int, t: int | None, number: int,
                           version: str | None) -> list[Finding]:
+        """A detector's firing on the error stream. Its direction: "worse" (the error rose: DDM, EDDM and
+        HDDM_A only see rises; ADWIN's recent mean above the older one) or "better" (ADWIN: the error fell),
+        which is not sent unless `alert_on_improvement` (a model getting better is not a page)."""
+        better = d.change < 0
+        if better and not self.settings.alert_on_improvement:
+            self.improvements += 1
+            return []
         key = f"error/{name}"
         if number <= self.quiet_until.get(key, 0):
             return []
         self.quiet_until[key] = number + self.settings.cooldown_events
+        evidence = {"detector": name, "labelled_events": str(d.window), "direction": "better" if better else "worse"}
+        if d.change:
+            evidence["error_change"] = f"{d.change:.4g}"
         return [Finding("error", name, AlertKind.CONCEPT_DRIFT, d.statistic, d.threshold, offset, t, number,
-                        offset, t, d.window, "OPEN", version,
-                        {"detector": name, "labelled_events": str(d.window)})]
+                        offset, t, d.window, "OPEN", version, evidence)]
 
     def _close_block(self, number: int, version: str | None) -> list[Finding]:
         assert self.open_meta is not None
@@ -423,7 +433,7 @@ class LabelPartition:
             "joined_ids": self.joined_ids.to_state(), "closed": self.closed, "open": self.open,
             "closed_meta": self.closed_meta, "open_meta": self.open_meta, "baseline": self.baseline,
             "baseline_blocks": self.baseline_blocks, "open_alerts": self.open_alerts,
-            "quiet_until": self.quiet_until, "join_mark": self.join_mark,
+            "quiet_until": self.quiet_until, "join_mark": self.join_mark, "improvements": self.improvements,
             "detectors": {name: det.to_state() for name, det in self.detectors.items()},
         }
         out = encode_fields({META_FIELD: state})
@@ -448,6 +458,7 @@ class LabelPartition:
         self.closed_meta, self.open_meta = s["closed_meta"], s["open_meta"]
         self.baseline, self.baseline_blocks = s["baseline"], int(s["baseline_blocks"])
         self.open_alerts, self.quiet_until = dict(s["open_alerts"]), dict(s["quiet_until"])
+        self.improvements = int(s.get("improvements", 0))
         # State of 0.2 has no mark: its settled labels count from here on.
         self.join_mark = [int(x) for x in s.get("join_mark", [self.counts["joined"],
                                                             self.counts["expired"] + self.counts["evicted"]])]

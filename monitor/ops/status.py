@@ -94,6 +94,7 @@ def _merge_labels(acc: dict[str, Any], meta: dict[str, Any]) -> None:
     for key, value in meta["counts"].items():
         acc[key] = acc.get(key, 0) + value
     acc["pending"] = acc.get("pending", 0) + meta.get("pending_count", len(meta.get("pending", {})))
+    acc["improvements"] = acc.get("improvements", 0) + int(meta.get("improvements", 0))
     acc["_lag_sum_ms"] = acc.get("_lag_sum_ms", 0) + meta["lag_sum_ms"]
     if meta["closed"]:
         window = np.sum(np.asarray(meta["closed"]), axis=0)
