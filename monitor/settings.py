@@ -212,6 +212,8 @@ class PerformanceSettings(_Strict):
                                        "detector finds the error fell (evidence.direction: better)")
     cbpe: bool = Field(True, description="label-free expected accuracy for binary classifiers")
     cbpe_min_drop: float = Field(0.03, ge=0)
+    cbpe_min_window: int = Field(500, ge=1, description="scored events a window needs before the CBPE estimate "
+                                 "is checked (its standard error at 500 events is at most 0.022)")
 
 
 class ModelSettings(_Strict):

@@ -276,6 +276,30 @@ def test_cbpe_tracks_the_true_accuracy_on_a_calibrated_stream(tmp_path: Path) ->
     assert not [a for a in h.alerts if a.check == "cbpe_accuracy"]
 
 
+def test_the_cbpe_estimate_is_not_checked_on_windows_below_its_minimum(tmp_path: Path) -> None:
+    """Issue 17: scores of a confident reference (expected accuracy ~0.9), then uncertain ones (~0.55). With
+    windows of 3 x 10 events the estimate swings on a handful of events and is not checked (below
+    `cbpe_min_window`: 500 scored events); with 3 x 200 events the drop is found."""
+    rng = np.random.default_rng(4)
+    confident = np.where(rng.random(10_000) < 0.5, rng.uniform(0.85, 1.0, 10_000), rng.uniform(0.0, 0.15, 10_000))
+    config = _write_model(tmp_path)
+    ref_rows = [{"x1": 0.0, "x2": 0.0, "x3": 0.0, "score": float(s), "pred": int(s >= 0.5), "y": int(s >= 0.5)}
+                for s in confident]
+    reference = _reference(config, ref_rows)
+    uncertain = rng.uniform(0.4, 0.6, 3_000)
+    found = {}
+    for block in (10, 200):
+        raw = yaml.safe_load(config.read_text())
+        raw["window"] = {"by": "count", "block_size": block, "blocks": 3}
+        config.write_text(yaml.safe_dump(raw))
+        h = Harness(config, reference)
+        h.predictions([{"event_id": f"u{i}", "score": float(s), "pred": int(s >= 0.5)}
+                       for i, s in enumerate(uncertain)])
+        found[block] = [a for a in h.alerts if a.check == "cbpe_accuracy" and a.status == "OPEN"]
+    assert not found[10]
+    assert found[200] and int(found[200][0].window.count) >= 500
+
+
 def test_concept_drift_opens_once_and_resolves_with_hysteresis() -> None:
     """Accuracy 0.90 -> 0.80 opens; 0.885 (drop 0.015, above half of min_drop) keeps it open; 0.90 resolves
     after resolve_windows windows. The expected transitions follow from the z-test by hand."""

@@ -129,7 +129,8 @@ class StreamProcessor(_ReferenceUser):
                            max_duplicate_rate=self.model.max_duplicate_rate,
                            reference_rate=self.reference.event_rate if self.reference else None,
                            min_rate_ratio=self.model.min_rate_ratio, cbpe_reference=cbpe,
-                           cbpe_min_drop=self.model.performance.cbpe_min_drop, freshness_s=self.model.freshness_s,
+                           cbpe_min_drop=self.model.performance.cbpe_min_drop,
+                           cbpe_min_window=self.model.performance.cbpe_min_window, freshness_s=self.model.freshness_s,
                            expected_partitions=expected_partitions, time_check=self._time_check())
 
     def _time_check(self) -> TimeCheck | None:
@@ -154,6 +155,7 @@ class StreamProcessor(_ReferenceUser):
                                decision_threshold=self.model.decision_threshold,
                                cbpe_reference=cbpe,
                                cbpe_min_drop=self.model.performance.cbpe_min_drop,
+                               cbpe_min_window=self.model.performance.cbpe_min_window,
                                emit_blocks=self.model_view.enabled, evaluate=self.partition_alerts,
                                time_check=self._time_check())
 

@@ -77,6 +77,7 @@ class ModelStream:
         min_rate_ratio: float = 0.1,
         cbpe_reference: float | None = None,
         cbpe_min_drop: float = 0.03,
+        cbpe_min_window: int = 500,
         freshness_s: float | None = None,
         expected_partitions: int = 0,
         time_check: TimeCheck | None = None,
@@ -90,6 +91,7 @@ class ModelStream:
         self.min_rate_ratio = min_rate_ratio
         self.cbpe_reference = cbpe_reference
         self.cbpe_min_drop = cbpe_min_drop
+        self.cbpe_min_window = cbpe_min_window
         self.freshness_s = freshness_s
         self.time_check = time_check
         self.features: dict[str, Feature] = build_features(fields, checks, window.blocks, reference, ref_version,
@@ -457,7 +459,7 @@ class ModelStream:
         out = stream_values(self.id_field, count, sum(int(s[2]) for s in self.slots), self.max_duplicate_rate,
                             self.cbpe_reference, sum(float(s[3]) for s in self.slots),
                             sum(int(s[4]) for s in self.slots), self.cbpe_min_drop,
-                            sum(sum(s[10].values()) for s in self.slots), self.time_check)
+                            sum(sum(s[10].values()) for s in self.slots), self.time_check, self.cbpe_min_window)
         if self.reference_rate and len(self.slots) == self.window_settings.blocks and count > 1:
             span_s = len(self.slots) * self.window_settings.block_ms / 1000.0
             rate = count / span_s

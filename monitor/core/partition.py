@@ -688,10 +688,11 @@ def window_values(features: dict[str, Feature]) -> tuple[list[CheckValue], list[
 
 def stream_values(id_field: str | None, count: int, duplicates: int, max_duplicate_rate: float,
                   cbpe_reference: float | None, expected_correct: float, scored: int,
-                  cbpe_min_drop: float, bad_times: int = 0, time_check: TimeCheck | None = None
-                  ) -> list[CheckValue]:
+                  cbpe_min_drop: float, bad_times: int = 0, time_check: TimeCheck | None = None,
+                  cbpe_min_window: int = 1) -> list[CheckValue]:
     """Checks of a stream's window rather than a feature: duplicate ids, event times out of bounds, the CBPE
-    accuracy estimate."""
+    accuracy estimate (once the window has `cbpe_min_window` scored events: on a few events the estimate
+    is noise)."""
     out = []
     if id_field and count:
         out.append(CheckValue(id_field, "duplicate_id", duplicates / count, max_duplicate_rate,
@@ -703,7 +704,7 @@ def stream_values(id_field: str | None, count: int, duplicates: int, max_duplica
                               {"out_of_bounds": str(bad_times),
                                "bounds": f"watermark - {time_check.max_lateness_ms / 1000:g} s to record "
                                          f"timestamp + {time_check.max_future_ms / 1000:g} s"}))
-    if cbpe_reference is not None and scored:
+    if cbpe_reference is not None and scored and scored >= cbpe_min_window:
         estimate = expected_correct / scored
         out.append(CheckValue("expected_accuracy", "cbpe_accuracy", estimate, cbpe_reference - cbpe_min_drop,
                               cbpe_reference - estimate > cbpe_min_drop,
@@ -833,6 +834,7 @@ class StreamPartition:
         decision_threshold: float = 0.5,
         cbpe_reference: float | None = None,
         cbpe_min_drop: float = 0.03,
+        cbpe_min_window: int = 500,
         emit_blocks: bool = False,
         evaluate: bool = True,
         time_check: TimeCheck | None = None,
@@ -862,6 +864,7 @@ class StreamPartition:
         self.decision_threshold = decision_threshold
         self.cbpe_reference = cbpe_reference
         self.cbpe_min_drop = cbpe_min_drop
+        self.cbpe_min_window = cbpe_min_window
         self.events = 0
         self.rejects = 0
         self.blocks_closed = 0
@@ -1214,7 +1217,7 @@ class StreamPartition:
         out = stream_values(self.id_field, count, sum(m[6] for m in self.closed_meta), self.max_duplicate_rate,
                             self.cbpe_reference, sum(m[7] for m in self.closed_meta),
                             sum(m[8] for m in self.closed_meta), self.cbpe_min_drop,
-                            sum(m[9] for m in self.closed_meta), self.time_check)
+                            sum(m[9] for m in self.closed_meta), self.time_check, self.cbpe_min_window)
         first, last = self.closed_meta[0], self.closed_meta[-1]
         if self.reference_rate and first[2] >= 0 and last[3] > first[2] and count > 1:
             # This partition's share of the stream, scaled by the topic's partition count.
