@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 from pathlib import Path
@@ -124,18 +123,26 @@ def test_a_persistent_problem_opens_once(tmp_path: Path) -> None:
     assert "age/nan_rate" in restored.open_alerts
 
 
-def test_detector_cooldown_is_counted_in_events(tmp_path: Path) -> None:
-    """A detector that keeps firing is silenced for cooldown_events events after each alert."""
-    proc = build_processors(_settings(tmp_path, cooldown_events=3000))["churn.features"]
+@pytest.mark.parametrize("cut", [None, 337, 2500])
+def test_a_lasting_change_is_one_detector_incident_until_the_stream_is_stable(tmp_path: Path,
+                                                                              cut: int | None) -> None:
+    """Issue 17: a mean that flips every 500 events from event 2,000 to 6,000 (Page-Hinkley fires and re-arms
+    again and again), then a normal stream, then a second change from 9,000: one OPEN per change, a RESOLVED
+    between them once the detector stayed quiet for `resolve_windows` windows, not a page after every
+    cooldown; the same for any batch split (`cut`: batches of that many events)."""
+    proc = build_processors(_settings(tmp_path))["churn.features"]
     rows = _feature_rows(12_000, 8)
     for i, r in enumerate(rows):
-        if i >= 2000:
-            r["age"] += 30.0 * ((i - 2000) // 500 % 2 * 2 - 1)  # the mean flips every 500 events
+        if 2000 <= i < 6000 or i >= 9000:
+            r["age"] += 30.0 * ((i - 2000) // 500 % 2 * 2 - 1)
     part = proc.new_partition(0)
-    alerts = [a for a in proc.process(part, _records(proc, rows)).alerts if a.check == "page_hinkley"]
-    offsets = [a.source_offset for a in alerts]
-    assert len(offsets) >= 2
-    assert all(b - a > 3000 for a, b in itertools.pairwise(offsets))
+    records = _records(proc, rows)
+    size = cut or len(records)
+    alerts = [a for lo in range(0, len(records), size) for a in proc.process(part, records[lo:lo + size]).alerts
+              if a.check == "page_hinkley"]
+    assert [a.status for a in alerts] == ["OPEN", "RESOLVED", "OPEN"]
+    opened, resolved, again = (a.source_offset for a in alerts)
+    assert 2000 <= opened < 2600 and 6000 <= resolved < 9000 and 9000 <= again < 9600
 
 
 def test_undecodable_records_are_rejected_and_counted(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from monitor.core.partition import DETECTOR_CHECKS, Finding
+from monitor.core.partition import Finding
 from monitor.core.types import Alert, AlertKind, Severity, Window, alert_id_for
 from monitor.settings import CheckSettings
 
@@ -79,11 +79,6 @@ def evaluate(findings: list[Finding], part: PartitionLike, checks: dict[str, Che
     """Alerts for the findings of one batch, skipping a detector while it is cooling down."""
     alerts = []
     for f in findings:
-        if f.check in DETECTOR_CHECKS and f.feature in checks:
-            key = f"{f.feature}/{f.check}"
-            if f.event_number <= part.quiet_until.get(key, 0):
-                continue
-            part.quiet_until[key] = f.event_number + checks[f.feature].cooldown_events
         check_key = f.check if f.status == "OPEN" else f"{f.check}/resolved"
         alerts.append(
             Alert(

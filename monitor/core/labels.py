@@ -15,7 +15,7 @@ import numpy as np
 from scipy.stats import norm
 
 from monitor.core.detectors import DDM, EDDM, HDDMA, Adwin, Detection
-from monitor.core.partition import Finding, RecentIds
+from monitor.core.partition import Finding, RecentIds, detector_fired, detectors_evaluated
 from monitor.core.state_codec import encode_fields, read_fields
 from monitor.core.types import META_FIELD, AlertKind
 from monitor.settings import PerformanceSettings
@@ -181,6 +181,8 @@ class LabelPartition:
         self.quiet_until: dict[str, int] = {}
         self.join_mark = [0, 0]  # joined, given up: the counts at the last look at the joined share
         self.improvements = 0  # error-stream detections of a falling error, not sent (`alert_on_improvement`)
+        self._hits: list[tuple[int, str, Detection]] = []  # a batch's detector firings, taken in event order
+        self._hit_rows: tuple[Any, ...] | None = None
         self._new_detectors()
 
     def _new_detectors(self) -> None:
@@ -308,6 +310,17 @@ class LabelPartition:
         self.counts["joined"] += len(joined)
         self.counts["early"] += sum(1 for j in joined if j[3])
         first_number = self.counts["joined"] - len(joined)
+        # error-stream detectors, in join order: their firings are taken in event order as the windows are
+        # evaluated (`_gate_detectors`), so an incident opens, holds and resolves the same for any batch split
+        if self.kind == "classifier":
+            errors = (labels.astype(int) != preds.astype(int)).astype(float)
+        else:
+            errors = np.abs(preds - labels)
+        hits = []
+        for name, det in self.detectors.items():
+            hits += [(first_number + d.index + 1, name, d) for d in det.update_many(errors)]
+        self._hits = sorted(hits, key=lambda h: (h[0], h[1]))
+        self._hit_rows = (offsets, ltimes, versions)
         # windows of joined events
         size = self.settings.block_size
         start = 0
@@ -326,16 +339,20 @@ class LabelPartition:
             if meta[4] == size:
                 findings += self._close_block(first_number + stop, versions[stop - 1])
             start = stop
-        # error-stream detectors, in join order
-        if self.kind == "classifier":
-            errors = (labels.astype(int) != preds.astype(int)).astype(float)
-        else:
-            errors = np.abs(preds - labels)
-        for name, det in self.detectors.items():
-            for d in det.update_many(errors):
-                findings += self._detector_finding(name, d, int(offsets[d.index]), ltimes[d.index],
-                                                   first_number + d.index + 1, versions[d.index])
+        findings += self._gate_detectors(None)
+        self._hits, self._hit_rows = [], None
         return JoinResult(findings, len(joined), lags)
+
+    def _gate_detectors(self, upto: int | None) -> list[Finding]:
+        """The batch's detector firings up to labelled event `upto` (all: None), in order."""
+        out: list[Finding] = []
+        while self._hits and (upto is None or self._hits[0][0] <= upto):
+            number, name, d = self._hits.pop(0)
+            assert self._hit_rows is not None
+            offsets, ltimes, versions = self._hit_rows
+            out += self._detector_finding(name, d, int(offsets[d.index]), ltimes[d.index], number,
+                                          versions[d.index])
+        return out
 
     def _detector_finding(self, name: str, d: Detection, offset: int, t: int | None, number: int,
                           version: str | None) -> list[Finding]:
@@ -346,10 +363,8 @@ class LabelPartition:
         if better and not self.settings.alert_on_improvement:
             self.improvements += 1
             return []
-        key = f"error/{name}"
-        if number <= self.quiet_until.get(key, 0):
-            return []
-        self.quiet_until[key] = number + self.settings.cooldown_events
+        if not detector_fired(self.open_alerts, f"{'error_falling' if better else 'error'}/{name}", number):
+            return []  # its incident is still open: a lasting change is one incident
         evidence = {"detector": name, "labelled_events": str(d.window), "direction": "better" if better else "worse"}
         if d.change:
             evidence["error_change"] = f"{d.change:.4g}"
@@ -357,6 +372,11 @@ class LabelPartition:
                         offset, t, d.window, "OPEN", version, evidence)]
 
     def _close_block(self, number: int, version: str | None) -> list[Finding]:
+        """Close the open block; evaluate the window (the detector firings up to `number` first)."""
+        early = self._gate_detectors(number)
+        return early + self._close_and_evaluate(number, version)
+
+    def _close_and_evaluate(self, number: int, version: str | None) -> list[Finding]:
         assert self.open_meta is not None
         block = self.open
         self.closed.append(block)
@@ -376,7 +396,21 @@ class LabelPartition:
             return []
         window = np.sum(np.asarray(self.closed), axis=0)
         test = drop_test(np.asarray(reference), window, self.kind, self.settings)
-        return self._lifecycle(test, window, number, version)
+        out = self._lifecycle(test, window, number, version)
+        # A detector's incident resolves after `resolve_windows` windows without a firing of it and with the
+        # drop test passing (so a lasting drop keeps it open, whatever the detectors re-arm to).
+        last = self.closed_meta[-1]
+        for key in detectors_evaluated(self.open_alerts, number - int(window[0]), lambda _k: test.firing,
+                                       self.settings.resolve_windows):
+            side, check = key.split("/", 1)
+            out.append(Finding("error", check, AlertKind.CONCEPT_DRIFT, 0.0, 0.0, last[1],
+                               None if last[3] < 0 else last[3], number, self.closed_meta[0][0],
+                               None if self.closed_meta[0][2] < 0 else self.closed_meta[0][2], int(window[0]),
+                               "RESOLVED", version,
+                               {"detector": check, "direction": "better" if side == "error_falling" else "worse",
+                                "resolved_by": "no firing and the accuracy test passing for "
+                                               f"{self.settings.resolve_windows} windows"}))
+        return out
 
     def _lifecycle(self, test: DropTest, window: np.ndarray, number: int, version: str | None) -> list[Finding]:
         key = f"{test.metric}/concept_drift"

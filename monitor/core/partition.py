@@ -11,6 +11,7 @@ import base64
 import itertools
 import math
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -61,6 +62,38 @@ from monitor.settings import CheckSettings, WindowSettings
 # A block's numeric part as the blocks topic carries it: field names, histogram lengths, packed values.
 Packed = tuple[list[str], list[int], "bytes | np.ndarray"]
 DETECTOR_CHECKS = {"adwin", "page_hinkley"}
+
+
+def detector_fired(open_alerts: dict[str, dict[str, Any]], key: str, number: int) -> bool:
+    """A detector (`key`: "<field>/<check>") fired at event `number`: True when this opens an incident (an
+    OPEN goes out), False when it joins the one still open (a lasting change is one incident, not a page at
+    every re-arm)."""
+    state = open_alerts.get(key)
+    if state is not None:
+        state["last"] = number
+        return False
+    open_alerts[key] = {"since": number, "below": 0, "last": number, "detector": 1}
+    return True
+
+
+def detectors_evaluated(open_alerts: dict[str, dict[str, Any]], window_start: int, holding: Callable[[str], bool],
+                        resolve_windows: int) -> list[str]:
+    """At a window evaluation (the window holds the events after event number `window_start`): each open
+    detector incident whose detector has not fired inside the window and whose field's window checks pass
+    (`holding(key)` False) counts a quiet window; after `resolve_windows` in a row it resolves: the stream has
+    been stable for a whole window and then some. Returns the keys resolved."""
+    resolved = []
+    for key, state in list(open_alerts.items()):
+        if not state.get("detector"):
+            continue
+        if state["last"] > window_start or holding(key):
+            state["below"] = 0
+        else:
+            state["below"] += 1
+        if state["below"] >= resolve_windows:
+            del open_alerts[key]
+            resolved.append(key)
+    return resolved
 DQ_CHECKS = {"missing_rate", "nan_rate", "out_of_range", "sentinel_rate", "unseen_category", "constant",
              "duplicate_id", "event_time", "stuck_value"}
 Status = Literal["OPEN", "RESOLVED"]
@@ -874,8 +907,14 @@ class StreamPartition:
         self.closed_meta: list[list[Any]] = []
         self.open_meta: list[Any] | None = None
         self.last_version: str | None = None
-        self.quiet_until: dict[str, int] = {}  # detector "<feature>/<check>" -> event number its cooldown ends
-        self.open_alerts: dict[str, dict[str, Any]] = {}  # window "<feature>/<check>" -> {"since", "below"}
+        self.quiet_until: dict[str, int] = {}  # (0.2: detector cooldowns; detectors open incidents now)
+        # "<feature>/<check>" -> {"since", "below"} of an open window check, plus "last", "checked" and
+        # "detector" for a detector's incident (`detector_fired`)
+        self.open_alerts: dict[str, dict[str, Any]] = {}
+        # The batch's detector firings (event number, feature, check, ...), taken in event order as its windows
+        # are evaluated (`_gate_detectors`), so an incident opens or holds the same for any batch split.
+        self._hits: list[tuple[Any, ...]] = []
+        self._opened: list[tuple[Any, ...]] = []
         self.schema_ids: list[int] = []
         # feature -> (statistic, value, threshold) at the last evaluated window (not stored; for metrics/history)
         self.last_drift: dict[str, tuple[str, float, float]] = {}
@@ -974,6 +1013,7 @@ class StreamPartition:
             self._apply_runs(runs, bids, offsets, times, dups, expected, scored, bad_times, per_run, categorical,
                              events_before, longest)
             runs = []  # done
+        self._hits, self._opened = self._detect(numeric, warm_taken, events_before), []
         for k, (start, stop) in enumerate(runs):
             bid = int(bids[start])
             if self.open_meta is not None and self.open_meta[5] != bid:
@@ -1013,32 +1053,52 @@ class StreamPartition:
             else:
                 batch_totals = numeric_block(values, missing, None, 0, feat.limits.bounds, feat.limits.sentinels)
             feat.totals = merge_numeric([feat.totals, batch_totals])
-            if not self.evaluate:
-                continue
+        self._gate_detectors(None)
+        for _number, name, check, d, evidence, i in self._opened:
+            run = next(k for k, (a, b) in enumerate(runs) if a <= i < b)
+            first, first_t, before = snapshots[run]
+            findings.append(Finding(
+                name, check, kind_of(check, self.stream), d.statistic, d.threshold, int(offsets[i]),
+                batch.event_times[i], events_before + i + 1, first, first_t, before + i - runs[run][0] + 1,
+                model_version=_text(batch.value(version_field, i)) if version_field else None,
+                evidence=evidence))
+        self._hits, self._opened = [], []
+        findings.sort(key=lambda f: (f.event_number, f.feature, f.check, f.status))
+        return findings
+
+    def _detect(self, numeric: list[tuple[NumericFeature, np.ndarray, np.ndarray]], warm_taken: dict[str, int],
+                events_before: int) -> list[tuple[Any, ...]]:
+        """The batch's ADWIN and Page-Hinkley firings (per-partition evaluation only), in event order."""
+        if not self.evaluate:
+            return []
+        hits: list[tuple[Any, ...]] = []
+        for feat, values, _missing in numeric:
             idx, z = feat.detector_input(values, warm_taken[feat.name])
             if not len(idx):
                 continue
             checks = feat.checks
-            hits = []
+            found = []
             if checks.adwin.enabled:
-                hits += [("adwin", d, {"delta": f"{checks.adwin.delta:g}", "adwin_width": str(d.window)})
-                         for d in feat.adwin.update_many(z)]
+                found += [("adwin", d, {"delta": f"{checks.adwin.delta:g}", "adwin_width": str(d.window)})
+                          for d in feat.adwin.update_many(z)]
             if checks.page_hinkley.enabled:
-                hits += [("page_hinkley", d, {"values_since_reset": str(d.window)})
-                         for d in feat.ph.update_many(z)]
-            for check, d, evidence in hits:
+                found += [("page_hinkley", d, {"values_since_reset": str(d.window)})
+                          for d in feat.ph.update_many(z)]
+            for check, d, evidence in found:
                 i = int(idx[d.index])
-                run = next(k for k, (a, b) in enumerate(runs) if a <= i < b)
-                first, first_t, before = snapshots[run]
                 evidence.update({"standardised_by": "reference" if feat.profile is not None else "warm-up",
                                  "mean": f"{feat.mean:.6g}", "std": f"{feat.std:.6g}"})
-                findings.append(Finding(
-                    name, check, kind_of(check, self.stream), d.statistic, d.threshold, int(offsets[i]),
-                    batch.event_times[i], events_before + i + 1, first, first_t, before + i - runs[run][0] + 1,
-                    model_version=_text(batch.value(version_field, i)) if version_field else None,
-                    evidence=evidence))
-        findings.sort(key=lambda f: (f.event_number, f.feature, f.check, f.status))
-        return findings
+                hits.append((events_before + i + 1, feat.name, check, d, evidence, i))
+        hits.sort(key=lambda h: (h[0], h[1], h[2]))
+        return hits
+
+    def _gate_detectors(self, upto: int | None) -> None:
+        """Take the batch's firings up to event `upto` (all: None) in order: one that opens an incident goes
+        out (`_opened`), one while its incident is open holds it (`detector_fired`)."""
+        while self._hits and (upto is None or self._hits[0][0] <= upto):
+            hit = self._hits.pop(0)
+            if detector_fired(self.open_alerts, f"{hit[1]}/{hit[2]}", hit[0]):
+                self._opened.append(hit)
 
     def _apply_runs(self, runs: list[tuple[int, int]], bids: np.ndarray, offsets: np.ndarray, times: list[int],
                     dups: np.ndarray, expected: np.ndarray, scored: np.ndarray, bad_times: np.ndarray,
@@ -1229,11 +1289,22 @@ class StreamPartition:
         return out
 
     def _lifecycle(self, values: list[CheckValue], event_number: int) -> list[Finding]:
-        """OPEN when a check starts firing, nothing while it stays open, RESOLVED after enough quiet windows."""
+        """OPEN when a check starts firing, nothing while it stays open, RESOLVED after enough quiet windows.
+        A detector's incident resolves the same way: windows with no firing of it and its feature's window
+        checks passing (`detectors_evaluated`)."""
         out = []
         first, first_t, count = self._window_bounds()
         last = self.closed_meta[-1]
         offset, time = last[1], (None if last[3] < 0 else last[3])
+        self._gate_detectors(event_number)
+        failing = {v.feature for v in values if v.firing}
+        for key in detectors_evaluated(self.open_alerts, event_number - count,
+                                       lambda k: k.split("/", 1)[0] in failing, self.window_settings.resolve_windows):
+            feature, check = key.split("/", 1)
+            out.append(Finding(feature, check, kind_of(check, self.stream), 0.0, 0.0, offset, time, event_number,
+                               first, first_t, count, "RESOLVED", self.last_version,
+                               {"resolved_by": "no firing and the window checks passing for "
+                                               f"{self.window_settings.resolve_windows} windows"}))
         for v in values:
             key = f"{v.feature}/{v.check}"
             state = self.open_alerts.get(key)
