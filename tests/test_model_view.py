@@ -375,3 +375,29 @@ def test_a_silent_partition_stops_holding_the_watermark_and_its_late_blocks_are_
     assert view.counts["late_blocks"] == len(data) > 0
     assert view.counts["late_events"] == sum(b["events"] for b in data)
     assert view.closed_slot == closed_before and [s[0] for s in view.slots] == window_before
+
+
+def test_status_names_the_checks_a_full_window_cannot_run_and_what_to_change(tmp_path: Path,
+                                                                            reference: ReferenceProfile) -> None:
+    """Issue 17: windows of 10 slots of 1 s at 100 events a second hold 1,000 events; with the rate checks'
+    `min_window_count` at 5,000 they can never run. `status` names them with the change that would let them
+    (slots 5 times longer or 5 times more of them: 5,000 ms or 50 blocks), and not the drift check (200)."""
+    from monitor.core.reach import expected_window_events
+    from monitor.io.state import MemoryStore
+    from monitor.ops.status import collect_status
+
+    settings = settings_for(tmp_path, defaults={"min_window_count": 5000})
+    result = replay(settings, records_for(settings, 3, [], events=3_000), {"churn": reference})
+    store = MemoryStore()
+    for bp, mpart in result.model_parts.items():
+        fence = store.acquire(settings.blocks_topic, bp).fence
+        store.commit(settings.blocks_topic, bp, fence, None, 1, mpart.to_fields(), {}, [])
+    found = collect_status(settings, store)["models"]["churn"]["unreachable"]
+    assert {(u["stream"], u["setting"]) for u in found} == {("features", "min_window_count"),
+                                                             ("predictions", "min_window_count")}
+    features = next(u for u in found if u["stream"] == "features")
+    assert features["needs"] == 5000 and features["window_events"] == 1000  # 100 events/s x 10 s
+    assert "window.block_ms to at least 5000 or window.blocks to at least 50" in features["advice"]
+    # At start, from a rate: the same window at the reference's 100 events a second.
+    assert expected_window_events(settings.window, 100.0, 1) == 1000
+    assert expected_window_events(settings.window, 100.0, 4) == 250  # per-partition windows: their share

@@ -37,6 +37,7 @@ from monitor.app.outbox import Outbox
 from monitor.app.pipeline import AnyProcessor, BatchOutcome, LabelProcessor, StreamProcessor, build_processors
 from monitor.core.labels import LabelPartition
 from monitor.core.partition import StreamPartition
+from monitor.core.reach import expected_window_events, minimums, unreachable
 from monitor.core.types import Alert, AlertKind, RawRecord, Reject
 from monitor.errors import DependencyUnavailable, FencedError, OffsetConflict, StateLost
 from monitor.io.avro import BlockCodec
@@ -274,6 +275,7 @@ class Daemon:
             except KafkaException as exc:
                 log.warning("kafka.metadata_unavailable", error=str(exc))
             log.info("daemon.started", stage=self.stage, topics=list(self.processors), group=self.group_id)
+            self._warn_unreachable()
             for topic, proc in self.processors.items():
                 decoder = getattr(proc, "decoder_kind", None)
                 if decoder is not None:
@@ -533,6 +535,27 @@ class Daemon:
                      check=alert.check, status=alert.status, statistic=alert.statistic, threshold=alert.threshold,
                      alert_id=alert.alert_id, offset=alert.source_offset)
         return True
+
+    def _warn_unreachable(self) -> None:
+        """At start: the checks whose window cannot hold the events they need at the reference's event rate
+        (they would never run); `status` says the same from the windows it sees."""
+        view = self.settings.model_view.enabled
+        if view and self.model_processor is not None:
+            procs = [(p, 1) for p in self.model_processor.stream_processors.values()]
+        elif not view:
+            procs = [(p, self.topic_partitions.get(t, 1)) for t, p in self.processors.items()
+                     if isinstance(p, StreamProcessor)]
+        else:
+            return
+        for proc, partitions in procs:
+            rate = proc.reference.event_rate if proc.reference is not None else None
+            if not rate:
+                continue
+            window = self.settings.window_for(proc.model)
+            held = expected_window_events(window, rate, partitions)
+            for u in unreachable(window, proc.stream, minimums(self.settings, proc.model, proc.stream), held):
+                log.warning("check.unreachable", model=proc.model.name, stream=u.stream, check=u.check,
+                            needs=u.needs, window_events=round(u.window_events), advice=u.advice)
 
     @staticmethod
     def _log_given_up(tp: TP, part: LabelPartition, before: int, predictions_time: int) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
+from monitor.core.reach import minimums, unreachable
 from monitor.core.state_codec import read_fields
 from monitor.core.types import META_FIELD
 from monitor.io.state import StateStore
@@ -20,7 +22,7 @@ def collect_status(settings: Settings, store: StateStore) -> dict[str, Any]:
                               for m in settings.models}
     for topic, partition in store.partitions():
         if topic == settings.blocks_topic:
-            _model_view(models, store.read(topic, partition).fields)
+            _model_view(models, store.read(topic, partition).fields, settings)
             continue
         if topic not in topics:
             continue
@@ -49,6 +51,12 @@ def collect_status(settings: Settings, store: StateStore) -> dict[str, Any]:
                 feature, _, check = key.partition("/")
                 out["open_alerts"].append({"stream": kind, "feature": feature, "check": check,
                                            "partition": partition, "quiet_until_event": until})
+        model = settings.model(name)
+        window = settings.window_for(model)
+        closed = meta.get("closed_meta") or states.get("__closed__", {}).get("closed_meta", [])
+        if not settings.model_view.enabled and len(closed) >= window.blocks:  # a full per-partition window
+            for u in unreachable(window, kind, minimums(settings, model, kind), float(sum(m[4] for m in closed))):
+                out.setdefault("unreachable", []).append({**asdict(u), "partition": partition})
         for field, state in states.items():
             if field.startswith("__"):  # __meta__, __closed__: not a feature
                 continue
@@ -63,12 +71,19 @@ def collect_status(settings: Settings, store: StateStore) -> dict[str, Any]:
     return {"models": models}
 
 
-def _model_view(models: dict[str, Any], fields: dict[str, bytes]) -> None:
-    """Stage 2's state of one blocks-topic partition: per model stream, its counts, drift and open incidents."""
+def _model_view(models: dict[str, Any], fields: dict[str, bytes], settings: Settings) -> None:
+    """Stage 2's state of one blocks-topic partition: per model stream, its counts, drift and open incidents,
+    and the checks a full window cannot run (too few events in it)."""
     for key, state in read_fields(fields).items():
         model, _, stream = key.partition("/")
         if model not in models or not stream:
             continue
+        conf = settings.model(model)
+        window = settings.window_for(conf)
+        if len(state.get("slots", [])) >= window.blocks:
+            held = float(sum(int(s[1]) for s in state["slots"][-window.blocks:]))
+            models[model].setdefault("unreachable", []).extend(
+                asdict(u) for u in unreachable(window, stream, minimums(settings, conf, stream), held))
         incidents = []
         for inc in state["incidents"]["open"].values():
             checks = inc["checks"]
@@ -186,5 +201,8 @@ def render_status(status: dict[str, Any]) -> None:
         for alert in model["open_alerts"]:
             console.print(f"  open: {alert['stream']}/{alert['feature']} {alert['check']} "
                           f"(partition {alert['partition']})")
+        for u in model.get("unreachable", []):
+            where = f", partition {u['partition']}" if "partition" in u else ""
+            console.print(f"  [yellow]never runs[/yellow]: {u['stream']} {u['check']}{where}: {u['advice']}")
         for tp, offset in sorted(model["partitions"].items()):
             console.print(f"  {tp}: next offset {offset}")
