@@ -507,9 +507,11 @@ def both_stages_done(setup: Setup) -> bool:
     return True
 
 
-def small_model(tmp: Path, fields: list[dict[str, Any]], partition_alerts: bool = False) -> tuple[Any, Any]:
+def small_model(tmp: Path, fields: list[dict[str, Any]], partition_alerts: bool = False,
+                categorical: list[str] | None = None) -> tuple[Any, Any]:
     """Stage 1's processor and stage 2's for a one-model config (topic `m.f`, 1 s slots, 3 blocks) whose
-    records have `event_id`, `event_time` and `fields`; nothing to Kafka or Redis."""
+    records have `event_id`, `event_time` and `fields` (`categorical`: fields listed as such); nothing to
+    Kafka or Redis."""
     from monitor.app.models import ModelProcessor
     from monitor.app.pipeline import StreamProcessor, build_processors
     from monitor.settings import load_settings
@@ -518,7 +520,8 @@ def small_model(tmp: Path, fields: list[dict[str, Any]], partition_alerts: bool 
         {"name": "event_id", "type": "string"}, {"name": "event_time", "type": "long"}, *fields]}
     (tmp / "r.avsc").write_text(json.dumps(schema))
     cfg = {"window": {"by": "time", "block_ms": 1000, "blocks": 3}, "partition_alerts": partition_alerts,
-           "models": [{"name": "m", "features": {"topic": "m.f", "schema": "r.avsc"}}]}
+           "models": [{"name": "m", "features": {"topic": "m.f", "schema": "r.avsc",
+                                                 "categorical": categorical or []}}]}
     (tmp / "m.yaml").write_text(yaml.safe_dump(cfg))
     settings = load_settings(tmp / "m.yaml", environ={})
     proc = build_processors(settings)["m.f"]

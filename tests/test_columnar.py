@@ -14,6 +14,7 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from monitor.core.categories import category_text
 from monitor.core.columns import event_time_ms
 from monitor.core.partition import numeric_column
 from monitor.errors import DecodeError
@@ -126,8 +127,8 @@ def check(decoder: AvroDecoder, payloads: list[bytes | None]) -> ColumnarDecoder
             assert np.array_equal(got_f, want_f, equal_nan=True), name
         codes, names = part.categories()
         assert [None if c < 0 else names[c] for c in codes.tolist()] == \
-            [None if r.get(name) is None else str(r.get(name)) for r in rows]
-        assert names == list(dict.fromkeys(str(r[name]) for r in rows if r.get(name) is not None))
+            [None if r.get(name) is None else category_text(r.get(name)) for r in rows]
+        assert names == list(dict.fromkeys(category_text(r[name]) for r in rows if r.get(name) is not None))
         times, present = part.event_times()
         assert [t if ok else None for t, ok in zip(times.tolist(), present.tolist(), strict=True)] == \
             [event_time_ms(r.get(name)) for r in rows]

@@ -204,3 +204,46 @@ def test_a_failed_build_uses_no_version_number(tmp_path: Path, redis_url: str, u
     good = build(tmp_path / "train.parquet")
     assert good.returncode == 0, good.stderr
     assert good.stdout.strip() == "v1"
+
+
+def test_integer_and_boolean_categories_are_spelled_alike_in_every_reference_format_and_the_stream(
+        tmp_path: Path) -> None:
+    """Issue 17: an integer column listed as categorical (with a gap) was profiled from CSV as "1.0", "2.0"
+    while the stream's Avro int says "1": every event would have been an unseen category. CSV, Parquet, Avro
+    and the stream now give the same categories: "1", "2", "3" and "True", "False" (counted by hand)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from monitor.core.types import RawRecord
+    from monitor.io.avro import encode_plain
+    from tests.helpers import small_model
+
+    plans = [1, 2, None, 1, 3, 1, 2]
+    flags = [True, False, True, None, True, True, False]
+    rows = [{"plan": p, "promo": f} for p, f in zip(plans, flags, strict=True)]
+    schema = {"type": "record", "name": "R", "fields": [{"name": "plan", "type": ["null", "int"]},
+                                                        {"name": "promo", "type": ["null", "boolean"]}]}
+    files = {"csv": tmp_path / "t.csv", "parquet": tmp_path / "t.parquet", "avro": tmp_path / "t.avro"}
+    files["csv"].write_text("plan,promo\n" + "".join(f"{'' if p is None else p},{'' if f is None else str(f).lower()}\n"
+                                                     for p, f in zip(plans, flags, strict=True)))
+    pq.write_table(pa.Table.from_pylist(rows), files["parquet"])
+    with files["avro"].open("wb") as fh:
+        fastavro.writer(fh, fastavro.parse_schema(schema), rows)
+    specs = [FieldSpec("plan", "categorical", True), FieldSpec("promo", "categorical", True)]
+    for kind, path in files.items():
+        profile = build_profile("m", specs, read_table(path), version="v1", source=path.name, sentinels={},
+                                time_field=None)
+        assert profile.fields["plan"].categories == ["1", "2", "3"], kind  # by count, then by name
+        assert profile.fields["promo"].categories == ["True", "False"], kind
+
+    proc, _models = small_model(tmp_path, schema["fields"], categorical=["plan", "promo"])
+    stream_schema = proc.decoder.reader_schema
+    records = [RawRecord("m.f", 0, i, None, encode_plain(stream_schema, {**r, "event_id": str(i),
+                                                                         "event_time": 1_767_225_600_000 + i}))
+               for i, r in enumerate(rows)]
+    part = proc.new_partition(0)
+    proc.process(part, records)
+    seen = part.features["plan"].window.open
+    assert {k: v for k, v in seen.items() if not k.startswith("__")} == {"1": 3, "2": 2, "3": 1}
+    flags_seen = part.features["promo"].window.open
+    assert {k: v for k, v in flags_seen.items() if not k.startswith("__")} == {"True": 4, "False": 2}

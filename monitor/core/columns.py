@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 from numba import njit
 
+from monitor.core.categories import category_text
+
 TAG_NULL, TAG_INT, TAG_FLOAT, TAG_BOOL, TAG_STR, TAG_BYTES, TAG_ENUM = range(7)
 _EXACT = 2**53  # integers up to this convert to float64 exactly
 
@@ -168,7 +170,8 @@ class RawColumn:
         return np.asarray(out, dtype=bool)
 
     def categories(self) -> tuple[np.ndarray, list[str]]:
-        """Codes (-1: missing) of `str(value)` in order of first appearance, and the names of the codes."""
+        """Codes (-1: missing) of `category_text(value)` in order of first appearance, and the names of the
+        codes."""
         tags = self.tags
         if not self.objects:
             present = tags != TAG_NULL
@@ -183,8 +186,8 @@ class RawColumn:
             if kinds <= {TAG_INT} and self.column.logical is None:
                 return _first_order(self.ivals, present, str)
         index: dict[str, int] = {}
-        codes = np.fromiter((-1 if v is None else index.setdefault(str(v), len(index)) for v in self.values()),
-                            dtype=np.int64, count=len(self))
+        codes = np.fromiter((-1 if v is None else index.setdefault(category_text(v), len(index))
+                             for v in self.values()), dtype=np.int64, count=len(self))
         return codes, list(index)
 
 

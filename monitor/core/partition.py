@@ -21,6 +21,7 @@ from numba.typed import Dict as NumbaDict
 
 from monitor.core import stats
 from monitor.core.blocks import CLIPPED, ROW_HEAD, CategoricalSummary, pack, pack_categorical, packed_row
+from monitor.core.categories import category_text
 from monitor.core.columns import RawColumn, recent_duplicates, to_number
 from monitor.core.detectors import Adwin, PageHinkley
 from monitor.core.profiles import CategoricalProfile, FieldContract, FieldProfile, NumericProfile
@@ -123,12 +124,13 @@ class DecodedBatch:
         return numeric_column(self.rows, name)
 
     def categories(self, name: str) -> tuple[np.ndarray, list[str]]:
-        """Codes of `str(value)` in order of first appearance (-1: null or absent) and the code's names."""
+        """Codes of `category_text(value)` in order of first appearance (-1: null or absent) and the code's
+        names."""
         if self.columns is not None and name in self.columns:
             return self.columns[name].categories()
         index: dict[str, int] = {}
-        codes = np.fromiter((-1 if v is None else index.setdefault(str(v), len(index)) for v in self.values(name)),
-                            dtype=np.int64, count=len(self))
+        codes = np.fromiter((-1 if v is None else index.setdefault(category_text(v), len(index))
+                             for v in self.values(name)), dtype=np.int64, count=len(self))
         return codes, list(index)
 
     def values(self, name: str) -> list[Any]:

@@ -10,7 +10,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from monitor.core.categories import category_text
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,12 @@ class FieldContract(BaseModel):
     max: float | None = None
     allowed: list[str] | None = None
     sentinels: list[float] = []
+
+    @field_validator("allowed", mode="before")
+    @classmethod
+    def _spelled_as_the_stream(cls, value: Any) -> Any:
+        """Allowed categories written as numbers or booleans (`[1, 2]`) are spelled as the stream's."""
+        return [category_text(v) for v in value] if isinstance(value, list) else value
     max_missing_rate: float = Field(0.1, ge=0, le=1)
     max_nan_rate: float = Field(0.05, ge=0, le=1)
     max_sentinel_rate: float = Field(0.01, ge=0, le=1)

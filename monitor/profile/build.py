@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from monitor.core.categories import category_texts
 from monitor.core.columns import to_number
 from monitor.core.labels import classifier_block, metrics, regressor_block
 from monitor.core.profiles import CategoricalProfile, FieldProfile, NumericProfile, ReferenceProfile
@@ -78,7 +79,7 @@ def profile_numeric(values: np.ndarray, null: np.ndarray, sentinels: list[float]
 
 def profile_categorical(values: np.ndarray, null: np.ndarray) -> CategoricalProfile:
     n = len(values)
-    present = values[~null].astype(str)
+    present = category_texts(values[~null]).astype(str)  # as the stream spells them (`category_text`)
     cats, counts = np.unique(present, return_counts=True)
     order = np.lexsort((cats, -counts))[:TOP_CATEGORIES]
     top = cats[order].tolist()
@@ -123,7 +124,10 @@ def read_table(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     for name in table.column_names:
         col = _temporal_as_number(table.column(name).combine_chunks())
         null = col.is_null().to_numpy(zero_copy_only=False)
-        if pa.types.is_floating(col.type) or pa.types.is_integer(col.type) or pa.types.is_boolean(col.type):
+        if pa.types.is_integer(col.type) or pa.types.is_boolean(col.type):  # kept as such: a category of
+            fill = False if pa.types.is_boolean(col.type) else 0           # them is "1" or "True", not "1.0"
+            values = col.fill_null(fill).to_numpy(zero_copy_only=False)
+        elif pa.types.is_floating(col.type):
             values = col.cast(pa.float64()).fill_null(0.0).to_numpy(zero_copy_only=False)
         else:
             values = col.cast(pa.string()).fill_null("").to_numpy(zero_copy_only=False)
