@@ -387,6 +387,74 @@ def test_a_stopped_stream_raises_volume_and_resolves(setup: Setup, daemons: list
     assert d.terminate() == 0
 
 
+def test_records_deleted_by_retention_and_a_partition_that_never_delivers_are_said(
+    setup: Setup, daemons: list[DaemonProcess], tmp_path: Path
+) -> None:
+    """Issue 17: the daemon stops at stored offsets; retention then deletes the records past them on partition
+    0 (DeleteRecords); on restart it says so (log `offset.out_of_range`, `monitor_records_unread_total` = the
+    records it never read) and resumes at the log start, counting exactly the records still there. A fresh
+    deployment on a topic with nothing to read raises one VOLUME `stream_stopped` per input partition after
+    `freshness_s` (it used to sit ready at 0 events, silent), resolved by the first event."""
+    from confluent_kafka import TopicPartition as TP
+    from confluent_kafka.admin import AdminClient
+
+    config = setup.write_config()
+    raw = yaml.safe_load(config.read_text())
+    raw["models"][0]["freshness_s"] = 3
+    config.write_text(yaml.safe_dump(raw))
+    produce_simulated(setup, 600, seed=5)
+    d = _run_to_end(setup, daemons, tmp_path, config=config)
+    assert d.terminate() == 0
+    store = _store(setup)
+    stored = store.read(setup.features, 0).offset
+    assert stored is not None
+    events_before = collect_status(load_settings(config), store)["models"]["churn"]["events"]
+    produce_simulated(setup, 600, seed=6)
+    ends = end_offsets(setup.bootstrap, setup.features)
+    cut = stored + (ends[0] - stored) // 2  # half of what the daemon has not read yet goes
+    admin = AdminClient({"bootstrap.servers": setup.bootstrap})
+    for fut in admin.delete_records([TP(setup.features, 0, cut)]).values():
+        fut.result(30)
+    d2 = DaemonProcess(config, tmp_path / "daemon2.log").start()
+    daemons.append(d2)
+    wait_until(lambda: _caught_up(setup), 120, "the restarted daemon to reach every end")
+    log_text = (tmp_path / "daemon2.log").read_text()
+    out_of_range = [json.loads(line) for line in log_text.splitlines() if '"offset.out_of_range"' in line]
+    assert [(e["partition"], e["stored_offset"], e["log_start"], e["unread"]) for e in out_of_range] == [
+        (0, stored, cut, cut - stored)]
+    code, body = http_get(setup.http_port, "/metrics")
+    assert code == 200
+    assert f'monitor_records_unread_total{{partition="0",topic="{setup.features}"}} {float(cut - stored)}' \
+        in body.decode()
+    events_after = collect_status(load_settings(config), store)["models"]["churn"]["events"]
+    assert events_after - events_before == 600 - (cut - stored)  # every record still there, once
+    assert d2.terminate() == 0
+
+    # A fresh group and key prefix on topics with nothing new to read: silent partitions are said.
+    fresh = Setup(setup.unique + "n", setup.bootstrap, setup.redis_url, tmp_path / "fresh")
+    (tmp_path / "fresh").mkdir()
+    fresh.create_topics()
+    config = fresh.write_config()
+    raw = yaml.safe_load(config.read_text())
+    raw["models"][0]["freshness_s"] = 3
+    config.write_text(yaml.safe_dump(raw))
+    d3 = DaemonProcess(config, tmp_path / "daemon3.log").start()
+    daemons.append(d3)
+
+    def volume(status: str) -> list[dict[str, Any]]:
+        return [a for a in _alerts(fresh, idle=0.5) if a["kind"] == "VOLUME" and a["status"] == status]
+
+    opened = wait_until(lambda: len(volume("OPEN")) == 2 * PARTITIONS and volume("OPEN"), 60,
+                        "a VOLUME alert per silent input partition")
+    assert {a["check"] for a in opened} == {"stream_stopped"}
+    assert all(a["evidence"]["detail"] == "no event since this partition was assigned" for a in opened)
+    assert '"partition.never_delivered"' in (tmp_path / "daemon3.log").read_text()
+    produce_simulated(fresh, 300, seed=7)
+    wait_until(lambda: len(volume("RESOLVED")) == 2 * PARTITIONS, 60, "the first events to resolve them")
+    assert len(volume("OPEN")) == 2 * PARTITIONS  # said once each
+    assert d3.terminate() == 0
+
+
 @pytest.mark.parametrize("labels", ["behind", "ahead"])
 def test_labels_join_whatever_topic_is_read_first_over_months_of_event_time(
     setup: Setup, daemons: list[DaemonProcess], tmp_path: Path, labels: str

@@ -191,8 +191,32 @@ class Daemon:
         self.last_seen[(topic, partition)] = time.monotonic()
         self.outbox.add((topic, partition), snap.outbox)
         if snap.offset is not None:
-            return snap.offset
+            return self._readable_from(topic, partition, snap.offset)
         return OFFSET_BEGINNING if self.settings.start_from == "earliest" else OFFSET_END
+
+    def _readable_from(self, topic: str, partition: int, stored: int) -> int:
+        """Where to resume a partition whose state stops at `stored`: there, unless the log no longer starts
+        that early (retention deleted records this monitor never read): then at the log start, said and
+        counted (`monitor_records_unread_total`), rather than wherever `auto.offset.reset` would go."""
+        assert self.consumer is not None
+        try:
+            low, high = self.consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=5.0,
+                                                            cached=False)
+        except KafkaException as exc:
+            log.warning("kafka.watermarks_unavailable", topic=topic, partition=partition, error=str(exc))
+            return stored
+        if stored < low:
+            log.error("offset.out_of_range", topic=topic, partition=partition, stored_offset=stored,
+                      log_start=low, unread=low - stored,
+                      reason="the records were deleted (retention) before this monitor read them")
+            self.metrics.records_lost.labels(topic, str(partition)).inc(low - stored)
+            return low
+        if stored > high:
+            log.error("offset.out_of_range", topic=topic, partition=partition, stored_offset=stored, log_end=high,
+                      reason="the log ends before the stored offset (the topic was deleted and made again, or "
+                             "truncated): resuming at its end")
+            return high
+        return stored
 
     def _new_partition(self, topic: str, partition: int) -> StreamPartition | LabelPartition | ModelPartition:
         return self.processors[topic].new_partition(partition, self.topic_partitions.get(topic, 1))
@@ -631,12 +655,38 @@ class Daemon:
                 owned.part.emitted = []
                 if owned.stored_offset is None:
                     self._send_signals(signals)  # no state to commit yet: the signal alone, at most once more
-                    continue
+                    signals = []
             if owned.stored_offset is None:
-                continue  # never had an event: a stream that has not started has not stopped
+                self._never_delivered(tp, owned, processor, quiet)
+                continue
             alerts, silence = processor.silence(owned.part, quiet)
             if alerts or signals or silence:
                 self._checkpoint(tp, owned, owned.stored_offset, alerts, [], blocks=signals + silence)
+
+    def _never_delivered(self, tp: TP, owned: Owned, processor: StreamProcessor, quiet: float) -> None:
+        """A partition assigned `quiet` seconds ago that has delivered no event, read to its end: after the
+        model's `freshness_s`, said once (log, `monitor_partition_never_delivered`) and a VOLUME
+        `stream_stopped` alert (checkpointed at the log end, so it goes out once; its first event resolves it)."""
+        part = owned.part
+        freshness = processor.model.freshness_s
+        if not isinstance(part, StreamPartition) or freshness is None or quiet < freshness or \
+                "*/stream_stopped" in part.open_alerts:
+            return
+        if not self._at_end(tp, owned):
+            return
+        assert self.consumer is not None
+        try:
+            low, high = self.consumer.get_watermark_offsets(TopicPartition(*tp), timeout=1.0, cached=False)
+        except KafkaException:
+            return
+        log.warning("partition.never_delivered", topic=tp[0], partition=tp[1], quiet_s=round(quiet),
+                    log_start=low, log_end=high, freshness_s=freshness,
+                    reason="no record since it was assigned" + (" (its records were deleted by retention)"
+                                                                if high > 0 and low >= high else ""))
+        self.metrics.never_delivered.labels(tp[0], str(tp[1])).set(1)
+        alerts, silence = processor.silence(part, quiet, position=high)
+        if alerts or silence:
+            self._checkpoint(tp, owned, high, alerts, [], blocks=silence)
 
     def _at_end(self, tp: TP, owned: Owned) -> bool:
         """Whether this replica has read the partition to its high watermark (so its silence is real).

@@ -303,11 +303,13 @@ class StreamProcessor(_ReferenceUser):
             out[str(event_id)] = (value, t if t is not None else 0)
         return out
 
-    def silence(self, part: StreamPartition, idle_s: float) -> tuple[list[Alert], list[dict[str, Any]]]:
-        """VOLUME alerts and signal blocks for a partition silent too long (the daemon's wall clock)."""
+    def silence(self, part: StreamPartition, idle_s: float,
+                position: int | None = None) -> tuple[list[Alert], list[dict[str, Any]]]:
+        """VOLUME alerts and signal blocks for a partition silent too long (the daemon's wall clock);
+        `position`: where a partition that never delivered an event is (`StreamPartition.silence`)."""
         if self.model.freshness_s is None:
             return [], []
-        findings = part.silence(idle_s, self.model.freshness_s)
+        findings = part.silence(idle_s, self.model.freshness_s, position)
         alerts = evaluate(findings, part, self.checks) if self.partition_alerts else []
         return alerts, _drain(part)
 

@@ -1348,9 +1348,14 @@ class StreamPartition:
                         {"schema_id": str(schema_id), "detail": detail})
                 for name, check, detail in changes]
 
-    def silence(self, idle_s: float, limit_s: float) -> list[Finding]:
-        """A VOLUME finding when no event has arrived for `limit_s` seconds (the daemon's clock)."""
+    def silence(self, idle_s: float, limit_s: float, position: int | None = None) -> list[Finding]:
+        """A VOLUME finding when no event has arrived for `limit_s` seconds (the daemon's clock); for a
+        partition that never delivered one, when the daemon gives its `position` (the log end it is at)."""
         meta = self.open_meta or (self.closed_meta[-1] if self.closed_meta else None)
+        detail = {}
+        if meta is None and position is not None:
+            meta = [position, position - 1, -1, -1, 0, -1, 0, 0.0, 0, 0, {}]
+            detail = {"detail": "no event since this partition was assigned", "next_offset": str(position)}
         if meta is None or idle_s < limit_s or "*/stream_stopped" in self.open_alerts:
             return []
         self.open_alerts["*/stream_stopped"] = {"since": self.events, "below": 0}
@@ -1361,7 +1366,7 @@ class StreamPartition:
         t = None if meta[3] < 0 else meta[3]
         return [Finding("*", "stream_stopped", AlertKind.VOLUME, float(idle_s), float(limit_s), meta[1], t,
                         self.events, meta[1], t, 0, "OPEN", self.last_version,
-                        {"last_offset": str(meta[1]), "topic": self.topic})]
+                        {"last_offset": str(meta[1]), "topic": self.topic, **detail})]
 
     def _resolve_silence(self, offset: int, event_time: int | None) -> Finding:
         del self.open_alerts["*/stream_stopped"]

@@ -40,6 +40,12 @@ class Metrics:
                            "evicted, pending)", ["model", "partition", "result"], registry=r)
         self.unlabelled = Counter("monitor_predictions_unlabelled_total", "Predictions dropped from the join "
                                   "store (TTL or cap) without a label", ["model"], registry=r)
+        self.records_lost = Counter("monitor_records_unread_total", "Records of an input partition that were gone "
+                                    "before this monitor read them (the stored offset was below the log start: "
+                                    "deleted by retention)", ["topic", "partition"], registry=r)
+        self.never_delivered = Gauge("monitor_partition_never_delivered", "1 for an assigned input partition that "
+                                     "has delivered no event for freshness_s since it was assigned",
+                                     ["topic", "partition"], registry=r)
         self.state_lost = Gauge("monitor_state_lost", "1 for a partition whose Redis state was lost or "
                                 "inconsistent (alarm)", ["topic", "partition"], registry=r)
         self.drift = Gauge("monitor_drift_statistic", "Window-vs-reference drift statistic at the last window "
