@@ -442,14 +442,20 @@ def main() -> int:
         # Compiled code (numba) is compiled or loaded from its cache once per process, as the daemon does at
         # start: a warm-up on a separate processor keeps that out of the throughput.
         pipeline(processor(write_config(tmp, schema)), data[:20_000])
-        # Each in-process figure is the median of five runs, the five kinds of run taking turns (one run lasts
-        # a fraction of a second: a busy moment of the machine would otherwise decide a ratio).
-        runs: dict[str, list[float]] = {k: [] for k in ("ceiling", "naive", "daemon", "batch", "none")}
-        for _ in range(1 if quick else 5):
-            runs["ceiling"].append(ceiling(data, schema))
-            runs["naive"].append(naive(data[: n // 5], schema))
-            for mode in ("daemon", "batch", "none"):
-                runs[mode].append(pipeline(processor(write_config(tmp, schema)), data, checkpoint=mode))
+        # Each in-process figure is the median of five runs, the five kinds of run taking turns, in an order
+        # that rotates from round to round (one run lasts a fraction of a second: a busy moment of the machine,
+        # or the garbage the run before left, would otherwise decide a ratio).
+        kinds = ["ceiling", "naive", "daemon", "batch", "none"]
+        runs: dict[str, list[float]] = {k: [] for k in kinds}
+        for r in range(1 if quick else 5):
+            for kind in kinds[r:] + kinds[:r]:
+                gc.collect()
+                if kind == "ceiling":
+                    runs[kind].append(ceiling(data, schema))
+                elif kind == "naive":
+                    runs[kind].append(naive(data[: n // 5], schema))
+                else:
+                    runs[kind].append(pipeline(processor(write_config(tmp, schema)), data, checkpoint=kind))
         mid = {k: float(np.median(v)) for k, v in runs.items()}
         results["ceiling_events_per_s"], results["naive_events_per_s"] = mid["ceiling"], mid["naive"]
         results["pipeline_events_per_s"] = mid["daemon"]
