@@ -358,13 +358,19 @@ def test_daemon_uses_the_active_reference_and_contract(
     assert d.terminate() == 0
 
 
+def _with_freshness(s: Setup, seconds: float) -> Path:
+    """The test config with the model's `freshness_s` set."""
+    config = s.write_config()
+    raw = yaml.safe_load(config.read_text())
+    raw["models"][0]["freshness_s"] = seconds
+    config.write_text(yaml.safe_dump(raw))
+    return config
+
+
 def test_a_stopped_stream_raises_volume_and_resolves(setup: Setup, daemons: list[DaemonProcess],
                                                      tmp_path: Path) -> None:
     """No event for freshness_s: a VOLUME alert per silent partition, through the outbox; events resolve it."""
-    config = setup.write_config()
-    raw = yaml.safe_load(config.read_text())
-    raw["models"][0]["freshness_s"] = 2
-    config.write_text(yaml.safe_dump(raw))
+    config = _with_freshness(setup, 2)
     produce_simulated(setup, 1_500, seed=3)
     d = _run_to_end(setup, daemons, tmp_path, config=config)
 
@@ -398,10 +404,7 @@ def test_records_deleted_by_retention_and_a_partition_that_never_delivers_are_sa
     from confluent_kafka import TopicPartition as TP
     from confluent_kafka.admin import AdminClient
 
-    config = setup.write_config()
-    raw = yaml.safe_load(config.read_text())
-    raw["models"][0]["freshness_s"] = 3
-    config.write_text(yaml.safe_dump(raw))
+    config = _with_freshness(setup, 3)
     produce_simulated(setup, 600, seed=5)
     d = _run_to_end(setup, daemons, tmp_path, config=config)
     assert d.terminate() == 0
@@ -434,10 +437,7 @@ def test_records_deleted_by_retention_and_a_partition_that_never_delivers_are_sa
     fresh = Setup(setup.unique + "n", setup.bootstrap, setup.redis_url, tmp_path / "fresh")
     (tmp_path / "fresh").mkdir()
     fresh.create_topics()
-    config = fresh.write_config()
-    raw = yaml.safe_load(config.read_text())
-    raw["models"][0]["freshness_s"] = 3
-    config.write_text(yaml.safe_dump(raw))
+    config = _with_freshness(fresh, 3)
     d3 = DaemonProcess(config, tmp_path / "daemon3.log").start()
     daemons.append(d3)
 
