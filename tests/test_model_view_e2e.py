@@ -307,3 +307,28 @@ def test_a_silent_partition_stops_holding_the_windows_and_its_late_blocks_are_co
     assert after["last_closed_slot"] >= before["last_closed_slot"]  # nothing reopened
     assert after["events"] <= len(rows)
     assert _alerts(setup) == []
+
+
+def test_input_partitions_that_never_deliver_are_one_volume_incident(kafka_bootstrap: str, redis_url: str,
+                                                                      tmp_path: Path, reference: ReferenceProfile,
+                                                                      daemons: list[DaemonProcess]) -> None:
+    """Issue 17, the model view: a fresh deployment on topics nobody writes to. After `freshness_s` each
+    stream has one VOLUME `stream_stopped` incident naming its silent partitions (it sat ready at 0 events
+    before); the first events resolve them."""
+    setup, config = _setup(kafka_bootstrap, redis_url, tmp_path, 3, reference)
+    raw = yaml.safe_load(config.read_text())
+    raw["models"][0]["freshness_s"] = 3
+    config.write_text(yaml.safe_dump(raw))
+    d = DaemonProcess(config, tmp_path / "daemon.log").start()
+    daemons.append(d)
+
+    def volume(status: str) -> list[dict[str, Any]]:
+        return [a for a in _alerts(setup, idle=0.5) if a["kind"] == "VOLUME" and a["status"] == status]
+
+    opened = wait_until(lambda: len(volume("OPEN")) == 2 and volume("OPEN"), 90, "a VOLUME incident per stream")
+    assert {a["source_topic"] for a in opened} == {setup.features, setup.predictions}
+    # The incident opens with the partitions silent at that moment (the others join it without a new page).
+    assert all(set(a["evidence"]["partitions"].split(",")) <= {"0", "1", "2"} for a in opened)
+    produce_simulated(setup, 3_000, seed=9, rate=300)  # a live start: every partition delivers as it goes
+    wait_until(lambda: len(volume("RESOLVED")) == 2, 90, "the stream, once every partition delivers")
+    assert d.terminate() == 0

@@ -79,6 +79,7 @@ class Daemon:
         # partition loaded from the store looks everything up once).
         self.join_marks: dict[TP, dict[int, str]] = {}
         self.last_seen: dict[TP, float] = {}
+        self.never_delivered: set[TP] = set()  # input partitions said to have delivered no event yet
         self.lost: dict[TP, str] = {}  # partitions halted because their state is gone (on_state_lost: halt)
         self.topic_partitions: dict[str, int] = {}  # for the event-rate check: a partition sees 1/n
         self._last_silence_check = 0.0
@@ -406,6 +407,9 @@ class Daemon:
         if not records:
             return None
         self.last_seen[tp] = time.monotonic()
+        if tp in self.never_delivered:  # it delivers now
+            self.never_delivered.discard(tp)
+            self.metrics.never_delivered.labels(tp[0], str(tp[1])).set(0)
         processor = self.processors[tp[0]]
         try:
             outcome = self._apply(tp, owned, processor, records)
@@ -684,6 +688,7 @@ class Daemon:
                     reason="no record since it was assigned" + (" (its records were deleted by retention)"
                                                                 if high > 0 and low >= high else ""))
         self.metrics.never_delivered.labels(tp[0], str(tp[1])).set(1)
+        self.never_delivered.add(tp)
         alerts, silence = processor.silence(part, quiet, position=high)
         if alerts or silence:
             self._checkpoint(tp, owned, high, alerts, [], blocks=silence)
