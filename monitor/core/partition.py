@@ -910,8 +910,8 @@ class StreamPartition:
         self.open_meta: list[Any] | None = None
         self.last_version: str | None = None
         self.quiet_until: dict[str, int] = {}  # (0.2: detector cooldowns; detectors open incidents now)
-        # "<feature>/<check>" -> {"since", "below"} of an open window check, plus "last", "checked" and
-        # "detector" for a detector's incident (`detector_fired`)
+        # "<feature>/<check>" -> {"since", "below"} of an open window check, plus "last" (its latest firing)
+        # and "detector" for a detector's incident (`detector_fired`)
         self.open_alerts: dict[str, dict[str, Any]] = {}
         # The batch's detector firings (event number, feature, check, ...), taken in event order as its windows
         # are evaluated (`_gate_detectors`), so an incident opens or holds the same for any batch split.

@@ -46,11 +46,15 @@ def collect_status(settings: Settings, store: StateStore) -> dict[str, Any]:
             out["events"] += meta["events"]
         out["events_by_stream"][kind] = out["events_by_stream"].get(kind, 0) + meta["events"]
         out["rejects"] += meta["rejects"]
-        for key, until in meta["quiet_until"].items():
+        for key, until in meta["quiet_until"].items():  # cooldowns, in state of earlier versions
             if until > meta["events"]:
                 feature, _, check = key.partition("/")
                 out["open_alerts"].append({"stream": kind, "feature": feature, "check": check,
                                            "partition": partition, "quiet_until_event": until})
+        for key, state in meta.get("open_alerts", {}).items():  # open checks and detector incidents
+            feature, _, check = key.partition("/")
+            out["open_alerts"].append({"stream": kind, "feature": feature, "check": check, "partition": partition,
+                                       "since_event": int(state.get("since", 0))})
         model = settings.model(name)
         window = settings.window_for(model)
         closed = meta.get("closed_meta") or states.get("__closed__", {}).get("closed_meta", [])
