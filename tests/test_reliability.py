@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from tests.helpers import (
+    PARTITIONS,
     BackgroundProducer,
     DaemonProcess,
     Setup,
@@ -325,6 +326,13 @@ def test_alerts_in_kafka_transactions(setup: Setup, daemons: list[DaemonProcess]
     first.kill()
     _start(setup, config, daemons, "tx2")
     wait_until(lambda: stored_offsets(setup) == total, 120, "the end")
+    # The state is stored before its alerts' transaction commits: read once every outbox is empty (each entry
+    # leaves only after its transaction committed), not as soon as the offsets arrive.
+    from monitor.io.redis_store import RedisStore
+
+    store = RedisStore.from_url(setup.redis_url, setup.prefix, setup.group)
+    wait_until(lambda: not any(store.read(t, p).outbox for t in (setup.features, setup.predictions)
+                               for p in range(PARTITIONS)), 60, "every alert's transaction to commit")
     figures = verify_exactly_once(setup, config, len(rows) + bad)  # reads with isolation.level=read_committed
     assert figures.alerts > 0
     print(f"transactions: {figures}")
