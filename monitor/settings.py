@@ -140,7 +140,8 @@ class CheckSettings(_Strict):
     max_nan_rate: float = Field(0.05, ge=0, le=1)
     max_missing_rate: float = Field(0.10, ge=0, le=1)
     min_window_count: int = Field(200, ge=1, description="events in the window before rate checks apply")
-    cooldown_events: int = Field(5000, ge=0, description="events a fired check stays quiet (per partition)")
+    cooldown_events: int = Field(5000, ge=0, description="unused: a detector's firings now hold one incident "
+                                 "(accepted so that existing configs load)")
     max_categories: int = Field(64, ge=1, description="distinct categories tracked before 'other'")
     max_sentinel_rate: float = Field(0.01, ge=0, le=1, description="share of sentinel values (e.g. -1, 9999) a "
                                      "window may hold, without a contract")
@@ -207,7 +208,8 @@ class PerformanceSettings(_Strict):
     hddm_confidence: float = Field(1e-5, gt=0, lt=1, description="river's default 0.001 false-alarmed at "
                                    "error rates of 20-40%")
     adwin_delta: float = Field(2e-6, gt=0, lt=1)
-    cooldown_events: int = Field(5_000, ge=0, description="labelled events a fired detector stays quiet")
+    cooldown_events: int = Field(5_000, ge=0, description="unused: an error-stream detector's firings now hold "
+                                 "one incident (accepted so that existing configs load)")
     alert_on_improvement: bool = Field(False, description="send a CONCEPT_DRIFT alert when an error-stream "
                                        "detector finds the error fell (evidence.direction: better)")
     cbpe: bool = Field(True, description="label-free expected accuracy for binary classifiers")

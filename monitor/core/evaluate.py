@@ -1,7 +1,7 @@
-"""Turn findings into alerts: severity, message, deterministic ids, and cooldown for detector firings.
+"""Turn findings into alerts: severity, message, deterministic ids.
 
-Pure: the cooldown state lives in the `StreamPartition` and is counted in events, not wall-clock time.
-Window checks already went through their OPEN/RESOLVED lifecycle in `stream_state`.
+Pure: window checks and detector incidents already went through their OPEN/RESOLVED lifecycle in the
+partition (counted in events, not wall-clock time).
 """
 
 from __future__ import annotations
@@ -76,7 +76,8 @@ def message_for(f: Finding) -> str:
 
 
 def evaluate(findings: list[Finding], part: PartitionLike, checks: dict[str, CheckSettings]) -> list[Alert]:
-    """Alerts for the findings of one batch, skipping a detector while it is cooling down."""
+    """Alerts for the findings of one batch (a detector's repeat firings were already held in its incident by
+    the partition: `detector_fired`). `checks` is unused since then, kept for the callers."""
     alerts = []
     for f in findings:
         check_key = f.check if f.status == "OPEN" else f"{f.check}/resolved"
