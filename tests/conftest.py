@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -47,8 +46,11 @@ def redis_url(stack: dict[str, str]) -> str:
 
 
 @pytest.fixture
-def redis_client(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
+def redis_client(redis_url: str) -> Iterator[Any]:
+    """A client for the session's Redis: one server, or a Redis Cluster (`make test-cluster`)."""
+    from monitor.io.redis_client import connect
+
+    client = connect(redis_url)
     yield client
     client.close()
 

@@ -126,9 +126,10 @@ class Setup:
     def create_topics(self) -> None:
         admin = AdminClient({"bootstrap.servers": self.bootstrap})
         inputs = [self.features, self.predictions, self.labels]
-        futures = admin.create_topics([NewTopic(t, num_partitions=self.partitions, replication_factor=1)
+        # Replication factor -1: the broker's default (1 on one broker, 3 on the three of `make test-cluster`).
+        futures = admin.create_topics([NewTopic(t, num_partitions=self.partitions, replication_factor=-1)
                                        for t in inputs]
-                                      + [NewTopic(t, num_partitions=PARTITIONS, replication_factor=1)
+                                      + [NewTopic(t, num_partitions=PARTITIONS, replication_factor=-1)
                                          for t in (self.alerts, self.dead_letter, self.blocks)])
         for fut in futures.values():
             fut.result(30)
@@ -430,16 +431,15 @@ def set_max_message_bytes(bootstrap: str, topic: str, value: int | None) -> None
 
 def stored_offsets(setup: Setup, topics: Iterable[str] | None = None) -> int:
     """Sum of the next offsets stored in Redis over the topics' partitions; -1 while Redis is unreachable."""
-    import redis as redis_lib
-
     from monitor.errors import DependencyUnavailable
+    from monitor.io.redis_client import REDIS_ERRORS
     from monitor.io.redis_store import RedisStore
 
     try:
         store = RedisStore.from_url(setup.redis_url, setup.prefix, setup.group)
         return sum(store.read(t, p).offset or 0 for t in (topics or (setup.features, setup.predictions))
                    for p in range(PARTITIONS))
-    except (DependencyUnavailable, redis_lib.RedisError):
+    except (DependencyUnavailable, *REDIS_ERRORS):
         return -1
 
 
@@ -542,3 +542,40 @@ def plain(obj: Any) -> Any:
     if isinstance(obj, np.ndarray):
         return obj.tolist()
     return obj
+
+
+# Every key family a daemon writes (docs/architecture.md, "State in Redis"). A multi-key family's keys
+# carry one hash tag per partition, so one cluster slot holds what a script or transaction touches together.
+KEY_FAMILIES = {
+    "partition state": r"\{P:G:[^:}]+:\d+\}:(offset|fence|state|outbox)",
+    "partition index": r"P:G:partitions",
+    "join store": r"\{P:G:join:[^:}]+:\d+\}:(preds|time|log)",
+    "join index": r"P:G:join:[^:}]+:partitions",
+    "join progress": r"\{P:G:join:[^:}]+\}:progress",
+    "history": r"P:G:history:[^:]+",
+    "references": r"P:ref:[^:]+:(v:[^:]+|versions|active|seq)",
+}
+
+
+def assert_key_layout(redis_url: str, prefix: str, group: str) -> dict[str, int]:
+    """Every key of this run belongs to a known family, and keys sharing a hash tag share a slot — as the
+    server computes it (CLUSTER KEYSLOT) when `redis_url` is a cluster. Returns the keys per family."""
+    import re
+
+    from monitor.io.redis_client import connect, is_cluster, key_slot
+
+    client = connect(redis_url)
+    patterns = {name: re.compile(p.replace("P", re.escape(prefix)).replace("G", re.escape(group)) + "$")
+                for name, p in KEY_FAMILIES.items()}
+    found: dict[str, int] = {}
+    tags: dict[str, set[int]] = {}
+    for raw in client.scan_iter(match=f"*{prefix}*", count=1000):
+        key = raw.decode()
+        family = next((n for n, p in patterns.items() if p.match(key)), None)
+        assert family is not None, f"key {key} belongs to no documented family"
+        found[family] = found.get(family, 0) + 1
+        if key.startswith("{"):
+            slot = int(client.cluster_keyslot(key)) if is_cluster(redis_url) else key_slot(key)
+            tags.setdefault(key[: key.index("}") + 1], set()).add(slot)
+    assert all(len(slots) == 1 for slots in tags.values()), {t: s for t, s in tags.items() if len(s) > 1}
+    return found

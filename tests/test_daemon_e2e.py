@@ -30,6 +30,7 @@ from tests.helpers import (
     DaemonProcess,
     Setup,
     _clean_env,
+    assert_key_layout,
     assert_same_state,
     end_offsets,
     http_get,
@@ -536,3 +537,5 @@ def test_delayed_labels_are_joined_and_concept_drift_is_found(
     code, body = http_get(setup.http_port, "/metrics")
     assert code == 200 and b"monitor_label_lag_seconds_count" in body
     assert d.terminate() == 0
+    families = assert_key_layout(setup.redis_url, setup.prefix, setup.group)
+    assert {"join store", "join index", "join progress", "partition state"} <= set(families), families

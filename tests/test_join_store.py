@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-import redis
 
 from monitor.io.join import JoinStore, MemoryJoinStore, RedisJoinStore, encode_prediction
+from monitor.io.redis_client import connect
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -16,7 +16,7 @@ def joins(request: pytest.FixtureRequest) -> Iterator[JoinStore]:
         yield MemoryJoinStore()
         return
     request.applymarker(pytest.mark.integration)
-    client = redis.Redis.from_url(request.getfixturevalue("redis_url"))
+    client = connect(request.getfixturevalue("redis_url"))
     yield RedisJoinStore(client, prefix=f"j{request.getfixturevalue('unique')}", group="g")
 
 
@@ -44,7 +44,7 @@ def test_redis_asks_only_for_ids_its_log_names_and_everything_when_the_log_was_t
                                                                                       unique: str) -> None:
     """A prediction written behind the log's back is not found through a mark (proof that the lookup was
     narrowed), is found without one, and a mark older than the log's first entry means a full lookup."""
-    client = redis.Redis.from_url(redis_url)
+    client = connect(redis_url)
     joins = RedisJoinStore(client, prefix=f"j{unique}", group="g")
     _put(joins, 0, ["a"])
     _, marks = joins.get_since("m", [], ["ghost"], {})

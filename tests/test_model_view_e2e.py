@@ -21,7 +21,7 @@ from monitor.core.state_codec import read_fields
 from monitor.io.avro import schemas_dir
 from monitor.io.kafka import to_raw
 from monitor.io.redis_store import RedisStore
-from monitor.profile.store import RedisReferenceStore
+from monitor.io.references import RedisReferenceStore
 from monitor.settings import load_settings
 from tests.helpers import (
     FAST_GROUP,
@@ -29,6 +29,7 @@ from tests.helpers import (
     BackgroundProducer,
     DaemonProcess,
     Setup,
+    assert_key_layout,
     both_stages_done,
     end_offsets,
     produce_simulated,
@@ -165,6 +166,11 @@ def test_nan_burst_new_category_and_an_upstream_break_through_the_daemon(
     # The burst and the new category ended: each resolved once; the break lasts, so it stays open.
     resolved = sorted(a["feature"] for a in features if a["status"] == "RESOLVED")
     assert resolved == ["credit_score", "region"], resolved
+    # Both stages' state, the references and the drift history: each key in its family, each tag one slot.
+    families = assert_key_layout(redis_url, setup.prefix, setup.group)
+    assert {"partition state", "partition index", "references", "history"} <= set(families), families
+    assert families["partition state"] >= 3 * (12 + 12), families  # offset, fence, state of each input
+    assert any(_store(setup).read(setup.blocks, p).offset for p in range(3)), "stage 2's state"
 
 
 def test_20_kill_9_of_both_stages_lose_and_double_nothing(kafka_bootstrap: str, redis_url: str, tmp_path: Path,

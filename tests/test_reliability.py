@@ -127,9 +127,9 @@ def test_a_paused_replica_is_fenced(setup: Setup, daemons: list[DaemonProcess]) 
 
 
 def _redis(setup: Setup) -> Any:
-    import redis
+    from monitor.io.redis_client import connect
 
-    return redis.Redis.from_url(setup.redis_url)
+    return connect(setup.redis_url)
 
 
 def test_alerts_topic_unwritable_for_a_while(setup: Setup, daemons: list[DaemonProcess]) -> None:

@@ -48,8 +48,9 @@ class PrivateStack:
         return subprocess.run(["bash", str(STACK), *args], env=self.env, check=True, capture_output=True,
                               text=True).stdout
 
-    def redis_pid(self) -> int:
-        return int((self.folder / "redis" / "pid").read_text())
+    def redis_pids(self) -> list[int]:
+        """Every redis-server of the stack: one, or the six nodes of a cluster."""
+        return [int(p.read_text()) for p in sorted((self.folder / "redis").glob("*/pid"))]
 
 
 @pytest.fixture(scope="module")
@@ -103,12 +104,14 @@ def test_redis_unreachable_for_a_while(private: PrivateStack, setup: Setup,
                                        daemons: list[DaemonProcess]) -> None:
     """Scenario 5: Redis frozen (SIGSTOP) for 8 s: consumption pauses, nothing is dead-lettered, it resumes."""
     d, stream, config = _run(setup, daemons)
-    os.kill(private.redis_pid(), signal.SIGSTOP)
+    for pid in private.redis_pids():
+        os.kill(pid, signal.SIGSTOP)
     try:
         wait_until(lambda: http_get(setup.http_port, "/readyz")[0] == 503, 30, "not ready while Redis hangs")
         time.sleep(8)  # the outage itself: how long Redis stays unreachable
     finally:
-        os.kill(private.redis_pid(), signal.SIGCONT)
+        for pid in private.redis_pids():
+            os.kill(pid, signal.SIGCONT)
     wait_until(lambda: http_get(setup.http_port, "/readyz")[0] == 200, 60, "ready again")
     assert any(e.get("event") == "dependency.down" and e.get("dependency") == "redis" for e in d.logs())
     figures = _finish(setup, d, stream, config)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-import redis
 
 from monitor.errors import FencedError, OffsetConflict, StateLost
+from monitor.io.redis_client import connect, is_cluster
 from monitor.io.redis_store import RedisStore
 from monitor.io.state import MemoryStore, StateStore, check_consistent
 
@@ -20,7 +20,7 @@ def store(request: pytest.FixtureRequest) -> Iterator[StateStore]:
     request.applymarker(pytest.mark.integration)
     url = request.getfixturevalue("redis_url")
     unique = request.getfixturevalue("unique")
-    yield RedisStore(redis.Redis.from_url(url), prefix=f"p{unique}", group="g")
+    yield RedisStore(connect(url), prefix=f"p{unique}", group="g")
 
 
 def test_first_commit_and_read_back(store: StateStore) -> None:
@@ -78,7 +78,7 @@ def test_state_without_offset_is_an_alarm() -> None:
 @pytest.mark.integration
 def test_redis_keys_share_one_hash_tag(redis_url: str, unique: str) -> None:
     """All keys of a partition carry the same {hash tag}, so one Redis Cluster slot holds them."""
-    client = redis.Redis.from_url(redis_url)
+    client = connect(redis_url)
     store = RedisStore(client, prefix=f"p{unique}", group="grp")
     snap = store.acquire("topic.a", 4)
     store.commit("topic.a", 4, snap.fence, None, 7, {"f": b"1"}, {"o": b"m\n1"})
@@ -89,24 +89,23 @@ def test_redis_keys_share_one_hash_tag(redis_url: str, unique: str) -> None:
 @pytest.mark.integration
 def test_redis_acl_user(redis_url: str, unique: str) -> None:
     """A Redis ACL user with a password in the URL works; a wrong password is an outage, not a crash."""
-    from urllib.parse import urlsplit
-
     from monitor.errors import DependencyUnavailable
 
-    admin = redis.Redis.from_url(redis_url)
+    admin = connect(redis_url)
     user = f"mm_{unique}"
-    admin.execute_command("ACL", "SETUSER", user, "on", ">s3cret", "~*", "+@all")
+    # A cluster keeps users per node: the user is made on every node.
+    on_all = {"target_nodes": "all"} if is_cluster(redis_url) else {}
+    admin.execute_command("ACL", "SETUSER", user, "on", ">s3cret", "~*", "+@all", **on_all)
+    scheme, _, rest = redis_url.partition("://")
     try:
-        parts = urlsplit(redis_url)
-        store = RedisStore.from_url(f"redis://{user}:s3cret@{parts.hostname}:{parts.port}/0", f"p{unique}", "g")
+        store = RedisStore.from_url(f"{scheme}://{user}:s3cret@{rest}", f"p{unique}", "g")
         snap = store.acquire("t", 0)
         store.commit("t", 0, snap.fence, None, 3, {"a": b"1"}, {})
         assert store.read("t", 0).offset == 3
-        wrong = RedisStore.from_url(f"redis://{user}:nope@{parts.hostname}:{parts.port}/0", f"p{unique}", "g")
         with pytest.raises(DependencyUnavailable):
-            wrong.read("t", 0)
+            RedisStore.from_url(f"{scheme}://{user}:nope@{rest}", f"p{unique}", "g").read("t", 0)
     finally:
-        admin.execute_command("ACL", "DELUSER", user)
+        admin.execute_command("ACL", "DELUSER", user, **on_all)
 
 
 def test_a_commit_deletes_the_fields_it_names_in_the_same_write(store: StateStore) -> None:

@@ -12,8 +12,8 @@ demo_dir="$MM_STACK_DIR/run"
 mkdir -p "$demo_dir"
 
 started_stack=0
-if [[ ! -f "$MM_STACK_DIR/kafka/pid" && -z "${KAFKA_BOOTSTRAP_SERVERS:-}" ]] \
-   || [[ ! -f "$MM_STACK_DIR/redis/pid" && -z "${REDIS_URL:-}" ]]; then started_stack=1; fi
+if [[ -z "${KAFKA_BOOTSTRAP_SERVERS:-}" || -z "${REDIS_URL:-}" ]] \
+   && ! bash "$repo/deploy/local/stack.sh" running; then started_stack=1; fi
 daemon_pid=""; alerts_pid=""
 cleanup() {
   [[ -n "$alerts_pid" ]] && kill "$alerts_pid" 2>/dev/null || true

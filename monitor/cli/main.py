@@ -92,8 +92,8 @@ def _parser() -> argparse.ArgumentParser:
     topics.add_argument("--config", required=True, type=Path, help="the YAML config (MONITOR_* variables override it)")
     topics.add_argument("--partitions", type=int, default=3, help="partitions of each topic created "
                         "(default 3; existing topics are left as they are)")
-    topics.add_argument("--replication-factor", type=int, default=1, help="replicas of each topic created "
-                        "(default 1: a one-broker development cluster)")
+    topics.add_argument("--replication-factor", type=int, default=-1, help="replicas of each topic created "
+                        "(default -1: the brokers' default.replication.factor)")
 
     alerts = sub.add_parser("alerts", help="print alerts from the alerts topic as they arrive")
     alerts.add_argument("--config", required=True, type=Path, help="the YAML config (MONITOR_* variables override it)")
@@ -125,10 +125,11 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
     from monitor.io.history import DriftHistory
     from monitor.io.join import RedisJoinStore
     from monitor.io.redis_store import RedisStore
+    from monitor.io.references import RedisReferenceStore
     from monitor.ops.http import HealthServer
-    from monitor.profile.store import RedisReferenceStore
 
-    store = RedisStore.from_url(settings.redis_url, settings.key_prefix, settings.group_id)
+    # A Redis Cluster's client reads the slot map when it is made: a cluster still starting gets a minute.
+    store = RedisStore.from_url(settings.redis_url, settings.key_prefix, settings.group_id, wait_s=60)
     monitor = Monitor(settings, store, args.stage,
                       references=RedisReferenceStore(store.client, settings.key_prefix),
                       joins=RedisJoinStore(store.client, settings.key_prefix, settings.group_id),
@@ -303,11 +304,10 @@ def _simulate_to_file(sim: Any, events: int, out: Path) -> int:
 
 
 def _reference_store(settings: Settings) -> Any:
-    import redis
+    from monitor.io.redis_client import connect
+    from monitor.io.references import RedisReferenceStore
 
-    from monitor.profile.store import RedisReferenceStore
-
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
+    client = connect(settings.redis_url, timeout=10)
     return RedisReferenceStore(client, settings.key_prefix)
 
 
@@ -458,8 +458,8 @@ def _read_alerts(settings: Settings, model: str, idle_s: float = 2.0) -> list[di
 def _report(settings: Settings, args: argparse.Namespace) -> int:
     from monitor.io.history import DriftHistory
     from monitor.io.redis_store import RedisStore
+    from monitor.io.references import RedisReferenceStore
     from monitor.ops.report import collect, render
-    from monitor.profile.store import RedisReferenceStore
 
     model = settings.model(args.model)
     store = RedisStore.from_url(settings.redis_url, settings.key_prefix, settings.group_id)

@@ -8,15 +8,16 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import redis
 import structlog
+
+from monitor.io.redis_client import REDIS_ERRORS, RedisClient
 
 log = structlog.get_logger("monitor.history")
 MAX_POINTS = 20_000
 
 
 class DriftHistory:
-    def __init__(self, client: redis.Redis[bytes] | None, prefix: str, group: str) -> None:
+    def __init__(self, client: RedisClient | None, prefix: str, group: str) -> None:
         self.client = client
         self.prefix = prefix
         self.group = group
@@ -28,11 +29,11 @@ class DriftHistory:
                values: dict[str, tuple[str, float, float]]) -> None:
         if self.client is None:
             return
-        entry = {"s": stream, "p": str(partition), "t": str(event_time),
+        entry: dict[Any, Any] = {"s": stream, "p": str(partition), "t": str(event_time),
                  "v": json.dumps({f: [name, value, threshold] for f, (name, value, threshold) in values.items()})}
         try:
             self.client.xadd(self.key(model), entry, maxlen=MAX_POINTS, approximate=True)
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             log.warning("history.unavailable", error=type(exc).__name__)
 
     def read(self, model: str) -> list[dict[str, Any]]:
@@ -40,8 +41,13 @@ class DriftHistory:
         if self.client is None:
             return []
         out = []
-        for _id, fields in self.client.xrange(self.key(model)):
-            f = {k.decode(): v.decode() for k, v in fields.items()}
+        points: list[Any] = self.client.xrange(self.key(model)) or []
+        for _id, fields in points:
+            f = {_text(k): _text(v) for k, v in fields.items()}
             out.append({"stream": f["s"], "partition": int(f["p"]), "time": int(f["t"]),
                         "values": json.loads(f["v"])})
         return out
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

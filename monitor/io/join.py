@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import json
 import threading
-from typing import Protocol
-
-import redis
+from typing import Any, Protocol
 
 from monitor.errors import DependencyUnavailable
+from monitor.io.redis_client import REDIS_ERRORS, RedisClient
 
 Prediction = tuple[float | None, float, int | None, str | None]  # score, predicted value, time, version
 LOG_PUTS = 10_000  # puts remembered per predictions partition (ids put, for lookups of waiting labels)
@@ -209,7 +208,7 @@ class RedisJoinStore:
     sorted set `...:time` (id by event time) for expiry; `<prefix>:<group>:join:<model>:partitions` lists them;
     `{<prefix>:<group>:join:<model>}:progress` holds each side's progress (`p:<partition>`, `l:<partition>`)."""
 
-    def __init__(self, client: redis.Redis[bytes], prefix: str, group: str) -> None:
+    def __init__(self, client: RedisClient, prefix: str, group: str) -> None:
         self.client = client
         self.prefix = prefix
         self.group = group
@@ -223,13 +222,13 @@ class RedisJoinStore:
         try:
             self._advance(keys=[self._progress_key(model)],
                           args=[f"{side}:{partition}", int(event_time), int(side == PREDICTIONS)])
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise DependencyUnavailable(f"redis: {type(exc).__name__}") from exc
 
     def progress(self, model: str) -> dict[str, dict[int, int]]:
         try:
             raw = self.client.hgetall(self._progress_key(model))
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise DependencyUnavailable(f"redis: {type(exc).__name__}") from exc
         out: dict[str, dict[int, int]] = {PREDICTIONS: {}, LABELS: {}}
         for key, value in raw.items():
@@ -241,6 +240,11 @@ class RedisJoinStore:
     def _base(self, model: str, partition: int) -> str:
         return "{" + f"{self.prefix}:{self.group}:join:{model}:{partition}" + "}"
 
+    def partition_keys(self, model: str, partition: int) -> list[str]:
+        """The keys `put`'s script writes together (one hash tag, so one cluster slot)."""
+        base = self._base(model, partition)
+        return [f"{base}:preds", f"{base}:time", f"{base}:log"]
+
     def _index(self, model: str) -> str:
         return f"{self.prefix}:{self.group}:join:{model}:partitions"
 
@@ -248,15 +252,14 @@ class RedisJoinStore:
             max_entries: int, labels_time: int | None = None) -> int:
         if not entries:
             return 0
-        base = self._base(model, partition)
-        args: list[object] = [len(entries), ttl_ms, max_entries]
+        args: list[Any] = [len(entries), ttl_ms, max_entries]
         for event_id, (value, t) in entries.items():
             args += [event_id, value, t]
         args += [LOG_PUTS, "" if labels_time is None else int(labels_time)]
         try:
             self.client.sadd(self._index(model), partition)
-            dropped = int(self._put(keys=[f"{base}:preds", f"{base}:time", f"{base}:log"], args=args))
-        except redis.RedisError as exc:
+            dropped = int(self._put(keys=self.partition_keys(model, partition), args=args))
+        except REDIS_ERRORS as exc:
             raise DependencyUnavailable(f"redis: {type(exc).__name__}") from exc
         # After the entries: a label that sees this progress finds every prediction up to it in the store.
         self.advance(model, PREDICTIONS, partition, max(t for _, t in entries.values()))
@@ -298,7 +301,7 @@ class RedisJoinStore:
             for p, w in asked:
                 pipe.hmget(f"{self._base(model, p)}:preds", w)
             replies = pipe.execute() if asked else []
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise DependencyUnavailable(f"redis: {type(exc).__name__}") from exc
         out: dict[str, Prediction] = {}
         for (_p, w), reply in zip(asked, replies, strict=True):
@@ -316,7 +319,7 @@ class RedisJoinStore:
             for p in partitions:
                 pipe.hmget(f"{self._base(model, p)}:preds", ids)
             replies = pipe.execute()
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise DependencyUnavailable(f"redis: {type(exc).__name__}") from exc
         out: dict[str, Prediction] = {}
         for reply in replies:

@@ -68,7 +68,7 @@ def is_fatal(err: KafkaError) -> bool:
 
 
 def create_topics(
-    admin_conf: dict[str, Any], topics: Iterable[str], partitions: int, replication: int = 1
+    admin_conf: dict[str, Any], topics: Iterable[str], partitions: int, replication: int = -1
 ) -> list[str]:
     """Create the topics that do not exist yet; return the names created."""
     admin = AdminClient(admin_conf)

@@ -8,9 +8,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import redis
-
 from monitor.errors import DependencyUnavailable, FencedError, OffsetConflict
+from monitor.io.redis_client import REDIS_ERRORS, RedisClient, connect
 from monitor.io.state import PartitionSnapshot
 
 # Check everything before the first write: Redis scripts are atomic but have no rollback.
@@ -40,16 +39,16 @@ return {'OK', ARGV[3]}
 
 
 class RedisStore:
-    def __init__(self, client: redis.Redis[bytes], prefix: str, group: str) -> None:
+    def __init__(self, client: RedisClient, prefix: str, group: str) -> None:
         self.client = client
         self.prefix = prefix
         self.group = group
         self._commit = client.register_script(_COMMIT)
 
     @classmethod
-    def from_url(cls, url: str, prefix: str, group: str) -> RedisStore:
-        client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=10)
-        return cls(client, prefix, group)
+    def from_url(cls, url: str, prefix: str, group: str, wait_s: float = 0.0) -> RedisStore:
+        """One server or a Redis Cluster (`redis+cluster://`), see `monitor.io.redis_client.connect`."""
+        return cls(connect(url, wait_s=wait_s), prefix, group)
 
     def base(self, topic: str, partition: int) -> str:
         return "{" + f"{self.prefix}:{self.group}:{topic}:{partition}" + "}"
@@ -76,7 +75,7 @@ class RedisStore:
             pipe.hgetall(k["state"])
             pipe.hgetall(k["outbox"])
             fence, offset, fields, outbox = pipe.execute()
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise DependencyUnavailable(f"redis: {type(exc).__name__}") from exc
         return PartitionSnapshot(
             int(fence or 0),
@@ -112,7 +111,7 @@ class RedisStore:
             args += [name, value]
         try:
             status, value = self._commit(keys=[k["offset"], k["fence"], k["state"], k["outbox"]], args=args)
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             # The reply may be lost after the script ran: the caller re-reads the stored offset.
             raise DependencyUnavailable(f"redis: {type(exc).__name__}") from exc
         if status == b"FENCED":
@@ -126,13 +125,13 @@ class RedisStore:
             return
         try:
             self.client.hdel(self.keys(topic, partition)["outbox"], *alert_ids)
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise DependencyUnavailable(f"redis: {type(exc).__name__}") from exc
 
     def partitions(self) -> list[tuple[str, int]]:
         try:
             members = self.client.smembers(self.index_key)
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise DependencyUnavailable(f"redis: {type(exc).__name__}") from exc
         out = []
         for m in members:
@@ -143,7 +142,7 @@ class RedisStore:
     def ping(self) -> None:
         try:
             self.client.ping()
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise DependencyUnavailable(f"redis: {type(exc).__name__}") from exc
 
 

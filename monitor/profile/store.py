@@ -1,13 +1,13 @@
-"""Where reference profiles live: immutable versions and an active pointer per model (Redis or memory)."""
+"""Where reference profiles live: immutable versions and an active pointer per model.
+
+The protocol and the in-memory store; the Redis one is `monitor.io.references.RedisReferenceStore`."""
 
 from __future__ import annotations
 
 from typing import Protocol
 
-import redis
-
 from monitor.core.profiles import ReferenceProfile
-from monitor.errors import DependencyUnavailable, MonitorError
+from monitor.errors import MonitorError
 
 # -- storing ---------------------------------------------------------------------------------------
 
@@ -51,62 +51,6 @@ class MemoryReferenceStore:
 
     def next_version(self, model: str) -> str:
         return f"v{len(self.versions(model)) + 1}"
-
-
-class RedisReferenceStore:
-    """Profiles as immutable JSON strings: `<prefix>:ref:<model>:v:<version>`, a `versions` list,
-    an `active` pointer and a `seq` counter for automatic version names."""
-
-    def __init__(self, client: redis.Redis[bytes], prefix: str) -> None:
-        self.client = client
-        self.prefix = prefix
-
-    def _k(self, model: str, *parts: str) -> str:
-        return ":".join((self.prefix, "ref", model, *parts))
-
-    def put(self, profile: ReferenceProfile) -> None:
-        try:
-            created = self.client.set(self._k(profile.model, "v", profile.version), profile.to_json(), nx=True)
-            if not created:
-                raise MonitorError(f"reference {profile.model} {profile.version} exists; profiles are immutable")
-            self.client.rpush(self._k(profile.model, "versions"), profile.version)
-        except redis.RedisError as exc:
-            raise DependencyUnavailable(f"redis: {type(exc).__name__}") from exc
-
-    def get(self, model: str, version: str) -> ReferenceProfile:
-        try:
-            raw = self.client.get(self._k(model, "v", version))
-        except redis.RedisError as exc:
-            raise DependencyUnavailable(f"redis: {type(exc).__name__}") from exc
-        if raw is None:
-            raise MonitorError(f"no reference {version} for model {model}")
-        return ReferenceProfile.from_json(raw)
-
-    def versions(self, model: str) -> list[str]:
-        try:
-            return [v.decode() for v in self.client.lrange(self._k(model, "versions"), 0, -1)]
-        except redis.RedisError as exc:
-            raise DependencyUnavailable(f"redis: {type(exc).__name__}") from exc
-
-    def activate(self, model: str, version: str) -> None:
-        self.get(model, version)
-        try:
-            self.client.set(self._k(model, "active"), version)
-        except redis.RedisError as exc:
-            raise DependencyUnavailable(f"redis: {type(exc).__name__}") from exc
-
-    def active_version(self, model: str) -> str | None:
-        try:
-            raw = self.client.get(self._k(model, "active"))
-        except redis.RedisError as exc:
-            raise DependencyUnavailable(f"redis: {type(exc).__name__}") from exc
-        return None if raw is None else raw.decode()
-
-    def next_version(self, model: str) -> str:
-        try:
-            return f"v{self.client.incr(self._k(model, 'seq'))}"
-        except redis.RedisError as exc:
-            raise DependencyUnavailable(f"redis: {type(exc).__name__}") from exc
 
 
 def profile_size(profile: ReferenceProfile) -> int:
