@@ -49,5 +49,10 @@ class OffsetConflict(MonitorError):
         self.stored = stored
 
 
+class StateBehind(MonitorError):
+    """The store's fence is below this instance's: the store forgot acknowledged writes (a Redis failover lost
+    the last writes before its replica took over). Take the partition again and re-consume from what it has."""
+
+
 class StateLost(MonitorError):
     """A partition has state but no stored offset (or the reverse): the store lost data."""

@@ -324,6 +324,10 @@ class Settings(_Strict):
     transactional_id: str | None = Field(None, description="default: <group_id>-alerts-<host>-<pid>")
     defaults: CheckSettings = CheckSettings()
     window: WindowSettings = WindowSettings()
+    store_check_s: float = Field(
+        5.0, gt=0, description="how often a replica checks that Redis still holds the fence and offset it last "
+        "wrote for each partition it owns: a Redis failover can lose the last acknowledged writes; a partition "
+        "found behind is reloaded and its records consumed again (monitor_state_rollbacks_total)")
     reference_poll_s: float = Field(10.0, gt=0, description="how often the daemon looks for a new active reference")
     on_state_lost: Literal["halt", "restart"] = Field(
         "halt", description="a partition whose Redis state is gone or inconsistent: halt it (not ready, alarm) "

@@ -39,7 +39,7 @@ from monitor.core.labels import LabelPartition
 from monitor.core.partition import StreamPartition
 from monitor.core.reach import expected_window_events, minimums, unreachable
 from monitor.core.types import Alert, AlertKind, RawRecord, Reject
-from monitor.errors import DependencyUnavailable, FencedError, OffsetConflict, StateLost
+from monitor.errors import DependencyUnavailable, FencedError, OffsetConflict, StateBehind, StateLost
 from monitor.io.avro import BlockCodec
 from monitor.io.history import DriftHistory
 from monitor.io.join import LABELS, PREDICTIONS, JoinStore, MemoryJoinStore, watermark
@@ -79,6 +79,7 @@ class Daemon:
         # partition loaded from the store looks everything up once).
         self.join_marks: dict[TP, dict[int, str]] = {}
         self.last_seen: dict[TP, float] = {}
+        self.next_store_check = 0.0  # monotonic time of the next `_verify_store`
         self.never_delivered: set[TP] = set()  # input partitions said to have delivered no event yet
         self.lost: dict[TP, str] = {}  # partitions halted because their state is gone (on_state_lost: halt)
         self.topic_partitions: dict[str, int] = {}  # for the event-rate check: a partition sees 1/n
@@ -330,6 +331,7 @@ class Daemon:
                     self._probe_kafka()
                     self._check_silence()
                     self._retry_joins()
+                    self._verify_store()
                     self._refresh_references()
                     self.metrics.ready.labels(self.stage).set(1 if self.is_ready() else 0)
                     self._publish_view()
@@ -530,7 +532,7 @@ class Daemon:
             log.warning("partition.fenced", topic=tp[0], partition=tp[1])
             self.owned.pop(tp, None)
             return False
-        except (OffsetConflict, DependencyUnavailable) as exc:
+        except (OffsetConflict, StateBehind, DependencyUnavailable) as exc:
             # Memory is ahead of the store: drop it, reload what the store has and consume from there.
             if isinstance(exc, DependencyUnavailable):
                 self._outage("redis" if "redis" in str(exc) else "kafka", exc)
@@ -630,6 +632,26 @@ class Daemon:
             self._log_given_up(tp, part, before["expired"] + before["evicted"], predictions_time)
             if lookups or part.counts != before or outcome.alerts:  # joined, or the predictions moved on
                 self._checkpoint(tp, owned, owned.stored_offset, outcome.alerts, [], outcome)
+
+    def _verify_store(self) -> None:
+        """Every `store_check_s`: Redis still holds the fence and offset this replica last wrote for each
+        partition it owns. A failover that lost acknowledged writes is otherwise only seen at the partition's
+        next checkpoint, and a partition with nothing more to read has none: its lost records would wait for a
+        rebalance. A partition found behind (or taken by another owner) goes through `_reload`."""
+        now = time.monotonic()
+        if now < self.next_store_check or not self.owned:
+            return
+        self.next_store_check = now + self.settings.store_check_s
+        owned = list(self.owned)
+        try:
+            found = self.store.positions(owned)
+        except DependencyUnavailable as exc:
+            self._outage("redis", exc)
+            return
+        for tp in owned:
+            mine = self.owned.get(tp)
+            if mine is not None and found[tp] != (mine.fence, mine.stored_offset):
+                self._reload(tp)
 
     def _check_silence(self) -> None:
         """Once a second, per owned input partition: tell the model stage when it has gone idle (read to its
@@ -827,13 +849,37 @@ class Daemon:
                 self._outage("redis", exc)
         else:
             return
-        if snap.fence != owned.fence:
+        if snap.fence > owned.fence:  # another instance took it
             self.owned.pop(tp, None)
             return
+        if snap.fence < owned.fence:
+            # The store forgot our acquire: a Redis failover lost the last writes the old master acknowledged.
+            # Take the partition again (a token above any handed out before) and go on from what it has.
+            log.error("state.behind", topic=tp[0], partition=tp[1], fence=owned.fence, stored_fence=snap.fence)
+            while True:
+                try:
+                    snap = self.store.acquire(*tp)
+                    break
+                except DependencyUnavailable as exc:
+                    self._outage("redis", exc)
+                    if self.stop_event.is_set():
+                        return
+        if owned.stored_offset is not None and (snap.offset is None or snap.offset < owned.stored_offset):
+            # Acknowledged checkpoints are gone with their offsets (state and offset are one write, so they
+            # roll back together): the records after the stored offset are consumed again, counted once.
+            replayed = owned.stored_offset - (snap.offset or 0)
+            log.error("state.rolled_back", topic=tp[0], partition=tp[1], stored_offset=snap.offset,
+                      written_offset=owned.stored_offset, records_replayed=replayed,
+                      reason="the store lost acknowledged writes (a Redis failover or restart)")
+            self.metrics.rollbacks.labels(tp[0], str(tp[1])).inc()
+            self.metrics.records_replayed.labels(tp[0], str(tp[1])).inc(replayed)
         part = self._new_partition(*tp)
         if snap.fields:
             self._load(part, snap.fields)
-        self.owned[tp] = Owned(owned.fence, snap.offset, part, dict(snap.fields))
+        self.owned[tp] = Owned(snap.fence, snap.offset, part, dict(snap.fields))
+        # What the store's outbox holds is sent (again): after a rollback it can hold entries this replica has
+        # delivered since, which would otherwise stay there; a re-sent entry is byte-identical, same id.
+        self.outbox.add(tp, snap.outbox)
         if self.outage == "redis":
             self.outage = None  # the store answered
         start = snap.offset if snap.offset is not None else (

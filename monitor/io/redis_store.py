@@ -8,14 +8,30 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from monitor.errors import DependencyUnavailable, FencedError, OffsetConflict
+from monitor.errors import DependencyUnavailable, FencedError, OffsetConflict, StateBehind
 from monitor.io.redis_client import REDIS_ERRORS, RedisClient, connect
 from monitor.io.state import PartitionSnapshot
 
-# Check everything before the first write: Redis scripts are atomic but have no rollback.
+# Take ownership: a new fence token above the stored one and above the server's clock in microseconds, so a
+# token handed out after a failover that lost the last writes is still above every token handed out before
+# it (a counter alone would hand the same token to two owners). Read offset, state and outbox with it.
+_ACQUIRE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local fence = math.max(tonumber(redis.call('GET', KEYS[2]) or '0') + 1, now)
+fence = string.format('%.0f', fence)
+redis.call('SET', KEYS[2], fence)
+return {fence, redis.call('GET', KEYS[1]) or '', redis.call('HGETALL', KEYS[3]), redis.call('HGETALL', KEYS[4])}
+"""
+
+# Check everything before the first write: Redis scripts are atomic but have no rollback. A stored fence
+# below ours means the store forgot our acquire (BEHIND), above ours that another owner took over (FENCED).
 _COMMIT = """
 local fence = redis.call('GET', KEYS[2])
-if fence ~= ARGV[1] then return {'FENCED', fence or ''} end
+if fence ~= ARGV[1] then
+  if tonumber(fence or '0') < tonumber(ARGV[1]) then return {'BEHIND', fence or ''} end
+  return {'FENCED', fence or ''}
+end
 local stored = redis.call('GET', KEYS[1])
 if (stored or '') ~= ARGV[2] then return {'CONFLICT', stored or ''} end
 local n_state = tonumber(ARGV[4])
@@ -44,6 +60,7 @@ class RedisStore:
         self.prefix = prefix
         self.group = group
         self._commit = client.register_script(_COMMIT)
+        self._acquire = client.register_script(_ACQUIRE)
 
     @classmethod
     def from_url(cls, url: str, prefix: str, group: str, wait_s: float = 0.0) -> RedisStore:
@@ -61,16 +78,23 @@ class RedisStore:
     def index_key(self) -> str:
         return f"{self.prefix}:{self.group}:partitions"
 
-    def _read(self, topic: str, partition: int, bump: bool) -> PartitionSnapshot:
+    def _order(self, topic: str, partition: int) -> list[str]:
+        k = self.keys(topic, partition)
+        return [k["offset"], k["fence"], k["state"], k["outbox"]]
+
+    def acquire(self, topic: str, partition: int) -> PartitionSnapshot:
+        try:
+            self.client.sadd(self.index_key, f"{topic}:{partition}")
+            fence, offset, fields, outbox = self._acquire(keys=self._order(topic, partition))
+        except REDIS_ERRORS as exc:
+            raise DependencyUnavailable(f"redis: {type(exc).__name__}") from exc
+        return PartitionSnapshot(int(fence), int(offset) if offset else None, _pairs(fields), _pairs(outbox))
+
+    def read(self, topic: str, partition: int) -> PartitionSnapshot:
         k = self.keys(topic, partition)
         try:
-            if bump:
-                self.client.sadd(self.index_key, f"{topic}:{partition}")
             pipe = self.client.pipeline(transaction=True)
-            if bump:
-                pipe.incr(k["fence"])
-            else:
-                pipe.get(k["fence"])
+            pipe.get(k["fence"])
             pipe.get(k["offset"])
             pipe.hgetall(k["state"])
             pipe.hgetall(k["outbox"])
@@ -84,12 +108,6 @@ class RedisStore:
             {_s(f): v for f, v in outbox.items()},
         )
 
-    def acquire(self, topic: str, partition: int) -> PartitionSnapshot:
-        return self._read(topic, partition, bump=True)
-
-    def read(self, topic: str, partition: int) -> PartitionSnapshot:
-        return self._read(topic, partition, bump=False)
-
     def commit(
         self,
         topic: str,
@@ -101,7 +119,6 @@ class RedisStore:
         outbox: dict[str, bytes],
         deletes: Sequence[str] = (),
     ) -> None:
-        k = self.keys(topic, partition)
         args: list[Any] = [fence, "" if expected_offset is None else expected_offset, new_offset, len(fields),
                            len(deletes)]
         for name, value in fields.items():
@@ -110,15 +127,31 @@ class RedisStore:
         for name, value in outbox.items():
             args += [name, value]
         try:
-            status, value = self._commit(keys=[k["offset"], k["fence"], k["state"], k["outbox"]], args=args)
+            status, value = self._commit(keys=self._order(topic, partition), args=args)
         except REDIS_ERRORS as exc:
             # The reply may be lost after the script ran: the caller re-reads the stored offset.
             raise DependencyUnavailable(f"redis: {type(exc).__name__}") from exc
+        if status == b"BEHIND":
+            raise StateBehind(f"{topic}[{partition}] fence {fence} is ahead of the store's ({_s(value) or 'none'}): "
+                              f"the store lost acknowledged writes")
         if status == b"FENCED":
             raise FencedError(f"{topic}[{partition}] fence {fence} is stale (now {_s(value)})")
         if status == b"CONFLICT":
             stored = _s(value)
             raise OffsetConflict(expected_offset, int(stored) if stored else None)
+
+    def positions(self, partitions: Sequence[tuple[str, int]]) -> dict[tuple[str, int], tuple[int, int | None]]:
+        try:
+            pipe = self.client.pipeline(transaction=False)  # on a cluster: one round trip per node
+            for topic, partition in partitions:
+                k = self.keys(topic, partition)
+                pipe.get(k["fence"])
+                pipe.get(k["offset"])
+            replies = pipe.execute()
+        except REDIS_ERRORS as exc:
+            raise DependencyUnavailable(f"redis: {type(exc).__name__}") from exc
+        return {tp: (int(replies[2 * i] or 0), None if replies[2 * i + 1] is None else int(replies[2 * i + 1]))
+                for i, tp in enumerate(partitions)}
 
     def outbox_done(self, topic: str, partition: int, alert_ids: list[str]) -> None:
         if not alert_ids:
@@ -144,6 +177,11 @@ class RedisStore:
             self.client.ping()
         except REDIS_ERRORS as exc:
             raise DependencyUnavailable(f"redis: {type(exc).__name__}") from exc
+
+
+def _pairs(flat: list[bytes]) -> dict[str, bytes]:
+    """HGETALL's reply inside a script: field, value, field, value..."""
+    return {_s(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}
 
 
 def _s(value: bytes | str) -> str:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from monitor.errors import FencedError, OffsetConflict, StateLost
+from monitor.errors import FencedError, OffsetConflict, StateBehind, StateLost
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,7 +25,8 @@ class PartitionSnapshot:
 
 class StateStore(Protocol):
     def acquire(self, topic: str, partition: int) -> PartitionSnapshot:
-        """Take ownership (bump the fence token) and read the partition's offset, state and outbox."""
+        """Take ownership (a fence token above every one handed out before) and read the partition's offset,
+        state and outbox."""
         ...
 
     def read(self, topic: str, partition: int) -> PartitionSnapshot:
@@ -46,13 +47,19 @@ class StateStore(Protocol):
         """Atomically write state fields (and delete `deletes`), outbox entries and the new offset, if the fence
         and offset still match.
 
-        Raises `FencedError` if another owner took the partition, `OffsetConflict` if the stored offset
-        is not `expected_offset`; in both cases nothing is written.
+        Raises `FencedError` if another owner took the partition, `StateBehind` if the stored fence is below
+        ours (the store forgot writes it acknowledged), `OffsetConflict` if the stored offset is not
+        `expected_offset`; in each case nothing is written.
         """
         ...
 
     def outbox_done(self, topic: str, partition: int, alert_ids: list[str]) -> None:
         """Forget outbox entries whose delivery Kafka confirmed."""
+        ...
+
+    def positions(self, partitions: Sequence[tuple[str, int]]) -> dict[tuple[str, int], tuple[int, int | None]]:
+        """The stored (fence, offset) of each partition, without its state: the cheap check that the store
+        still holds what was written."""
         ...
 
     def partitions(self) -> list[tuple[str, int]]:
@@ -110,8 +117,10 @@ class MemoryStore:
     ) -> None:
         key = (topic, partition)
         with self._lock:
-            if self._fence.get(key, 0) != fence:
+            if self._fence.get(key, 0) > fence:
                 raise FencedError(f"{topic}[{partition}] fence {fence} is stale")
+            if self._fence.get(key, 0) < fence:
+                raise StateBehind(f"{topic}[{partition}] fence {fence} is ahead of the store's")
             stored = self._offset.get(key)
             if stored != expected_offset:
                 raise OffsetConflict(expected_offset, stored)
@@ -121,6 +130,10 @@ class MemoryStore:
                 state.pop(name, None)
             self._outbox.setdefault(key, {}).update(outbox)
             self._offset[key] = new_offset
+
+    def positions(self, partitions: Sequence[tuple[str, int]]) -> dict[tuple[str, int], tuple[int, int | None]]:
+        with self._lock:
+            return {tp: (self._fence.get(tp, 0), self._offset.get(tp)) for tp in partitions}
 
     def outbox_done(self, topic: str, partition: int, alert_ids: list[str]) -> None:
         with self._lock:

@@ -46,6 +46,13 @@ class Metrics:
         self.never_delivered = Gauge("monitor_partition_never_delivered", "1 for an assigned input partition that "
                                      "has delivered no event for freshness_s since it was assigned",
                                      ["topic", "partition"], registry=r)
+        self.rollbacks = Counter("monitor_state_rollbacks_total", "Times the store was found behind what this "
+                                 "replica had written to it (a Redis failover lost acknowledged writes): the "
+                                 "partition was reloaded and its records consumed again", ["topic", "partition"],
+                                 registry=r)
+        self.records_replayed = Counter("monitor_records_replayed_total", "Records consumed again because the "
+                                        "store rolled back (see monitor_state_rollbacks_total)",
+                                        ["topic", "partition"], registry=r)
         self.state_lost = Gauge("monitor_state_lost", "1 for a partition whose Redis state was lost or "
                                 "inconsistent (alarm)", ["topic", "partition"], registry=r)
         self.drift = Gauge("monitor_drift_statistic", "Window-vs-reference drift statistic at the last window "
