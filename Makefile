@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STACK := deploy/local/stack.sh
 
-.PHONY: venv test unit lint demo stack-up stack-down clean bench bench-reference
+.PHONY: venv test unit lint demo stack-up stack-down clean bench bench-reference test-cluster chaos
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,3 +48,15 @@ bench-reference: venv
 ## The performance benchmark (issue 6): in-process and end-to-end on a local Kafka and Redis.
 bench: venv
 	bash $(STACK) run -- $(PY) bench/run.py $(BENCH_ARGS)
+
+## Issue 13: the integration suite on three Kafka brokers (RF 3, min ISR 2) and a six-node Redis Cluster, with
+## the rolling-restart and small chaos tests that only run there. Its own stack in .stack/cluster.
+test-cluster: venv
+	env -u KAFKA_BOOTSTRAP_SERVERS -u REDIS_URL MM_KAFKA_NODES=3 MM_REDIS_CLUSTER=1 \
+	  MM_STACK_DIR=$(CURDIR)/.stack/cluster bash $(STACK) run -- $(PY) -m pytest -m integration $(PYTEST_ARGS)
+
+## Issue 13: >= 100 faults (CHAOS_ARGS="--faults N --seed S") on three replicas, three brokers and a Redis
+## Cluster under a steady producer; prints the figures.
+chaos: venv
+	env -u KAFKA_BOOTSTRAP_SERVERS -u REDIS_URL MM_KAFKA_NODES=3 MM_REDIS_CLUSTER=1 \
+	  MM_STACK_DIR=$(CURDIR)/.stack/chaos bash $(STACK) run -- $(PY) -m tests.chaos $(CHAOS_ARGS)

@@ -19,6 +19,7 @@ ENV_PREFIX = "MONITOR_"
 # Top-level scalar settings an environment variable may override: MONITOR_<NAME>.
 _SCALAR_ENV = {
     "GROUP_ID": ("group_id",),
+    "INSTANCE_ID": ("instance_id",),
     "REDIS_URL": ("redis_url",),
     "KEY_PREFIX": ("key_prefix",),
     "ALERTS_TOPIC": ("alerts_topic",),
@@ -299,7 +300,13 @@ class Settings(_Strict):
     schema_registry: dict[str, str] = {}
     # Part of every Redis key (and of its cluster hash tag): no braces, colons or spaces.
     group_id: str = Field("model-monitor", pattern=r"^[A-Za-z0-9_.-]+$")
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="one server (redis://, rediss://) or a Redis "
+                           "Cluster (redis+cluster://host:port[,host:port...], rediss+cluster://)")
+    instance_id: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9_.-]{1,200}$", description="static group membership (Kafka's "
+        "group.instance.id): a replica that restarts within session.timeout.ms gets its partitions back and no "
+        "other replica's move. Stable and unique per replica: a StatefulSet pod name (MONITOR_INSTANCE_ID). "
+        "Unset: dynamic membership (every restart rebalances)")
     key_prefix: str = Field("mm", pattern=r"^[A-Za-z0-9_.-]+$")
     alerts_topic: str = Field("monitor.alerts", pattern=TOPIC_NAME)
     dead_letter_topic: str = Field("monitor.dead-letter", pattern=TOPIC_NAME)
@@ -321,7 +328,8 @@ class Settings(_Strict):
         "batches not yet checkpointed: exactly once either way")
     alerts_transactional: bool = Field(False, description="publish alerts in Kafka transactions, so "
                                        "read_committed subscribers never see an aborted send")
-    transactional_id: str | None = Field(None, description="default: <group_id>-alerts-<host>-<pid>")
+    transactional_id: str | None = Field(None, description="default: <group_id>-alerts-<instance_id>, or "
+                                         "<group_id>-alerts-<host>-<pid> without an instance_id")
     defaults: CheckSettings = CheckSettings()
     window: WindowSettings = WindowSettings()
     store_check_s: float = Field(
@@ -379,6 +387,8 @@ class Settings(_Strict):
                 "partition.assignment.strategy": "cooperative-sticky",
             }
         )
+        if self.instance_id:
+            conf["group.instance.id"] = self.instance_id
         conf.setdefault("max.poll.interval.ms", "300000")
         return conf
 

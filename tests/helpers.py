@@ -579,3 +579,87 @@ def assert_key_layout(redis_url: str, prefix: str, group: str) -> dict[str, int]
             tags.setdefault(key[: key.index("}") + 1], set()).add(slot)
     assert all(len(slots) == 1 for slots in tags.values()), {t: s for t, s in tags.items() if len(s) > 1}
     return found
+
+
+@dataclass
+class ModelViewFigures:
+    events: int
+    dead_lettered: int
+    dead_letter_copies: int
+    blocks: int
+    alerts: int
+    alert_copies: int
+
+
+def verify_model_view(setup: Setup, config: Path, reference: Any, produced: int) -> tuple[ModelViewFigures, Any]:
+    """The pass condition of both stages against an uninterrupted in-process replay (`monitor.app.replay`) of
+    the same input partitions: every stage-1 state equal (counts, sums, windows, detectors), every stored
+    offset at its end; the model stage's counts and sums equal; the alert ids on the topic exactly the
+    replay's, each id byte-identical however often it was sent; valid + dead-lettered (distinct) = produced.
+    Returns the figures and the replay."""
+    import io as _io
+
+    import fastavro
+
+    from monitor.app.replay import replay
+    from monitor.core.state_codec import read_fields
+    from monitor.io.avro import schemas_dir
+    from monitor.io.kafka import to_raw
+    from monitor.io.redis_store import RedisStore
+    from monitor.settings import load_settings
+
+    settings = load_settings(config, environ={})
+    store = RedisStore.from_url(setup.redis_url, setup.prefix, setup.group)
+    records: dict[tuple[str, int], list[Any]] = {}
+    ends: dict[tuple[str, int], int] = {}
+    for topic in (setup.features, setup.predictions):
+        topic_ends = end_offsets(setup.bootstrap, topic)
+        ends.update({(topic, p): e for p, e in topic_ends.items()})
+        for msg in read_topic(setup.bootstrap, topic, sum(topic_ends.values())):
+            records.setdefault((topic, msg.partition()), []).append(to_raw(msg))
+    for recs in records.values():
+        recs.sort(key=lambda r: r.offset)
+    expected = replay(settings, records, {reference.model: reference})
+    events = rejects = 0
+    for tp, part in expected.partitions.items():
+        snap = store.read(*tp)
+        assert snap.offset == ends[tp], (tp, snap.offset, ends[tp])
+        stored = expected.processors[tp[0]].new_partition(tp[1], setup.partitions)  # type: ignore[call-arg]
+        stored.load_fields(snap.fields)
+        assert_same_state(stored, part, tp)
+        if tp[0] == setup.features:
+            events += part.events
+            rejects += part.rejects
+    schema = fastavro.parse_schema(json.loads((schemas_dir() / "alert.avsc").read_text()))
+    copies: dict[str, set[bytes]] = {}
+    n_alerts = 0
+    for msg in read_topic(setup.bootstrap, setup.alerts, idle=1.0):
+        rec = fastavro.schemaless_reader(_io.BytesIO(msg.value()), schema, None)
+        assert isinstance(rec, dict)
+        copies.setdefault(str(rec["alert_id"]), set()).add(msg.value() or b"")
+        n_alerts += 1
+    assert set(copies) == {a.alert_id for a in expected.alerts}, (sorted(copies), expected.alerts)
+    assert all(len(v) == 1 for v in copies.values()), "a re-sent alert must be byte-identical"
+    stored_views: dict[str, Any] = {}
+    for p, end in end_offsets(setup.bootstrap, setup.blocks).items():
+        if end:
+            fields = store.read(setup.blocks, p).fields
+            stored_views.update(read_fields(fields, [k for k in fields if k.startswith(f"{reference.model}/")]))
+    for part in expected.model_parts.values():
+        for key, view in part.streams.items():
+            got = stored_views[key]
+            assert got["counts"]["events"] == view.counts["events"], key
+            assert got["counts"]["blocks"] == view.counts["blocks"], key
+            for name, feat in view.features.items():
+                want, have = feat.to_state(), got["features"][name]
+                if want["kind"] == "numeric":
+                    assert list(have["totals"][:5]) == list(want["totals"][:5]), (key, name)
+                    assert math.isclose(have["totals"][5], want["totals"][5], rel_tol=1e-12), (key, name)
+                else:
+                    assert (have["count"], have["missing"]) == (want["count"], want["missing"]), (key, name)
+    dead = read_topic(setup.bootstrap, setup.dead_letter, idle=1.0)
+    distinct = {(dict(m.headers())["mm.error.topic"], dict(m.headers())["mm.error.partition"],
+                 dict(m.headers())["mm.error.offset"]) for m in dead}
+    assert len(distinct) == rejects
+    assert events + len(distinct) == produced, (events, len(distinct), produced)
+    return ModelViewFigures(events, len(distinct), len(dead), expected.blocks, len(copies), n_alerts), expected

@@ -97,3 +97,29 @@ def test_the_status_page_reads_a_snapshot_not_the_live_loop_state(tmp_path: Path
     view = daemon.view
     with pytest.raises(TypeError):
         view.lags[("churn.features", 0)] = 0  # type: ignore[index]
+
+
+def test_consumer_settings_librdkafka_refuses_are_a_clear_error_not_a_traceback(tmp_path: Path) -> None:
+    """A session timeout above max.poll.interval.ms (found setting up static membership): `run` exits 2 with
+    librdkafka's reason in one log line, no traceback. Nothing needs to be reachable: the consumer is refused
+    before it connects."""
+    import json
+    import subprocess
+    import sys
+
+    import yaml
+
+    from tests.helpers import EXAMPLES, free_port
+
+    cfg = {"kafka": {"bootstrap.servers": f"127.0.0.1:{free_port()}"}, "redis_url": f"redis://127.0.0.1:{free_port()}/0",
+           "consumer": {"session.timeout.ms": "30000", "max.poll.interval.ms": "10000"},
+           "http": {"host": "127.0.0.1", "port": 0},
+           "models": [{"name": "churn", "features": {"topic": "f", "schema": str(EXAMPLES / "churn_features.avsc")}}]}
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump(cfg))
+    out = subprocess.run([sys.executable, "-m", "monitor", "run", "--config", str(tmp_path / "m.yaml")],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2, out.stderr[-2000:]
+    events = [json.loads(line) for line in out.stderr.splitlines() if line.startswith("{")]
+    failed = [e for e in events if e.get("event") == "stage.failed"]
+    assert failed and "max.poll.interval.ms" in failed[0]["error"], events
+    assert "Traceback" not in out.stderr

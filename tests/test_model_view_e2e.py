@@ -15,11 +15,8 @@ import fastavro
 import pytest
 import yaml
 
-from monitor.app.replay import replay
 from monitor.core.profiles import ReferenceProfile
-from monitor.core.state_codec import read_fields
 from monitor.io.avro import schemas_dir
-from monitor.io.kafka import to_raw
 from monitor.io.redis_store import RedisStore
 from monitor.io.references import RedisReferenceStore
 from monitor.settings import load_settings
@@ -31,9 +28,9 @@ from tests.helpers import (
     Setup,
     assert_key_layout,
     both_stages_done,
-    end_offsets,
     produce_simulated,
     read_topic,
+    verify_model_view,
     wait_until,
 )
 from tests.test_model_view import END, ONSET, build_reference, delay_in_events
@@ -204,48 +201,14 @@ def test_20_kill_9_of_both_stages_lose_and_double_nothing(kafka_bootstrap: str, 
         assert d.proc is not None
         d.proc.wait(10)
         kills += 1
-    producer.join(120)
+    rows, bad = producer.join(120)
     d = DaemonProcess(config, log).start()
     daemons.append(d)
-    wait_until(lambda: _done(setup), 240, "both stages to reach the end after the kills")
-    settings = load_settings(config, environ={})
-    records = {}
-    for topic in (setup.features, setup.predictions):
-        for msg in read_topic(setup.bootstrap, topic, sum(end_offsets(setup.bootstrap, topic).values())):
-            records.setdefault((topic, msg.partition()), []).append(to_raw(msg))
-    for recs in records.values():
-        recs.sort(key=lambda r: r.offset)
-    expected = replay(settings, records, {"churn": reference})
-    expected_ids = {a.alert_id for a in expected.alerts}
-    assert {(a.feature, a.status) for a in expected.alerts} >= {("age", "OPEN"), ("credit_score", "OPEN")}
-    wait_until(lambda: {a["alert_id"] for a in _alerts(setup, idle=1.0)} >= expected_ids, 60, "every alert")
+    wait_until(lambda: _done(setup), 240, "both stages to reach the end after the kills, every alert sent")
     d.terminate()
-    copies: dict[str, set[bytes]] = {}
-    for msg in read_topic(setup.bootstrap, setup.alerts, idle=1.0):
-        rec = fastavro.schemaless_reader(io.BytesIO(msg.value()), fastavro.parse_schema(
-            json.loads((schemas_dir() / "alert.avsc").read_text())), None)
-        copies.setdefault(rec["alert_id"], set()).add(msg.value())
-    assert set(copies) == expected_ids, kills
-    assert all(len(v) == 1 for v in copies.values()), "a re-sent alert must be byte-identical"
-    # The model-level counts against the replay's.
-    store = _store(setup)
-    stored = {}
-    for p, end in end_offsets(setup.bootstrap, setup.blocks).items():
-        if end:
-            fields = store.read(setup.blocks, p).fields
-            stored.update(read_fields(fields, [k for k in fields if k.startswith("churn/")]))
-    for key, view in expected.model_parts[0].streams.items():
-        got = stored[key]
-        assert got["counts"]["events"] == view.counts["events"], key
-        assert got["counts"]["blocks"] == view.counts["blocks"], key
-        for name, feat in view.features.items():
-            want = feat.to_state()
-            have = got["features"][name]
-            if want["kind"] == "numeric":
-                assert list(have["totals"][:5]) == list(want["totals"][:5]), (key, name)
-                assert have["totals"][5] == pytest.approx(want["totals"][5], rel=1e-12)
-            else:
-                assert (have["count"], have["missing"]) == (want["count"], want["missing"]), (key, name)
+    figures, expected = verify_model_view(setup, config, reference, len(rows) + bad)
+    assert {(a.feature, a.status) for a in expected.alerts} >= {("age", "OPEN"), ("credit_score", "OPEN")}
+    print(f"20 kill -9 of both stages: {figures}")
 
 
 def test_a_silent_partition_stops_holding_the_windows_and_its_late_blocks_are_counted(

@@ -207,3 +207,32 @@ def test_the_warm_up_moments_are_exact_at_any_magnitude(offset: float, spread: f
     assert feat.mean is not None and feat.std is not None
     assert abs(feat.mean - float(np.mean(head))) <= 1e-9 * max(abs(offset), 1.0) + 1e-9 * spread
     assert feat.std == pytest.approx(want_std, rel=1e-6)
+
+
+@settings(max_examples=300, deadline=None)
+@given(values=st.lists(st.sampled_from([1.0, 2.0, 3.0]), min_size=1, max_size=60),
+       cuts=st.lists(st.integers(1, 20), min_size=1, max_size=10))
+def test_a_blocks_longest_run_and_its_value_do_not_depend_on_the_batch_split(values: list[float],
+                                                                             cuts: list[int]) -> None:
+    """`stuck_value`'s block summary: the longest run of one repeated value and that value, for a block read
+    in batches of any sizes (the run in progress carried as the feature state carries it). Expected by hand:
+    the longest length, and on a tie the value of the run that reached it last. (The chaos run found stored
+    states differing from the replay here: a tie kept the first batch's value, one batch kept the last.)"""
+    from monitor.core.partition import _longest_into
+    from monitor.core.sketches import longest_runs, run_lengths
+
+    best_len, best_value, run, prev = 0, 0.0, 0, None
+    for v in values:
+        run = run + 1 if v == prev else 1
+        prev = v
+        if run >= best_len:
+            best_len, best_value = run, v
+    acc: dict[str, list[Any]] = {}
+    last, count, lo, k = None, 0, 0, 0
+    while lo < len(values):
+        chunk = np.array(values[lo:lo + cuts[k % len(cuts)]])
+        lengths = run_lengths(chunk, np.ones(len(chunk), bool), np.nan if last is None else last, count)
+        last, count = float(chunk[-1]), int(lengths[-1])
+        _longest_into(acc, {"x": longest_runs(lengths, chunk, np.array([0]))}, 0)
+        lo, k = lo + len(chunk), k + 1
+    assert acc["x"] == [best_len, best_value]

@@ -39,7 +39,7 @@ from monitor.core.labels import LabelPartition
 from monitor.core.partition import StreamPartition
 from monitor.core.reach import expected_window_events, minimums, unreachable
 from monitor.core.types import Alert, AlertKind, RawRecord, Reject
-from monitor.errors import DependencyUnavailable, FencedError, OffsetConflict, StateBehind, StateLost
+from monitor.errors import ConfigError, DependencyUnavailable, FencedError, OffsetConflict, StateBehind, StateLost
 from monitor.io.avro import BlockCodec
 from monitor.io.history import DriftHistory
 from monitor.io.join import LABELS, PREDICTIONS, JoinStore, MemoryJoinStore, watermark
@@ -280,13 +280,19 @@ class Daemon:
     def run(self) -> int:
         s = self.settings
         hooks = {"error_cb": self._on_kafka_error, "logger": librdkafka_logger()}
-        self.consumer = Consumer({**s.consumer_config(), "group.id": self.group_id, **hooks})
+        try:
+            self.consumer = Consumer({**s.consumer_config(), "group.id": self.group_id, **hooks})
+        except KafkaException as exc:  # librdkafka refused the settings (e.g. max.poll.interval.ms too short)
+            raise ConfigError(f"kafka/consumer settings: {exc.args[0].str()}") from exc
         closed = False
         try:
             self.outbox.producer = Producer({**s.producer_config(), **hooks})
             self.checkpointer.producer = self.outbox.producer
             if s.alerts_transactional:
-                tx_id = s.transactional_id or f"{s.group_id}-alerts-{socket.gethostname()}-{os.getpid()}"
+                # With a stable instance id the transactional id is stable too: a restarted replica fences its
+                # predecessor's unfinished transactions instead of leaving them to time out.
+                tx_id = s.transactional_id or (f"{s.group_id}-alerts-{s.instance_id}" if s.instance_id else
+                                               f"{s.group_id}-alerts-{socket.gethostname()}-{os.getpid()}")
                 tx_id += "" if self.stage == "ingest" else "-models"
                 self.outbox.tx_producer = Producer({**s.producer_config(), **hooks, "transactional.id": tx_id})
                 self.outbox.tx_producer.init_transactions(30)

@@ -12,6 +12,7 @@ from typing import Literal
 import structlog
 
 from monitor.app.daemon import Daemon, render_status_page
+from monitor.errors import MonitorError
 from monitor.io.history import DriftHistory
 from monitor.io.join import JoinStore
 from monitor.io.state import StateStore
@@ -59,6 +60,9 @@ class Monitor:
         def work(d: Daemon) -> None:
             try:
                 codes[d.stage] = d.run()
+            except MonitorError as exc:  # a clear error (a setting librdkafka refused): no traceback
+                log.error("stage.failed", stage=d.stage, error=str(exc), error_class=type(exc).__name__)
+                codes[d.stage] = 2
             except Exception:
                 log.exception("stage.crashed", stage=d.stage)
                 codes[d.stage] = 1

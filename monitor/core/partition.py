@@ -1430,9 +1430,10 @@ class StreamPartition:
 
 
 def _longest_into(acc: dict[str, list[Any]], longest: dict[str, tuple[list[int], list[float]]], k: int) -> None:
-    """Fold run `k`'s longest runs into a block's (meta[10]: field -> [length, value])."""
+    """Fold run `k`'s longest runs into a block's (meta[10]: field -> [length, value]). On a tie the later
+    run wins, as inside a batch (`longest_runs` keeps the last position): the same for any batch split."""
     for name, (lengths, values) in longest.items():
-        if lengths[k] and lengths[k] > acc.get(name, [0])[0]:
+        if lengths[k] and lengths[k] >= acc.get(name, [0])[0]:
             acc[name] = [int(lengths[k]), float(values[k])]
 
 

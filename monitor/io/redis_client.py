@@ -19,8 +19,10 @@ from typing import Any, TypeAlias
 from urllib.parse import urlsplit
 
 import redis
+from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
 from redis.exceptions import RedisClusterException
+from redis.retry import Retry
 
 from monitor.errors import ConfigError, DependencyUnavailable
 
@@ -60,10 +62,15 @@ def connect(url: str, timeout: float = 5.0, wait_s: float = 0.0) -> Any:
     db = urlsplit(plain).path.strip("/")
     if db not in ("", "0"):
         raise ConfigError(f"redis_url: a Redis Cluster has only database 0, the URL names /{db}")
+    # No retries inside the client: the daemon's own loop retries after an outage pause (and says it is not
+    # ready meanwhile). After a timeout the client re-reads the slot map from every node it knows, each with
+    # its socket timeout: 2 s keeps a cluster that hangs as a whole from holding a call for more than ~15 s.
+    cluster = {**common, "socket_timeout": min(timeout, 2.0), "socket_connect_timeout": min(timeout, 2.0),
+               "retry": Retry(NoBackoff(), 0)}
     deadline = time.monotonic() + wait_s
     while True:
         try:
-            return RedisCluster.from_url(plain, startup_nodes=others, **common)
+            return RedisCluster.from_url(plain, startup_nodes=others, **cluster)
         except REDIS_ERRORS as exc:
             if time.monotonic() >= deadline:
                 raise DependencyUnavailable(f"redis: cluster unreachable ({type(exc).__name__}: {exc})") from exc
