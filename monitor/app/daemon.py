@@ -296,9 +296,13 @@ class Daemon:
                 tx_id += "" if self.stage == "ingest" else "-models"
                 self.outbox.tx_producer = Producer({**s.producer_config(), **hooks, "transactional.id": tx_id})
                 self.outbox.tx_producer.init_transactions(30)
+            # The active references before the first record: a record read without its model's reference would
+            # be counted by other rules than the replay's (and than the replica's next to it). Redis down at
+            # start is an outage like any other, waited out (not ready).
+            while not self._refresh_references(force=True) and not self.stop_event.is_set():
+                self._outage("redis", DependencyUnavailable("redis: references unreadable"), poll=False)
             self.consumer.subscribe(list(self.processors), on_assign=self._on_assign, on_revoke=self._on_revoke,
                                     on_lost=self._on_lost)
-            self._refresh_references(force=True)
             try:
                 metadata = self.consumer.list_topics(timeout=10)
                 self.topic_partitions = {t: len(md.partitions) for t, md in metadata.topics.items() if md.error is None}
@@ -803,14 +807,16 @@ class Daemon:
                                     {f: (d[0], float(d[1]), float(d[2])) for f, d in view.last_drift.items()})
             view.last_results = []
 
-    def _refresh_references(self, force: bool = False) -> None:
-        """Load each model's active reference; when it changed, rebuild owned partitions with it."""
+    def _refresh_references(self, force: bool = False) -> bool:
+        """Load each model's active reference; when it changed, rebuild owned partitions with it. False if a
+        reference could not be read (the model keeps the one it has)."""
         if self.references is None:
-            return
+            return True
         now = time.monotonic()
         if not force and now - self._last_reference_check < self.settings.reference_poll_s:
-            return
+            return True
         self._last_reference_check = now
+        read = True
         for model in self.settings.models:
             topics = [s.topic for _, s in model.streams() if s.topic in self.processors]
             mp = self.model_processor
@@ -823,6 +829,7 @@ class Daemon:
                 profile = self.references.get(model.name, version) if version is not None else None
             except DependencyUnavailable as exc:
                 log.warning("reference.unavailable", model=model.name, error=str(exc))
+                read = False
                 continue
             log.info("reference.loaded", model=model.name, version=version, stage=self.stage)
             if mp is not None:
@@ -840,6 +847,7 @@ class Daemon:
                         part = self._new_partition(topic, tp[1])
                         self._load(part, owned.part.to_fields())
                         owned.part = part
+        return read
 
     def _reload(self, tp: TP) -> None:
         assert self.consumer is not None
