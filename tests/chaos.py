@@ -15,7 +15,6 @@ import random
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -139,9 +138,12 @@ class Replica:
     def start(self) -> None:
         self.proc = DaemonProcess(self.config, self.log).start()
 
+    def count(self, event: str) -> int:
+        """Log lines of `event` over every process this replica has been."""
+        return sum(f'"{event}"' in line for line in self.log.read_text().splitlines()) if self.log.exists() else 0
+
     def assigned_events(self) -> int:
-        return sum('"partitions.assigned"' in line for line in self.log.read_text().splitlines()) \
-            if self.log.exists() else 0
+        return self.count("partitions.assigned")
 
 
 @dataclass
@@ -166,10 +168,14 @@ class Group:
             self.replicas[name] = Replica(name, path, self.setup.tmp / f"{name}.log")
 
     def start(self, name: str) -> None:
+        """Start a replica and wait until both its stages run (a SIGTERM before that would find Python's
+        default handler, not the daemon's)."""
         r = self.replicas[name]
+        before = r.count("daemon.started")
         r.start()
         assert r.proc is not None
         self.started.append(r.proc)
+        wait_until(lambda: r.count("daemon.started") >= before + 2, 60, f"{name} to start", interval=0.05)
 
     def start_all(self) -> None:
         for name in self.names:
@@ -436,13 +442,15 @@ def main() -> int:
               file=sys.stderr)
         return 2
     stack = ClusterStack(folder)
-    with tempfile.TemporaryDirectory() as tmp:
-        setup = Setup(uuid.uuid4().hex[:10], stack.bootstrap, stack.redis_url, Path(tmp), partitions=6)
-        setup.create_topics()
-        reference = build_reference(Path(tmp))
-        static = rolling_restart_moves(stack, _fresh(stack, tmp, "rs"), reference, static=True)
-        dynamic = rolling_restart_moves(stack, _fresh(stack, tmp, "rd"), reference, static=False)
-        result = chaos(stack, setup, reference, args.faults, args.seed)
+    run = folder / f"run-{time.strftime('%Y%m%d-%H%M%S')}"  # kept after the run: the replicas' logs
+    run.mkdir(parents=True)
+    print(f"chaos: the replicas' logs and configs go to {run}")
+    setup = Setup(uuid.uuid4().hex[:10], stack.bootstrap, stack.redis_url, run, partitions=6)
+    setup.create_topics()
+    reference = build_reference(run)
+    static = rolling_restart_moves(stack, _fresh(stack, run, "rs"), reference, static=True)
+    dynamic = rolling_restart_moves(stack, _fresh(stack, run, "rd"), reference, static=False)
+    result = chaos(stack, setup, reference, args.faults, args.seed)
     print(result.table())
     print(f"| rolling restart of 3 replicas, {static.partitions} input partitions: partitions moved with static "
           f"membership / without | {static.moved} / {dynamic.moved} |")
@@ -451,10 +459,10 @@ def main() -> int:
     return 0
 
 
-def _fresh(stack: ClusterStack, tmp: str, name: str) -> Setup:
+def _fresh(stack: ClusterStack, run: Path, name: str) -> Setup:
     import uuid
 
-    folder = Path(tmp) / name
+    folder = run / name
     folder.mkdir()
     setup = Setup(uuid.uuid4().hex[:10], stack.bootstrap, stack.redis_url, folder, partitions=6)
     setup.create_topics()
