@@ -75,6 +75,39 @@ def test_committed_offsets_are_asked_until_kafka_answers(tmp_path: Path) -> None
     assert (topic, 0) in daemon.lost
 
 
+def test_partitions_assigned_while_stopping_are_not_taken_and_nothing_raises(tmp_path: Path) -> None:
+    """Issue 13 (the chaos run): a rebalance inside close() assigned partitions while the coordinator did not
+    answer; the committed-offsets wait raised out of the callback and the SIGTERM'd daemon exited 1. Now a
+    stopping daemon takes nothing (no fence bumped: the next owner's stays valid) and close() goes on."""
+    from confluent_kafka import TopicPartition
+
+    from monitor.app.daemon import Daemon
+    from monitor.io.state import MemoryStore
+    from tests.test_model_view import settings_for
+
+    class Recording(_FlakyCommitted):
+        assigned: list[Any] = []
+
+        def incremental_assign(self, partitions: list[Any]) -> None:
+            self.assigned += partitions
+
+    settings = settings_for(tmp_path)
+    store = MemoryStore()
+    daemon = Daemon(settings, store)
+    daemon.stop_event.set()
+    topic = settings.models[0].features.topic
+    consumer = Recording(failures=10**6, offsets={})  # the coordinator never answers
+    daemon._on_assign(consumer, [TopicPartition(topic, 0)])  # type: ignore[arg-type]
+    assert [(tp.topic, tp.partition) for tp in consumer.assigned] == [(topic, 0)]
+    assert daemon.owned == {} and store.read(topic, 0).fence == 0
+    # While running, the same coordinator makes it wait (an outage), asking again; stopping ends the wait.
+    running = Daemon(settings, store)
+    calls = iter(range(3))
+    running.stop_event.wait = lambda timeout=None: next(calls) == 2 and running.stop_event.set()  # type: ignore
+    assert running._committed(consumer, [TopicPartition(topic, 0)]) is None  # type: ignore[arg-type]
+    assert running.outage == "kafka"
+
+
 def test_the_status_page_reads_a_snapshot_not_the_live_loop_state(tmp_path: Path) -> None:
     """Issue 11 #9: the HTTP thread iterated the loop's own dicts and deque (lags, recent alerts), which the loop
     changes meanwhile ("dictionary changed size during iteration"). It now reads a snapshot the loop swaps in

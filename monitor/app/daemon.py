@@ -123,7 +123,14 @@ class Daemon:
 
     # -- rebalance callbacks ----------------------------------------------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        committed = self._committed(consumer, partitions)
+        committed = None if self.stop_event.is_set() else self._committed(consumer, partitions)
+        if committed is None:
+            # Stopping: a rebalance can still assign partitions inside close(). Take nothing (no fence, no
+            # state): the replica that owns them next will. (The chaos run: raising here crashed the close.)
+            consumer.incremental_assign(partitions)
+            log.info("partitions.assigned_while_stopping", partitions=[f"{tp.topic}[{tp.partition}]"
+                                                                       for tp in partitions])
+            return
         for tp in partitions:
             tp.offset = self._take(tp.topic, tp.partition, committed.get((tp.topic, tp.partition)))
         consumer.incremental_assign(partitions)
@@ -136,12 +143,12 @@ class Daemon:
         self.metrics.assigned.labels(self.stage).set(len(self.owned))
         log.info("partitions.assigned", partitions=[f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in partitions])
 
-    def _committed(self, consumer: Consumer, partitions: list[TopicPartition]) -> dict[TP, int]:
+    def _committed(self, consumer: Consumer, partitions: list[TopicPartition]) -> dict[TP, int] | None:
         """The group's committed offsets: we commit after every checkpoint, so one means state existed.
 
         Asked until Kafka answers: taking a partition without them would skip the lost-state check (it
         used to, silently, on any Kafka error). Inside the rebalance callback, so it waits without polling
-        (librdkafka heartbeats on its own thread)."""
+        (librdkafka heartbeats on its own thread). None once the daemon is stopping."""
         while True:
             try:
                 found = consumer.committed([TopicPartition(tp.topic, tp.partition) for tp in partitions], timeout=10)
@@ -153,7 +160,7 @@ class Daemon:
                 log.warning("kafka.committed_unavailable", error=str(exc))
                 self._outage("kafka", exc, poll=False)
                 if self.stop_event.is_set():
-                    raise
+                    return None  # stopping: never raise out of a rebalance callback
         return {(tp.topic, tp.partition): tp.offset for tp in found if tp.offset >= 0}
 
     def _take(self, topic: str, partition: int, committed: int | None = None) -> int:
