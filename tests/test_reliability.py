@@ -424,7 +424,6 @@ def test_a_store_that_loses_acknowledged_writes_is_found_and_its_records_counted
         for key in store.keys(*tp).values():
             pipe.dump(key)
         copies[tp] = dict(zip(store.keys(*tp).values(), pipe.execute(), strict=True))
-    copied = {tp: store.read(*tp) for tp in inputs}  # decoded, for the expected figures (the same values)
     wait_until(lambda: stored_offsets(setup) == total, 120, "the stream to be read")
     written = {tp: store.read(*tp).offset or 0 for tp in inputs}
     for tp in inputs:  # the failover: what the replica had
@@ -442,10 +441,12 @@ def test_a_store_that_loses_acknowledged_writes_is_found_and_its_records_counted
     behind = {tp for tp in inputs if back[tp] < written[tp]}
     assert set(rolled) == behind, (sorted(rolled), sorted(behind))
     for tp in behind:
-        assert rolled[tp]["stored_offset"] == (copied[tp].offset or None) and \
-            rolled[tp]["written_offset"] == written[tp], rolled[tp]
+        assert rolled[tp]["stored_offset"] == (back[tp] or None) and rolled[tp]["written_offset"] == written[tp], \
+            rolled[tp]
         assert rolled[tp]["records_replayed"] == written[tp] - back[tp]
-    figures = verify_exactly_once(setup, config, len(rows) + bad)
+    # Alerts made again from the re-consumed records have the ids of those sent before the rollback; their
+    # statistics may differ in the last bits (the records came in other batches).
+    figures = verify_exactly_once(setup, config, len(rows) + bad, regenerated=True)
     replayed = sum(written[tp] - back[tp] for tp in behind)
     print(f"rollback: {len(behind)} partitions behind, {replayed} records consumed again; {figures}")
     assert figures.events == len(rows) and figures.rejects == bad
