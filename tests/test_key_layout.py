@@ -45,3 +45,20 @@ def test_partitions_spread_over_the_slots() -> None:
     slots = {key_slot(store.keys("features", p)["state"]) for p in range(96)}
     assert len(slots) > 90
     assert key_slot(store.keys("features", 7)["state"]) == key_slot("mm:model-monitor:features:7")
+
+
+def test_cluster_urls_are_checked_before_connecting() -> None:
+    """A cluster URL with a database other than 0, a seed that is not host:port, or no node is a clear
+    config error; redis:// stays a one-server client (made without connecting)."""
+    import pytest
+
+    from monitor.errors import ConfigError
+    from monitor.io.redis_client import connect, is_cluster
+
+    for url, why in [("redis+cluster://127.0.0.1:7000/1", "only database 0"),
+                     ("redis+cluster://127.0.0.1:7000,nonsense", "not host:port"),
+                     ("rediss+cluster://user:pw@/0", "names no node")]:
+        with pytest.raises(ConfigError, match=why):
+            connect(url)
+    assert is_cluster("REDIS+CLUSTER://h:1") and not is_cluster("redis://h:1/0")
+    assert isinstance(connect("redis://127.0.0.1:1/0"), redis.Redis)
