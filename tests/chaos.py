@@ -9,7 +9,6 @@ smaller size inside `make test-cluster`.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import signal
@@ -138,6 +137,10 @@ class Replica:
     def start(self) -> None:
         self.proc = DaemonProcess(self.config, self.log).start()
 
+    def logs(self) -> list[dict[str, Any]]:
+        """Every process this replica has been, one log file: its JSON lines."""
+        return DaemonProcess(self.config, self.log).logs() if self.log.exists() else []
+
     def count(self, event: str) -> int:
         """Log lines of `event` over every process this replica has been."""
         return sum(f'"{event}"' in line for line in self.log.read_text().splitlines()) if self.log.exists() else 0
@@ -191,13 +194,7 @@ class Group:
         """(time, replica, assigned|revoked|lost, topic[partition]) from every replica's log, in time order."""
         out = []
         for name, r in self.replicas.items():
-            if not r.log.exists():
-                continue
-            for line in r.log.read_text().splitlines():
-                try:
-                    e = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
+            for e in r.logs():
                 kind = str(e.get("event", "")).removeprefix("partitions.")
                 if kind in ("assigned", "revoked", "lost"):
                     for p in e["partitions"]:
@@ -382,7 +379,7 @@ def chaos(stack: ClusterStack, setup: Setup, reference: Any, faults: int, seed: 
         figures, _expected = verify_model_view(setup, group.replicas["a"].config, reference, len(rows) + n_bad)
     finally:
         group.kill_all()
-    logs = [e for r in group.replicas.values() for e in _read(r.log)]
+    logs = [e for r in group.replicas.values() for e in r.logs()]
     return ChaosResult(done, seconds, len(rows) + n_bad, figures,
                        sum(e.get("event") == "state.rolled_back" for e in logs),
                        sum(int(e.get("records_replayed", 0)) for e in logs if e.get("event") == "state.rolled_back"),
@@ -420,17 +417,6 @@ def _fault(kind: str, stack: ClusterStack, group: Group, setup: Setup, partition
         group.rolling_restart(partitions, balanced=False)
         return "a, b, c"
     raise ValueError(kind)
-
-
-def _read(path: Path) -> list[dict[str, Any]]:
-    out = []
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return out
 
 
 def main() -> int:

@@ -14,7 +14,7 @@ import socket
 import threading
 import time
 from collections import defaultdict, deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Literal
@@ -44,7 +44,7 @@ from monitor.io.avro import BlockCodec
 from monitor.io.history import DriftHistory
 from monitor.io.join import LABELS, PREDICTIONS, JoinStore, MemoryJoinStore, watermark
 from monitor.io.kafka import is_fatal, to_raw
-from monitor.io.state import StateStore, check_consistent
+from monitor.io.state import PartitionSnapshot, StateStore, check_consistent
 from monitor.ops.logs import librdkafka_logger
 from monitor.ops.metrics import Metrics
 from monitor.ops.page import PageData, render_page
@@ -862,13 +862,8 @@ class Daemon:
         owned = self.owned.get(tp)
         if owned is None:
             return
-        while not self.stop_event.is_set():
-            try:
-                snap = self.store.read(*tp)
-                break
-            except DependencyUnavailable as exc:
-                self._outage("redis", exc)
-        else:
+        snap = self._until_stored(lambda: self.store.read(*tp))
+        if snap is None:
             return
         if snap.fence > owned.fence:  # another instance took it
             self.owned.pop(tp, None)
@@ -877,14 +872,9 @@ class Daemon:
             # The store forgot our acquire: a Redis failover lost the last writes the old master acknowledged.
             # Take the partition again (a token above any handed out before) and go on from what it has.
             log.error("state.behind", topic=tp[0], partition=tp[1], fence=owned.fence, stored_fence=snap.fence)
-            while True:
-                try:
-                    snap = self.store.acquire(*tp)
-                    break
-                except DependencyUnavailable as exc:
-                    self._outage("redis", exc)
-                    if self.stop_event.is_set():
-                        return
+            snap = self._until_stored(lambda: self.store.acquire(*tp))
+            if snap is None:
+                return
         if owned.stored_offset is not None and (snap.offset is None or snap.offset < owned.stored_offset):
             # Acknowledged checkpoints are gone with their offsets (state and offset are one write, so they
             # roll back together): the records after the stored offset are consumed again, counted once.
@@ -907,6 +897,15 @@ class Daemon:
             OFFSET_BEGINNING if self.settings.start_from == "earliest" else OFFSET_END)
         self.consumer.seek(TopicPartition(tp[0], tp[1], start))
         log.info("partition.reloaded", topic=tp[0], partition=tp[1], offset=snap.offset)
+
+    def _until_stored(self, call: Callable[[], PartitionSnapshot]) -> PartitionSnapshot | None:
+        """`call` until Redis answers (an outage meanwhile, polling); None if the daemon stops first."""
+        while not self.stop_event.is_set():
+            try:
+                return call()
+            except DependencyUnavailable as exc:
+                self._outage("redis", exc)
+        return None
 
     def _outage(self, dependency: str, exc: Exception, poll: bool = True) -> None:
         """Pause consumption while a dependency is down; keep polling so the group membership holds."""
