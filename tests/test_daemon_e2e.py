@@ -26,6 +26,7 @@ from monitor.ops.status import collect_status
 from monitor.settings import load_settings
 from tests.helpers import (
     EXAMPLES,
+    FLUSH_S,
     PARTITIONS,
     DaemonProcess,
     Setup,
@@ -295,7 +296,7 @@ def test_confluent_wire_format_through_the_daemon(setup: Setup, tmp_path: Path) 
     for r in rows:
         producer.produce(setup.features, key=r["event_id"].encode(), value=encode_confluent(schema, schema_id, r))
     producer.produce(setup.features, key=b"bad", value=encode_confluent(schema, schema_id + 999, rows[0]))
-    assert producer.flush(30) == 0
+    assert producer.flush(FLUSH_S) == 0
 
     daemon = Daemon(settings, _store(setup))
     thread = threading.Thread(target=daemon.run, daemon=True)

@@ -22,6 +22,7 @@ from monitor.io.references import RedisReferenceStore
 from monitor.settings import load_settings
 from tests.helpers import (
     FAST_GROUP,
+    FLUSH_S,
     MODEL_VIEW,
     BackgroundProducer,
     DaemonProcess,
@@ -245,7 +246,7 @@ def test_a_silent_partition_stops_holding_the_windows_and_its_late_blocks_are_co
             producer.poll(0)
             if rate and i % 50 == 0 and (ahead := i / rate - (time.monotonic() - started)) > 0:
                 time.sleep(ahead)  # pacing a live stream, not synchronisation
-        assert producer.flush(60) == 0
+        assert producer.flush(FLUSH_S) == 0
 
     for p in range(3):
         send(p, early[p])

@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from tests.helpers import (
+    FLUSH_S,
     PARTITIONS,
     BackgroundProducer,
     DaemonProcess,
@@ -286,7 +287,7 @@ def test_bad_records_each_get_their_reason(setup: Setup) -> None:
         if i % 200 == 100:
             for name, (payload, _) in cases.items():
                 producer.produce(setup.features, key=name.encode(), value=payload, headers=[("case", name.encode())])
-    assert producer.flush(30) == 0
+    assert producer.flush(FLUSH_S) == 0
     produced = len(rows) + 15 * len(cases)
 
     daemon = Daemon(settings, RedisStore.from_url(setup.redis_url, setup.prefix, setup.group))

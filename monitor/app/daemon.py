@@ -43,7 +43,7 @@ from monitor.errors import ConfigError, DependencyUnavailable, FencedError, Offs
 from monitor.io.avro import BlockCodec
 from monitor.io.history import DriftHistory
 from monitor.io.join import LABELS, PREDICTIONS, JoinStore, MemoryJoinStore, watermark
-from monitor.io.kafka import is_fatal, to_raw
+from monitor.io.kafka import Writability, is_fatal, to_raw
 from monitor.io.state import PartitionSnapshot, StateStore, check_consistent
 from monitor.ops.logs import librdkafka_logger
 from monitor.ops.metrics import Metrics
@@ -81,6 +81,8 @@ class Daemon:
         self.last_seen: dict[TP, float] = {}
         self.next_store_check = 0.0  # monotonic time of the next `_verify_store`
         self.never_delivered: set[TP] = set()  # input partitions said to have delivered no event yet
+        self.unwritable: set[TP] = set()  # input partitions last found refusing writes (`_writable`)
+        self.writability: Writability | None = None
         self.lost: dict[TP, str] = {}  # partitions halted because their state is gone (on_state_lost: halt)
         self.topic_partitions: dict[str, int] = {}  # for the event-rate check: a partition sees 1/n
         self._last_silence_check = 0.0
@@ -281,6 +283,7 @@ class Daemon:
             processor = self.processors.get(tp[0])
             model = None if processor is None or isinstance(processor, ModelProcessor) else processor.model.name
             self.metrics.forget_partition(tp[0], tp[1], model, getattr(processor, "stream", None))
+            self.unwritable.discard(tp)
         self.outbox.release(gone)
 
     # -- the loop -------------------------------------------------------------------------------
@@ -426,6 +429,9 @@ class Daemon:
         if not records:
             return None
         self.last_seen[tp] = time.monotonic()
+        if tp in self.unwritable:  # it takes writes again
+            self.unwritable.discard(tp)
+            self.metrics.unwritable.labels(tp[0], str(tp[1])).set(0)
         if tp in self.never_delivered:  # it delivers now
             self.never_delivered.discard(tp)
             self.metrics.never_delivered.labels(tp[0], str(tp[1])).set(0)
@@ -691,6 +697,10 @@ class Daemon:
             if owned.applied is not None:
                 continue  # batches wait for their checkpoint (within checkpoint_interval_ms): not quiet yet
             quiet = now - self.last_seen.get(tp, now)
+            freshness = processor.model.freshness_s
+            if freshness is not None and quiet >= freshness and not self._writable(tp):
+                self.last_seen[tp] = now  # Kafka refuses its writes: its silence clock restarts when it takes them
+                continue
             signals: list[dict[str, Any]] = []
             if view.enabled and not owned.part.idle_sent and quiet >= view.idle_timeout_s and self._at_end(tp, owned):
                 owned.part.signal_idle()
@@ -705,6 +715,25 @@ class Daemon:
             alerts, silence = processor.silence(owned.part, quiet)
             if alerts or signals or silence:
                 self._checkpoint(tp, owned, owned.stored_offset, alerts, [], blocks=signals + silence)
+
+    def _writable(self, tp: TP) -> bool:
+        """Whether the partition can take writes (`Writability`); a change is logged and in
+        `monitor_partition_unwritable`."""
+        if self.consumer is None:
+            return False
+        if self.writability is None:
+            self.writability = Writability(self.consumer, self.settings.admin_config())
+        why = self.writability.check(*tp)
+        if why is not None and tp not in self.unwritable:
+            self.unwritable.add(tp)
+            log.warning("partition.unwritable", topic=tp[0], partition=tp[1], **why,
+                        effect="not called silent while Kafka refuses its writes")
+            self.metrics.unwritable.labels(tp[0], str(tp[1])).set(1)
+        elif why is None and tp in self.unwritable:
+            self.unwritable.discard(tp)
+            log.info("partition.writable", topic=tp[0], partition=tp[1])
+            self.metrics.unwritable.labels(tp[0], str(tp[1])).set(0)
+        return why is None
 
     def _never_delivered(self, tp: TP, owned: Owned, processor: StreamProcessor, quiet: float) -> None:
         """A partition assigned `quiet` seconds ago that has delivered no event, read to its end: after the

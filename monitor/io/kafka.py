@@ -1,15 +1,17 @@
-"""Kafka at the edge: message conversion, dead-letter records with error headers, topic creation.
+"""Kafka at the edge: message conversion, dead-letter records with error headers, topic creation, whether a
+partition can take writes.
 
 Kafka errors are sorted into fatal and retriable here, in one place.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Message
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message
+from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType  # type: ignore[attr-defined]  # not re-exported
 from confluent_kafka.cimpl import NewTopic
 
 from monitor.core.types import RawRecord, Reject
@@ -87,3 +89,60 @@ def create_topics(
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise
     return created
+
+
+class Writability:
+    """Whether an input partition can take writes now: it has a leader and at least `min.insync.replicas` of
+    its replicas in sync (what a producer with acks=all, the default, needs). A partition that cannot is quiet
+    because of Kafka, so its quiet says nothing about the stream's producers (a cluster losing brokers one by
+    one: the last one still serves reads while every write is refused).
+
+    Metadata comes from the consumer's connection (at most once a second per topic); a topic's
+    `min.insync.replicas` from the admin API, once (1 when it cannot be read, e.g. not authorised)."""
+
+    def __init__(self, consumer: Consumer, admin_conf: dict[str, Any]) -> None:
+        self.consumer = consumer
+        self.admin_conf = admin_conf
+        self._min_isr: dict[str, tuple[int, bool, float]] = {}  # topic -> value, read, when
+        self._admin: AdminClient | None = None
+        self._metadata: dict[str, tuple[float, Any]] = {}
+
+    def min_isr(self, topic: str) -> int:
+        """The topic's `min.insync.replicas` (its effective value: a broker default too); 1 while it cannot be
+        read, asked again a minute later."""
+        known = self._min_isr.get(topic)
+        now = time.monotonic()
+        if known is not None and (known[1] or now - known[2] < 60.0):
+            return known[0]
+        value, read = 1, False
+        try:
+            if self._admin is None:
+                self._admin = AdminClient(self.admin_conf)  # kept: a client dropped at once fails its futures
+            resource = ConfigResource(ResourceType.TOPIC, topic)
+            entries = self._admin.describe_configs([resource], request_timeout=5)[resource].result(timeout=6)
+            value, read = int(entries["min.insync.replicas"].value), True
+        except (KafkaException, KeyError, ValueError, TimeoutError):
+            pass
+        self._min_isr[topic] = (value, read, now)
+        return value
+
+    def check(self, topic: str, partition: int) -> dict[str, Any] | None:
+        """None when the partition can take writes; otherwise what stops it (leader, in-sync replicas, the
+        minimum). A metadata request that fails (the brokers unreachable) counts as not writable."""
+        now = time.monotonic()
+        cached = self._metadata.get(topic)
+        if cached is None or now - cached[0] >= 1.0:
+            try:
+                md = self.consumer.list_topics(topic, timeout=2.0).topics.get(topic)
+            except KafkaException:
+                md = None
+            cached = self._metadata[topic] = (now, md)
+        md = cached[1]
+        if md is None or md.error is not None or partition not in md.partitions:
+            return {"reason": "no metadata for the partition"}
+        p = md.partitions[partition]
+        need = self.min_isr(topic)
+        if p.leader < 0 or len(p.isrs) < need:
+            return {"reason": "no leader" if p.leader < 0 else "fewer in-sync replicas than min.insync.replicas",
+                    "leader": p.leader, "in_sync": len(p.isrs), "min_insync": need}
+        return None

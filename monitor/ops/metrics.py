@@ -46,6 +46,10 @@ class Metrics:
         self.never_delivered = Gauge("monitor_partition_never_delivered", "1 for an assigned input partition that "
                                      "has delivered no event for freshness_s since it was assigned",
                                      ["topic", "partition"], registry=r)
+        self.unwritable = Gauge("monitor_partition_unwritable", "1 for an input partition found without a leader "
+                                "or with fewer in-sync replicas than min.insync.replicas while quiet past "
+                                "freshness_s: its quiet is Kafka's, not the stream's (no stream_stopped)",
+                                ["topic", "partition"], registry=r)
         self.rollbacks = Counter("monitor_state_rollbacks_total", "Times the store was found behind what this "
                                  "replica had written to it (a Redis failover lost acknowledged writes): the "
                                  "partition was reloaded and its records consumed again", ["topic", "partition"],
@@ -72,6 +76,7 @@ class Metrics:
         p = str(partition)
         _remove(self.lag, ("topic", "partition"), {"topic": topic, "partition": p})
         _remove(self.state_lost, ("topic", "partition"), {"topic": topic, "partition": p})
+        _remove(self.unwritable, ("topic", "partition"), {"topic": topic, "partition": p})
         if model is not None:
             _remove(self.joins, ("model", "partition", "result"), {"model": model, "partition": p})
             if stream is not None:
