@@ -24,6 +24,7 @@ from monitor.core.partition import (
 )
 from monitor.core.profiles import Contract, FieldContract, FieldProfile, ReferenceProfile
 from monitor.core.schema import FieldSpec, field_types, infer_fields, schema_changes
+from monitor.core.seasons import SeasonalReference
 from monitor.core.types import Alert, RawRecord, Reject
 from monitor.errors import ConfigError, DecodeError
 from monitor.io.avro import AvroDecoder, load_schema, registry_lookup
@@ -71,6 +72,8 @@ class _ReferenceUser:
 class StreamProcessor(_ReferenceUser):
     """Everything needed to monitor one topic of one model (its features or its predictions)."""
 
+    _season_cache: tuple[ReferenceProfile, SeasonalReference | None] | None = None
+
     def __init__(self, settings: Settings, model: ModelSettings, stream: str, conf: StreamSettings,
                  reference: ReferenceProfile | None = None, contract: Contract | None = None) -> None:
         self.model = model
@@ -114,6 +117,19 @@ class StreamProcessor(_ReferenceUser):
         cbpe = (perf or {}).get("expected_accuracy") if self.model.performance.cbpe else None
         return ref, contract, cbpe if self._scored else None
 
+    def _seasons(self) -> SeasonalReference | None:
+        """The reference's season profiles of this stream's fields (None without seasons), made once per
+        reference."""
+        ref = self.reference
+        if ref is None or not ref.seasons:
+            return None
+        cached = self._season_cache
+        if cached is None or cached[0] is not ref:
+            names = {f.name for f in self.fields}
+            cached = (ref, SeasonalReference.of(ref.seasons, {k: v for k, v in ref.fields.items() if k in names}))
+            self._season_cache = cached
+        return cached[1]
+
     @property
     def _scored(self) -> bool:
         return self.stream == "predictions" and self.model.type == "classifier"
@@ -131,7 +147,8 @@ class StreamProcessor(_ReferenceUser):
                            min_rate_ratio=self.model.min_rate_ratio, cbpe_reference=cbpe,
                            cbpe_min_drop=self.model.performance.cbpe_min_drop,
                            cbpe_min_window=self.model.performance.cbpe_min_window, freshness_s=self.model.freshness_s,
-                           expected_partitions=expected_partitions, time_check=self._time_check())
+                           expected_partitions=expected_partitions, time_check=self._time_check(),
+                           seasons=self._seasons())
 
     def _time_check(self) -> TimeCheck | None:
         """Event-time bounds (time windows only: blocks by count do not follow event time)."""
@@ -157,7 +174,7 @@ class StreamProcessor(_ReferenceUser):
                                cbpe_min_drop=self.model.performance.cbpe_min_drop,
                                cbpe_min_window=self.model.performance.cbpe_min_window,
                                emit_blocks=self.model_view.enabled, evaluate=self.partition_alerts,
-                               time_check=self._time_check())
+                               time_check=self._time_check(), seasons=self._seasons())
 
     def decode(self, records: list[RawRecord]) -> tuple[DecodedBatch, list[Reject], list[tuple[int, int, int | None]]]:
         """Valid records, rejects, and (schema id, offset, event time) where each writer schema id first shows."""

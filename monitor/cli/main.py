@@ -16,7 +16,7 @@ from typing import Any
 
 import structlog
 
-from monitor.errors import MonitorError
+from monitor.errors import ConfigError, MonitorError
 from monitor.ops.logs import configure_logging
 from monitor.settings import Settings, load_settings
 
@@ -53,6 +53,11 @@ def _parser() -> argparse.ArgumentParser:
                        help="the data to profile: a .csv, .parquet or Avro container (.avro) file")
     build.add_argument("--version", help="default: the next v<N>")
     build.add_argument("--activate", action="store_true", help="make it active (default if none is)")
+    build.add_argument("--season", choices=["hour_of_day", "day_of_week", "hour_of_week"],
+                       help="also profile each season bucket of the data by the model's time field (UTC): windows "
+                       "are then compared with their own season, detectors standardised by it")
+    build.add_argument("--season-min-rows", type=int, default=500, metavar="N",
+                       help="a season bucket with fewer usable values uses the overall profile (default 500)")
     ref_sub.add_parser("list", help="versions, the active one marked")
     show = ref_sub.add_parser("show", help="a profile as JSON")
     show.add_argument("--version", help="default: the active one")
@@ -75,6 +80,34 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--out", type=Path, default=Path("report.html"), help="the HTML file to write "
                         "(default report.html)")
     report.add_argument("--no-alerts", action="store_true", help="do not read the alerts topic")
+
+    bt = sub.add_parser("backtest", help="replay retained history (a file or the model's topics) through the "
+                        "pipeline in memory, with injected incidents; report alert rates and detection delays")
+    bt.add_argument("--config", required=True, type=Path, help="the YAML config (MONITOR_* variables override it)")
+    bt.add_argument("--model", required=True, help="the model's name in the config")
+    src = bt.add_mutually_exclusive_group(required=True)
+    src.add_argument("--input", type=Path, help="a .csv, .parquet or Avro container (.avro) file of events (the "
+                     "features' fields, and the predictions' to replay them too)")
+    src.add_argument("--from-topics", action="store_true", help="read the model's feature (and prediction) "
+                     "topics: retained records from --since to --until, decoded as the daemon does")
+    bt.add_argument("--since", help="with --from-topics: ISO time or ms since the epoch (default: the log start)")
+    bt.add_argument("--until", help="with --from-topics: ISO time or ms since the epoch (default: the log end)")
+    bt.add_argument("--max-events", type=int, help="replay at most this many events")
+    bt.add_argument("--inject", action="append", default=[], metavar="KIND:feature=F,start=N,...",
+                    help="an incident to inject; repeatable. Kinds: " + "; ".join(
+                        f"{k}: {v}" for k, v in {
+                            "shift": "size= std", "scale": "factor=", "nan_burst": "rate=", "nulls": "rate=",
+                            "stuck": "value=", "new_category": "rate=, value=", "score_collapse": "factor="}.items())
+                    + "; all take start= (event position) and length=")
+    bt.add_argument("--partitions", type=int, default=1, help="spread a file's events over N input partitions by "
+                    "id (default 1)")
+    bt.add_argument("--seed", type=int, default=0, help="seed of the injections' random choices (default 0)")
+    ref_src = bt.add_mutually_exclusive_group()
+    ref_src.add_argument("--reference", type=Path, help="a JSON profile (`reference export`) instead of the "
+                         "stored active one")
+    ref_src.add_argument("--reference-version", help="a stored reference version instead of the active one")
+    bt.add_argument("--out", type=Path, default=Path("backtest"), help="folder for report.json and report.html "
+                    "(default ./backtest)")
 
     contract = sub.add_parser("contract", help="data contracts")
     contract_sub = contract.add_subparsers(dest="action", required=True)
@@ -113,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_level)
     try:
         handler = {"run": _run, "simulate": _simulate, "status": _status, "topics": _topics, "alerts": _alerts,
-                   "reference": _reference, "contract": _contract, "report": _report}
+                   "reference": _reference, "contract": _contract, "report": _report,
+                   "backtest": _backtest}
         return handler[args.command](settings, args)
     except MonitorError as exc:
         log.error("command.failed", command=args.command, error=str(exc), error_class=type(exc).__name__)
@@ -325,6 +359,80 @@ def _model_specs(settings: Settings, model_name: str) -> list[Any]:
     return specs
 
 
+def _backtest(settings: Settings, args: argparse.Namespace) -> int:
+    from monitor.app.backtest import read_rows, run, topic_rows
+    from monitor.core.profiles import ReferenceProfile
+    from monitor.ops.report import render_backtest
+
+    model = settings.model(args.model)
+    if args.max_events is not None and args.max_events < 1:
+        raise ConfigError("--max-events must be at least 1")
+    if args.partitions < 1:
+        raise ConfigError("--partitions must be at least 1")
+    if args.reference is not None:
+        try:
+            reference: ReferenceProfile | None = ReferenceProfile.from_json(args.reference.read_bytes())
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"--reference {args.reference}: not a profile written by `reference export` "
+                              f"({exc})") from exc
+    else:
+        store = _reference_store(settings)
+        version = args.reference_version or store.active_version(model.name)
+        reference = store.get(model.name, version) if version else None
+        if reference is None:
+            log.warning("backtest.no_reference", model=model.name,
+                        effect="no drift checks: build one with `reference build` or give --reference")
+    started = time.monotonic()
+    if args.input is not None:
+        rows = read_rows(args.input)[: args.max_events]
+        source, bad = args.input.name, 0
+    else:
+        rows, bad, source = topic_rows(settings, model.name, _when(args.since), _when(args.until), args.max_events)
+    report = run(settings, model.name, rows, reference, args.inject, partitions=args.partitions, seed=args.seed,
+                 source=source)
+    report["undecodable"] = bad
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "report.json").write_text(json.dumps(report, indent=1, sort_keys=True) + "\n")
+    (args.out / "report.html").write_text(render_backtest(report))
+    summary = report["summary"]
+    log.info("backtest.done", model=model.name, events=report["events"], detected=summary["detected"],
+             injected=summary["injected"], clean_alerts=report["clean"]["alerts"],
+             clean_alerts_per_day=report["clean"]["per_day"], seconds=round(time.monotonic() - started, 1),
+             out=str(args.out))
+    print(f"{summary['detected']} of {summary['injected']} injected incidents detected; "
+          f"{report['clean']['alerts']} alerts on the clean part ({report['clean']['per_day']} a day); "
+          f"{args.out / 'report.html'}")
+    return 0
+
+
+def _when(text: str | None) -> int | None:
+    """An ISO time (UTC unless it says) or ms since the epoch."""
+    if text is None:
+        return None
+    if text.isdigit():
+        return int(text)
+    import datetime as dt
+
+    try:
+        when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ConfigError(f"{text!r} is not an ISO time or ms since the epoch") from exc
+    return int((when if when.tzinfo else when.replace(tzinfo=dt.UTC)).timestamp() * 1000)
+
+
+def _season_summary(profile: Any) -> dict[str, Any]:
+    """What `reference build` says of a seasonal profile: the season, the buckets with their own profile per
+    field (the others use the overall one), and its share of the profile's bytes."""
+    seasons = profile.seasons
+    if not seasons:
+        return {}
+    from monitor.core.seasons import SEASONS
+
+    own = {name: len(b) for name, b in seasons["fields"].items()}
+    return {"season": seasons["by"], "season_buckets": SEASONS[seasons["by"]], "season_min_rows": seasons["min_rows"],
+            "season_buckets_profiled": own, "season_bytes": len(json.dumps(seasons, separators=(",", ":")))}
+
+
 def _reference(settings: Settings, args: argparse.Namespace) -> int:
     from monitor.core.profiles import ReferenceProfile
     from monitor.profile.build import PerformanceColumns, build_profile, read_table
@@ -349,7 +457,7 @@ def _reference(settings: Settings, args: argparse.Namespace) -> int:
 
             profile = build_profile(model.name, specs, columns, version=args.version or "", source=args.input.name,
                                     sentinels=model.sentinels, time_field=model.time_field, performance=perf,
-                                    progress=step)
+                                    progress=step, season=args.season, season_min_rows=args.season_min_rows)
         # The version number is taken only now: a build that failed above used none (v3 used to follow two).
         version = args.version or store.next_version(model.name)
         profile = dataclasses.replace(profile, version=version)
@@ -358,7 +466,7 @@ def _reference(settings: Settings, args: argparse.Namespace) -> int:
             store.activate(model.name, version)
         log.info("reference.built", model=model.name, version=version, rows=profile.rows,
                  fields=len(profile.fields), bytes=profile_size(profile),
-                 performance=(profile.performance or {}).get("metrics"),
+                 performance=(profile.performance or {}).get("metrics"), **_season_summary(profile),
                  seconds=round(time.monotonic() - started, 2), active=store.active_version(model.name) == version)
         print(version)
     elif args.action == "list":

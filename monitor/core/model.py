@@ -30,6 +30,7 @@ from monitor.core.partition import (
 )
 from monitor.core.profiles import FieldContract, FieldProfile
 from monitor.core.schema import FieldSpec
+from monitor.core.seasons import SeasonalReference, bucket_name, buckets
 from monitor.core.sketches import (
     FINITE,
     HEAD,
@@ -81,6 +82,7 @@ class ModelStream:
         freshness_s: float | None = None,
         expected_partitions: int = 0,
         time_check: TimeCheck | None = None,
+        seasons: SeasonalReference | None = None,
     ) -> None:
         self.model, self.stream, self.topic = model, stream, topic
         self.window_settings, self.view = window, view
@@ -95,7 +97,7 @@ class ModelStream:
         self.freshness_s = freshness_s
         self.time_check = time_check
         self.features: dict[str, Feature] = build_features(fields, checks, window.blocks, reference, ref_version,
-                                                           contract, sentinels)
+                                                           contract, sentinels, seasons)
         self.numeric = [f for f in self.features.values() if isinstance(f, NumericFeature)]
         self.categorical = [f for f in self.features.values() if isinstance(f, CategoricalFeature)]
         # Where each numeric field sits in a block's packed `numeric_values` from this reference: blocks laid
@@ -344,7 +346,7 @@ class ModelStream:
                            merged["first_time"], merged["last_time"], merged["partitions"], merged["version"],
                            merged["by_part"], merged.get("bad_times", {}), merged.get("runs", {})])
         del self.slots[: -self.window_settings.blocks]
-        detections = self._cusum(vectors, tuple(merged["partitions"]))
+        detections = self._cusum(vectors, tuple(merged["partitions"]), slot)
         return self._evaluate(detections)
 
     def _vectors(self, packed: np.ndarray | None) -> dict[str, tuple[np.ndarray, float]]:
@@ -365,14 +367,27 @@ class ModelStream:
             out[feat.name] = (vec, float(row[CLIPPED]))
         return out
 
-    def _standardiser(self, feat: NumericFeature, vec: np.ndarray | None) -> tuple[float, float] | None:
-        """Reference mean and std, or those of the first `warmup` finite values (whole slots) without one."""
+    def _slot_time(self, slot: int) -> int:
+        """A slot's event time for its season: its middle."""
+        return slot * self.window_settings.block_ms + self.window_settings.block_ms // 2
+
+    def _standardiser(self, feat: NumericFeature, vec: np.ndarray | None, slot: int
+                      ) -> tuple[float, float, str] | None:
+        """Mean and std of the slot's season in the reference, or of the reference, or of the first `warmup`
+        finite values (whole slots) without a reference; with what they are."""
+        if feat.seasons is not None:
+            by = feat.seasons.by
+            at = np.array([self._slot_time(slot)])
+            b = buckets(by, at)
+            means, stds = feat.seasons.standardisers(at)
+            if np.isfinite(means[0]) and np.isfinite(stds[0]):
+                return float(means[0]), float(stds[0]), f"reference season {by} {bucket_name(by, int(b[0]))}"
         if feat.mean is not None and feat.std:
-            return feat.mean, feat.std
+            return feat.mean, feat.std, "reference"
         warm = self.warm[feat.name]
         if warm[0] >= feat.checks.warmup:
             std = math.sqrt(warm[2] / (warm[0] - 1)) if warm[0] > 1 else 0.0
-            return warm[1], std if std > 0 else 1.0
+            return warm[1], std if std > 0 else 1.0, "warm-up"
         if vec is not None and vec[FINITE] > 0:
             # Chan et al.'s parallel update of the slots' (count, mean, M2): stable for any magnitude.
             n_b = float(vec[FINITE])
@@ -384,16 +399,16 @@ class ModelStream:
             warm[:] = [n, mean_a + delta * n_b / n, m2_a + m2_b + delta * delta * n_a * n_b / n]
         return None
 
-    def _cusum(self, vectors: dict[str, tuple[np.ndarray, float]], partitions: tuple[int, ...]
+    def _cusum(self, vectors: dict[str, tuple[np.ndarray, float]], partitions: tuple[int, ...], slot: int
                ) -> list[CheckResult]:
         out = []
         for feat in self.numeric:
             conf = feat.checks.cusum
             vec, clipped = vectors.get(feat.name, (None, 0.0))
-            std_mean = self._standardiser(feat, vec)
+            std_mean = self._standardiser(feat, vec, slot)
             if not conf.enabled or std_mean is None or vec is None or vec[FINITE] == 0:
                 continue
-            mean, std = std_mean
+            mean, std, by = std_mean
             n = float(vec[FINITE])
             z_sum = (clipped - n * mean) / std
             c = self.cusum[feat.name]
@@ -404,13 +419,15 @@ class ModelStream:
                 out.append(CheckResult(feat.name, "cusum", kind_of("cusum", self.stream), max(c), conf.h, True,
                                        {"direction": "up" if up else "down", "slot_mean": f"{vec[SUM] / n:.6g}",
                                         "mean": f"{mean:.6g}", "std": f"{std:.6g}", "k": f"{conf.k:g}",
-                                        "standardised_by": "reference" if feat.mean is not None else "warm-up"},
+                                        "standardised_by": by},
                                        partitions))
                 c[0] = c[1] = 0.0  # re-armed: a lasting shift fires again and keeps its incident open
         return out
 
     def _evaluate(self, detections: list[CheckResult]) -> list[Alert]:
-        values, _drift = window_values(self.features)
+        values, _drift = window_values(self.features, np.array([self._slot_time(int(s[0])) for s in self.slots],
+                                                                dtype=np.int64),
+                                       np.array([float(s[1]) for s in self.slots]))
         values += self._stream_checks() + self._stuck_checks()
         everyone = tuple(sorted({p for s in self.slots for p in s[7]}))
         results = [CheckResult(v.feature, v.check, kind_of(v.check, self.stream), float(v.statistic),

@@ -26,6 +26,7 @@ from monitor.core.columns import RawColumn, recent_duplicates, to_number
 from monitor.core.detectors import Adwin, PageHinkley
 from monitor.core.profiles import CategoricalProfile, FieldContract, FieldProfile, NumericProfile
 from monitor.core.schema import FieldSpec
+from monitor.core.seasons import Expected, FieldSeasons, SeasonalReference, bucket_name, buckets
 from monitor.core.sketches import (
     ABOVE,
     BELOW,
@@ -348,6 +349,7 @@ class NumericFeature:
         # the run length the reference makes too unlikely (None: the check is off).
         self.run: list[Any] = [None, 0]
         self.stuck_threshold = stuck_threshold(profile, checks)
+        self.seasons: FieldSeasons | None = None  # the reference's season profiles of this field, if any
         self._new_detectors()
 
     def _new_detectors(self) -> None:
@@ -445,14 +447,22 @@ class NumericFeature:
             self.window.edges, self.window.next_edges = self.window.next_edges, None
             self.edges_due = None
 
-    def detector_input(self, values: np.ndarray, taken: int) -> tuple[np.ndarray, np.ndarray]:
+    def detector_input(self, values: np.ndarray, taken: int, times: np.ndarray | None = None
+                       ) -> tuple[np.ndarray, np.ndarray]:
         """Indices and standardised, clipped values of the usable values past the warm-up (`taken` of this
-        batch's usable values went to it: `warm_up_batch`)."""
+        batch's usable values went to it: `warm_up_batch`). With season profiles and the events' `times`,
+        each value is standardised by its own season's mean and std (the overall ones without a time)."""
         usable = self._usable(values)
         idx = usable[taken:]
         if self.mean is None or self.std is None or not len(idx):
             return idx[:0], values[:0]
-        z = (values[idx] - self.mean) / self.std
+        if self.seasons is not None and times is not None:
+            t = np.asarray(times, dtype=np.int64)[idx]
+            mean, std = self.seasons.standardisers(np.maximum(t, 0))
+            known = (t >= 0) & np.isfinite(mean) & np.isfinite(std)
+            z = (values[idx] - np.where(known, mean, self.mean)) / np.where(known, std, self.std)
+        else:
+            z = (values[idx] - self.mean) / self.std
         return idx, np.clip(z, -self.checks.clip_z, self.checks.clip_z)
 
     def window_checks(self, min_count: int) -> list[CheckValue]:
@@ -485,20 +495,22 @@ class NumericFeature:
                                   {"value": f"{w[MIN]:.6g}"} if constant else {}))
         return out
 
-    def drift_value(self) -> CheckValue | None:
+    def drift_value(self, expected: Expected | None = None) -> CheckValue | None:
+        """The window against the reference: the overall profile, or `expected` (its seasons' mixture)."""
         prof, w = self.profile, self.window.window()
         drift = self.checks.drift
         if prof is None or w is None or not drift.enabled or w[FINITE] < drift.min_window_count:
             return None
         cur = w[HEAD:]
-        ref = prof.counts()
+        ref = prof.counts() if expected is None else expected.counts
+        ref_mean, ref_std = (prof.mean, prof.std) if expected is None else (expected.mean, expected.std)
         name = drift.numeric_statistic
         centers = prof.centers()
         value = stats.statistic(name, ref, cur, centers)
-        if name == "wasserstein" and prof.std:
-            value /= prof.std  # normalised, as Evidently's default
+        if name == "wasserstein" and ref_std:
+            value /= ref_std  # normalised, as Evidently's default
         threshold = drift.threshold_for(name)
-        floor = stats.effect_floor(name, threshold, ref, cur, centers, prof.std if name == "wasserstein" else None)
+        floor = stats.effect_floor(name, threshold, ref, cur, centers, ref_std if name == "wasserstein" else None)
         test = stats.chi2_homogeneity(ref, cur)
         mean = w[SUM] / w[FINITE]
         evidence = {
@@ -508,10 +520,12 @@ class NumericFeature:
             "window_std": f"{math.sqrt(w[M2] / w[FINITE]):.6g}",
             "window_min": f"{w[MIN]:.6g}",
             "window_max": f"{w[MAX]:.6g}",
-            "reference_mean": f"{prof.mean:.6g}" if prof.mean is not None else "",
-            "reference_std": f"{prof.std:.6g}" if prof.std is not None else "",
+            "reference_mean": f"{ref_mean:.6g}" if ref_mean is not None else "",
+            "reference_std": f"{ref_std:.6g}" if ref_std is not None else "",
             "reference_version": str(self.ref_version),
         }
+        if expected is not None:
+            evidence["season"] = expected.season
         evidence.update(_top_bins(ref, cur, _bin_labels(prof.edges), self.window.examples))
         # The alert carries the threshold actually applied (raised by the statistic's small-sample bias).
         return CheckValue(self.name, name, value, floor, value > floor, evidence, test.p_value)
@@ -585,6 +599,7 @@ class CategoricalFeature:
         self.count = 0
         self.missing = 0
         vocab = profile.categories if profile is not None else None
+        self.seasons: FieldSeasons | None = None
         self.window = CategoricalWindow(max(checks.max_categories, len(vocab or [])), blocks, vocab)
 
     def add(self, codes: np.ndarray, names: list[str]) -> None:
@@ -620,7 +635,7 @@ class CategoricalFeature:
                                   {"value": cats[0]} if constant else {}))
         return out
 
-    def drift_value(self) -> CheckValue | None:
+    def drift_value(self, expected: Expected | None = None) -> CheckValue | None:
         prof, w = self.profile, self.window.window()
         drift = self.checks.drift
         if prof is None or w is None or not drift.enabled:
@@ -631,7 +646,7 @@ class CategoricalFeature:
         known = set(prof.categories)
         cur = np.array([w.get(c, 0) for c in prof.categories]
                        + [sum(v for k, v in w.items() if k not in META_KEYS and k not in known)], dtype=float)
-        ref = prof.counts()
+        ref = prof.counts() if expected is None else expected.counts
         name = drift.categorical_statistic
         value = stats.statistic(name, ref, cur)
         threshold = drift.threshold_for(name)
@@ -639,6 +654,8 @@ class CategoricalFeature:
         floor = stats.effect_floor(name, threshold, ref, cur)
         evidence = {"p_value": f"{test.p_value:.3g}", "configured_threshold": f"{threshold:g}",
                     "reference_version": str(self.ref_version)}
+        if expected is not None:
+            evidence["season"] = expected.season
         evidence.update(_top_bins(ref, cur, [*prof.categories, "other"], None))
         # The alert carries the threshold actually applied (raised by the statistic's small-sample bias).
         return CheckValue(self.name, name, value, floor, value > floor, evidence, test.p_value)
@@ -684,9 +701,10 @@ def _top_bins(ref: np.ndarray, cur: np.ndarray, labels: list[str], examples: lis
 
 def build_features(fields: list[FieldSpec], checks: dict[str, CheckSettings], blocks: int,
                    reference: dict[str, FieldProfile] | None, ref_version: str | None,
-                   contract: dict[str, FieldContract] | None, sentinels: dict[str, list[float]] | None
-                   ) -> dict[str, Feature]:
-    """The monitored features of a stream, each with its limits, reference profile and window of `blocks`."""
+                   contract: dict[str, FieldContract] | None, sentinels: dict[str, list[float]] | None,
+                   seasons: SeasonalReference | None = None) -> dict[str, Feature]:
+    """The monitored features of a stream, each with its limits, reference profile (and season profiles) and
+    window of `blocks`."""
     out: dict[str, Feature] = {}
     reference, contract, sentinels = reference or {}, contract or {}, sentinels or {}
     for spec in fields:
@@ -699,17 +717,30 @@ def build_features(fields: list[FieldSpec], checks: dict[str, CheckSettings], bl
             out[spec.name] = CategoricalFeature(spec, checks[spec.name], blocks,
                                                 prof if isinstance(prof, CategoricalProfile) else None, lim,
                                                 ref_version)
+        if seasons is not None and out[spec.name].profile is not None:
+            out[spec.name].seasons = seasons.get(spec.name)
     return out
 
 
-def window_values(features: dict[str, Feature]) -> tuple[list[CheckValue], list[CheckValue]]:
+def window_values(features: dict[str, Feature], times: np.ndarray | None = None, weights: np.ndarray | None = None
+                  ) -> tuple[list[CheckValue], list[CheckValue]]:
     """Every feature's window checks, and its drift against the reference gated by Benjamini-Hochberg across
-    the features of this window (the chi-squared p-values); also the drift values before the gate."""
+    the features of this window (the chi-squared p-values); also the drift values before the gate.
+
+    `times` and `weights`: the event time (ms) and events of each block of the window, for the features with
+    season profiles: their window is compared with the mixture of its blocks' seasons."""
     values: list[CheckValue] = []
     drift: list[CheckValue] = []
+    season_of: dict[str, np.ndarray] = {}
     for feat in features.values():
         values += feat.window_checks(feat.checks.min_window_count)
-        d = feat.drift_value()
+        expected = None
+        if feat.seasons is not None and times is not None and len(times):
+            by = feat.seasons.by
+            if by not in season_of:
+                season_of[by] = buckets(by, times)
+            expected = feat.seasons.expected(season_of[by], weights if weights is not None else np.ones(len(times)))
+        d = feat.drift_value(expected)
         if d is not None:
             drift.append(d)
     if drift:
@@ -873,6 +904,7 @@ class StreamPartition:
         emit_blocks: bool = False,
         evaluate: bool = True,
         time_check: TimeCheck | None = None,
+        seasons: SeasonalReference | None = None,
     ) -> None:
         self.model, self.stream, self.topic, self.partition = model, stream, topic, partition
         # Event times out of bounds are counted (`bad_times`) and never move the windows (`screen_times`).
@@ -923,7 +955,7 @@ class StreamPartition:
         self.last_time = -1
         # Without per-partition evaluation the window is never read here: keep only the open block.
         self.features = build_features(fields, checks, window.blocks if evaluate else 1, reference, ref_version,
-                                       contract, sentinels)
+                                       contract, sentinels, seasons)
         for feat in self.features.values():
             if isinstance(feat, NumericFeature):
                 feat.window.track_examples = evaluate
@@ -1015,7 +1047,7 @@ class StreamPartition:
             self._apply_runs(runs, bids, offsets, times, dups, expected, scored, bad_times, per_run, categorical,
                              events_before, longest)
             runs = []  # done
-        self._hits, self._opened = self._detect(numeric, warm_taken, events_before), []
+        self._hits, self._opened = self._detect(numeric, warm_taken, events_before, times), []
         for k, (start, stop) in enumerate(runs):
             bid = int(bids[start])
             if self.open_meta is not None and self.open_meta[5] != bid:
@@ -1069,13 +1101,14 @@ class StreamPartition:
         return findings
 
     def _detect(self, numeric: list[tuple[NumericFeature, np.ndarray, np.ndarray]], warm_taken: dict[str, int],
-                events_before: int) -> list[tuple[Any, ...]]:
+                events_before: int, times: list[int]) -> list[tuple[Any, ...]]:
         """The batch's ADWIN and Page-Hinkley firings (per-partition evaluation only), in event order."""
         if not self.evaluate:
             return []
         hits: list[tuple[Any, ...]] = []
+        event_times = np.asarray(times, dtype=np.int64) if any(f.seasons for f, _, _ in numeric) else None
         for feat, values, _missing in numeric:
-            idx, z = feat.detector_input(values, warm_taken[feat.name])
+            idx, z = feat.detector_input(values, warm_taken[feat.name], event_times)
             if not len(idx):
                 continue
             checks = feat.checks
@@ -1090,6 +1123,13 @@ class StreamPartition:
                 i = int(idx[d.index])
                 evidence.update({"standardised_by": "reference" if feat.profile is not None else "warm-up",
                                  "mean": f"{feat.mean:.6g}", "std": f"{feat.std:.6g}"})
+                if feat.seasons is not None and event_times is not None and event_times[i] >= 0:
+                    by = feat.seasons.by
+                    b = int(buckets(by, event_times[i:i + 1])[0])
+                    mean, std = feat.seasons.standardisers(event_times[i:i + 1])
+                    if np.isfinite(mean[0]) and np.isfinite(std[0]):
+                        evidence.update({"standardised_by": f"reference season {by} {bucket_name(by, b)}",
+                                         "mean": f"{mean[0]:.6g}", "std": f"{std[0]:.6g}"})
                 hits.append((events_before + i + 1, feat.name, check, d, evidence, i))
         hits.sort(key=lambda h: (h[0], h[1], h[2]))
         return hits
@@ -1253,7 +1293,9 @@ class StreamPartition:
         self.idle_sent = True
 
     def _evaluate(self, event_number: int) -> list[Finding]:
-        values, drift = window_values(self.features)
+        timed = [m for m in self.closed_meta if m[2] >= 0 and m[3] >= 0]
+        values, drift = window_values(self.features, np.array([(m[2] + m[3]) // 2 for m in timed], dtype=np.int64),
+                                      np.array([m[4] for m in timed], dtype=float))
         values += self._stream_checks()
         self.last_drift = {d.feature: (d.check, float(d.statistic), float(d.threshold)) for d in drift}
         self.last_time = self.closed_meta[-1][3] if self.closed_meta else -1

@@ -72,6 +72,9 @@ class ReferenceProfile:
     # With labels in the reference data: {"type", "block" (performance sufficient statistics),
     # "expected_accuracy" (CBPE of the reference scores), "metrics"}.
     performance: dict[str, Any] | None = None
+    # Season profiles (`monitor.core.seasons`): {"by", "min_rows", "fields": {name: {bucket: [count, mean,
+    # std, counts]}}}; None for a reference without seasons.
+    seasons: dict[str, Any] | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -81,6 +84,7 @@ class ReferenceProfile:
         raw = json.loads(text)
         fields: dict[str, FieldProfile] = {}
         raw.setdefault("performance", None)
+        raw.setdefault("seasons", None)
         for name, f in raw.pop("fields").items():
             fields[name] = NumericProfile(**f) if f["kind"] == "numeric" else CategoricalProfile(**f)
         return cls(fields=fields, **raw)

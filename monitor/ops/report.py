@@ -318,3 +318,47 @@ def render(model: str, reference: ReferenceProfile | None, features: list[Featur
 <h2>Model performance (labelled window)</h2><div class=card>{perf_html}</div>
 <h2>Per feature</h2><div class=grid>{''.join(cards)}</div></body></html>
 """
+
+
+def render_backtest(report: dict[str, Any]) -> str:
+    """A backtest report (`monitor.app.backtest`) as a self-contained page in the report's style."""
+
+    def cell(v: Any) -> str:
+        return "—" if v is None else html.escape(f"{v:,}" if isinstance(v, int) else str(v))
+
+    ref = report["reference"]
+    ref_text = (f"reference {html.escape(ref['version'])} ({ref['rows']:,} rows"
+                f"{', seasonal by ' + html.escape(ref['season']) if ref.get('season') else ''})"
+                if ref else "no reference")
+    clean = report["clean"]
+    injected = "".join(
+        f"<tr><td>{html.escape(i['injection'])}</td><td class=\"{'OK' if i['detected'] else 'ALERT'}\">"
+        f"{'detected' if i['detected'] else 'missed'}</td><td>{cell(i.get('delay_s'))}</td>"
+        f"<td>{cell(i.get('delay_events'))}</td><td>{cell(i.get('check'))}</td></tr>" for i in report["injected"])
+    checks = "".join(
+        f"<tr><td>{html.escape(c['feature'])}</td><td>{html.escape(c['check'])}</td><td>{html.escape(c['kind'])}</td>"
+        f"<td>{c['opened']:,}</td><td>{c['opened_clean']:,}</td><td>{cell(c['per_million_clean'])}</td>"
+        f"<td>{cell(c['per_day_clean'])}</td></tr>" for c in report["checks"])
+    base = report["baselines"]
+    n = report["summary"]["injected"]
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>model-monitor backtest: {html.escape(report['model'])}</title>
+<meta name="viewport" content="width=device-width, initial-scale=1"><link rel="icon" href="data:,">
+<style>{CSS}</style></head>
+<body><h1>{html.escape(report['model'])}: backtest</h1>
+<p class=muted>{html.escape(report['source'])}; {report['events']:,} events ({", ".join(report['streams'])}),
+{report['rejects']:,} rejected, {report['unencodable']:,} not encodable; {ref_text}; windows of
+{report['window']['blocks']} x {report['window']['block_ms'] / 1000:g} s</p>
+<h2>Injected incidents: {report['summary']['detected']} of {n} detected</h2><div class=card><table id=injected>
+<tr><th>injection</th><th>result</th><th>delay (s of event time)</th><th>delay (events)</th><th>first check</th></tr>
+{injected}
+<tr class=muted><td>baseline: always fire</td><td>{base['always_fire']['detected']} of {n}</td>
+<td>{cell(base['always_fire']['delay_s'])}</td><td></td><td>{cell(base['always_fire']['per_day_per_check'])}
+alerts a day per check</td></tr>
+<tr class=muted><td>baseline: never fire</td><td>0 of {n}</td><td>—</td><td></td><td>0 alerts</td></tr></table></div>
+<h2>Alerts on the clean part</h2><div class=card><p>{clean['alerts']:,} alerts over {clean['events']:,} events
+({cell(clean['days'])} days of event time outside the injections): {cell(clean['per_million_values'])} per
+million events, {cell(clean['per_day'])} a day.</p><table id=checks><tr><th>feature</th><th>check</th>
+<th>kind</th><th>opened</th><th>opened (clean)</th><th>per million values (clean)</th><th>per day (clean)</th>
+</tr>{checks}</table></div></body></html>
+"""

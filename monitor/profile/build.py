@@ -20,6 +20,7 @@ from monitor.core.columns import to_number
 from monitor.core.labels import classifier_block, metrics, regressor_block
 from monitor.core.profiles import CategoricalProfile, FieldProfile, NumericProfile, ReferenceProfile
 from monitor.core.schema import FieldSpec
+from monitor.core.seasons import DEFAULT_MIN_ROWS, SEASONS, season_profile
 from monitor.errors import ConfigError
 
 MAX_BINS = 50
@@ -175,9 +176,12 @@ def build_profile(
     time_field: str | None,
     performance: PerformanceColumns | None = None,
     progress: Callable[[str], None] | None = None,
+    season: str | None = None,
+    season_min_rows: int = DEFAULT_MIN_ROWS,
 ) -> ReferenceProfile:
     """Profile every monitored field present in the columns (features and, if there, predictions);
-    with `performance` and a label column, also the model's reference performance."""
+    with `performance` and a label column, also the model's reference performance; with `season`, each
+    season bucket of the rows (by `time_field`) too (`monitor.core.seasons`)."""
     if not columns:
         raise ConfigError(f"reference input {source} has no rows")
     rows = len(next(iter(columns.values()))[0])
@@ -198,6 +202,12 @@ def build_profile(
             fields[spec.name] = profile_numeric(numeric, null, sentinels.get(spec.name, []))
         else:
             fields[spec.name] = profile_categorical(np.asarray(values, dtype=object), null)
+    if season is not None:
+        if season not in SEASONS:
+            raise ConfigError(f"--season {season}: expected one of {', '.join(SEASONS)}")
+        if not time_field or time_field not in columns:
+            raise ConfigError(f"--season needs the model's time field in the reference input: "
+                              f"{time_field or 'the model has no time_field'} is not a column of {source}")
     rate = None
     if time_field and time_field in columns:
         t = np.asarray(columns[time_field][0], dtype=np.float64)
@@ -206,7 +216,16 @@ def build_profile(
             rate = (len(t) - 1) / ((t.max() - t.min()) / 1000.0)
     created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     perf = reference_performance(columns, performance) if performance is not None else None
-    return ReferenceProfile(model, version, created, source, rows, rate, fields, perf)
+    seasons = None
+    if season is not None and time_field is not None:
+        t_values, t_null = columns[time_field]
+        try:
+            times = np.where(t_null, np.nan, np.asarray(t_values, dtype=np.float64))
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"time field {time_field} of {source} is not a number of ms since the epoch (or a "
+                              f"timestamp)") from exc
+        seasons = season_profile(season, times, columns, fields, season_min_rows)
+    return ReferenceProfile(model, version, created, source, rows, rate, fields, perf, seasons)
 
 
 @dataclass(frozen=True)
