@@ -468,7 +468,9 @@ def topic_rows(settings: Settings, model_name: str, since_ms: int | None = None,
     finally:
         consumer.close()
     by_id = {str(r[3].get(model.id_field)): r[3] for r in predictions} if model.id_field else {}
-    features.sort(key=lambda r: (r[0], r[1], r[2]))
+    # In event-time order (the record timestamp without one), then partition and offset: as the events happened,
+    # whatever clock the producers stamped the records with.
+    features.sort(key=lambda r: (_ms(r[3].get(model.time_field)) or r[0] if model.time_field else r[0], r[1], r[2]))
     rows = []
     for _stamp, _p, _offset, row in features[:max_events]:
         pred = by_id.get(str(row.get(model.id_field))) if model.id_field else None
