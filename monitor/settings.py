@@ -103,6 +103,8 @@ class DriftSettings(_Strict):
     categorical_statistic: Literal["psi", "js", "linf", "chi2"] = "js"
     threshold: float | None = Field(None, ge=0, description="effect floor; default per statistic")
     fdr: float = Field(0.001, gt=0, lt=1, description="Benjamini-Hochberg false-discovery rate per window")
+    p_max: float | None = Field(None, gt=0, lt=1, description="a drift also needs its chi-squared p-value below "
+                                "this (derived from the model's alerts.false_alarms_per_day unless set)")
     min_window_count: int = Field(200, ge=10)
 
     def threshold_for(self, statistic: str) -> float:
@@ -219,6 +221,15 @@ class PerformanceSettings(_Strict):
                                  "is checked (its standard error at 500 events is at most 0.022)")
 
 
+class ModelAlertSettings(_Strict):
+    """How noisy a model's alerts may be."""
+
+    false_alarms_per_day: float | None = Field(
+        None, gt=0, description="the model's budget of false alarms a day: each statistical check's threshold "
+        "(drift p-value, CUSUM h) is derived from it, the reference's event rate and the slot length; a "
+        "feature's own override of cusum.h or drift.p_max wins")
+
+
 class ModelSettings(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     id_field: str | None = "event_id"
@@ -249,6 +260,7 @@ class ModelSettings(_Strict):
     prediction_field: str | None = Field(None, description="predictions field: the predicted class or value")
     decision_threshold: float = Field(0.5, gt=0, lt=1)
     performance: PerformanceSettings = PerformanceSettings()
+    alerts: ModelAlertSettings = ModelAlertSettings()
 
     def streams(self) -> list[tuple[str, StreamSettings]]:
         out = [("features", self.features)]

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from monitor.app.pipeline import model_budget
 from monitor.app.replay import replay
 from monitor.core.profiles import CategoricalProfile, NumericProfile, ReferenceProfile
 from monitor.core.types import Alert, RawRecord
@@ -284,10 +285,18 @@ def run(settings: Settings, model_name: str, rows: list[dict[str, Any]], referen
     recs, unencodable = records(rows, streams, model, partitions)
     out = replay(plain, recs, {model.name: reference} if reference is not None else None)
     times = [_ms(r.get(model.time_field)) for r in rows]
-    return build_report(plain, model, out.alerts, parsed, times, reference, source=source,
-                        events=len(rows), unencodable=unencodable,
-                        rejects=sum(p.rejects for p in out.partitions.values()),
-                        streams=[s.name for s in streams], partitions=partitions)
+    report = build_report(plain, model, out.alerts, parsed, times, reference, source=source,
+                          events=len(rows), unencodable=unencodable,
+                          rejects=sum(p.rejects for p in out.partitions.values()),
+                          streams=[s.name for s in streams], partitions=partitions)
+    budget = model_budget(plain, plain.model(model.name), reference)
+    if model.alerts.false_alarms_per_day is not None:
+        observed = report["clean"]["per_day"]
+        report["budget"] = {"false_alarms_per_day": model.alerts.false_alarms_per_day,
+                            "derived": budget.summary() if budget is not None else None,
+                            "observed_per_day_clean": observed,
+                            "within": None if observed is None else observed <= model.alerts.false_alarms_per_day}
+    return report
 
 
 def build_report(settings: Settings, model: ModelSettings, alerts: list[Alert], injections: list[Injection],

@@ -34,9 +34,17 @@ from confluent_kafka import (
 from monitor.app.checkpoint import BLOCKS_MESSAGE_BYTES, Checkpointer, JoinTarget, Owned
 from monitor.app.models import ModelPartition, ModelProcessor
 from monitor.app.outbox import Outbox
-from monitor.app.pipeline import AnyProcessor, BatchOutcome, LabelProcessor, StreamProcessor, build_processors
+from monitor.app.pipeline import (
+    AnyProcessor,
+    BatchOutcome,
+    LabelProcessor,
+    StreamProcessor,
+    budgeted_checks,
+    build_processors,
+)
 from monitor.core.labels import LabelPartition
 from monitor.core.partition import StreamPartition
+from monitor.core.profiles import ReferenceProfile
 from monitor.core.reach import expected_window_events, minimums, unreachable
 from monitor.core.types import Alert, AlertKind, RawRecord, Reject
 from monitor.errors import ConfigError, DependencyUnavailable, FencedError, OffsetConflict, StateBehind, StateLost
@@ -50,7 +58,7 @@ from monitor.ops.metrics import Metrics
 from monitor.ops.page import PageData, render_page
 from monitor.ops.status import collect_status
 from monitor.profile.store import ReferenceStore
-from monitor.settings import Settings
+from monitor.settings import ModelSettings, Settings
 
 log = structlog.get_logger("monitor.daemon")
 TP = tuple[str, int]
@@ -868,6 +876,7 @@ class Daemon:
                 read = False
                 continue
             log.info("reference.loaded", model=model.name, version=version, stage=self.stage)
+            self._log_budget(model, profile)
             if mp is not None:
                 mp.set_reference(model.name, profile)
                 for owned in self.owned.values():
@@ -884,6 +893,25 @@ class Daemon:
                         self._load(part, owned.part.to_fields())
                         owned.part = part
         return read
+
+    def _log_budget(self, model: ModelSettings, profile: ReferenceProfile | None) -> None:
+        """The thresholds a false-alarm budget derives with this reference (said at start and on a change)."""
+        if model.alerts.false_alarms_per_day is None:
+            return
+        streams = [p for p in self.processors.values() if isinstance(p, StreamProcessor)]
+        if self.model_processor is not None:
+            streams += list(self.model_processor.stream_processors.values())
+        procs = [p for p in streams if p.model.name == model.name]
+        if not procs:
+            return
+        _checks, budget = budgeted_checks(model, procs[0]._base_checks, profile, procs[0].window,
+                                          procs[0]._check_counts)
+        if budget is None:
+            log.warning("budget.not_derived", model=model.name,
+                        reason="no reference with an event rate (its time field), or window.by is not 'time'",
+                        effect="the checks keep their configured thresholds")
+        else:
+            log.info("budget.derived", model=model.name, **budget.summary())
 
     def _reload(self, tp: TP) -> None:
         assert self.consumer is not None

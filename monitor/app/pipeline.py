@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from monitor.core.budget import Budget, derive
 from monitor.core.columns import event_time_ms
 from monitor.core.evaluate import evaluate
 from monitor.core.labels import LabelPartition, LabelRow
@@ -31,7 +32,7 @@ from monitor.io.avro import AvroDecoder, load_schema, registry_lookup
 from monitor.io.columnar import ColumnarDecoder, Unsupported
 from monitor.io.join import Prediction, encode_prediction
 from monitor.profile.contract import load_contract
-from monitor.settings import CheckSettings, ModelSettings, Settings, StreamSettings
+from monitor.settings import CheckSettings, ModelSettings, Settings, StreamSettings, WindowSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +94,9 @@ class StreamProcessor(_ReferenceUser):
             reader, skip=skip, monitor=conf.monitor, exclude=conf.exclude, categorical=conf.categorical
         )
         self.checks: dict[str, CheckSettings] = {f.name: settings.checks_for(model, f.name) for f in self.fields}
+        self._base_checks = dict(self.checks)  # before a false-alarm budget (`set_reference`)
+        self._check_counts = model_check_counts(settings, model)
+        self.budget: Budget | None = None
         self.window = settings.window_for(model)
         self.limits = settings.limits
         self.numeric_names = [f.name for f in self.fields if f.kind == "numeric"]
@@ -106,6 +110,13 @@ class StreamProcessor(_ReferenceUser):
             expected.update({n: c.avro_type for n, c in contract.fields.items() if c.avro_type and n in expected})
         self.expected_types = expected
         self.set_reference(reference)
+
+    def set_reference(self, reference: ReferenceProfile | None) -> None:
+        """Use a (new) reference profile; partitions created from now on use it, and the thresholds a
+        false-alarm budget derives from its event rate."""
+        self.reference = reference
+        self.checks, self.budget = budgeted_checks(self.model, self._base_checks, reference, self.window,
+                                                   self._check_counts)
 
     def _profiles(self) -> tuple[dict[str, FieldProfile] | None, dict[str, FieldContract] | None, float | None]:
         """This stream's reference profiles, contract and CBPE reference accuracy."""
@@ -420,6 +431,59 @@ class LabelProcessor(_ReferenceUser):
 
 
 AnyProcessor = StreamProcessor | LabelProcessor
+
+
+def model_check_counts(settings: Settings, model: ModelSettings) -> tuple[int, int]:
+    """The model's statistical checks sharing a false-alarm budget: drift tests (every monitored field of
+    its features and predictions) and CUSUMs (its numeric fields, where enabled)."""
+    drift = cusum = 0
+    skip = {f for f in (model.id_field, model.time_field, model.version_field) if f}
+    for stream, conf in model.streams():
+        if stream == "labels" or conf.schema_path is None:
+            continue
+        for spec in infer_fields(load_schema(conf.schema_path), skip=skip, monitor=conf.monitor,
+                                 exclude=conf.exclude, categorical=conf.categorical):
+            checks = settings.checks_for(model, spec.name)
+            drift += int(checks.drift.enabled)
+            cusum += int(spec.kind == "numeric" and checks.cusum.enabled)
+    return drift, cusum
+
+
+def budgeted_checks(model: ModelSettings, base: dict[str, CheckSettings], reference: ReferenceProfile | None,
+                    window: WindowSettings, counts: tuple[int, int]
+                    ) -> tuple[dict[str, CheckSettings], Budget | None]:
+    """The features' settings under the model's `alerts.false_alarms_per_day` (`monitor.core.budget`): each
+    gets the derived CUSUM h and drift p-value ceiling unless its own override sets them. Without a budget,
+    a reference event rate or time slots, the settings as they are."""
+    per_day = model.alerts.false_alarms_per_day
+    if per_day is None or reference is None or not reference.event_rate or window.by != "time":
+        return dict(base), None
+    budgets: dict[float, Budget] = {}
+    out: dict[str, CheckSettings] = {}
+    budget: Budget | None = None
+    for name, checks in base.items():
+        k = checks.cusum.k
+        if k not in budgets:
+            budgets[k] = derive(per_day, reference.event_rate, window.block_ms, counts[0], counts[1], k)
+        budget = budgets[k]
+        own = model.overrides.get(name, {})
+        cusum = checks.cusum if "h" in (own.get("cusum") or {}) else checks.cusum.model_copy(
+            update={"h": budget.cusum_h})
+        drift = checks.drift if "p_max" in (own.get("drift") or {}) else checks.drift.model_copy(
+            update={"p_max": budget.drift_p_max})
+        out[name] = checks.model_copy(update={"cusum": cusum, "drift": drift})
+    if budget is None:
+        budget = derive(per_day, reference.event_rate, window.block_ms, counts[0], counts[1], 0.5)
+    return out, budget
+
+
+def model_budget(settings: Settings, model: ModelSettings, reference: ReferenceProfile | None) -> Budget | None:
+    """The thresholds the model's false-alarm budget derives with this reference (default allowance k), or
+    None without one (`budgeted_checks`)."""
+    if model.alerts.false_alarms_per_day is None:
+        return None
+    base = {"*": settings.defaults}
+    return budgeted_checks(model, base, reference, settings.window_for(model), model_check_counts(settings, model))[1]
 
 
 def build_processors(

@@ -260,11 +260,28 @@ def _status(settings: Settings, args: argparse.Namespace) -> int:
 
     store = RedisStore.from_url(settings.redis_url, settings.key_prefix, settings.group_id)
     status = collect_status(settings, store)
+    _add_budgets(settings, store, status)
     if args.json:
         print(json.dumps(status, indent=2, sort_keys=True))
     else:
         render_status(status)
     return 0
+
+
+def _add_budgets(settings: Settings, store: Any, status: dict[str, Any]) -> None:
+    """Each model's false-alarm budget and the thresholds it derives with the active reference."""
+    from monitor.app.pipeline import model_budget
+    from monitor.io.references import RedisReferenceStore
+
+    refs = RedisReferenceStore(store.client, settings.key_prefix)
+    for model in settings.models:
+        if model.alerts.false_alarms_per_day is None:
+            continue
+        version = refs.active_version(model.name)
+        budget = model_budget(settings, model, refs.get(model.name, version) if version else None)
+        status["models"][model.name]["budget"] = budget.summary() if budget is not None else {
+            "false_alarms_per_day": model.alerts.false_alarms_per_day,
+            "derived": "no: no active reference with an event rate, or window.by is not 'time'"}
 
 
 def _topics(settings: Settings, args: argparse.Namespace) -> int:

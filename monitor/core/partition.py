@@ -747,6 +747,9 @@ def window_values(features: dict[str, Feature], times: np.ndarray | None = None,
         fdr = min(features[d.feature].checks.drift.fdr for d in drift)
         p_values = np.array([1.0 if d.p_value is None else d.p_value for d in drift])
         significant = stats.benjamini_hochberg(p_values, fdr)
+        # A false-alarm budget (alerts.false_alarms_per_day) sets a per-evaluation p-value ceiling too.
+        ceiling = np.array([features[d.feature].checks.drift.p_max or 1.0 for d in drift])
+        significant &= p_values <= ceiling
         values += [CheckValue(d.feature, d.check, d.statistic, d.threshold, d.firing and bool(sig), d.evidence)
                    for d, sig in zip(drift, significant.tolist(), strict=True)]
     return values, drift

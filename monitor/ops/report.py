@@ -341,6 +341,16 @@ def render_backtest(report: dict[str, Any]) -> str:
         f"<td>{cell(c['per_day_clean'])}</td></tr>" for c in report["checks"])
     base = report["baselines"]
     n = report["summary"]["injected"]
+    budget = report.get("budget")
+    budget_html = ""
+    if budget:
+        d = budget.get("derived")
+        how = (f"derived: drift p &lt; {d['drift_p_max']:.3g}, CUSUM h = {d['cusum_h']:.2f} over {d['checks']} checks"
+               if d else "not derived (no reference event rate)")
+        ok = budget.get("within")
+        budget_html = (f"<p>Budget: {budget['false_alarms_per_day']:g} false alarms a day ({how}); observed on the "
+                       f"clean part: <b class=\"{'OK' if ok else 'ALERT'}\">{cell(budget['observed_per_day_clean'])}"
+                       f"</b> a day.</p>")
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>model-monitor backtest: {html.escape(report['model'])}</title>
 <meta name="viewport" content="width=device-width, initial-scale=1"><link rel="icon" href="data:,">
@@ -358,7 +368,7 @@ alerts a day per check</td></tr>
 <tr class=muted><td>baseline: never fire</td><td>0 of {n}</td><td>—</td><td></td><td>0 alerts</td></tr></table></div>
 <h2>Alerts on the clean part</h2><div class=card><p>{clean['alerts']:,} alerts over {clean['events']:,} events
 ({cell(clean['days'])} days of event time outside the injections): {cell(clean['per_million_values'])} per
-million events, {cell(clean['per_day'])} a day.</p><table id=checks><tr><th>feature</th><th>check</th>
+million events, {cell(clean['per_day'])} a day.</p>{budget_html}<table id=checks><tr><th>feature</th><th>check</th>
 <th>kind</th><th>opened</th><th>opened (clean)</th><th>per million values (clean)</th><th>per day (clean)</th>
 </tr>{checks}</table></div></body></html>
 """

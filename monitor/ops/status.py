@@ -188,6 +188,15 @@ def render_status(status: dict[str, Any]) -> None:
                 console.print(table)
         console.print(f"[bold]{name}[/bold]: {model['events']} events, {model['rejects']} rejected, "
                       f"{len(model['open_alerts'])} open alerts")
+        budget = model.get("budget")
+        if budget and "cusum_h" in budget:
+            console.print(f"  false-alarm budget {budget['false_alarms_per_day']:g} a day over "
+                          f"{budget['checks']} checks ({budget['per_check_per_day']:.3g} each) at "
+                          f"{budget['events_per_s']:g} events/s: drift p < {budget['drift_p_max']:.3g}, "
+                          f"CUSUM h = {budget['cusum_h']:.2f} (k = {budget['cusum_k']:g})")
+        elif budget:
+            console.print(f"  false-alarm budget {budget['false_alarms_per_day']:g} a day: not derived "
+                          f"({budget['derived'].removeprefix('no: ')})")
         table = Table("stream", "feature", "kind", "count", "missing", "NaN", "mean", "std")
         for kind in ("features", "predictions"):
             for feature, f in sorted(model[kind].items()):
