@@ -29,12 +29,12 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from monitor.app.models import ModelProcessor  # noqa: E402
-from monitor.app.pipeline import StreamProcessor, build_processors, model_budget  # noqa: E402
-from monitor.cli.main import _model_specs  # noqa: E402
-from monitor.core.types import Alert, RawRecord  # noqa: E402
-from monitor.profile.build import build_profile  # noqa: E402
-from monitor.settings import Settings, load_settings  # noqa: E402
+from monitor.app.models import ModelProcessor
+from monitor.app.pipeline import StreamProcessor, build_processors, model_budget
+from monitor.cli.main import _model_specs
+from monitor.core.types import Alert, RawRecord
+from monitor.profile.build import build_profile
+from monitor.settings import Settings, load_settings
 
 FEATURES = 30
 START = int(dt.datetime(2026, 3, 2, tzinfo=dt.UTC).timestamp() * 1000)

@@ -228,6 +228,8 @@ class ModelAlertSettings(_Strict):
         None, gt=0, description="the model's budget of false alarms a day: each statistical check's threshold "
         "(drift p-value, CUSUM h) is derived from it, the reference's event rate and the slot length; a "
         "feature's own override of cusum.h or drift.p_max wins")
+    send_possible: bool = Field(False, description="also alert, at severity POSSIBLE, a drift that is "
+                                "significant but below its effect floor (always recorded in status and history)")
 
 
 class ModelSettings(_Strict):

@@ -401,3 +401,33 @@ def test_status_names_the_checks_a_full_window_cannot_run_and_what_to_change(tmp
     # At start, from a rate: the same window at the reference's 100 events a second.
     assert expected_window_events(settings.window, 100.0, 1) == 1000
     assert expected_window_events(settings.window, 100.0, 4) == 250  # per-partition windows: their share
+
+
+def test_a_significant_drift_under_the_effect_floor_is_possible_and_alerted_only_when_asked(
+        tmp_path: Path, reference: ReferenceProfile) -> None:
+    """Issue 14 #4: a 0.2-sigma shift of age over 10,000-event windows: its chi-squared p-value passes the gate
+    but PSI stays under the effect floor. By default no alert, and the model view records it as "possible"
+    (status, history); with alerts.send_possible an incident opens at severity POSSIBLE and rises to WARNING
+    (UPDATED) when the shift grows to 1 sigma. CUSUM (k = 0.5 sigma) is off here: it would catch the 1 sigma."""
+    from monitor.core.types import Severity
+
+    incidents = ["shift:feature=age,start=10000,size=0.2"]
+    top = {"window": {"by": "time", "block_ms": 10_000, "blocks": 10, "resolve_windows": 3},
+           "defaults": {"cusum": {"enabled": False}}}
+    settings = settings_for(tmp_path, **top)
+    quiet = replay(settings, records_for(settings, 3, incidents), {"churn": reference})
+    assert [a for a in quiet.alerts if a.feature == "age"] == []
+    view = next(iter(quiet.model_parts.values())).streams["churn/features"]
+    _check, value, threshold, level = view.last_drift["age"]
+    assert level == "possible" and value < threshold, view.last_drift["age"]
+
+    model = settings.models[0]
+    loud = settings.model_copy(update={"models": [model.model_copy(update={
+        "alerts": model.alerts.model_copy(update={"send_possible": True})})]})
+    grown = [*incidents, "shift:feature=age,start=20000,size=0.8"]
+    out = replay(loud, records_for(loud, 3, grown), {"churn": reference})
+    age = [(a.status, a.severity) for a in out.alerts if a.feature == "age"]
+    assert age[:2] == [("OPEN", Severity.POSSIBLE), ("UPDATED", Severity.WARNING)], age
+    first = next(a for a in out.alerts if a.feature == "age")
+    assert first.evidence["level"] == "possible" and first.statistic < first.threshold
+    assert AlertCodec().decode(AlertCodec().encode(first)).severity == Severity.POSSIBLE

@@ -848,7 +848,7 @@ class Daemon:
             if view.last_results and view.last_drift and view.slots and view.slots[-1][6] is not None:
                 # Partition -1: the model view over every partition (the report's drift-over-time chart).
                 self.history.record(model, stream, -1, int(view.slots[-1][6]),
-                                    {f: (d[0], float(d[1]), float(d[2])) for f, d in view.last_drift.items()})
+                                    {f: (d[0], float(d[1]), float(d[2]), *d[3:4]) for f, d in view.last_drift.items()})
             view.last_results = []
 
     def _refresh_references(self, force: bool = False) -> bool:

@@ -159,7 +159,7 @@ class StreamProcessor(_ReferenceUser):
                            cbpe_min_drop=self.model.performance.cbpe_min_drop,
                            cbpe_min_window=self.model.performance.cbpe_min_window, freshness_s=self.model.freshness_s,
                            expected_partitions=expected_partitions, time_check=self._time_check(),
-                           seasons=self._seasons())
+                           seasons=self._seasons(), send_possible=self.model.alerts.send_possible)
 
     def _time_check(self) -> TimeCheck | None:
         """Event-time bounds (time windows only: blocks by count do not follow event time)."""

@@ -31,6 +31,8 @@ _RATE_WORDS = {
 def severity_for(f: Finding) -> Severity:
     if f.status == "RESOLVED":
         return Severity.INFO
+    if f.evidence.get("level") == "possible":
+        return Severity.POSSIBLE
     if f.kind in (AlertKind.SCHEMA, AlertKind.VOLUME) or f.check in ("constant", "concept_drift"):
         return Severity.CRITICAL
     if f.kind == AlertKind.DATA_QUALITY and f.statistic >= 2 * f.threshold:

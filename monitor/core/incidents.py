@@ -23,7 +23,7 @@ from monitor.core.types import Alert, AlertKind, Severity, Window
 
 MODEL_WIDE = "*"
 WIDE_KEY = "__model__"  # the model-wide incident's key (stream checks such as low_rate have field "*" too)
-_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
+_RANK = {Severity.INFO: 0, Severity.POSSIBLE: 1, Severity.WARNING: 2, Severity.CRITICAL: 3}
 # The most specific first: an incident opened by several checks at once takes the first kind of this list.
 _SPECIFIC = [AlertKind.SCHEMA, AlertKind.DATA_QUALITY, AlertKind.VOLUME, AlertKind.CONCEPT_DRIFT,
              AlertKind.PREDICTION_DRIFT, AlertKind.DRIFT]

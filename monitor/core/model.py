@@ -83,6 +83,7 @@ class ModelStream:
         expected_partitions: int = 0,
         time_check: TimeCheck | None = None,
         seasons: SeasonalReference | None = None,
+        send_possible: bool = False,
     ) -> None:
         self.model, self.stream, self.topic = model, stream, topic
         self.window_settings, self.view = window, view
@@ -96,6 +97,7 @@ class ModelStream:
         self.cbpe_min_window = cbpe_min_window
         self.freshness_s = freshness_s
         self.time_check = time_check
+        self.send_possible = send_possible
         self.features: dict[str, Feature] = build_features(fields, checks, window.blocks, reference, ref_version,
                                                            contract, sentinels, seasons)
         self.numeric = [f for f in self.features.values() if isinstance(f, NumericFeature)]
@@ -430,13 +432,18 @@ class ModelStream:
                                        np.array([float(s[1]) for s in self.slots]))
         values += self._stream_checks() + self._stuck_checks()
         everyone = tuple(sorted({p for s in self.slots for p in s[7]}))
+        # A possible drift (significant, under the effect floor) is recorded (last_drift: status, history) and
+        # alerted only with alerts.send_possible, at severity POSSIBLE.
         results = [CheckResult(v.feature, v.check, kind_of(v.check, self.stream), float(v.statistic),
-                               float(v.threshold), v.firing, dict(v.evidence), self._partitions(v, everyone))
+                               float(v.threshold), v.firing or (self.send_possible and v.level == "possible"),
+                               {**v.evidence, "level": v.level} if v.level else dict(v.evidence),
+                               self._partitions(v, everyone))
                    for v in values]
         results += detections + self.signals + self._silence_results()
         self.signals = []
         self.last_results = results
-        self.last_drift = {r.field: [r.check, r.statistic, r.threshold] for r in results
+        self.last_drift = {r.field: [r.check, r.statistic, r.threshold,
+                                     r.evidence.get("level") or ("drift" if r.failing else "")] for r in results
                            if r.kind in (AlertKind.DRIFT, AlertKind.PREDICTION_DRIFT) and r.check != "cusum"}
         first, last = self.slots[0], self.slots[-1]
         span = WindowSpan(int(last[0]), first[5], last[6], sum(int(s[1]) for s in self.slots), last[8])

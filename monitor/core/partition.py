@@ -314,6 +314,8 @@ class CheckValue:
     firing: bool
     evidence: dict[str, str] = field(default_factory=dict)
     p_value: float | None = None
+    # "possible": a drift whose p-value passed the gate but whose statistic is under the effect floor
+    level: str = ""
 
 
 class NumericFeature:
@@ -750,7 +752,8 @@ def window_values(features: dict[str, Feature], times: np.ndarray | None = None,
         # A false-alarm budget (alerts.false_alarms_per_day) sets a per-evaluation p-value ceiling too.
         ceiling = np.array([features[d.feature].checks.drift.p_max or 1.0 for d in drift])
         significant &= p_values <= ceiling
-        values += [CheckValue(d.feature, d.check, d.statistic, d.threshold, d.firing and bool(sig), d.evidence)
+        values += [CheckValue(d.feature, d.check, d.statistic, d.threshold, d.firing and bool(sig), d.evidence,
+                              d.p_value, "possible" if sig and not d.firing else "")
                    for d, sig in zip(drift, significant.tolist(), strict=True)]
     return values, drift
 

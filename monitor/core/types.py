@@ -20,9 +20,14 @@ class AlertKind(StrEnum):
 
 
 class Severity(StrEnum):
+    """INFO < POSSIBLE < WARNING < CRITICAL. POSSIBLE: a drift that is significant (its p-value passes the
+    gate) but below the effect floor, sent only with `alerts.send_possible` (last in the Avro enum, so that
+    the older symbols keep their positions; a reader with the older schema reads it as WARNING)."""
+
     INFO = "INFO"
     WARNING = "WARNING"
     CRITICAL = "CRITICAL"
+    POSSIBLE = "POSSIBLE"
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,18 +26,20 @@ class DriftHistory:
         return f"{self.prefix}:{self.group}:history:{model}"
 
     def record(self, model: str, stream: str, partition: int, event_time: int,
-               values: dict[str, tuple[str, float, float]]) -> None:
+               values: dict[str, tuple[Any, ...]]) -> None:
+        """`values`: feature -> (statistic, value, threshold[, level: "drift" | "possible" | ""])."""
         if self.client is None:
             return
         entry: dict[Any, Any] = {"s": stream, "p": str(partition), "t": str(event_time),
-                 "v": json.dumps({f: [name, value, threshold] for f, (name, value, threshold) in values.items()})}
+                                 "v": json.dumps({f: list(v) for f, v in values.items()})}
         try:
             self.client.xadd(self.key(model), entry, maxlen=MAX_POINTS, approximate=True)
         except REDIS_ERRORS as exc:
             log.warning("history.unavailable", error=type(exc).__name__)
 
     def read(self, model: str) -> list[dict[str, Any]]:
-        """Points oldest first: {stream, partition, time, values: {feature: [statistic, value, threshold]}}."""
+        """Points oldest first: {stream, partition, time, values: {feature: [statistic, value, threshold, level
+        (the model view's: "drift", "possible" or "")]}}."""
         if self.client is None:
             return []
         out = []

@@ -51,11 +51,12 @@ def feature_rows(status: dict[str, Any], latest: dict[tuple[str, str, str], tupl
                 value, threshold = float(d.get("value", 0.0)), float(d.get("threshold", 0.0))
                 score = value / threshold if threshold else 0.0
                 open_checks = failing.get(feature, set())
-                state = "ALERT" if open_checks else ("WARNING" if score > 0.5 else "OK")
+                state = ("ALERT" if open_checks else "POSSIBLE" if d.get("level") == "possible" else
+                         "WARNING" if score > 0.5 else "OK")
                 rows.append({"model": model, "stream": stream, "feature": feature, "statistic": d.get("statistic", ""),
                              "value": value, "threshold": threshold, "open": open_checks, "state": state,
                              "score": score})
-    order = {"ALERT": 0, "WARNING": 1, "OK": 2}
+    order = {"ALERT": 0, "POSSIBLE": 1, "WARNING": 2, "OK": 3}
     return sorted(rows, key=lambda r: (order[r["state"]], -r["score"], r["model"], r["feature"]))
 
 
@@ -93,7 +94,7 @@ def render_page(data: PageData) -> str:
 <title>model-monitor status</title><link rel="icon" href="data:,"><style>
 body{{font:14px/1.45 system-ui,sans-serif;margin:24px;color:#182026;background:#f5f8fa}}
 table{{border-collapse:collapse;background:#fff;margin-bottom:18px}}td,th{{padding:3px 10px;text-align:left;
-border-bottom:1px solid #e1e8ed}}.OK,.INFO{{color:#0d8050}}.WARNING{{color:#bf7326}}
+border-bottom:1px solid #e1e8ed}}.OK,.INFO{{color:#0d8050}}.WARNING{{color:#bf7326}}.POSSIBLE{{color:#8f398f}}
 .ALERT,.CRITICAL{{color:#c23030;font-weight:600}}details{{margin-bottom:18px}}
 </style></head><body><h1>model-monitor</h1><p>{ready}; group {e(data.group)}; stages {e(", ".join(data.stages))}
 on this process; every partition of every model, merged; refreshes every 5 s</p>{problem}

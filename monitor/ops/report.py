@@ -41,6 +41,7 @@ class FeatureView:
     threshold: float = 0.0
     history: list[tuple[int, float, float]] = field(default_factory=list)
     open_checks: list[str] = field(default_factory=list)
+    level: str = ""  # the model view's last drift level: "drift", "possible" (significant, under the floor) or ""
 
     @property
     def score(self) -> float:
@@ -50,6 +51,8 @@ class FeatureView:
     def state(self) -> str:
         if self.open_checks:
             return "ALERT"
+        if self.level == "possible":
+            return "POSSIBLE"
         return "WARNING" if self.score > 0.5 else "OK"
 
 
@@ -176,8 +179,9 @@ def collect(settings: Settings, model: ModelSettings, store: StateStore, referen
             v.threshold = stats.effect_floor(v.statistic, checks.drift.threshold_for(v.statistic), ref_counts, cur)
         for point in history:
             if feature in point["values"]:
-                _name, value, threshold = point["values"][feature]
+                _name, value, threshold, *level = point["values"][feature]
                 v.history.append((point["time"], float(value), float(threshold)))
+                v.level = level[0] if level else ""
         v.history.sort()
     ranked = sorted(views.values(), key=lambda f: (-len(f.open_checks), -f.score, f.name))
     extra: dict[str, Any] = {"totals": totals}
@@ -267,7 +271,7 @@ h1{margin:0 0 4px}h2{margin:28px 0 8px}.muted{color:#5c7080}.axis{font-size:10px
 .card{background:#fff;border-radius:6px;padding:12px 16px;margin:10px 0;box-shadow:0 1px 2px rgba(16,22,26,.15)}
 .grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(540px,1fr));gap:10px}
 table{border-collapse:collapse}td,th{padding:3px 10px;text-align:left;border-bottom:1px solid #e1e8ed}
-.OK{color:#0d8050}.WARNING{color:#bf7326}.ALERT{color:#c23030;font-weight:600}
+.OK{color:#0d8050}.WARNING{color:#bf7326}.POSSIBLE{color:#8f398f}.ALERT{color:#c23030;font-weight:600}
 .legend span{display:inline-block;width:10px;height:10px;margin:0 4px 0 12px}
 """
 

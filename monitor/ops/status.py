@@ -98,7 +98,7 @@ def _model_view(models: dict[str, Any], fields: dict[str, bytes], settings: Sett
         models[model]["model_view"][stream] = {
             **state["counts"], "partitions": len(state["partitions"]), "open_slots": len(state["pending"]),
             "last_closed_slot": state["closed_slot"],
-            "drift": {f: {"statistic": d[0], "value": d[1], "threshold": d[2]}
+            "drift": {f: {"statistic": d[0], "value": d[1], "threshold": d[2], "level": d[3] if len(d) > 3 else ""}
                       for f, d in sorted(state.get("last_drift", {}).items())},
             "incidents": sorted(incidents, key=lambda i: (i["field"], i["kind"]))}
 
@@ -182,9 +182,10 @@ def render_status(status: dict[str, Any]) -> None:
                 console.print(f"  [red]{inc['severity']}[/red] {inc['kind']} {inc['field']}: "
                               f"{', '.join(inc['checks'])} (partitions {inc['partitions']})")
             if view["drift"]:
-                table = Table("feature", "statistic", "value", "threshold")
+                table = Table("feature", "statistic", "value", "threshold", "level")
                 for feature, d in view["drift"].items():
-                    table.add_row(feature, d["statistic"], f"{d['value']:.4f}", f"{d['threshold']:.4f}")
+                    table.add_row(feature, d["statistic"], f"{d['value']:.4f}", f"{d['threshold']:.4f}",
+                                  d.get("level", ""))
                 console.print(table)
         console.print(f"[bold]{name}[/bold]: {model['events']} events, {model['rejects']} rejected, "
                       f"{len(model['open_alerts'])} open alerts")
