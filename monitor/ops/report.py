@@ -324,6 +324,16 @@ def render(model: str, reference: ReferenceProfile | None, features: list[Featur
 """
 
 
+def _span(days: float | None) -> str:
+    """A length of event time as people say it."""
+    if days is None:
+        return "no time"
+    if days >= 2:
+        return f"{days:.1f} days"
+    hours = days * 24
+    return f"{hours:.1f} hours" if hours >= 2 else f"{hours * 60:.0f} minutes"
+
+
 def render_backtest(report: dict[str, Any]) -> str:
     """A backtest report (`monitor.app.backtest`) as a self-contained page in the report's style."""
 
@@ -352,7 +362,8 @@ def render_backtest(report: dict[str, Any]) -> str:
         how = (f"derived: drift p &lt; {d['drift_p_max']:.3g}, CUSUM h = {d['cusum_h']:.2f} over {d['checks']} checks"
                if d else "not derived (no reference event rate)")
         ok = budget.get("within")
-        budget_html = (f"<p>Budget: {budget['false_alarms_per_day']:g} false alarms a day ({how}); observed on the "
+        per = budget["false_alarms_per_day"]
+        budget_html = (f"<p>Budget: {per:g} false alarm{'' if per == 1 else 's'} a day ({how}); observed on the "
                        f"clean part: <b class=\"{'OK' if ok else 'ALERT'}\">{cell(budget['observed_per_day_clean'])}"
                        f"</b> a day.</p>")
     return f"""<!doctype html>
@@ -367,11 +378,11 @@ def render_backtest(report: dict[str, Any]) -> str:
 <tr><th>injection</th><th>result</th><th>delay (s of event time)</th><th>delay (events)</th><th>first check</th></tr>
 {injected}
 <tr class=muted><td>baseline: always fire</td><td>{base['always_fire']['detected']} of {n}</td>
-<td>{cell(base['always_fire']['delay_s'])}</td><td></td><td>{cell(base['always_fire']['per_day_per_check'])}
+<td>{cell(base['always_fire']['delay_s'])}</td><td></td><td>{base['always_fire']['per_day_per_check']:,.0f}
 alerts a day per check</td></tr>
 <tr class=muted><td>baseline: never fire</td><td>0 of {n}</td><td>—</td><td></td><td>0 alerts</td></tr></table></div>
 <h2>Alerts on the clean part</h2><div class=card><p>{clean['alerts']:,} alerts over {clean['events']:,} events
-({cell(clean['days'])} days of event time outside the injections): {cell(clean['per_million_values'])} per
+({_span(clean['days'])} of event time outside the injections): {cell(clean['per_million_values'])} per
 million events, {cell(clean['per_day'])} a day.</p>{budget_html}<table id=checks><tr><th>feature</th><th>check</th>
 <th>kind</th><th>opened</th><th>opened (clean)</th><th>per million values (clean)</th><th>per day (clean)</th>
 </tr>{checks}</table></div></body></html>
