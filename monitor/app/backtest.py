@@ -24,9 +24,11 @@ import numpy as np
 from monitor.app.pipeline import model_budget
 from monitor.app.replay import replay
 from monitor.core.profiles import CategoricalProfile, NumericProfile, ReferenceProfile
+from monitor.core.spec import parse_spec
 from monitor.core.types import Alert, RawRecord
 from monitor.errors import ConfigError
 from monitor.io.avro import encode_plain, load_schema
+from monitor.profile.build import read_arrow_table, read_avro_rows
 from monitor.settings import ModelSettings, Settings
 
 KINDS = {
@@ -59,24 +61,7 @@ class Injection:
     @classmethod
     def parse(cls, text: str, model: ModelSettings) -> Injection:
         """e.g. `shift:feature=age,start=50000,length=20000,size=0.5`."""
-        kind, _, rest = text.partition(":")
-        if kind not in KINDS:
-            raise ConfigError(f"--inject {text!r}: unknown kind {kind!r} (one of {', '.join(KINDS)})")
-        args: dict[str, Any] = {}
-        for part in filter(None, rest.split(",")):
-            key, _, value = part.partition("=")
-            try:
-                if key in ("feature", "value"):
-                    args[key] = value
-                elif key in ("start", "length"):
-                    args[key] = int(value)
-                elif key in ("size", "factor", "rate"):
-                    args[key] = float(value)
-                else:
-                    raise ConfigError(f"--inject {text!r}: unknown argument {key!r} (feature, start, length, "
-                                      f"size, factor, rate, value)")
-            except ValueError as exc:
-                raise ConfigError(f"--inject {text!r}: {key}={value} is not a number") from exc
+        kind, args = parse_spec(text, KINDS, "--inject")
         if kind == "score_collapse":
             args.setdefault("factor", 0.1)
             if "feature" not in args:
@@ -97,29 +82,9 @@ class Injection:
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
     """The rows of a CSV, Parquet or Avro container file, as dicts, in file order."""
-    suffix = path.suffix.lower()
-    if not path.exists():
-        raise ConfigError(f"backtest input {path} does not exist")
-    if suffix == ".avro":
-        import fastavro
-
-        with path.open("rb") as fh:
-            return [dict(r) for r in fastavro.reader(fh) if isinstance(r, dict)]
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-    import pyarrow.parquet as pq
-
-    try:
-        if suffix in (".parquet", ".pq"):
-            table = pq.read_table(path)
-        elif suffix in (".csv", ".gz"):
-            table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
-                null_values=["", "null", "NULL"], strings_can_be_null=True))
-        else:
-            raise ConfigError(f"backtest input {path}: expected .csv, .parquet or .avro")
-    except pa.ArrowInvalid as exc:
-        raise ConfigError(f"backtest input {path} cannot be read: {exc}") from exc
-    rows: list[dict[str, Any]] = table.to_pylist()
+    if path.suffix.lower() == ".avro":
+        return read_avro_rows(path, "backtest input")
+    rows: list[dict[str, Any]] = read_arrow_table(path, "backtest input").to_pylist()
     return rows
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from monitor.core.spec import parse_spec
 from monitor.errors import ConfigError
 
 # name -> (generator, standard deviation of the generating distribution)
@@ -72,20 +73,7 @@ class Incident:
         >>> Incident.parse("shift:feature=age,start=20000,size=1.5")
         Incident(kind='shift', feature='age', start=20000, length=None, rate=0.3, size=1.5, factor=2.0, value=None)
         """
-        kind, _, rest = text.partition(":")
-        if kind not in KINDS:
-            raise ConfigError(f"unknown incident {kind!r} (one of {', '.join(KINDS)})")
-        args: dict[str, Any] = {}
-        for part in filter(None, rest.split(",")):
-            key, _, value = part.partition("=")
-            if key in ("feature", "value"):
-                args[key] = value
-            elif key in ("start", "length"):
-                args[key] = int(value)
-            elif key in ("rate", "size", "factor"):
-                args[key] = float(value)
-            else:
-                raise ConfigError(f"incident {kind}: unknown argument {key!r}")
+        kind, args = parse_spec(text, KINDS, "incident")
         if kind == "concept":
             args.setdefault("feature", "*")
         if "feature" not in args or "start" not in args:

@@ -92,14 +92,8 @@ def profile_categorical(values: np.ndarray, null: np.ndarray) -> CategoricalProf
 
 def read_table(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Columns of a CSV, Parquet or Avro container file as (values, null mask)."""
-    suffix = path.suffix.lower()
-    if not path.exists():
-        raise ConfigError(f"reference input {path} does not exist")
-    if suffix == ".avro":
-        import fastavro
-
-        with path.open("rb") as fh:
-            rows: list[dict[str, Any]] = [r for r in fastavro.reader(fh) if isinstance(r, dict)]
+    if path.suffix.lower() == ".avro":
+        rows = read_avro_rows(path, "reference input")
         names = list(rows[0]) if rows else []
         out = {}
         for name in names:
@@ -108,19 +102,8 @@ def read_table(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
             out[name] = (np.array(_plain(col), dtype=object), null)
         return out
     import pyarrow as pa
-    import pyarrow.csv as pacsv
-    import pyarrow.parquet as pq
 
-    try:
-        if suffix in (".parquet", ".pq"):
-            table = pq.read_table(path)
-        elif suffix in (".csv", ".gz"):
-            table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
-                null_values=["", "null", "NULL"], strings_can_be_null=True))
-        else:
-            raise ConfigError(f"reference input {path}: expected .csv, .parquet or .avro")
-    except pa.ArrowInvalid as exc:
-        raise ConfigError(f"reference input {path} cannot be read: {exc}") from exc
+    table = read_arrow_table(path, "reference input")
     out = {}
     for name in table.column_names:
         col = _temporal_as_number(table.column(name).combine_chunks())
@@ -134,6 +117,36 @@ def read_table(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
             values = col.cast(pa.string()).fill_null("").to_numpy(zero_copy_only=False)
         out[name] = (values, null)
     return out
+
+
+def read_avro_rows(path: Path, what: str) -> list[dict[str, Any]]:
+    """The records of an Avro container file, as dicts; `what` names the file in errors."""
+    import fastavro
+
+    if not path.exists():
+        raise ConfigError(f"{what} {path} does not exist")
+    with path.open("rb") as fh:
+        return [dict(r) for r in fastavro.reader(fh) if isinstance(r, dict)]
+
+
+def read_arrow_table(path: Path, what: str) -> Any:
+    """A Parquet or CSV file as a pyarrow Table (CSV: "", "null" and "NULL" are nulls)."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    if not path.exists():
+        raise ConfigError(f"{what} {path} does not exist")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".parquet", ".pq"):
+            return pq.read_table(path)
+        if suffix in (".csv", ".gz"):
+            return pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
+                null_values=["", "null", "NULL"], strings_can_be_null=True))
+    except pa.ArrowInvalid as exc:
+        raise ConfigError(f"{what} {path} cannot be read: {exc}") from exc
+    raise ConfigError(f"{what} {path}: expected .csv, .parquet or .avro")
 
 
 def _plain(col: list[Any]) -> list[Any]:
