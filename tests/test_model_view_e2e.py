@@ -302,3 +302,52 @@ def test_input_partitions_that_never_deliver_are_one_volume_incident(kafka_boots
     produce_simulated(setup, 3_000, seed=9, rate=300)  # a live start: every partition delivers as it goes
     wait_until(lambda: len(volume("RESOLVED")) == 2, 90, "the stream, once every partition delivers")
     assert d.terminate() == 0
+
+
+def test_a_seasonal_reference_and_a_false_alarm_budget_reach_the_daemon(
+        kafka_bootstrap: str, redis_url: str, tmp_path: Path, daemons: list[DaemonProcess],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 14 through the real parts: `reference build --season` stores the season profiles in Redis, the
+    daemon loads them (its drift evidence names the season, its CUSUM standardises by it), derives its
+    thresholds from `alerts.false_alarms_per_day` (logged at start, shown by `status`), and a 1-sigma shift is
+    one incident as before."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from monitor.cli.main import main
+    from monitor.cli.simulate import Simulator
+    from monitor.core.budget import derive
+
+    setup = Setup(f"s{time.monotonic_ns() % 10**9}", kafka_bootstrap, redis_url, tmp_path, partitions=3)
+    setup.create_topics()
+    config = setup.write_config(MODEL_VIEW)
+    raw = yaml.safe_load(config.read_text())
+    raw["models"][0]["alerts"] = {"false_alarms_per_day": 1}
+    config.write_text(yaml.safe_dump(raw))
+    rows = [{**f, **p} for feats, preds in Simulator(seed=100).batches(100_000, 20_000)
+            for f, p in zip(feats, preds, strict=True)]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "train.parquet")
+    assert main(["reference", "build", "--config", str(config), "--model", "churn", "--input",
+                 str(tmp_path / "train.parquet"), "--season", "hour_of_day", "--season-min-rows", "200"]) == 0
+    stored = RedisReferenceStore(_store(setup).client, setup.prefix).get("churn", "v1")
+    assert stored.seasons is not None and stored.seasons["by"] == "hour_of_day"
+
+    produce_simulated(setup, 30_000, seed=300,
+                      incidents=[f"shift:feature=age,start={ONSET},length={END - ONSET},size=1"])
+    d = _run_until_done(setup, config, daemons, tmp_path)
+    alerts = wait_until(lambda: (a := _alerts(setup)) and any(x["status"] == "RESOLVED" for x in a) and a, 30,
+                        "the RESOLVED alert")
+    assert d.terminate() == 0
+    assert [(a["feature"], a["status"]) for a in alerts if a["status"] != "UPDATED"] == [
+        ("age", "OPEN"), ("age", "RESOLVED")]
+    evidence = alerts[0]["evidence"]
+    assert evidence.get("season", "").startswith("hour_of_day 00h") or \
+        evidence.get("standardised_by", "").startswith("reference season hour_of_day 00h"), evidence
+    budget = derive(1.0, float(stored.event_rate or 0), 1000, 15, 12, 0.5)
+    logged = [e for e in d.logs() if e.get("event") == "budget.derived"]
+    assert logged and logged[0]["cusum_h"] == pytest.approx(budget.cusum_h, abs=1e-3)
+    assert logged[0]["drift_p_max"] == pytest.approx(budget.drift_p_max, rel=1e-3)
+    capsys.readouterr()
+    assert main(["status", "--config", str(config), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)["models"]["churn"]["budget"]
+    assert shown["checks"] == 27 and shown["cusum_h"] == pytest.approx(budget.cusum_h, abs=1e-3)
