@@ -56,6 +56,12 @@ def test_a_backtest_of_the_topics_equals_one_of_the_same_events_in_a_file(setup:
     for key in ("injected", "checks", "clean", "first_event_time", "last_event_time"):
         assert from_topics[key] == from_file[key], key
     assert from_topics["source"].startswith(f"{setup.features} ({EVENTS} records), {setup.predictions}")
+    # An offset range: the same offsets of every partition of the features topic (each holds > 2,000).
+    assert main(["backtest", "--config", str(config), "--model", "churn", "--reference", str(ref),
+                 "--from-topics", "--start-offset", "1000", "--end-offset", "3000",
+                 "--out", str(setup.tmp / "offsets")]) == 0
+    ranged = json.loads((setup.tmp / "offsets" / "report.json").read_text())
+    assert ranged["events"] == 3 * 2_000 and ranged["streams"] == ["features", "predictions"]
     # --since past every record: nothing to replay, a clear error.
     assert main(["backtest", "--config", str(config), "--model", "churn", "--reference", str(ref),
                  "--from-topics", "--since", "2100-01-01T00:00:00Z", "--out", str(setup.tmp / "none")]) == 2

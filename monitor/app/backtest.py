@@ -382,23 +382,28 @@ def _round(x: float) -> float:
 # -- reading the model's topics ---------------------------------------------------------------------
 
 def topic_rows(settings: Settings, model_name: str, since_ms: int | None = None, until_ms: int | None = None,
-               max_events: int | None = None) -> tuple[list[dict[str, Any]], int, str]:
-    """The model's feature events retained in Kafka (from `since_ms`, or the start of the log, to `until_ms`,
-    or the log's end when called), decoded by the daemon's decoder, each with its prediction's fields when the
-    model has a predictions topic and an id_field. Returns the rows in event-time order, how many records did
-    not decode, and a description of the range."""
-    from confluent_kafka import Consumer, TopicPartition
+               max_events: int | None = None, start_offset: int | None = None, end_offset: int | None = None
+               ) -> tuple[list[dict[str, Any]], int, str]:
+    """The model's feature events retained in Kafka, decoded by the daemon's decoder, each with its
+    prediction's fields when the model has a predictions topic and an id_field. The range: from `since_ms`
+    (record timestamps) or `start_offset` (in every partition), else the start of the log, to `until_ms` or
+    `end_offset` (exclusive, every partition), else the log's end when called; the predictions read are those
+    within a minute of the features' record timestamps. Returns the rows in event-time order, how many
+    records did not decode, and a description of the range."""
+    from confluent_kafka import Consumer, KafkaError, TopicPartition
 
     from monitor.app.pipeline import _reader_and_decoder
     from monitor.errors import DecodeError
 
     model = settings.model(model_name)
+    # Partition EOF events end the read at the log's end even when its last offsets are transaction markers.
     consumer = Consumer({**settings.consumer_config(), "group.id": f"model-monitor-backtest-{model.name}",
-                         "enable.partition.eof": False})
+                         "enable.partition.eof": True})
     bad = 0
     described = []
 
-    def read(conf: Any) -> list[tuple[int, int, int, dict[str, Any]]]:
+    def read(conf: Any, since: int | None, until: int | None, first: int | None, last: int | None
+             ) -> list[tuple[int, int, int, dict[str, Any]]]:
         nonlocal bad
         _, decoder = _reader_and_decoder(settings, conf)
         md = consumer.list_topics(conf.topic, timeout=15).topics.get(conf.topic)
@@ -407,9 +412,10 @@ def topic_rows(settings: Settings, model_name: str, since_ms: int | None = None,
         starts, ends = {}, {}
         for p in md.partitions:
             low, high = consumer.get_watermark_offsets(TopicPartition(conf.topic, p), timeout=15)
-            starts[p], ends[p] = low, high
-        if since_ms is not None:
-            found = consumer.offsets_for_times([TopicPartition(conf.topic, p, since_ms) for p in md.partitions],
+            starts[p] = low if first is None else min(max(low, first), high)
+            ends[p] = high if last is None else max(min(high, last), starts[p])
+        if since is not None:
+            found = consumer.offsets_for_times([TopicPartition(conf.topic, p, since) for p in md.partitions],
                                                timeout=15)
             for tp in found:
                 starts[tp.partition] = ends[tp.partition] if tp.offset < 0 else max(tp.offset, starts[tp.partition])
@@ -418,15 +424,20 @@ def topic_rows(settings: Settings, model_name: str, since_ms: int | None = None,
         out: list[tuple[int, int, int, dict[str, Any]]] = []
         while todo and (max_events is None or len(out) < max_events):
             for msg in consumer.consume(1000, 1.0):
-                if msg.error() is not None or msg.partition() not in todo:
-                    continue
                 p, offset = msg.partition(), msg.offset()
-                if p is None or offset is None:
+                if p is None or p not in todo:
+                    continue
+                err = msg.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        todo.discard(p)
+                    continue
+                if offset is None:
                     continue
                 stamp = msg.timestamp()[1]
-                if offset >= ends[p] - 1 or (until_ms is not None and stamp > until_ms):
+                if offset >= ends[p] - 1 or (until is not None and stamp > until):
                     todo.discard(p)
-                if offset >= ends[p] or (until_ms is not None and stamp > until_ms):
+                if offset >= ends[p] or (until is not None and stamp > until):
                     continue
                 try:
                     out.append((stamp, p, offset, decoder.decode(msg.value())))
@@ -437,8 +448,11 @@ def topic_rows(settings: Settings, model_name: str, since_ms: int | None = None,
         return out
 
     try:
-        features = read(model.features)
-        predictions = read(model.predictions) if model.predictions is not None and model.id_field else []
+        features = read(model.features, since_ms, until_ms, start_offset, end_offset)
+        predictions: list[tuple[int, int, int, dict[str, Any]]] = []
+        if model.predictions is not None and model.id_field and features:
+            stamps = [r[0] for r in features]
+            predictions = read(model.predictions, min(stamps) - 60_000, max(stamps) + 60_000, None, None)
     finally:
         consumer.close()
     by_id = {str(r[3].get(model.id_field)): r[3] for r in predictions} if model.id_field else {}

@@ -92,6 +92,10 @@ def _parser() -> argparse.ArgumentParser:
                      "topics: retained records from --since to --until, decoded as the daemon does")
     bt.add_argument("--since", help="with --from-topics: ISO time or ms since the epoch (default: the log start)")
     bt.add_argument("--until", help="with --from-topics: ISO time or ms since the epoch (default: the log end)")
+    bt.add_argument("--start-offset", type=int, help="with --from-topics: the first offset to read in every "
+                    "partition of the features topic (default: the log start)")
+    bt.add_argument("--end-offset", type=int, help="with --from-topics: stop before this offset in every "
+                    "partition of the features topic (default: the log end)")
     bt.add_argument("--max-events", type=int, help="replay at most this many events")
     bt.add_argument("--inject", action="append", default=[], metavar="KIND:feature=F,start=N,...",
                     help="an incident to inject; repeatable. Kinds: " + "; ".join(
@@ -386,6 +390,9 @@ def _backtest(settings: Settings, args: argparse.Namespace) -> int:
         raise ConfigError("--max-events must be at least 1")
     if args.partitions < 1:
         raise ConfigError("--partitions must be at least 1")
+    if args.input is not None and any(v is not None for v in (args.since, args.until, args.start_offset,
+                                                               args.end_offset)):
+        raise ConfigError("--since, --until, --start-offset and --end-offset read the topics: use --from-topics")
     if args.reference is not None:
         try:
             reference: ReferenceProfile | None = ReferenceProfile.from_json(args.reference.read_bytes())
@@ -404,7 +411,8 @@ def _backtest(settings: Settings, args: argparse.Namespace) -> int:
         rows = read_rows(args.input)[: args.max_events]
         source, bad = args.input.name, 0
     else:
-        rows, bad, source = topic_rows(settings, model.name, _when(args.since), _when(args.until), args.max_events)
+        rows, bad, source = topic_rows(settings, model.name, _when(args.since), _when(args.until), args.max_events,
+                                       args.start_offset, args.end_offset)
     report = run(settings, model.name, rows, reference, args.inject, partitions=args.partitions, seed=args.seed,
                  source=source)
     report["undecodable"] = bad
