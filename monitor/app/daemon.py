@@ -39,8 +39,8 @@ from monitor.app.pipeline import (
     BatchOutcome,
     LabelProcessor,
     StreamProcessor,
-    budgeted_checks,
     build_processors,
+    model_budget,
 )
 from monitor.core.labels import LabelPartition
 from monitor.core.partition import StreamPartition
@@ -898,14 +898,7 @@ class Daemon:
         """The thresholds a false-alarm budget derives with this reference (said at start and on a change)."""
         if model.alerts.false_alarms_per_day is None:
             return
-        streams = [p for p in self.processors.values() if isinstance(p, StreamProcessor)]
-        if self.model_processor is not None:
-            streams += list(self.model_processor.stream_processors.values())
-        procs = [p for p in streams if p.model.name == model.name]
-        if not procs:
-            return
-        _checks, budget = budgeted_checks(model, procs[0]._base_checks, profile, procs[0].window,
-                                          procs[0]._check_counts)
+        budget = model_budget(self.settings, model, profile)
         if budget is None:
             log.warning("budget.not_derived", model=model.name,
                         reason="no reference with an event rate (its time field), or window.by is not 'time'",
