@@ -181,13 +181,13 @@ def season_profile(by: str, times: np.ndarray, columns: dict[str, tuple[np.ndarr
             counts = np.zeros((n, len(edges) + 1), dtype=np.int64)
             np.add.at(counts, (kb, bins), 1)
             per = counts.sum(axis=1)
-            sums = np.bincount(kb, weights=xb, minlength=n)
+            means = np.bincount(kb, weights=xb, minlength=n) / np.maximum(per, 1)
+            # Two passes, all buckets at once: squared deviations from each value's own bucket mean.
+            m2 = np.bincount(kb, weights=(xb - means[kb]) ** 2, minlength=n)
             field: dict[str, list[Any]] = {}
             for b in np.flatnonzero(per >= max(min_rows, 2)).tolist():
-                mean = sums[b] / per[b]
-                sel = xb[kb == b]
-                std = float(np.sqrt(((sel - mean) ** 2).sum() / (per[b] - 1)))
-                field[str(b)] = [int(per[b]), float(mean), std, counts[b].tolist()]
+                field[str(b)] = [int(per[b]), float(means[b]), float(np.sqrt(m2[b] / (per[b] - 1))),
+                                 counts[b].tolist()]
             out[name] = field
         elif isinstance(prof, CategoricalProfile):
             texts = category_texts(np.asarray(values, dtype=object)[keep]).astype(str)
