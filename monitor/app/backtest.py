@@ -361,7 +361,6 @@ def _detection(opened: list[Alert], feature: str, first: int | None, last: int |
 def _clean_span_ms(known: list[int], dirty: list[tuple[int, int]]) -> float:
     """Event time of the replay outside the injections' spans (plus a window each)."""
     lo, hi = known[0], known[-1]
-    covered = 0
     merged: list[list[int]] = []
     for a, b in sorted(dirty):
         a, b = max(a, lo), min(b, hi)

@@ -73,10 +73,9 @@ class _ReferenceUser:
 class StreamProcessor(_ReferenceUser):
     """Everything needed to monitor one topic of one model (its features or its predictions)."""
 
-    _season_cache: tuple[ReferenceProfile, SeasonalReference | None] | None = None
-
     def __init__(self, settings: Settings, model: ModelSettings, stream: str, conf: StreamSettings,
-                 reference: ReferenceProfile | None = None, contract: Contract | None = None) -> None:
+                 reference: ReferenceProfile | None = None, contract: Contract | None = None,
+                 check_counts: tuple[int, int] | None = None) -> None:
         self.model = model
         self.stream = stream
         self.topic = conf.topic
@@ -95,8 +94,9 @@ class StreamProcessor(_ReferenceUser):
         )
         self.checks: dict[str, CheckSettings] = {f.name: settings.checks_for(model, f.name) for f in self.fields}
         self._base_checks = dict(self.checks)  # before a false-alarm budget (`set_reference`)
-        self._check_counts = model_check_counts(settings, model)
-        self.budget: Budget | None = None
+        # The model's checks sharing its budget (given by `build_processors`, counted once per model).
+        self._check_counts = check_counts if check_counts is not None else model_check_counts(settings, model)
+        self.seasons: SeasonalReference | None = None
         self.window = settings.window_for(model)
         self.limits = settings.limits
         self.numeric_names = [f.name for f in self.fields if f.kind == "numeric"]
@@ -112,11 +112,14 @@ class StreamProcessor(_ReferenceUser):
         self.set_reference(reference)
 
     def set_reference(self, reference: ReferenceProfile | None) -> None:
-        """Use a (new) reference profile; partitions created from now on use it, and the thresholds a
-        false-alarm budget derives from its event rate."""
+        """Use a (new) reference profile; partitions created from now on use it, its season profiles of this
+        stream's fields (if any), and the thresholds a false-alarm budget derives from its event rate."""
         self.reference = reference
-        self.checks, self.budget = budgeted_checks(self.model, self._base_checks, reference, self.window,
-                                                   self._check_counts)
+        names = {f.name for f in self.fields}
+        self.seasons = None if reference is None else SeasonalReference.of(
+            reference.seasons, {k: v for k, v in reference.fields.items() if k in names})
+        self.checks, _budget = budgeted_checks(self.model, self._base_checks, reference, self.window,
+                                               self._check_counts)
 
     def _profiles(self) -> tuple[dict[str, FieldProfile] | None, dict[str, FieldContract] | None, float | None]:
         """This stream's reference profiles, contract and CBPE reference accuracy."""
@@ -127,19 +130,6 @@ class StreamProcessor(_ReferenceUser):
         perf = self.reference.performance if self.reference is not None else None
         cbpe = (perf or {}).get("expected_accuracy") if self.model.performance.cbpe else None
         return ref, contract, cbpe if self._scored else None
-
-    def _seasons(self) -> SeasonalReference | None:
-        """The reference's season profiles of this stream's fields (None without seasons), made once per
-        reference."""
-        ref = self.reference
-        if ref is None or not ref.seasons:
-            return None
-        cached = self._season_cache
-        if cached is None or cached[0] is not ref:
-            names = {f.name for f in self.fields}
-            cached = (ref, SeasonalReference.of(ref.seasons, {k: v for k, v in ref.fields.items() if k in names}))
-            self._season_cache = cached
-        return cached[1]
 
     @property
     def _scored(self) -> bool:
@@ -159,7 +149,7 @@ class StreamProcessor(_ReferenceUser):
                            cbpe_min_drop=self.model.performance.cbpe_min_drop,
                            cbpe_min_window=self.model.performance.cbpe_min_window, freshness_s=self.model.freshness_s,
                            expected_partitions=expected_partitions, time_check=self._time_check(),
-                           seasons=self._seasons(), send_possible=self.model.alerts.send_possible)
+                           seasons=self.seasons, send_possible=self.model.alerts.send_possible)
 
     def _time_check(self) -> TimeCheck | None:
         """Event-time bounds (time windows only: blocks by count do not follow event time)."""
@@ -185,7 +175,7 @@ class StreamProcessor(_ReferenceUser):
                                cbpe_min_drop=self.model.performance.cbpe_min_drop,
                                cbpe_min_window=self.model.performance.cbpe_min_window,
                                emit_blocks=self.model_view.enabled, evaluate=self.partition_alerts,
-                               time_check=self._time_check(), seasons=self._seasons())
+                               time_check=self._time_check(), seasons=self.seasons)
 
     def decode(self, records: list[RawRecord]) -> tuple[DecodedBatch, list[Reject], list[tuple[int, int, int | None]]]:
         """Valid records, rejects, and (schema id, offset, event time) where each writer schema id first shows."""
@@ -494,12 +484,13 @@ def build_processors(
     references = references or {}
     for model in settings.models:
         contract = load_contract(model.contract) if model.contract is not None else None
+        counts = model_check_counts(settings, model)
         for stream, conf in model.streams():
             if stream == "labels":
                 out[conf.topic] = LabelProcessor(settings, model, conf, references.get(model.name))
             else:
                 out[conf.topic] = StreamProcessor(settings, model, stream, conf, references.get(model.name),
-                                                  contract)
+                                                  contract, counts)
         known = {f.name for p in out.values() if isinstance(p, StreamProcessor) and p.model is model
                  for f in p.fields}
         for name in sorted(set(model.overrides) - known):
