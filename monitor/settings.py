@@ -23,6 +23,7 @@ _SCALAR_ENV = {
     "REDIS_URL": ("redis_url",),
     "KEY_PREFIX": ("key_prefix",),
     "ALERTS_TOPIC": ("alerts_topic",),
+    "ALERTS_FORMAT": ("alerts_format",),
     "DEAD_LETTER_TOPIC": ("dead_letter_topic",),
     "BLOCKS_TOPIC": ("blocks_topic",),
     "HTTP_HOST": ("http", "host"),
@@ -307,6 +308,88 @@ class LimitSettings(_Strict):
     max_fields: int = Field(1000, ge=1, description="fields in a writer schema (a feature flood)")
 
 
+class SecretSource(_Strict):
+    """A secret given by reference: the name of an environment variable or a file holding it (a mounted
+    Kubernetes secret), never the value itself on a command line."""
+
+    env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    file: Path | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> SecretSource:
+        if (self.env is None) == (self.file is None):
+            raise ValueError("give exactly one of env or file")
+        return self
+
+    def read(self, what: str) -> str:
+        if self.env is not None:
+            value = os.environ.get(self.env)
+            if not value:
+                raise ConfigError(f"{what}: environment variable {self.env} is not set")
+            return value.strip()
+        assert self.file is not None
+        try:
+            return self.file.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"{what}: cannot read {self.file}: {exc.strerror}") from exc
+
+
+class AlertmanagerSettings(_Strict):
+    url: str = Field(description="Alertmanager's base URL (its v2 API is under /api/v2)", pattern=r"^https?://")
+    resend_s: float = Field(60.0, gt=0, description="how often open incidents are posted again (Alertmanager "
+                            "ends an alert at its endsAt: each post holds it for max(4 x resend_s, 180 s))")
+    generator_url: str | None = Field(None, description="the link in each alert ({model} is replaced); default: "
+                                      "the monitor's status page at http.host:http.port")
+    bearer_token: SecretSource | None = None
+    timeout_s: float = Field(10.0, gt=0)
+
+
+class WebhookSettings(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="names the receiver in marks, logs and "
+                      "dead letters")
+    url: str | None = Field(None, pattern=r"^https?://", description="a URL with no secret in it")
+    url_secret: SecretSource | None = Field(None, description="the URL from an env variable or file (a Slack "
+                                            "incoming webhook's URL is its secret)")
+    format: Literal["json", "slack"] = "json"
+    bearer_token: SecretSource | None = None
+    timeout_s: float = Field(10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _one_url(self) -> WebhookSettings:
+        if (self.url is None) == (self.url_secret is None):
+            raise ValueError(f"webhook {self.name}: give exactly one of url or url_secret")
+        return self
+
+
+class NotifySettings(_Strict):
+    """Forward the alerts topic to Alertmanager and webhooks: `model-monitor notify`, or inside `run`."""
+
+    enabled: bool = Field(True, description="with `run`: also forward alerts from this process")
+    group_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$",
+                                 description="its own consumer group; default <group_id>-notify")
+    start_from: Literal["earliest", "latest"] = Field(
+        "earliest", description="where a new group starts reading the alerts topic")
+    max_age_s: float = Field(86_400.0, gt=0, description="alerts older than this when read are not sent to "
+                             "receivers (a new group reading history); Alertmanager still learns which "
+                             "incidents are open")
+    min_severity: Literal["INFO", "POSSIBLE", "WARNING", "CRITICAL"] = Field(
+        "WARNING", description="OPEN and UPDATED alerts below it are not forwarded (RESOLVED always is)")
+    give_up_s: float = Field(600.0, gt=0, description="a receiver down this long for one alert: the alert goes "
+                             "to the dead-letter topic for that receiver and the next one is tried")
+    keep_marks_days: float = Field(14.0, gt=0, description="how long an alert id is remembered as sent")
+    alertmanager: AlertmanagerSettings | None = None
+    webhooks: list[WebhookSettings] = []
+
+    @model_validator(mode="after")
+    def _some_receiver(self) -> NotifySettings:
+        if self.alertmanager is None and not self.webhooks:
+            raise ValueError("notify: configure alertmanager or at least one webhook")
+        names = [w.name for w in self.webhooks]
+        if len(set(names)) != len(names) or "alertmanager" in names:
+            raise ValueError("notify: webhook names must be unique and not 'alertmanager'")
+        return self
+
+
 class Settings(_Strict):
     kafka: dict[str, str] = Field(default_factory=lambda: {"bootstrap.servers": "127.0.0.1:9092"})
     consumer: dict[str, str] = Field({}, description="librdkafka properties for the consumer only")
@@ -323,6 +406,10 @@ class Settings(_Strict):
         "Unset: dynamic membership (every restart rebalances)")
     key_prefix: str = Field("mm", pattern=r"^[A-Za-z0-9_.-]+$")
     alerts_topic: str = Field("monitor.alerts", pattern=TOPIC_NAME)
+    alerts_format: Literal["plain", "confluent"] = Field(
+        "plain", description="plain Avro (schemas/alert.avsc), or confluent: the schema registered under "
+        "<alerts_topic>-value in schema_registry.url and every alert in the Confluent wire format, for consumers "
+        "using Confluent's AvroDeserializer")
     dead_letter_topic: str = Field("monitor.dead-letter", pattern=TOPIC_NAME)
     blocks_topic: str = Field("monitor.blocks", pattern=TOPIC_NAME,
                               description="internal topic from stage 1 to stage 2, keyed by model")
@@ -354,6 +441,7 @@ class Settings(_Strict):
     on_state_lost: Literal["halt", "restart"] = Field(
         "halt", description="a partition whose Redis state is gone or inconsistent: halt it (not ready, alarm) "
                             "or restart it from the group's committed offset with fresh state (alarm)")
+    notify: NotifySettings | None = Field(None, description="forward alerts to Alertmanager and webhooks")
     models: list[ModelSettings] = Field(min_length=1)
 
     @field_validator("kafka", "consumer", "producer", "schema_registry", mode="before")
@@ -383,6 +471,8 @@ class Settings(_Strict):
                     raise ValueError(f"model {model.name}: the model view merges partitions by event time, so "
                                      f"window.by must be 'time' (or set model_view.enabled: false and "
                                      f"partition_alerts: true for per-partition count windows)")
+        if self.alerts_format == "confluent" and not self.schema_registry.get("url"):
+            raise ValueError("alerts_format: confluent registers the alert schema: set schema_registry.url")
         if self.blocks_topic in seen:
             raise ValueError(f"blocks_topic {self.blocks_topic} is also an input topic")
         return self

@@ -48,7 +48,7 @@ from monitor.core.profiles import ReferenceProfile
 from monitor.core.reach import expected_window_events, minimums, unreachable
 from monitor.core.types import Alert, AlertKind, RawRecord, Reject
 from monitor.errors import ConfigError, DependencyUnavailable, FencedError, OffsetConflict, StateBehind, StateLost
-from monitor.io.avro import BlockCodec
+from monitor.io.avro import AlertCodec, BlockCodec, alert_schema_text, register_schema
 from monitor.io.history import DriftHistory
 from monitor.io.join import LABELS, PREDICTIONS, JoinStore, MemoryJoinStore, watermark
 from monitor.io.kafka import Writability, is_fatal, to_raw
@@ -319,6 +319,9 @@ class Daemon:
             # start is an outage like any other, waited out (not ready).
             while not self._refresh_references(force=True) and not self.stop_event.is_set():
                 self._outage("redis", DependencyUnavailable("redis: references unreadable"), poll=False)
+            while s.alerts_format == "confluent" and not self._register_alert_schema() \
+                    and not self.stop_event.is_set():
+                pass
             self.consumer.subscribe(list(self.processors), on_assign=self._on_assign, on_revoke=self._on_revoke,
                                     on_lost=self._on_lost)
             try:
@@ -391,6 +394,21 @@ class Daemon:
         if err.code() == KafkaError._ALL_BROKERS_DOWN and self.outage is None:
             self.outage = "kafka"
             self.metrics.outages.labels("kafka").inc()
+
+    def _register_alert_schema(self) -> bool:
+        """`alerts_format: confluent`: alert.avsc under the alerts topic's value subject, before any alert is
+        encoded (a registry down at start is an outage, waited out; a refused schema is a config error)."""
+        subject = f"{self.settings.alerts_topic}-value"
+        try:
+            schema_id = register_schema(self.settings.schema_registry, subject, alert_schema_text())
+        except DependencyUnavailable as exc:
+            self._outage("schema_registry", exc, poll=False)
+            return False
+        self.checkpointer.codec = AlertCodec(schema_id)
+        if self.outage == "schema_registry":
+            self.outage = None
+        log.info("alerts.schema_registered", subject=subject, schema_id=schema_id)
+        return True
 
     def _probe_kafka(self) -> None:
         """While the brokers were down: a metadata request that answers means they are back."""

@@ -137,6 +137,10 @@ def _parser() -> argparse.ArgumentParser:
     alerts.add_argument("--from-beginning", action="store_true", help="print the alerts already on the topic too")
     alerts.add_argument("--max", type=int, default=0, help="stop after this many alerts (0 = never)")
     alerts.add_argument("--timeout", type=float, default=0.0, help="stop after this many idle seconds (0 = never)")
+
+    notify = sub.add_parser("notify", help="forward the alerts topic to Alertmanager and webhooks (the config's "
+                            "notify: section), each alert once per receiver")
+    notify.add_argument("--config", required=True, type=Path, help="the YAML config (MONITOR_* variables override it)")
     return p
 
 
@@ -151,44 +155,77 @@ def main(argv: list[str] | None = None) -> int:
     try:
         handler = {"run": _run, "simulate": _simulate, "status": _status, "topics": _topics, "alerts": _alerts,
                    "reference": _reference, "contract": _contract, "report": _report,
-                   "backtest": _backtest}
+                   "backtest": _backtest, "notify": _notify}
         return handler[args.command](settings, args)
     except MonitorError as exc:
         log.error("command.failed", command=args.command, error=str(exc), error_class=type(exc).__name__)
         return 2
 
 
+def _serve(settings: Settings, target: Any, registry: Any) -> Any:
+    """/metrics, /healthz, /readyz (and the status page) of `target`; None when the port is taken."""
+    from monitor.ops.http import HealthServer
+
+    try:
+        server = HealthServer(settings.http.host, settings.http.port, registry, target.is_live, target.is_ready,
+                              getattr(target, "status_page", None))
+    except OSError as exc:
+        log.error("http.bind_failed", host=settings.http.host, port=settings.http.port, error=exc.strerror)
+        print(f"model-monitor: cannot listen on {settings.http.host}:{settings.http.port}: {exc.strerror} "
+              f"(set http.port or MONITOR_HTTP_PORT; 0 picks a free port)", file=sys.stderr)
+        return None
+    server.start()
+    log.info("http.listening", host=settings.http.host, port=server.port)
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        log.info("signal.received", signal=signal.Signals(signum).name)
+        target.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return server
+
+
+def _notify(settings: Settings, args: argparse.Namespace) -> int:
+    from monitor.app.notify import Notifier
+    from monitor.io.notify_store import RedisNotifyStore
+    from monitor.io.redis_client import connect
+
+    if settings.notify is None:
+        print("model-monitor: notify needs a notify: section in the config (alertmanager and/or webhooks)",
+              file=sys.stderr)
+        return 2
+    group = settings.notify.group_id or f"{settings.group_id}-notify"
+    notifier = Notifier(settings, RedisNotifyStore(connect(settings.redis_url, wait_s=60), settings.key_prefix,
+                                                   group))
+    server = _serve(settings, notifier, notifier.metrics.registry)
+    if server is None:
+        return 2
+    try:
+        return notifier.run()
+    finally:
+        server.stop()
+
+
 def _run(settings: Settings, args: argparse.Namespace) -> int:
     from monitor.app.runner import Monitor
     from monitor.io.history import DriftHistory
     from monitor.io.join import RedisJoinStore
+    from monitor.io.notify_store import RedisNotifyStore
     from monitor.io.redis_store import RedisStore
     from monitor.io.references import RedisReferenceStore
-    from monitor.ops.http import HealthServer
 
     # A Redis Cluster's client reads the slot map when it is made: a cluster still starting gets a minute.
     store = RedisStore.from_url(settings.redis_url, settings.key_prefix, settings.group_id, wait_s=60)
     monitor = Monitor(settings, store, args.stage,
                       references=RedisReferenceStore(store.client, settings.key_prefix),
                       joins=RedisJoinStore(store.client, settings.key_prefix, settings.group_id),
-                      history=DriftHistory(store.client, settings.key_prefix, settings.group_id))
-    try:
-        server = HealthServer(settings.http.host, settings.http.port, monitor.metrics.registry,
-                              monitor.is_live, monitor.is_ready, monitor.status_page)
-    except OSError as exc:
-        log.error("http.bind_failed", host=settings.http.host, port=settings.http.port, error=exc.strerror)
-        print(f"model-monitor: cannot listen on {settings.http.host}:{settings.http.port}: {exc.strerror} "
-              f"(set http.port or MONITOR_HTTP_PORT; 0 picks a free port)", file=sys.stderr)
+                      history=DriftHistory(store.client, settings.key_prefix, settings.group_id),
+                      notify_store=RedisNotifyStore(store.client, settings.key_prefix, settings.notify.group_id or
+                                                    f"{settings.group_id}-notify") if settings.notify else None)
+    server = _serve(settings, monitor, monitor.metrics.registry)
+    if server is None:
         return 2
-    server.start()
-    log.info("http.listening", host=settings.http.host, port=server.port)
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        log.info("signal.received", signal=signal.Signals(signum).name)
-        monitor.stop()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     try:
         return monitor.run()
     finally:

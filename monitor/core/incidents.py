@@ -175,6 +175,9 @@ class Incidents:
             "first_event_time": "" if inc["first_time"] is None else str(inc["first_time"]),
             "last_event_time": "" if span.last_time is None else str(span.last_time),
             "window_slot": str(span.slot),
+            # The same for the incident's OPEN, UPDATED and RESOLVED: what receivers group its alerts by.
+            "incident": incident_id(self.model, self.stream, WIDE_KEY if inc.get("wide") else inc["field"],
+                                    inc["kind"], inc["opened"], ""),
         })
         if inc.get("wide"):
             fields = sorted({c["field"] for c in checks.values()})

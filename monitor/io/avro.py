@@ -172,6 +172,28 @@ def _http_transport_errors() -> tuple[type[BaseException], ...]:
     return (error,) if isinstance(error, type) and issubclass(error, BaseException) else ()
 
 
+def register_schema(conf: Mapping[str, str], subject: str, schema_text: str) -> int:
+    """Register an Avro schema under `subject` (or find it there); its id. `DependencyUnavailable` while the
+    registry cannot be reached; `ConfigError` when it refuses the schema (e.g. incompatible with the subject's
+    compatibility setting)."""
+    from confluent_kafka.schema_registry import Schema
+    from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+    client = registry_client(conf)
+    unreachable: tuple[type[BaseException], ...] = (OSError, *_http_transport_errors())
+    try:
+        return int(client.register_schema(subject, Schema(schema_text, "AVRO")))
+    except SchemaRegistryError as exc:
+        if exc.http_status_code is not None and 400 <= exc.http_status_code < 500 and exc.http_status_code != 408:
+            raise ConfigError(f"the schema registry refused {subject}: {exc.http_status_code} "
+                              f"{exc.error_message}") from exc
+        raise DependencyUnavailable(f"schema registry error {exc.http_status_code}",
+                                    dependency="schema_registry") from exc
+    except unreachable as exc:
+        raise DependencyUnavailable(f"schema registry unreachable: {type(exc).__name__}",
+                                    dependency="schema_registry") from exc
+
+
 def registry_lookup(conf: Mapping[str, str]) -> SchemaLookup:
     """A schema-id lookup backed by confluent-kafka's SchemaRegistryClient (`mock://` works in tests)."""
     from confluent_kafka.schema_registry.error import OAuthTokenError, SchemaRegistryError
@@ -209,19 +231,33 @@ def encode_confluent(schema: Any, schema_id: int, record: Mapping[str, Any]) -> 
     return WIRE_HEADER.pack(WIRE_MAGIC, schema_id) + encode_plain(schema, record)
 
 
-class AlertCodec:
-    """Alerts as plain Avro with schemas/alert.avsc (namespace monitor.v1)."""
+def alert_schema_text() -> str:
+    """schemas/alert.avsc as the registry gets it."""
+    return (schemas_dir() / "alert.avsc").read_text()
 
-    def __init__(self) -> None:
+
+class AlertCodec:
+    """Alerts with schemas/alert.avsc (namespace monitor.v1): plain Avro, or with `schema_id` the Confluent wire
+    format (magic byte 0, the id as 4 big-endian bytes, then the same Avro body; `alerts_format: confluent`).
+
+    `decode` reads both: a plain alert never starts with a zero byte (its first field, a non-empty string,
+    starts with its length)."""
+
+    def __init__(self, schema_id: int | None = None) -> None:
         self.schema = load_schema(schemas_dir() / "alert.avsc")
+        self.schema_id = schema_id
 
     def encode(self, alert: Alert) -> bytes:
         record = asdict(alert)
         record["kind"] = str(alert.kind)
         record["severity"] = str(alert.severity)
+        if self.schema_id is not None:
+            return encode_confluent(self.schema, self.schema_id, record)
         return encode_plain(self.schema, record)
 
     def decode(self, payload: bytes) -> Alert:
+        if payload[:1] == WIRE_HEADER.pack(WIRE_MAGIC, 0)[:1] and len(payload) > WIRE_HEADER.size:
+            payload = payload[WIRE_HEADER.size:]
         buf = io.BytesIO(payload)
         rec = schemaless_reader(buf, self.schema, None)
         assert isinstance(rec, dict)

@@ -23,6 +23,13 @@ class Metrics:
                                             "dead-letter topic refused (the batch is redone)", registry=r)
         self.state_bytes_written = Counter("monitor_state_bytes_written_total", "Bytes of state fields written to "
                                            "the store by checkpoints (changed fields only)", ["topic"], registry=r)
+        self.notify = Counter("monitor_notify_alerts_total", "Alerts notify handled per receiver (delivered, "
+                              "duplicate_skipped, dead_lettered, too_old, below_min_severity)",
+                              ["receiver", "result"], registry=r)
+        self.notify_retries = Counter("monitor_notify_retries_total", "Deliveries retried (receiver unreachable, "
+                                      "5xx, 408, 429)", ["receiver"], registry=r)
+        self.notify_firing = Gauge("monitor_notify_firing_incidents", "Incidents notify holds firing in "
+                                   "Alertmanager", registry=r)
         self.outbox = Gauge("monitor_outbox_pending", "Alerts and block summaries waiting for a delivery report",
                             ["stage"], registry=r)
         self.lag = Gauge("monitor_consumer_lag", "High watermark minus next offset", ["topic", "partition"],
