@@ -351,6 +351,10 @@ class WebhookSettings(_Strict):
     url_secret: SecretSource | None = Field(None, description="the URL from an env variable or file (a Slack "
                                             "incoming webhook's URL is its secret)")
     format: Literal["json", "slack"] = "json"
+    in_doubt: Literal["dead_letter", "resend"] = Field(
+        "dead_letter", description="an alert whose delivery a crash interrupted (sent or not, nobody knows): "
+        "dead_letter puts it on the dead-letter topic (reason delivery_in_doubt) so the receiver never gets it "
+        "twice; resend posts it again (for receivers that de-duplicate by the Idempotency-Key header)")
     bearer_token: SecretSource | None = None
     timeout_s: float = Field(10.0, gt=0)
 

@@ -262,14 +262,15 @@ def read_topic(bootstrap: str, topic: str, expected: int | None = None, idle: fl
 class DaemonProcess:
     """`model-monitor run` as a real subprocess (stopped with SIGTERM), logs kept in a file."""
 
-    def __init__(self, config: Path, log_path: Path) -> None:
+    def __init__(self, config: Path, log_path: Path, command: str = "run") -> None:
         self.config = config
         self.log_path = log_path
+        self.command = command  # or "notify"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> DaemonProcess:
         log = self.log_path.open("ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "monitor", "run", "--config", str(self.config)],
+        self.proc = subprocess.Popen([sys.executable, "-m", "monitor", self.command, "--config", str(self.config)],
                                      stdout=log, stderr=log, env=_clean_env())
         return self
 
@@ -591,6 +592,7 @@ KEY_FAMILIES = {
     "join index": r"P:G:join:[^:}]+:partitions",
     "join progress": r"\{P:G:join:[^:}]+\}:progress",
     "history": r"P:G:history:[^:]+",
+    "notify": r"P:G-notify:notify:((sent|sending):[^:]+|firing)",
     "references": r"P:ref:[^:]+:(v:[^:]+|versions|active|seq)",
 }
 

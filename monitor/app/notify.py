@@ -5,9 +5,11 @@ receiver not yet marked as having it (`io.notify_store`), the alert is posted, r
 unreachable or busy (5xx, 408, 429) for up to `give_up_s`, and sent to the dead-letter topic with the receiver's
 answer when refused for good (another 4xx) or given up. The receiver's mark is written as soon as it accepted,
 the offset committed once every receiver is done: a restart (or a kill -9) reads the uncommitted alerts again and
-skips what each receiver already has. The one window left is between a receiver's answer and its mark (a
-crash there sends that alert again); each delivery carries the alert id (`Idempotency-Key`) for receivers
-that de-duplicate.
+skips what each receiver already has. A delivery is recorded as begun before its request goes out: an alert
+found begun and not marked after a crash may or may not have arrived, and a webhook then never gets it twice
+(`in_doubt: dead_letter`, the default: it goes to the dead-letter topic as `delivery_in_doubt`) or gets it again
+(`in_doubt: resend`, for receivers that de-duplicate by the `Idempotency-Key` header every delivery carries).
+Alertmanager is always sent again: it de-duplicates by labels.
 
 Alertmanager sees incidents, not events: an OPEN (or UPDATED) posts the incident as a firing alert (labels
 model, feature, kind, check, severity, stream, and partition or segment when there is one), an UPDATED whose
@@ -111,6 +113,7 @@ def slack_message(alert: Alert) -> dict[str, Any]:
 
 class Receiver(Protocol):
     name: str
+    in_doubt: str  # "dead_letter" or "resend": an alert a crash left in flight
 
     def deliver(self, alert: Alert, incident: str, now_ms: int) -> Outcome: ...
 
@@ -121,6 +124,7 @@ class WebhookReceiver:
     def __init__(self, cfg: WebhookSettings) -> None:
         self.name = cfg.name
         self.format = cfg.format
+        self.in_doubt = cfg.in_doubt
         self.timeout = cfg.timeout_s
         self.url = cfg.url if cfg.url is not None else (
             cfg.url_secret.read(f"webhook {cfg.name} url") if cfg.url_secret else "")
@@ -138,6 +142,8 @@ class WebhookReceiver:
 
 class AlertmanagerReceiver:
     name = "alertmanager"
+
+    in_doubt = "resend"  # a repeated post of the same labels is the same alert to Alertmanager
 
     def __init__(self, cfg: AlertmanagerSettings, store: NotifyStore, default_generator_url: str) -> None:
         self.url = cfg.url.rstrip("/") + "/api/v2/alerts"
@@ -252,7 +258,15 @@ class Notifier:
                 result = "below_min_severity"
             elif age_s > self.n.max_age_s and not isinstance(receiver, AlertmanagerReceiver):
                 result = "too_old"  # Alertmanager still learns what is open; people are not paged for history
+            elif receiver.in_doubt == "dead_letter" and \
+                    self.store.in_doubt(receiver.name, alert.alert_id):
+                # A crash came while this alert was in flight: it may have arrived. Never twice: it goes to the
+                # dead-letter topic, named, for a person to check.
+                result = "in_doubt"
+                self._dead_letter(msg, "delivery_in_doubt", "NotifyInDoubt", f"{receiver.name}: a restart found "
+                                  "this delivery begun and not confirmed; not sent again", receiver.name)
             else:
+                self.store.begin(receiver.name, alert.alert_id, self._now_ms())
                 outcome = self._deliver(receiver, alert, incident)
                 if outcome is None:
                     return False

@@ -2,11 +2,13 @@
 
 Keys (single-key commands only, so any Redis Cluster slot does):
 
-    <prefix>:<notify group>:notify:sent:<receiver>   sorted set: alert id -> epoch ms it was delivered
-    <prefix>:<notify group>:notify:firing            hash: incident key -> JSON of the alert posted for it
+    <prefix>:<notify group>:notify:sent:<receiver>     sorted set: alert id -> epoch ms it was delivered
+    <prefix>:<notify group>:notify:sending:<receiver>  hash: alert id -> epoch ms its delivery began (while it runs)
+    <prefix>:<notify group>:notify:firing              hash: incident key -> JSON of the alert posted for it
 
-A receiver's mark is written right after the receiver accepted the alert and before the alerts topic's offset
-is committed: a restart reads the uncommitted alerts again and skips every marked one.
+A delivery is begun (`begin`) before the request goes out and marked sent right after the receiver accepted
+it, before the alerts topic's offset is committed: a restart reads the uncommitted alerts again and skips every
+sent one; one begun but never marked (a crash while it was in flight) is `in_doubt`.
 """
 
 from __future__ import annotations
@@ -23,6 +25,10 @@ class NotifyStore(Protocol):
 
     def mark(self, receiver: str, alert_id: str, now_ms: int) -> None: ...
 
+    def begin(self, receiver: str, alert_id: str, now_ms: int) -> None: ...
+
+    def in_doubt(self, receiver: str, alert_id: str) -> bool: ...
+
     def forget_before(self, receiver: str, before_ms: int) -> None: ...
 
     def firing(self) -> dict[str, dict[str, Any]]: ...
@@ -37,6 +43,7 @@ class MemoryNotifyStore:
 
     def __init__(self) -> None:
         self.marks: dict[str, dict[str, int]] = {}
+        self.sending: dict[str, dict[str, int]] = {}
         self.open: dict[str, dict[str, Any]] = {}
 
     def sent(self, receiver: str, alert_id: str) -> bool:
@@ -44,6 +51,13 @@ class MemoryNotifyStore:
 
     def mark(self, receiver: str, alert_id: str, now_ms: int) -> None:
         self.marks.setdefault(receiver, {})[alert_id] = now_ms
+        self.sending.get(receiver, {}).pop(alert_id, None)
+
+    def begin(self, receiver: str, alert_id: str, now_ms: int) -> None:
+        self.sending.setdefault(receiver, {})[alert_id] = now_ms
+
+    def in_doubt(self, receiver: str, alert_id: str) -> bool:
+        return alert_id in self.sending.get(receiver, {})
 
     def forget_before(self, receiver: str, before_ms: int) -> None:
         marks = self.marks.get(receiver, {})
@@ -79,6 +93,14 @@ class RedisNotifyStore:
 
     def mark(self, receiver: str, alert_id: str, now_ms: int) -> None:
         self._call("write a mark", self.client.zadd, self._sent_key(receiver), {alert_id: now_ms})
+        self._call("end a delivery", self.client.hdel, f"{self.base}:sending:{receiver}", alert_id)
+
+    def begin(self, receiver: str, alert_id: str, now_ms: int) -> None:
+        self._call("begin a delivery", self.client.hset, f"{self.base}:sending:{receiver}", alert_id, now_ms)
+
+    def in_doubt(self, receiver: str, alert_id: str) -> bool:
+        return bool(self._call("read a delivery", self.client.hexists, f"{self.base}:sending:{receiver}",
+                               alert_id))
 
     def forget_before(self, receiver: str, before_ms: int) -> None:
         self._call("trim marks", self.client.zremrangebyscore, self._sent_key(receiver), "-inf", f"({before_ms}")

@@ -24,7 +24,7 @@ class Metrics:
         self.state_bytes_written = Counter("monitor_state_bytes_written_total", "Bytes of state fields written to "
                                            "the store by checkpoints (changed fields only)", ["topic"], registry=r)
         self.notify = Counter("monitor_notify_alerts_total", "Alerts notify handled per receiver (delivered, "
-                              "duplicate_skipped, dead_lettered, too_old, below_min_severity)",
+                              "duplicate_skipped, dead_lettered, in_doubt, too_old, below_min_severity)",
                               ["receiver", "result"], registry=r)
         self.notify_retries = Counter("monitor_notify_retries_total", "Deliveries retried (receiver unreachable, "
                                       "5xx, 408, 429)", ["receiver"], registry=r)
