@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STACK := deploy/local/stack.sh
 
-.PHONY: venv test unit lint demo stack-up stack-down clean bench bench-reference test-cluster chaos
+.PHONY: venv test unit lint demo stack-up stack-down clean bench bench-reference test-cluster chaos image image-smoke
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,14 @@ unit: venv
 ## Start Kafka + Redis, create topics, run the daemon and the simulator with two incidents, print alerts.
 demo: venv
 	bash deploy/local/demo.sh
+
+## Issue 16: build deploy/Dockerfile with podman on a Debian base made by debootstrap (no registry pull), then
+## run it against the local Kafka and Redis. Needs root and Debian's podman, buildah, debootstrap.
+image:
+	bash deploy/image/build-local.sh
+
+image-smoke: image
+	bash deploy/image/smoke.sh
 
 stack-up:
 	bash $(STACK) up
