@@ -124,7 +124,7 @@ class WebhookReceiver:
     def __init__(self, cfg: WebhookSettings) -> None:
         self.name = cfg.name
         self.format = cfg.format
-        self.in_doubt = cfg.in_doubt
+        self.in_doubt: str = cfg.in_doubt
         self.timeout = cfg.timeout_s
         self.url = cfg.url if cfg.url is not None else (
             cfg.url_secret.read(f"webhook {cfg.name} url") if cfg.url_secret else "")
