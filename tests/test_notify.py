@@ -176,3 +176,50 @@ def test_registry_framed_alerts_are_read_by_confluents_avro_deserializer() -> No
         assert record["severity"] == str(alert.severity) and record["evidence"] == alert.evidence
         assert AlertCodec().decode(payload) == alert == AlertCodec().decode(AlertCodec().encode(alert))
     assert json.loads(alert_schema_text())["name"] == "Alert"
+
+
+def _message(alert: Alert, timestamp_ms: int, offset: int = 0) -> Any:
+    from confluent_kafka import Message
+
+    return Message(topic="alerts", partition=0, offset=offset, key=alert.model.encode(),
+                   value=AlertCodec().encode(alert), timestamp=(1, timestamp_ms), headers=None)
+
+
+def test_handle_forwards_once_skips_what_is_below_the_floor_and_pages_nobody_for_history(tmp_path: Path) -> None:
+    """One alert, two receivers: each gets it once (a second read is skipped by the marks); an OPEN below
+    min_severity goes nowhere, its RESOLVED still goes; an alert older than max_age_s reaches Alertmanager (it
+    learns what is open) but no webhook; with in_doubt: resend, an alert a crash left in flight is sent again."""
+    opened, _, resolved = _lifecycle()
+    now_s = NOW / 1000
+    with Receiver() as rx:
+        settings = _settings(tmp_path, {"max_age_s": 3600, "min_severity": "CRITICAL", "alertmanager": {
+            "url": rx.url}, "webhooks": [{"name": "hook", "url": rx.url + "/hook", "in_doubt": "resend"}]})
+        store = MemoryNotifyStore()
+        notifier = Notifier(settings, store, clock=lambda: now_s)
+        assert notifier.handle(_message(opened, NOW))  # WARNING < CRITICAL: not forwarded, but marked
+        assert rx.posts == [] and store.sent("hook", opened.alert_id) and store.sent("alertmanager", opened.alert_id)
+        assert notifier.handle(_message(resolved, NOW))  # RESOLVED always goes (Alertmanager: nothing firing)
+        assert [p["body"]["alert"]["alert_id"] for p in rx.received("/hook")] == [resolved.alert_id]
+        assert rx.received("/api/v2/alerts") == []
+
+        critical = replace(opened, alert_id="c1", severity=Severity.CRITICAL,
+                           evidence={**opened.evidence, "incident": "other"})
+        old = _message(critical, NOW - 3_601_000)
+        assert notifier.handle(old) and notifier.handle(old)  # read twice: the marks keep it to once
+        assert len(rx.received("/api/v2/alerts")) == 1 and len(rx.received("/hook")) == 1  # too old for the hook
+        assert store.firing().keys() == {"other"}
+
+        fresh = replace(critical, alert_id="c2")
+        store.begin("hook", "c2", NOW - 1)  # a crash while it was in flight
+        assert notifier.handle(_message(fresh, NOW))
+        assert [p["body"]["alert"]["alert_id"] for p in rx.received("/hook")] == [resolved.alert_id, "c2"]
+        assert not store.in_doubt("hook", "c2") and store.sent("hook", "c2")
+        counts = {s.labels["result"]: s.value for m in notifier.metrics.registry.collect() for s in m.samples
+                  if s.name == "monitor_notify_alerts_total" and s.labels.get("receiver") == "hook"}
+        assert counts == {"below_min_severity": 1, "delivered": 2, "too_old": 1, "duplicate_skipped": 1}
+
+
+def test_registry_framed_alerts_need_a_registry_url(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="set schema_registry.url"):
+        Settings.model_validate({"alerts_format": "confluent", "models": [
+            {"name": "m", "features": {"topic": "f", "schema": str(tmp_path / "x.avsc")}}]})
