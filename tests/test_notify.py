@@ -220,6 +220,6 @@ def test_handle_forwards_once_skips_what_is_below_the_floor_and_pages_nobody_for
 
 
 def test_registry_framed_alerts_need_a_registry_url(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="set schema_registry.url"):
+    with pytest.raises(ValueError, match=r"set schema_registry\.url"):
         Settings.model_validate({"alerts_format": "confluent", "models": [
             {"name": "m", "features": {"topic": "f", "schema": str(tmp_path / "x.avsc")}}]})
