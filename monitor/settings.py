@@ -233,6 +233,15 @@ class ModelAlertSettings(_Strict):
                                 "significant but below its effect floor (always recorded in status and history)")
 
 
+class MultivariateSettings(_Strict):
+    """The PCA reconstruction-error check across the features (`monitor.core.multivariate`)."""
+
+    enabled: bool = Field(False, description="run the multivariate check (needs a reference built by this "
+                          "version: `reference build` always fits the PCA when there are two numeric features)")
+    variance_share: float = Field(0.9, gt=0, lt=1, description="at reference build: keep the principal "
+                                  "components explaining this share of the standardised variance")
+
+
 class ModelSettings(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     id_field: str | None = "event_id"
@@ -264,6 +273,10 @@ class ModelSettings(_Strict):
     decision_threshold: float = Field(0.5, gt=0, lt=1)
     performance: PerformanceSettings = PerformanceSettings()
     alerts: ModelAlertSettings = ModelAlertSettings()
+    multivariate: MultivariateSettings = MultivariateSettings()
+    importance: dict[str, float] = Field(
+        {}, description="feature -> importance for ranking features in a prediction drift's explanation; "
+        "features left out keep the reference's (|correlation| with the score, from reference build)")
 
     def streams(self) -> list[tuple[str, StreamSettings]]:
         out = [("features", self.features)]

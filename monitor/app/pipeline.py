@@ -11,12 +11,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import structlog
 
 from monitor.core.budget import Budget, derive
 from monitor.core.columns import event_time_ms
 from monitor.core.evaluate import evaluate
 from monitor.core.labels import LabelPartition, LabelRow
 from monitor.core.model import ModelStream
+from monitor.core.multivariate import MV_FIELD, Multivariate, multivariate_checks
 from monitor.core.partition import (
     DecodedBatch,
     Finding,
@@ -33,6 +35,8 @@ from monitor.io.columnar import ColumnarDecoder, Unsupported
 from monitor.io.join import Prediction, encode_prediction
 from monitor.profile.contract import load_contract
 from monitor.settings import CheckSettings, ModelSettings, Settings, StreamSettings, WindowSettings
+
+log = structlog.get_logger("monitor.pipeline")
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,18 +93,22 @@ class StreamProcessor(_ReferenceUser):
             self.columnar = None
             self.decoder_kind = f"fastavro ({exc})"
         skip = {f for f in (model.id_field, model.time_field, model.version_field) if f}
-        self.fields: list[FieldSpec] = infer_fields(
+        # The stream's own fields; `fields` adds the derived multivariate one while the reference has it.
+        self.base_fields: list[FieldSpec] = infer_fields(
             reader, skip=skip, monitor=conf.monitor, exclude=conf.exclude, categorical=conf.categorical
         )
+        self.fields: list[FieldSpec] = list(self.base_fields)
+        self.multivariate: Multivariate | None = None
         self.checks: dict[str, CheckSettings] = {f.name: settings.checks_for(model, f.name) for f in self.fields}
+        self.checks[MV_FIELD] = multivariate_checks(settings.defaults)
         self._base_checks = dict(self.checks)  # before a false-alarm budget (`set_reference`)
         # The model's checks sharing its budget (given by `build_processors`, counted once per model).
         self._check_counts = check_counts if check_counts is not None else model_check_counts(settings, model)
         self.seasons: SeasonalReference | None = None
         self.window = settings.window_for(model)
         self.limits = settings.limits
-        self.numeric_names = [f.name for f in self.fields if f.kind == "numeric"]
-        self.string_names = [f.name for f, base in ((f, _base(reader, f.name)) for f in self.fields)
+        self.numeric_names = [f.name for f in self.base_fields if f.kind == "numeric"]
+        self.string_names = [f.name for f, base in ((f, _base(reader, f.name)) for f in self.base_fields)
                              if base in ("string", "enum")]
         if contract is None and model.contract is not None:
             contract = load_contract(model.contract)
@@ -115,16 +123,36 @@ class StreamProcessor(_ReferenceUser):
         """Use a (new) reference profile; partitions created from now on use it, its season profiles of this
         stream's fields (if any), and the thresholds a false-alarm budget derives from its event rate."""
         self.reference = reference
-        names = {f.name for f in self.fields}
+        self.multivariate = self._multivariate(reference)
+        self.fields = self.base_fields + ([FieldSpec(MV_FIELD, "numeric", True)] if self.multivariate else [])
+        names = {f.name for f in self.base_fields}
         self.seasons = None if reference is None else SeasonalReference.of(
             reference.seasons, {k: v for k, v in reference.fields.items() if k in names})
         self.checks, _budget = budgeted_checks(self.model, self._base_checks, reference, self.window,
                                                self._check_counts)
 
+    def _multivariate(self, reference: ReferenceProfile | None) -> Multivariate | None:
+        """The reference's PCA, when this is the features stream, the model turned the check on and the fields
+        it was fitted on are numeric fields of this stream."""
+        if self.stream != "features" or not self.model.multivariate.enabled or reference is None \
+                or not reference.multivariate:
+            return None
+        mv = Multivariate.from_dict(reference.multivariate)
+        numeric = {f.name for f in self.base_fields if f.kind == "numeric"}
+        if not set(mv.fields) <= numeric:
+            log.warning("multivariate.fields_differ", model=self.model.name, reference=reference.version,
+                        missing=sorted(set(mv.fields) - numeric))
+            return None
+        return mv
+
     def _profiles(self) -> tuple[dict[str, FieldProfile] | None, dict[str, FieldContract] | None, float | None]:
         """This stream's reference profiles, contract and CBPE reference accuracy."""
         names = {f.name for f in self.fields}
         ref = {k: v for k, v in self.reference.fields.items() if k in names} if self.reference else None
+        if ref is not None and self.multivariate is not None and self.reference is not None:
+            mv_profile = self.reference.multivariate_profile()
+            if mv_profile is not None:
+                ref[MV_FIELD] = mv_profile
         contract = ({k: v for k, v in self.contract.fields.items() if k in names}
                     if self.contract is not None else None)
         perf = self.reference.performance if self.reference is not None else None
@@ -175,7 +203,8 @@ class StreamProcessor(_ReferenceUser):
                                cbpe_min_drop=self.model.performance.cbpe_min_drop,
                                cbpe_min_window=self.model.performance.cbpe_min_window,
                                emit_blocks=self.model_view.enabled, evaluate=self.partition_alerts,
-                               time_check=self._time_check(), seasons=self.seasons)
+                               time_check=self._time_check(), seasons=self.seasons,
+                               multivariate=self.multivariate)
 
     def decode(self, records: list[RawRecord]) -> tuple[DecodedBatch, list[Reject], list[tuple[int, int, int | None]]]:
         """Valid records, rejects, and (schema id, offset, event time) where each writer schema id first shows."""

@@ -403,7 +403,8 @@ def _reference_store(settings: Settings) -> Any:
     return RedisReferenceStore(client, settings.key_prefix)
 
 
-def _model_specs(settings: Settings, model_name: str) -> list[Any]:
+def _model_specs(settings: Settings, model_name: str, streams: tuple[str, ...] = ("features", "predictions")
+                 ) -> list[Any]:
     from monitor.core.schema import infer_fields
     from monitor.io.avro import load_schema
 
@@ -411,7 +412,7 @@ def _model_specs(settings: Settings, model_name: str) -> list[Any]:
     skip = {f for f in (model.id_field, model.time_field, model.version_field) if f}
     specs = []
     for kind, stream in model.streams():
-        if kind != "labels" and stream.schema_path is not None:
+        if kind in streams and stream.schema_path is not None:
             specs += infer_fields(load_schema(stream.schema_path), skip=skip, monitor=stream.monitor,
                                   exclude=stream.exclude, categorical=stream.categorical)
     return specs
@@ -519,7 +520,10 @@ def _reference(settings: Settings, args: argparse.Namespace) -> int:
 
             profile = build_profile(model.name, specs, columns, version=args.version or "", source=args.input.name,
                                     sentinels=model.sentinels, time_field=model.time_field, performance=perf,
-                                    progress=step, season=args.season, season_min_rows=args.season_min_rows)
+                                    progress=step, season=args.season, season_min_rows=args.season_min_rows,
+                                    feature_fields=[s.name for s in _model_specs(settings, model.name, ("features",))],
+                                    variance_share=model.multivariate.variance_share,
+                                    score_field=model.score_field)
         # The version number is taken only now: a build that failed above used none (v3 used to follow two).
         version = args.version or store.next_version(model.name)
         profile = dataclasses.replace(profile, version=version)

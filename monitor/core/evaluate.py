@@ -73,6 +73,11 @@ def message_for(f: Finding) -> str:
         return f"{f.check.upper()} detects a rise in the error stream ({f.statistic:.4g} beyond {f.threshold:.4g})"
     if f.check == "stream_stopped":
         return f"no event for {f.statistic:.0f} s (limit {f.threshold:.0f} s)"
+    if f.check == "multivariate":
+        return (f"the features moved together off the reference's correlations: the reconstruction error's "
+                f"{f.evidence.get('statistic', 'drift')} over the last {f.window_count} events is {f.statistic:.4f}, "
+                f"above {f.threshold:g} (p={f.evidence.get('p_value', '?')}; mean error "
+                f"{f.evidence.get('window_mean', '?')}, reference {f.evidence.get('reference_mean', '?')})")
     return (f"{f.check} {f.statistic:.4f} between the last {f.window_count} events and the reference "
             f"exceeds {f.threshold:g} (p={f.evidence.get('p_value', '?')})")
 

@@ -18,6 +18,7 @@ from dataclasses import field as dc_field
 from typing import Any
 
 from monitor.core.evaluate import message_for, severity_for
+from monitor.core.multivariate import MV_CHECK
 from monitor.core.partition import Finding
 from monitor.core.types import Alert, AlertKind, Severity, Window
 
@@ -54,6 +55,19 @@ class WindowSpan:
     last_time: int | None
     count: int
     model_version: str | None = None
+
+
+# The multivariate check's incident: its own, though its field is "*" as the stream checks' are.
+MV_KEY = "__multivariate__"
+
+
+def _key(r: CheckResult) -> str:
+    return MV_KEY if r.check == MV_CHECK else r.field
+
+
+def _inc_key(inc: dict[str, Any]) -> str:
+    """What an incident's ids hash as its field."""
+    return WIDE_KEY if inc.get("wide") else str(inc.get("key", inc["field"]))
 
 
 def incident_id(model: str, stream: str, field_name: str, kind: str, opened: int, status: str,
@@ -95,19 +109,21 @@ class Incidents:
         wide_key = WIDE_KEY
         kinds_by_field: dict[str, list[AlertKind]] = {}
         for r in failing:
-            kinds_by_field.setdefault(r.field, []).append(r.kind)
+            kinds_by_field.setdefault(_key(r), []).append(r.kind)
         if wide_key not in self.open and len(gathered) >= self.model_wide_needed:
             kinds = sorted(r.kind for r in failing if r.field in gathered)
             kind = max(set(kinds), key=lambda k: (kinds.count(k), k))
             self.open[wide_key] = {"field": MODEL_WIDE, "kind": str(kind), "opened": span.slot, "severity": "",
                                    "first_time": span.first_time, "checks": {}, "wide": True}
         for r in failing:
-            key = r.field
-            if key not in self.open and wide_key in self.open and r.field in gathered:
+            key = _key(r)
+            if key not in self.open and wide_key in self.open and (r.field in gathered or r.check == MV_CHECK):
                 key = wide_key  # part of the upstream break: evidence of the model-wide incident
-            kind = next(k for k in _SPECIFIC if k in kinds_by_field[r.field])
+            kind = next(k for k in _SPECIFIC if k in kinds_by_field[_key(r)])
             inc = self.open.setdefault(key, {"field": r.field, "kind": str(kind), "opened": span.slot,
                                              "severity": "", "first_time": span.first_time, "checks": {}})
+            if key == MV_KEY:
+                inc["key"] = MV_KEY
             check_key = r.check if key != wide_key else f"{r.field}/{r.check}"
             if key == wide_key:
                 inc["wide"] = True
@@ -176,8 +192,7 @@ class Incidents:
             "last_event_time": "" if span.last_time is None else str(span.last_time),
             "window_slot": str(span.slot),
             # The same for the incident's OPEN, UPDATED and RESOLVED: what receivers group its alerts by.
-            "incident": incident_id(self.model, self.stream, WIDE_KEY if inc.get("wide") else inc["field"],
-                                    inc["kind"], inc["opened"], ""),
+            "incident": incident_id(self.model, self.stream, _inc_key(inc), inc["kind"], inc["opened"], ""),
         })
         if inc.get("wide"):
             fields = sorted({c["field"] for c in checks.values()})
@@ -192,8 +207,7 @@ class Incidents:
                 message += f" (and {len(checks) - 1} more check{'s' if len(checks) > 2 else ''})"
         severity = Severity.INFO if status == "RESOLVED" else Severity(inc["severity"])
         return Alert(
-            alert_id=incident_id(self.model, self.stream, WIDE_KEY if inc.get("wide") else inc["field"], inc["kind"],
-                                 inc["opened"], status,
+            alert_id=incident_id(self.model, self.stream, _inc_key(inc), inc["kind"], inc["opened"], status,
                                  inc["severity"] if status == "UPDATED" else ""),
             model=self.model,
             model_version=span.model_version,

@@ -24,6 +24,7 @@ from monitor.core.blocks import CLIPPED, ROW_HEAD, CategoricalSummary, pack, pac
 from monitor.core.categories import category_text
 from monitor.core.columns import RawColumn, recent_duplicates, to_number
 from monitor.core.detectors import Adwin, PageHinkley
+from monitor.core.multivariate import MV_ALERT_FIELD, MV_CHECK, MV_FIELD, Multivariate
 from monitor.core.profiles import CategoricalProfile, FieldContract, FieldProfile, NumericProfile
 from monitor.core.schema import FieldSpec
 from monitor.core.seasons import Expected, FieldSeasons, SeasonalReference, bucket_name, buckets
@@ -735,7 +736,8 @@ def window_values(features: dict[str, Feature], times: np.ndarray | None = None,
     drift: list[CheckValue] = []
     season_of: dict[str, np.ndarray] = {}
     for feat in features.values():
-        values += feat.window_checks(feat.checks.min_window_count)
+        if feat.name != MV_FIELD:  # the derived field has only its drift test
+            values += feat.window_checks(feat.checks.min_window_count)
         expected = None
         if feat.seasons is not None and times is not None and len(times):
             by = feat.seasons.by
@@ -752,10 +754,24 @@ def window_values(features: dict[str, Feature], times: np.ndarray | None = None,
         # A false-alarm budget (alerts.false_alarms_per_day) sets a per-evaluation p-value ceiling too.
         ceiling = np.array([features[d.feature].checks.drift.p_max or 1.0 for d in drift])
         significant &= p_values <= ceiling
-        values += [CheckValue(d.feature, d.check, d.statistic, d.threshold, d.firing and bool(sig), d.evidence,
-                              d.p_value, "possible" if sig and not d.firing else "")
-                   for d, sig in zip(drift, significant.tolist(), strict=True)]
+        gated = [CheckValue(d.feature, d.check, d.statistic, d.threshold, d.firing and bool(sig), d.evidence,
+                            d.p_value, "possible" if sig and not d.firing else "")
+                 for d, sig in zip(drift, significant.tolist(), strict=True)]
+        values += [multivariate_value(v, gated) if v.feature == MV_FIELD else v for v in gated]
     return values, drift
+
+
+def multivariate_value(v: CheckValue, gated: list[CheckValue]) -> CheckValue:
+    """The derived field's drift as the model-wide check `multivariate`. While a numeric feature's own drift
+    fails in the same window, it does not fail itself (evidence `explained_by`): it is there for what no
+    single feature shows, and one problem should be one incident."""
+    evidence = {**v.evidence, "statistic": v.check}
+    firing, level = v.firing, v.level
+    explained = sorted(g.feature for g in gated if g.firing and g.feature != MV_FIELD)
+    if firing and explained:
+        firing, level = False, ""
+        evidence["explained_by"] = ", ".join(explained)
+    return CheckValue(MV_ALERT_FIELD, MV_CHECK, v.statistic, v.threshold, firing, evidence, v.p_value, level)
 
 
 def stream_values(id_field: str | None, count: int, duplicates: int, max_duplicate_rate: float,
@@ -911,8 +927,11 @@ class StreamPartition:
         evaluate: bool = True,
         time_check: TimeCheck | None = None,
         seasons: SeasonalReference | None = None,
+        multivariate: Multivariate | None = None,
     ) -> None:
         self.model, self.stream, self.topic, self.partition = model, stream, topic, partition
+        # The reference's PCA: the derived field MV_FIELD is each event's reconstruction error.
+        self.multivariate = multivariate
         # Event times out of bounds are counted (`bad_times`) and never move the windows (`screen_times`).
         self.time_check = time_check
         self.watermark = -1  # the latest in-bounds event time seen
@@ -1028,7 +1047,12 @@ class StreamPartition:
             self.emitted.append(signal)
             self.idle_sent = False
 
-        numeric = [(f, *batch.numeric(f.name)) for f in self.features.values() if isinstance(f, NumericFeature)]
+        numeric = [(f, *batch.numeric(f.name)) for f in self.features.values()
+                   if isinstance(f, NumericFeature) and f.name != MV_FIELD]
+        mv_feature = self.features.get(MV_FIELD)
+        if self.multivariate is not None and isinstance(mv_feature, NumericFeature):
+            errors = self.multivariate.errors({f.name: v for f, v, _m in numeric if f.name in self.multivariate.fields})
+            numeric.append((mv_feature, errors, np.zeros(n, dtype=bool)))
         categorical = [(f, *batch.categories(f.name)) for f in self.features.values()
                        if isinstance(f, CategoricalFeature)]
         dups = (self.recent_ids.duplicates_of(*batch.categories(self.id_field))

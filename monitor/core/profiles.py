@@ -75,6 +75,16 @@ class ReferenceProfile:
     # Season profiles (`monitor.core.seasons`): {"by", "min_rows", "fields": {name: {bucket: [count, mean,
     # std, counts]}}}; None for a reference without seasons.
     seasons: dict[str, Any] | None = None
+    # The PCA of the numeric features (`monitor.core.multivariate.Multivariate.to_dict`) and, under "profile",
+    # the reference's reconstruction errors profiled as a numeric field; None: not fitted.
+    multivariate: dict[str, Any] | None = None
+    # feature -> how much the score moves with it, in [0, 1] (|Pearson correlation| for a numeric feature, the
+    # correlation ratio for a categorical one); None without a score column in the reference data.
+    importance: dict[str, float] | None = None
+
+    def multivariate_profile(self) -> NumericProfile | None:
+        raw = (self.multivariate or {}).get("profile")
+        return NumericProfile(**raw) if raw else None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -85,6 +95,8 @@ class ReferenceProfile:
         fields: dict[str, FieldProfile] = {}
         raw.setdefault("performance", None)
         raw.setdefault("seasons", None)
+        raw.setdefault("multivariate", None)
+        raw.setdefault("importance", None)
         for name, f in raw.pop("fields").items():
             fields[name] = NumericProfile(**f) if f["kind"] == "numeric" else CategoricalProfile(**f)
         return cls(fields=fields, **raw)

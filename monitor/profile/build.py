@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ import numpy as np
 from monitor.core.categories import category_texts
 from monitor.core.columns import to_number
 from monitor.core.labels import classifier_block, metrics, regressor_block
+from monitor.core.multivariate import fit as fit_multivariate
 from monitor.core.profiles import CategoricalProfile, FieldProfile, NumericProfile, ReferenceProfile
 from monitor.core.schema import FieldSpec
 from monitor.core.seasons import DEFAULT_MIN_ROWS, SEASONS, season_profile
@@ -191,10 +192,15 @@ def build_profile(
     progress: Callable[[str], None] | None = None,
     season: str | None = None,
     season_min_rows: int = DEFAULT_MIN_ROWS,
+    feature_fields: list[str] | None = None,
+    variance_share: float = 0.9,
+    score_field: str | None = None,
 ) -> ReferenceProfile:
     """Profile every monitored field present in the columns (features and, if there, predictions);
     with `performance` and a label column, also the model's reference performance; with `season`, each
-    season bucket of the rows (by `time_field`) too (`monitor.core.seasons`)."""
+    season bucket of the rows (by `time_field`) too (`monitor.core.seasons`). Of `feature_fields` (the
+    features stream's): the PCA of the numeric ones (`monitor.core.multivariate`), and with `score_field` in
+    the columns each one's importance to the score."""
     if not columns:
         raise ConfigError(f"reference input {source} has no rows")
     rows = len(next(iter(columns.values()))[0])
@@ -238,7 +244,54 @@ def build_profile(
             raise ConfigError(f"time field {time_field} of {source} is not a number of ms since the epoch (or a "
                               f"timestamp)") from exc
         seasons = season_profile(season, times, columns, fields, season_min_rows)
-    return ReferenceProfile(model, version, created, source, rows, rate, fields, perf, seasons)
+    features = [n for n in (feature_fields or []) if n in fields]
+    feature_columns = {n: np.where(columns[n][1], np.nan, np.asarray(columns[n][0], dtype=np.float64))
+                       for n in features if isinstance(fields[n], NumericProfile)}
+    mv = fit_multivariate(feature_columns, list(feature_columns), sentinels, variance_share)
+    multivariate = None
+    if mv is not None:
+        errors = mv.errors(feature_columns)
+        multivariate = {**mv.to_dict(), "profile": asdict(profile_numeric(errors, np.zeros(len(errors), bool), []))}
+    importance = None
+    if score_field and score_field in columns:
+        importance = feature_importance(columns, {n: fields[n] for n in features}, score_field)
+    return ReferenceProfile(model, version, created, source, rows, rate, fields, perf, seasons, multivariate,
+                            importance)
+
+
+def feature_importance(columns: dict[str, tuple[np.ndarray, np.ndarray]], fields: dict[str, FieldProfile],
+                       score_field: str) -> dict[str, float]:
+    """How much the score moves with each feature, in [0, 1]: |Pearson correlation| for a numeric feature,
+    the correlation ratio (eta: the share of the score's spread between the categories, square-rooted) for a
+    categorical one; over the rows where both are present and finite."""
+    score_values, score_null = columns[score_field]
+    score = np.where(score_null, np.nan, np.asarray(score_values, dtype=np.float64))
+    out: dict[str, float] = {}
+    for name, prof in fields.items():
+        if name == score_field:
+            continue
+        values, null = columns[name]
+        if isinstance(prof, NumericProfile):
+            x = np.where(null, np.nan, np.asarray(values, dtype=np.float64))
+            ok = np.isfinite(x) & np.isfinite(score)
+            if ok.sum() < 3 or np.std(x[ok]) == 0 or np.std(score[ok]) == 0:
+                out[name] = 0.0
+                continue
+            out[name] = round(float(abs(np.corrcoef(x[ok], score[ok])[0, 1])), 6)
+        else:
+            ok = ~null & np.isfinite(score)
+            if ok.sum() < 3 or np.std(score[ok]) == 0:
+                out[name] = 0.0
+                continue
+            cats, codes = np.unique(category_texts(np.asarray(values, dtype=object)[ok]).astype(str),
+                                    return_inverse=True)
+            y = score[ok]
+            sums = np.bincount(codes, weights=y, minlength=len(cats))
+            counts = np.bincount(codes, minlength=len(cats))
+            between = float((counts * (sums / counts - y.mean()) ** 2).sum())
+            total = float(((y - y.mean()) ** 2).sum())
+            out[name] = round(float(np.sqrt(between / total)), 6)
+    return out
 
 
 @dataclass(frozen=True)
