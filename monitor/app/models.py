@@ -6,6 +6,8 @@ and closes the slots the watermark has passed; alerts and rejects come back as v
 
 from __future__ import annotations
 
+from typing import Any
+
 from monitor.app.pipeline import BatchOutcome, StreamProcessor
 from monitor.core.model import ModelStream
 from monitor.core.profiles import ReferenceProfile
@@ -41,7 +43,21 @@ class ModelPartition:
             proc = self.processor.stream_processors[key]
             expected = self.processor.input_partitions.get(proc.topic, 0)
             view = self.streams[key] = proc.new_model_stream(expected)
+            if proc.stream == "predictions":
+                model = proc.model.name
+                view.explain = lambda: self._explain_inputs(model)
         return view
+
+    def _explain_inputs(self, model: str) -> tuple[dict[str, list[Any]], dict[str, float]]:
+        """The model's features stream's last drift values (this partition holds all of the model's streams:
+        the blocks topic is keyed by model) and the features' importance: the reference's, then the model's
+        `importance:` map."""
+        features = self.streams.get(f"{model}/features")
+        proc = self.processor.stream_processors.get(f"{model}/features")
+        reference = proc.reference if proc is not None else None
+        importance = {**((reference.importance or {}) if reference is not None else {}),
+                      **(proc.model.importance if proc is not None else {})}
+        return (dict(features.last_drift) if features is not None else {}), importance
 
     def to_fields(self) -> dict[str, bytes]:
         """Every stream's fields and the partition's meta; a stream's are encoded again only when it changed."""

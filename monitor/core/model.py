@@ -11,12 +11,16 @@ idleness is a signal from stage 1 (which reads the partition's end), not a clock
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from monitor.core.blocks import CLIPPED, ROW_HEAD, CategoricalSummary, Layout, unpack_categorical
+from monitor.core.explain import explanation
 from monitor.core.incidents import MODEL_WIDE, CheckResult, Incidents, WindowSpan
+from monitor.core.multivariate import MV_FIELD
 from monitor.core.partition import (
     CategoricalFeature,
     CheckValue,
@@ -52,6 +56,8 @@ Block = dict[str, Any]  # a decoded schemas/block.avsc record
 ALL_SENT = 2**62  # the watermark when every partition is idle: all open slots can close
 Parsed = tuple[np.ndarray, list[CategoricalSummary]]  # a block's numeric values (this layout), categorical counts
 # Per-partition counts kept per slot for evidence: which partitions showed the problem a rate check found.
+# The alerts whose evidence ranks the features that can explain them (the predictions stream's).
+EXPLAINED = (AlertKind.PREDICTION_DRIFT, AlertKind.CONCEPT_DRIFT)
 _PART_COUNTS = {"missing_rate": 0, "nan_rate": 1, "sentinel_rate": 2, "out_of_range": 3, "unseen_category": 4}
 
 
@@ -123,13 +129,17 @@ class ModelStream:
         self.counts = {"blocks": 0, "events": 0, "duplicate_blocks": 0, "late_blocks": 0, "late_events": 0,
                        "gaps": 0, "forced_closes": 0}
         self.signals: list[CheckResult] = []  # schema changes since the last evaluation
-        self.incidents = Incidents(model, stream, topic, len(self.features), window.resolve_windows,
+        self.incidents = Incidents(model, stream, topic, len([f for f in self.features if f != MV_FIELD]),
+                                   window.resolve_windows,
                                    view.model_incident_share if stream == "features" else 0.0,
                                    window.resolve_margin)
         # The input topic's partition count: one never heard from (no block, no idle signal) holds the watermark.
         self.expected_partitions = expected_partitions
         self.last_results: list[CheckResult] = []  # the last evaluation (not stored; metrics)
         self.last_drift: dict[str, list[Any]] = {}  # field -> [statistic name, value, threshold] (stored: status)
+        # The predictions stream: the features stream's last drift and the features' importance, to rank what
+        # explains a prediction drift (`monitor.core.explain`); set by the model's partition.
+        self.explain: Callable[[], tuple[dict[str, list[Any]], dict[str, float]]] | None = None
 
     # -- input -------------------------------------------------------------------------------------
     def add(self, block: Block, parsed: Parsed | None = None) -> list[Alert]:
@@ -440,6 +450,10 @@ class ModelStream:
                                self._partitions(v, everyone))
                    for v in values]
         results += detections + self.signals + self._silence_results()
+        if self.explain is not None and any(r.failing and r.kind in EXPLAINED for r in results):
+            why = explanation(*self.explain())
+            results = [replace(r, evidence={**r.evidence, **why}) if r.failing and r.kind in EXPLAINED else r
+                       for r in results]
         self.signals = []
         self.last_results = results
         self.last_drift = {r.field: [r.check, r.statistic, r.threshold,
