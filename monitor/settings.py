@@ -274,6 +274,12 @@ class ModelSettings(_Strict):
     performance: PerformanceSettings = PerformanceSettings()
     alerts: ModelAlertSettings = ModelAlertSettings()
     multivariate: MultivariateSettings = MultivariateSettings()
+    segments: list[str] = Field([], description="categorical fields of the features stream: the window checks "
+                                "(rates, drift) also run per value of each (country=DE, channel=web, ...)")
+    max_segments: int = Field(10, ge=1, le=100, description="per segment field, the values with a view of "
+                              "their own: the reference's most frequent; the rest are pooled as 'other'")
+    min_segment_count: int = Field(500, ge=1, description="events a segment's window needs before its checks "
+                                   "apply")
     importance: dict[str, float] = Field(
         {}, description="feature -> importance for ranking features in a prediction drift's explanation; "
         "features left out keep the reference's (|correlation| with the score, from reference build)")

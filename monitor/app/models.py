@@ -23,6 +23,7 @@ STAGE2_HOT = [("features", "*", p) for p in ("totals", "open_clipped", "run", "c
                                               "page_hinkley", "warm")] + [("features", "*", "window", "open")] + [
     (p,) for p in ("partitions", "pending", "closed_slot", "slots", "cusum", "warm", "counts", "signals",
                    "incidents", "last_drift")]
+SEGMENT_MARK = "#"  # "<model>/<stream>#<field>=<value>": a segment's view
 STAGE2_BLOCKS = [("features", "*", "window", "closed")]
 
 
@@ -38,12 +39,14 @@ class ModelPartition:
         self._encoded: dict[str, dict[str, bytes]] = {}  # stream -> its fields as last encoded
 
     def stream(self, key: str) -> ModelStream:
+        """A stream's view (`<model>/<stream>`), or a segment's (`<model>/<stream>#<field>=<value>`)."""
         view = self.streams.get(key)
         if view is None:
-            proc = self.processor.stream_processors[key]
+            base, _, segment = key.partition(SEGMENT_MARK)
+            proc = self.processor.stream_processors[base]
             expected = self.processor.input_partitions.get(proc.topic, 0)
-            view = self.streams[key] = proc.new_model_stream(expected)
-            if proc.stream == "predictions":
+            view = self.streams[key] = proc.new_model_stream(expected, segment or None)
+            if proc.stream == "predictions" and not segment:
                 model = proc.model.name
                 view.explain = lambda: self._explain_inputs(model)
         return view
@@ -77,7 +80,8 @@ class ModelPartition:
     def load_fields(self, fields: dict[str, bytes]) -> None:
         meta = read_fields(fields, [META_FIELD])[META_FIELD]
         self.rejects = int(meta["rejects"])
-        states = read_fields(fields, [k for k in meta["streams"] if k in self.processor.stream_processors])
+        states = read_fields(fields, [k for k in meta["streams"]
+                                      if k.partition(SEGMENT_MARK)[0] in self.processor.stream_processors])
         for key, state in states.items():
             self.stream(key).load_state(state)
             self.dirty.add(key)
@@ -116,8 +120,9 @@ class ModelProcessor:
         for rec in records:
             try:
                 blocks = self.codec.decode(rec.value)
-                keys = [f"{b['model']}/{b['stream']}" for b in blocks]
-                unknown = sorted({k for k in keys if k not in self.stream_processors})
+                keys = [f"{b['model']}/{b['stream']}" + (SEGMENT_MARK + b["segment"] if b.get("segment") else "")
+                        for b in blocks]
+                unknown = sorted({k for k in keys if k.partition(SEGMENT_MARK)[0] not in self.stream_processors})
                 if unknown:
                     rejects.append(Reject(rec, "unknown_model", "LimitExceeded",
                                           f"no model stream {', '.join(unknown)} in this config"))
@@ -131,9 +136,19 @@ class ModelProcessor:
             for key, block, values in zip(keys, blocks, parsed, strict=True):
                 alerts += part.stream(key).add(block, values)
                 touched.add(key)
+        for key in sorted({k.partition(SEGMENT_MARK)[0] for k in touched}):
+            view = part.streams.get(key)
+            if view is None:
+                continue
+            alerts += view.advance()
+            # Its segments close the slots it closed.
+            for seg_key in sorted(k for k in part.streams if k.startswith(key + SEGMENT_MARK)):
+                seg = part.streams[seg_key]
+                before = seg.closed_slot
+                alerts += seg.follow(view.closed_slot)
+                if seg.closed_slot != before:
+                    touched.add(seg_key)
         part.dirty |= touched
-        for key in sorted(touched):
-            alerts += part.streams[key].advance()
         part.rejects += len(rejects)
         valid = len(records) - len(rejects)
         return BatchOutcome(alerts, rejects, valid, records[-1].offset + 1 if records else -1)

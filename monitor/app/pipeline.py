@@ -25,7 +25,7 @@ from monitor.core.partition import (
     StreamPartition,
     TimeCheck,
 )
-from monitor.core.profiles import Contract, FieldContract, FieldProfile, ReferenceProfile
+from monitor.core.profiles import CategoricalProfile, Contract, FieldContract, FieldProfile, ReferenceProfile
 from monitor.core.schema import FieldSpec, field_types, infer_fields, schema_changes
 from monitor.core.seasons import SeasonalReference
 from monitor.core.types import Alert, RawRecord, Reject
@@ -37,6 +37,7 @@ from monitor.profile.contract import load_contract
 from monitor.settings import CheckSettings, ModelSettings, Settings, StreamSettings, WindowSettings
 
 log = structlog.get_logger("monitor.pipeline")
+OTHER_SEGMENT = "(other)"  # a segment field's values beyond max_segments (and no value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,10 +164,12 @@ class StreamProcessor(_ReferenceUser):
     def _scored(self) -> bool:
         return self.stream == "predictions" and self.model.type == "classifier"
 
-    def new_model_stream(self, expected_partitions: int = 0) -> ModelStream:
-        """Stage 2's merged view of this stream over all its input partitions (how many, if known)."""
+    def new_model_stream(self, expected_partitions: int = 0, segment: str | None = None) -> ModelStream:
+        """Stage 2's merged view of this stream over all its input partitions (how many, if known); with
+        `segment`, of that segment's events (its slots close when the stream's do)."""
         ref, contract, cbpe = self._profiles()
-        return ModelStream(self.model.name, self.stream, self.topic, self.fields, self.checks, self.window,
+        fields, checks = (self.fields, self.checks) if segment is None else self.segment_view()
+        return ModelStream(self.model.name, self.stream, self.topic, fields, checks, self.window,
                            self.model_view, reference=ref, ref_version=self.reference_version, contract=contract,
                            sentinels=self.model.sentinels,
                            id_field=self.model.id_field if self.stream == "features" and
@@ -177,7 +180,7 @@ class StreamProcessor(_ReferenceUser):
                            cbpe_min_drop=self.model.performance.cbpe_min_drop,
                            cbpe_min_window=self.model.performance.cbpe_min_window, freshness_s=self.model.freshness_s,
                            expected_partitions=expected_partitions, time_check=self._time_check(),
-                           seasons=self.seasons, send_possible=self.model.alerts.send_possible)
+                           seasons=self.seasons, send_possible=self.model.alerts.send_possible, segment=segment)
 
     def _time_check(self) -> TimeCheck | None:
         """Event-time bounds (time windows only: blocks by count do not follow event time)."""
@@ -186,14 +189,65 @@ class StreamProcessor(_ReferenceUser):
         return TimeCheck(self.model.time_field or "*", int(self.window.max_lateness_s * 1000),
                          int(self.window.max_future_s * 1000), self.model.max_bad_time_rate)
 
+    def segments(self) -> list[tuple[str, list[str]]]:
+        """(field, the values with a view of their own) of the model's segments: the reference's most frequent
+        values of each (none without a reference: a warning at start)."""
+        if self.stream != "features" or not self.model.segments or self.reference is None:
+            return []
+        out = []
+        for name in self.model.segments:
+            prof = self.reference.fields.get(name)
+            values = list(prof.categories[: self.model.max_segments]) if isinstance(prof, CategoricalProfile) else []
+            out.append((name, values))
+        return out
+
+    def segment_labels(self) -> list[str]:
+        return [label for name, values in self.segments() for label in
+                [*(f"{name}={v}" for v in values), f"{name}={OTHER_SEGMENT}"]]
+
+    def segment_view(self) -> tuple[list[FieldSpec], dict[str, CheckSettings]]:
+        """A segment's fields (the stream's, without the segment fields) and checks: its windows need
+        min_segment_count events, and the drift tests' false-discovery rate (and budget) is split over the
+        segments (Bonferroni across segments, Benjamini-Hochberg across the features of each)."""
+        skip = set(self.model.segments)
+        fields = [f for f in self.base_fields if f.name not in skip]
+        n = max(len(self.segment_labels()), 1)
+        least = self.model.min_segment_count
+        checks = {}
+        for f in fields:
+            c = self.checks[f.name]
+            drift = c.drift.model_copy(update={"fdr": c.drift.fdr / n, "min_window_count":
+                                               max(c.drift.min_window_count, least),
+                                               "p_max": None if c.drift.p_max is None else c.drift.p_max / n})
+            checks[f.name] = c.model_copy(update={"min_window_count": max(c.min_window_count, least),
+                                                  "drift": drift,
+                                                  "cusum": c.cusum.model_copy(update={"enabled": False})})
+        return fields, checks
+
     def new_partition(self, partition: int, topic_partitions: int = 1) -> StreamPartition:
+        part = self._new_partition(partition, topic_partitions)
+        if self.model_view.enabled:
+            fields, checks = self.segment_view()
+            for name, values in self.segments():
+                labels = {v: f"{name}={v}" for v in values}
+                other = f"{name}={OTHER_SEGMENT}"
+                part.add_segment(name, labels, other, {label: self._new_partition(partition, topic_partitions,
+                                                                                   fields, checks, child=True)
+                                                       for label in [*labels.values(), other]})
+        return part
+
+    def _new_partition(self, partition: int, topic_partitions: int = 1, fields: list[FieldSpec] | None = None,
+                       checks: dict[str, CheckSettings] | None = None, child: bool = False) -> StreamPartition:
         ref, contract, cbpe = self._profiles()
-        scored = self._scored
-        return StreamPartition(self.model.name, self.stream, self.topic, partition, self.fields, self.checks,
+        scored = self._scored and not child
+        fields = self.fields if fields is None else fields
+        checks = self.checks if checks is None else checks
+        return StreamPartition(self.model.name, self.stream, self.topic, partition, fields, checks,
                                self.window, reference=ref, ref_version=self.reference_version,
                                contract=contract, sentinels=self.model.sentinels,
                                version_field=self.model.version_field, id_field=self.model.id_field,
-                               uniqueness_memory=self.model.uniqueness_memory if self.stream == "features" else 0,
+                               uniqueness_memory=self.model.uniqueness_memory if self.stream == "features" and
+                               not child else 0,
                                max_duplicate_rate=self.model.max_duplicate_rate,
                                reference_rate=self.reference.event_rate if self.reference else None,
                                min_rate_ratio=self.model.min_rate_ratio, topic_partitions=topic_partitions,
@@ -202,9 +256,9 @@ class StreamProcessor(_ReferenceUser):
                                cbpe_reference=cbpe,
                                cbpe_min_drop=self.model.performance.cbpe_min_drop,
                                cbpe_min_window=self.model.performance.cbpe_min_window,
-                               emit_blocks=self.model_view.enabled, evaluate=self.partition_alerts,
-                               time_check=self._time_check(), seasons=self.seasons,
-                               multivariate=self.multivariate)
+                               emit_blocks=self.model_view.enabled, evaluate=self.partition_alerts and not child,
+                               time_check=None if child else self._time_check(), seasons=self.seasons,
+                               multivariate=None if child else self.multivariate)
 
     def decode(self, records: list[RawRecord]) -> tuple[DecodedBatch, list[Reject], list[tuple[int, int, int | None]]]:
         """Valid records, rejects, and (schema id, offset, event time) where each writer schema id first shows."""

@@ -81,8 +81,10 @@ class Incidents:
     """The open incidents of one model stream and their OPEN / UPDATED / RESOLVED transitions."""
 
     def __init__(self, model: str, stream: str, topic: str, features: int, resolve_windows: int,
-                 model_share: float, resolve_margin: float = 0.0) -> None:
+                 model_share: float, resolve_margin: float = 0.0, segment: str | None = None) -> None:
         self.model, self.stream, self.topic = model, stream, topic
+        self.segment = segment  # "<field>=<value>": the incidents of one segment's view
+        self._id_stream = stream if segment is None else f"{stream}#{segment}"
         self.features = features
         self.resolve_windows = resolve_windows
         self.resolve_margin = resolve_margin
@@ -192,8 +194,10 @@ class Incidents:
             "last_event_time": "" if span.last_time is None else str(span.last_time),
             "window_slot": str(span.slot),
             # The same for the incident's OPEN, UPDATED and RESOLVED: what receivers group its alerts by.
-            "incident": incident_id(self.model, self.stream, _inc_key(inc), inc["kind"], inc["opened"], ""),
+            "incident": incident_id(self.model, self._id_stream, _inc_key(inc), inc["kind"], inc["opened"], ""),
         })
+        if self.segment is not None:
+            evidence["segment"] = self.segment
         if inc.get("wide"):
             fields = sorted({c["field"] for c in checks.values()})
             evidence["features"] = ", ".join(fields)
@@ -207,7 +211,7 @@ class Incidents:
                 message += f" (and {len(checks) - 1} more check{'s' if len(checks) > 2 else ''})"
         severity = Severity.INFO if status == "RESOLVED" else Severity(inc["severity"])
         return Alert(
-            alert_id=incident_id(self.model, self.stream, _inc_key(inc), inc["kind"], inc["opened"], status,
+            alert_id=incident_id(self.model, self._id_stream, _inc_key(inc), inc["kind"], inc["opened"], status,
                                  inc["severity"] if status == "UPDATED" else ""),
             model=self.model,
             model_version=span.model_version,
@@ -225,6 +229,7 @@ class Incidents:
             message=message,
             evidence=evidence,
             status=status,
+            segment=self.segment,
         )
 
     def to_state(self) -> dict[str, Any]:

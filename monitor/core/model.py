@@ -90,8 +90,12 @@ class ModelStream:
         time_check: TimeCheck | None = None,
         seasons: SeasonalReference | None = None,
         send_possible: bool = False,
+        segment: str | None = None,
     ) -> None:
         self.model, self.stream, self.topic = model, stream, topic
+        # "<field>=<value>": the view of one segment's events; its slots close when the stream's do (`follow`),
+        # and it runs the features' window checks and drift only (no stream, stuck or CUSUM checks).
+        self.segment = segment
         self.window_settings, self.view = window, view
         self.ref_version = ref_version
         self.id_field = id_field
@@ -132,7 +136,7 @@ class ModelStream:
         self.incidents = Incidents(model, stream, topic, len([f for f in self.features if f != MV_FIELD]),
                                    window.resolve_windows,
                                    view.model_incident_share if stream == "features" else 0.0,
-                                   window.resolve_margin)
+                                   window.resolve_margin, segment)
         # The input topic's partition count: one never heard from (no block, no idle signal) holds the watermark.
         self.expected_partitions = expected_partitions
         self.last_results: list[CheckResult] = []  # the last evaluation (not stored; metrics)
@@ -331,9 +335,23 @@ class ModelStream:
             return None  # a first block still missing
         return int(min(holding)) - self.view.grace_ms
 
+    def follow(self, closed_slot: int | None) -> list[Alert]:
+        """A segment's view: close its slots up to the one the stream's view closed last (their blocks came
+        before the stream's blocks that moved its watermark past them)."""
+        alerts: list[Alert] = []
+        for slot in sorted(self.pending):
+            forced = len(self.pending) > self.view.max_open_slots
+            if not forced and (closed_slot is None or slot > closed_slot):
+                break
+            self.counts["forced_closes"] += int(forced)
+            alerts += self._close(slot)
+        return alerts
+
     def advance(self) -> list[Alert]:
         """Close every slot the watermark has passed (oldest first) and evaluate the window after each."""
         alerts: list[Alert] = []
+        if self.segment is not None:
+            return alerts  # a segment follows its stream
         mark = self.watermark()
         slot_ms = self.window_settings.block_ms
         for slot in sorted(self.pending):
@@ -440,7 +458,8 @@ class ModelStream:
         values, _drift = window_values(self.features, np.array([self._slot_time(int(s[0])) for s in self.slots],
                                                                 dtype=np.int64),
                                        np.array([float(s[1]) for s in self.slots]))
-        values += self._stream_checks() + self._stuck_checks()
+        if self.segment is None:
+            values += self._stream_checks() + self._stuck_checks()
         everyone = tuple(sorted({p for s in self.slots for p in s[7]}))
         # A possible drift (significant, under the effect floor) is recorded (last_drift: status, history) and
         # alerted only with alerts.send_possible, at severity POSSIBLE.
@@ -449,7 +468,7 @@ class ModelStream:
                                {**v.evidence, "level": v.level} if v.level else dict(v.evidence),
                                self._partitions(v, everyone))
                    for v in values]
-        results += detections + self.signals + self._silence_results()
+        results += detections + self.signals + (self._silence_results() if self.segment is None else [])
         if self.explain is not None and any(r.failing and r.kind in EXPLAINED for r in results):
             why = explanation(*self.explain())
             results = [replace(r, evidence={**r.evidence, **why}) if r.failing and r.kind in EXPLAINED else r

@@ -12,7 +12,7 @@ import itertools
 import math
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -58,7 +58,7 @@ from monitor.core.sketches import (
     run_tallies,
 )
 from monitor.core.sketches import N as COUNT
-from monitor.core.state_codec import BLOCKS_FIELD, encode_fields, read_fields, split_hot, stored_once
+from monitor.core.state_codec import BLOB_PREFIX, BLOCKS_FIELD, encode_fields, read_fields, split_hot, stored_once
 from monitor.core.types import META_FIELD, AlertKind
 from monitor.settings import CheckSettings, WindowSettings
 
@@ -805,6 +805,7 @@ def stream_values(id_field: str | None, count: int, duplicates: int, max_duplica
 
 RING_CHUNK = 64
 CLOSED_FIELD = "__closed__"
+SEGMENT_PREFIX = "s/"  # a segment child's state fields: s/<field>=<value>/<its field>
 # What changes at every batch in a feature's state: in one field for all features (see `split_hot`).
 HOT_PATHS = [("totals",), ("window", "open"), ("open_clipped",), ("run",), ("count",), ("missing",)]
 
@@ -932,6 +933,13 @@ class StreamPartition:
         self.model, self.stream, self.topic, self.partition = model, stream, topic, partition
         # The reference's PCA: the derived field MV_FIELD is each event's reconstruction error.
         self.multivariate = multivariate
+        # Segments (the model's `segments:`): a child partition per segment, fed its events, made by the
+        # processor (`add_segment`); a child's blocks carry its label and go out before this partition's block
+        # of the same slot, and every child block of a slot this partition closes is closed with it.
+        self.segment: str | None = None  # a child's "<field>=<value>"
+        self.segment_fields: list[tuple[str, dict[str, str], str]] = []  # (field, value -> label, the others')
+        self.children: dict[str, StreamPartition] = {}
+        self._screened: list[int | None] = []  # the last batch's event times as the blocks placed them
         # Event times out of bounds are counted (`bad_times`) and never move the windows (`screen_times`).
         self.time_check = time_check
         self.watermark = -1  # the latest in-bounds event time seen
@@ -1019,8 +1027,47 @@ class StreamPartition:
         first = self.closed_meta[0]
         return first[0], (None if first[2] < 0 else first[2]), sum(m[4] for m in self.closed_meta)
 
-    # -- the update ------------------------------------------------------------------------------
+    # -- segments --------------------------------------------------------------------------------
+    def add_segment(self, field_name: str, labels: dict[str, str], other: str,
+                    children: dict[str, StreamPartition]) -> None:
+        """Segment by `field_name`: `labels` maps a value to its child's label, the rest (and no value) go to
+        `other`; `children` by label."""
+        for label, child in children.items():
+            child.segment = label
+            self.children[label] = child
+        self.segment_fields.append((field_name, labels, other))
+
     def apply(self, batch: DecodedBatch) -> list[Finding]:
+        if not self.children or len(batch) == 0:
+            return self._apply(batch)
+        mark = len(self.emitted)
+        findings = self._apply(batch)
+        own = self.emitted[mark:]
+        del self.emitted[mark:]
+        placed = replace(batch, event_times=self._screened)
+        labels = list(self.children)
+        for field_name, by_value, other in self.segment_fields:
+            codes, names = placed.categories(field_name)
+            index = np.array([labels.index(by_value.get(v, other)) for v in names] + [labels.index(other)],
+                             dtype=np.int64)
+            which = index[codes]  # code -1 (no value) takes the last entry: the others' label
+            for k in np.unique(which).tolist():
+                self.children[labels[k]].apply(placed.take(np.flatnonzero(which == k)))
+        self._close_children(None if self.open_meta is None else int(self.open_meta[5]))
+        self.emitted += own
+        return findings
+
+    def _close_children(self, below: int | None) -> None:
+        """Close the children's open blocks of slots before `below` (None: all), and take their blocks and
+        signals, to go out before this partition's."""
+        for child in self.children.values():
+            if child.open_meta is not None and (below is None or int(child.open_meta[5]) < below):
+                child._close_block(child.events, int(child.open_meta[3]))
+            self.emitted += child.emitted
+            child.emitted = []
+
+    # -- the update ------------------------------------------------------------------------------
+    def _apply(self, batch: DecodedBatch) -> list[Finding]:
         n = len(batch)
         if n == 0:
             return []
@@ -1035,6 +1082,8 @@ class StreamPartition:
             if bad_times.any():
                 times = screened.tolist()
                 self.bad_times += int(bad_times.sum())
+        if self.children:
+            self._screened = [None if t < 0 else t for t in times]
         findings: list[Finding] = []
         version_field = self.version_field
         if "*/stream_stopped" in self.open_alerts:
@@ -1287,13 +1336,17 @@ class StreamPartition:
         block.update(seq=self.block_seq, events=int(meta[4]), duplicates=int(meta[6]), bad_times=int(meta[9]),
                      expected_correct=float(meta[7]), scored=int(meta[8]), categorical_fields=fields,
                      categorical_categories=categories, categorical_counts=counts)
+        if self.segment is not None:
+            # Stage 2 closes a segment's slots when it closes the stream's: the progress of a child's block is
+            # its own last event, which is before the stream block's of the same slot.
+            block["progress_time"] = block["end_time"]
         self.block_seq += 1
         return block
 
     def _signal(self, meta: list[Any], progress: int) -> dict[str, Any]:
         """A block with no data (seq -1): carries a schema change or a silence to the model stage."""
-        return {"model": self.model, "stream": self.stream, "topic": self.topic, "partition": self.partition,
-                "seq": -1, "slot": int(meta[5]), "slot_ms": self.window_settings.block_ms,
+        return {"model": self.model, "stream": self.stream, "segment": self.segment or "", "topic": self.topic,
+                "partition": self.partition, "seq": -1, "slot": int(meta[5]), "slot_ms": self.window_settings.block_ms,
                 "start_time": int(meta[2]), "end_time": int(meta[3]), "progress_time": int(progress),
                 "first_offset": int(meta[0]), "last_offset": int(meta[1]), "events": 0, "duplicates": 0, "bad_times": 0,
                 "expected_correct": 0.0, "scored": 0, "model_version": self.last_version,
@@ -1313,6 +1366,7 @@ class StreamPartition:
 
         The open block goes out first (its progress: just past its last event), so everything this partition
         has read is with the model stage; an event later in the same slot opens a block of its own."""
+        self._close_children(None)
         if self.open_meta is not None and self.emit_blocks:
             self._close_block(self.events, int(self.open_meta[3]) + 1 if self.open_meta[3] >= 0 else -1)
         meta = self.open_meta or (self.closed_meta[-1] if self.closed_meta else
@@ -1475,9 +1529,19 @@ class StreamPartition:
         # Changes when a block closes, not at every batch; each block's entry is stored once.
         closed = states[META_FIELD].pop("closed_meta")
         states[CLOSED_FIELD] = {"closed_meta": [stored_once(m, min_bytes=16) for m in closed]}
-        return encode_fields(split_hot(split_hot(states, HOT_PATHS), [("window", "closed")], BLOCKS_FIELD))
+        out = encode_fields(split_hot(split_hot(states, HOT_PATHS), [("window", "closed")], BLOCKS_FIELD))
+        for label, child in self.children.items():  # a child's fields under s/<label>/ (blobs are shared)
+            out.update({k if k.startswith(BLOB_PREFIX) else f"{SEGMENT_PREFIX}{label}/{k}": v
+                        for k, v in child.to_fields().items()})
+        return out
 
     def load_fields(self, fields: dict[str, bytes]) -> None:
+        for label, child in self.children.items():
+            prefix = f"{SEGMENT_PREFIX}{label}/"
+            own = {k[len(prefix):]: v for k, v in fields.items() if k.startswith(prefix)}
+            if META_FIELD in own:  # a segment new to this reference starts afresh
+                child.load_fields({**own, **{k: v for k, v in fields.items() if k.startswith(BLOB_PREFIX)}})
+        fields = {k: v for k, v in fields.items() if not k.startswith(SEGMENT_PREFIX)}
         states = read_fields(fields)
         meta = states[META_FIELD]
         meta.update(states.get(CLOSED_FIELD, {}))

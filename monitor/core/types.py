@@ -75,6 +75,7 @@ class Alert:
     message: str
     evidence: dict[str, str] = field(default_factory=dict)
     status: str = "OPEN"  # OPEN, or RESOLVED when a window check is back under its threshold
+    segment: str | None = None  # "<field>=<value>" for an incident of one segment; None for the whole stream
 
 
 def alert_id_for(topic: str, partition: int, offset: int, model: str, feature: str, check: str) -> str:

@@ -231,6 +231,10 @@ def encode_confluent(schema: Any, schema_id: int, record: Mapping[str, Any]) -> 
     return WIRE_HEADER.pack(WIRE_MAGIC, schema_id) + encode_plain(schema, record)
 
 
+# Fields appended to alert.avsc since 0.1, the newest last (each with a default).
+ADDED = ("segment",)
+
+
 def alert_schema_text() -> str:
     """schemas/alert.avsc as the registry gets it."""
     return (schemas_dir() / "alert.avsc").read_text()
@@ -246,6 +250,9 @@ class AlertCodec:
     def __init__(self, schema_id: int | None = None) -> None:
         self.schema = load_schema(schemas_dir() / "alert.avsc")
         self.schema_id = schema_id
+        # Plain alerts written before the last fields were added (they have defaults): read as written.
+        raw = json.loads(alert_schema_text())
+        self.older = [parse_schema({**raw, "fields": raw["fields"][:-k]}) for k in range(1, len(ADDED) + 1)]
 
     def encode(self, alert: Alert) -> bytes:
         record = asdict(alert)
@@ -258,9 +265,18 @@ class AlertCodec:
     def decode(self, payload: bytes) -> Alert:
         if payload[:1] == WIRE_HEADER.pack(WIRE_MAGIC, 0)[:1] and len(payload) > WIRE_HEADER.size:
             payload = payload[WIRE_HEADER.size:]
-        buf = io.BytesIO(payload)
-        rec = schemaless_reader(buf, self.schema, None)
-        assert isinstance(rec, dict)
+        rec = None
+        for schema in (self.schema, *self.older):
+            buf = io.BytesIO(payload)
+            try:
+                rec = schemaless_reader(buf, schema, None)
+            except (EOFError, StopIteration, IndexError, ValueError):
+                continue
+            if buf.tell() == len(payload):
+                break
+        if not isinstance(rec, dict) or buf.tell() != len(payload):
+            raise DecodeError("not_an_alert", "the payload is not an alert of schemas/alert.avsc")
+        rec = {**{name: None for name in ADDED}, **rec}
         rec["kind"] = AlertKind(rec["kind"])
         rec["severity"] = Severity(rec["severity"])
         rec["window"] = Window(**rec["window"])
