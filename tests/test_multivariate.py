@@ -189,3 +189,28 @@ def test_off_by_default_and_a_flip_then_goes_unseen(tmp_path: Path, ref: Referen
     """Without multivariate.enabled the same flip raises nothing: no univariate check can see it."""
     assert run(tmp_path, stream(90_000, seed=2, flip_at=60_000), ref, enabled=False) == []
     assert MV_FIELD.startswith("*")
+
+
+def test_the_report_shows_the_multivariate_check_and_its_statistic_over_time(tmp_path: Path,
+                                                                              ref: ReferenceProfile) -> None:
+    """After the flip the report's "*" row compares the window's errors with the reference's error profile
+    (over its threshold), and its chart is the history's "*" points of the stream (not a segment's)."""
+    from monitor.io.state import MemoryStore
+    from monitor.ops.report import collect
+
+    settings = settings_for(tmp_path)
+    out = replay(settings, records(stream(90_000, seed=2, flip_at=60_000)), {"pairs": ref})
+    store = MemoryStore()
+    for bp, part in out.model_parts.items():
+        snap = store.acquire(settings.blocks_topic, bp)
+        store.commit(settings.blocks_topic, bp, snap.fence, None, 1, part.to_fields(), {})
+    history = [{"stream": "features", "partition": -1, "time": START + i * 10_000,
+                "values": {"*": ["multivariate", 0.01 * i, 0.12, ""], "x": ["psi", 0.0, 0.2, ""]}} for i in range(3)]
+    history.append({"stream": "features#channel=web", "partition": -1, "time": START,
+                    "values": {"*": ["multivariate", 9.0, 0.12, ""]}})
+    features, _extra = collect(settings, settings.model("pairs"), store, ref, history)
+    mv = next(f for f in features if f.name == "*")
+    assert mv.value > mv.threshold and mv.statistic == "psi"
+    assert [h[1] for h in mv.history] == [0.0, 0.01, 0.02]
+    assert features[0].name == "*"  # open and the most drifted: first
+    assert MV_FIELD not in {f.name for f in features}

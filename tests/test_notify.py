@@ -16,6 +16,7 @@ from monitor.app.notify import (
     AlertmanagerReceiver,
     Notifier,
     WebhookReceiver,
+    am_labels,
     incident_key,
     slack_message,
 )
@@ -63,6 +64,8 @@ def test_an_incidents_three_transitions_share_one_key_and_per_partition_alerts_g
     part = Alert("x", "churn", None, AlertKind.DRIFT, "adwin", "age", Severity.WARNING, 1.0, 0.5,
                  Window(1, 2, None, None, 2), "t.features", 3, 2, None, "m", status="OPEN")
     assert incident_key(part) == incident_key(replace(part, alert_id="y", status="RESOLVED"))
+    assert am_labels(replace(opened, segment="country=MT"))["segment"] == "country=MT"
+    assert "segment" not in am_labels(opened)
     assert incident_key(part) != incident_key(replace(part, source_partition=4))
 
 

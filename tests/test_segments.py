@@ -141,3 +141,37 @@ def test_a_partitions_segments_survive_a_state_round_trip(tmp_path: Path, ref: R
     again = proc.new_partition(0)
     again.load_fields(fields)
     assert again.to_fields() == fields
+
+
+def _stored(out: Any, settings: Settings) -> Any:
+    """The replay's stage-2 state written to an in-memory store, as the daemon's checkpoints write it."""
+    from monitor.io.state import MemoryStore
+
+    store = MemoryStore()
+    for bp, part in out.model_parts.items():
+        snap = store.acquire(settings.blocks_topic, bp)
+        store.commit(settings.blocks_topic, bp, snap.fence, None, 1, part.to_fields(), {})
+    return store
+
+
+def test_status_the_page_and_the_report_show_the_segment_table(tmp_path: Path, ref: ReferenceProfile) -> None:
+    from monitor.ops.page import PageData, render_page
+    from monitor.ops.report import collect, render
+    from monitor.ops.status import collect_status
+
+    settings = settings_for(tmp_path)
+    out = run(tmp_path, stream(150_000, seed=2, shift=("MT", 48_000, 1.0)), ref)
+    store = _stored(out, settings)
+    status = collect_status(settings, store)
+    segments = status["models"]["shop"]["segments"]
+    assert len(segments) == 14 and "country=MT" in segments
+    mt = segments["country=MT"]
+    # Open: its incident names the drifted feature; its worst drift is amount's, over its threshold.
+    assert [i for i in mt["incidents"] if "DRIFT amount" in i], mt
+    assert mt["worst_feature"] == "amount" and mt["worst_value"] > mt["worst_threshold"]
+    assert all(not s["incidents"] for label, s in segments.items() if label != "country=MT")
+    page = render_page(PageData(status=status, ready=True, group="g", stages=["models"]))
+    assert page.index("country=MT") < page.index("country=US")  # the troubled segment first
+    features, extra = collect(settings, settings.model("shop"), store, ref, [])
+    html = render("shop", ref, features, extra, [])
+    assert '<table id=segments>' in html and "country=MT" in html

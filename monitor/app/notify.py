@@ -79,8 +79,8 @@ def am_labels(alert: Alert) -> dict[str, str]:
               "severity": str(alert.severity).lower(), "stream": alert.source_topic}
     if alert.source_partition >= 0:
         labels["partition"] = str(alert.source_partition)
-    if alert.evidence.get("segment"):
-        labels["segment"] = alert.evidence["segment"]
+    if alert.segment:
+        labels["segment"] = alert.segment
     return labels
 
 

@@ -79,6 +79,13 @@ def render_page(data: PageData) -> str:
         f'<td>{v["partitions"]}</td><td>{v["late_blocks"]}</td><td>{v["duplicate_blocks"]}</td>'
         f'<td>{v["open_slots"]}</td></tr>'
         for model, m in status["models"].items() for stream, v in m.get("model_view", {}).items())
+    segments = "".join(
+        f'<tr class="segment"><td>{e(model)}</td><td>{e(label)}</td><td>{seg["events"]:,} ({seg["window_events"]:,})'
+        f'</td><td>{e(seg["worst_feature"])} {e(seg["worst_statistic"])}</td><td>'
+        f'{(seg["worst_value"] / seg["worst_threshold"]) if seg["worst_threshold"] else 0.0:.2f}</td>'
+        f'<td class="{"ALERT" if seg["incidents"] else "OK"}">{e("; ".join(seg["incidents"])) or "OK"}</td></tr>'
+        for model, m in status["models"].items()
+        for label, seg in sorted(m.get("segments", {}).items(), key=lambda kv: (-len(kv[1]["incidents"]), kv[0])))
     alerts = "".join(
         f'<tr><td>{e(a.status)}</td><td>{e(str(a.kind))}</td><td>{e(a.check)}</td><td>{e(a.model)}/'
         f'{e(a.feature)}</td><td>{a.statistic:.4g} / {a.threshold:.4g}</td><td>{e(a.message)}</td>'
@@ -102,6 +109,8 @@ on this process; every partition of every model, merged; refreshes every 5 s</p>
 <th>field</th><th>checks</th><th>partitions</th></tr>{incidents}</table>
 <h2>Features (all partitions)</h2><table id=features><tr><th>model</th><th>stream</th><th>feature</th>
 <th>state</th><th>statistic</th><th>value</th><th>threshold</th><th>open checks</th></tr>{rows}</table>
+{"<h2>Segments</h2><table id=segments><tr><th>model</th><th>segment</th><th>events (window)</th><th>worst drift"
+  "</th><th>value / threshold</th><th>open incidents</th></tr>" + segments + "</table>" if segments else ""}
 <h2>Recent alerts from this process</h2><table id=alerts><tr><th>status</th><th>kind</th><th>check</th>
 <th>feature</th><th>statistic / threshold</th><th>message</th><th>evidence</th></tr>{alerts}</table>
 <details><summary>Model stage: blocks merged per stream</summary><table id=views><tr><th>model</th>

@@ -14,11 +14,13 @@ from typing import Any
 import numpy as np
 
 from monitor.core import stats
+from monitor.core.multivariate import MV_ALERT_FIELD, MV_FIELD
 from monitor.core.profiles import CategoricalProfile, NumericProfile, ReferenceProfile
 from monitor.core.sketches import HEAD, META_KEYS, unpack_array
 from monitor.core.state_codec import read_fields
 from monitor.core.types import META_FIELD
 from monitor.io.state import StateStore
+from monitor.ops.status import segment_row as _segment_row
 from monitor.settings import ModelSettings, Settings
 
 KIND_COLORS = {"DATA_QUALITY": "#d9822b", "DRIFT": "#c23030", "PREDICTION_DRIFT": "#8f398f",
@@ -57,7 +59,7 @@ class FeatureView:
 
 
 def _model_view(settings: Settings, model: ModelSettings, store: StateStore, views: dict[str, FeatureView],
-                windows: dict[str, Any], totals: dict[str, int]) -> set[str]:
+                windows: dict[str, Any], totals: dict[str, int], segments: dict[str, Any]) -> set[str]:
     """The model stage's merged windows, totals and open incidents (when it runs): the streams it covered."""
     covered: set[str] = set()
     for topic, partition in store.partitions():
@@ -76,7 +78,9 @@ def _model_view(settings: Settings, model: ModelSettings, store: StateStore, vie
             for inc in state["incidents"]["open"].values():
                 for chk in inc["checks"].values():
                     failing.setdefault(chk["field"], set()).add(chk["check"])
-            for feature, fs in state["features"].items():
+            for name, fs in state["features"].items():
+                # The derived multivariate field shows as the model-wide check it is alerted as.
+                feature = MV_ALERT_FIELD if name == MV_FIELD else name
                 v = views.setdefault(feature, FeatureView(feature, stream, fs["kind"]))
                 v.open_checks = sorted(failing.get(feature, set()))
                 if fs["kind"] == "numeric":
@@ -92,6 +96,11 @@ def _model_view(settings: Settings, model: ModelSettings, store: StateStore, vie
                         for k, n in block.items():
                             if k not in META_KEYS:
                                 merged[k] = merged.get(k, 0) + n
+        for key in sorted(k for k in read_fields(fields, [META_FIELD]).get(META_FIELD, {}).get("streams", [])
+                          if k.startswith(f"{model.name}/") and "#" in k):
+            stream_segment = key.split("/", 1)[1]
+            stream, _, segment = stream_segment.partition("#")
+            segments[segment] = {**_segment_row(stream, read_fields(fields, [key])[key])}
     return covered
 
 
@@ -105,7 +114,8 @@ def collect(settings: Settings, model: ModelSettings, store: StateStore, referen
     labels_window: np.ndarray | None = None
     labels_kind = model.type
     totals = {"events": 0, "rejects": 0}
-    merged_streams = _model_view(settings, model, store, views, windows, totals)
+    segments: dict[str, Any] = {}
+    merged_streams = _model_view(settings, model, store, views, windows, totals, segments)
     for topic, partition in store.partitions():
         if topic not in topics or topics[topic] in merged_streams:
             continue
@@ -152,6 +162,8 @@ def collect(settings: Settings, model: ModelSettings, store: StateStore, referen
                             merged[k] = merged.get(k, 0) + n
     for feature, v in views.items():
         prof = reference.fields.get(feature) if reference is not None else None
+        if feature == MV_ALERT_FIELD and reference is not None:
+            prof = reference.multivariate_profile()
         checks = settings.checks_for(model, feature)
         w = windows.get(feature)
         if isinstance(prof, NumericProfile) and isinstance(w, np.ndarray) and len(w) == len(prof.fractions):
@@ -178,13 +190,13 @@ def collect(settings: Settings, model: ModelSettings, store: StateStore, referen
             v.value = stats.statistic(v.statistic, ref_counts, cur)
             v.threshold = stats.effect_floor(v.statistic, checks.drift.threshold_for(v.statistic), ref_counts, cur)
         for point in history:
-            if feature in point["values"]:
+            if feature in point["values"] and "#" not in point["stream"]:  # the stream's, not a segment's
                 _name, value, threshold, *level = point["values"][feature]
                 v.history.append((point["time"], float(value), float(threshold)))
                 v.level = level[0] if level else ""
         v.history.sort()
     ranked = sorted(views.values(), key=lambda f: (-len(f.open_checks), -f.score, f.name))
-    extra: dict[str, Any] = {"totals": totals}
+    extra: dict[str, Any] = {"totals": totals, "segments": segments}
     if labels_window is not None:
         from monitor.core.labels import metrics
 
@@ -319,9 +331,26 @@ def render(model: str, reference: ReferenceProfile | None, features: list[Featur
 <th>state</th><th>statistic</th><th>value</th><th>threshold</th><th>open checks</th></tr>{rows}</table></div>
 <h2>Alerts</h2><div class=card><div class=legend>{legend}</div>{_timeline(alerts)}
 <p class=muted>{len(alerts)} alert events (circles: OPEN, squares: RESOLVED)</p></div>
+{_segments_html(extra.get("segments", {}))}
 <h2>Model performance (labelled window)</h2><div class=card>{perf_html}</div>
 <h2>Per feature</h2><div class=grid>{''.join(cards)}</div></body></html>
 """
+
+
+def _segments_html(segments: dict[str, Any]) -> str:
+    """The segment table: each segment's events, worst drift and open incidents, troubled ones first."""
+    if not segments:
+        return ""
+    rows = "".join(
+        f'<tr><td>{html.escape(label)}</td><td>{seg["events"]:,}</td><td>{seg["window_events"]:,}</td>'
+        f'<td>{html.escape(seg["worst_feature"])} {html.escape(seg["worst_statistic"])}</td>'
+        f'<td>{(seg["worst_value"] / seg["worst_threshold"]) if seg["worst_threshold"] else 0.0:.2f}</td>'
+        f'<td class="{"ALERT" if seg["incidents"] else "OK"}">{html.escape("; ".join(seg["incidents"])) or "OK"}'
+        f'</td></tr>'
+        for label, seg in sorted(segments.items(), key=lambda kv: (-len(kv[1]["incidents"]), kv[0])))
+    return (f'<h2>Segments</h2><div class=card><table id=segments><tr><th>segment</th><th>events</th>'
+            f'<th>in the window</th><th>worst drift</th><th>value / threshold</th><th>open incidents</th></tr>'
+            f'{rows}</table></div>')
 
 
 def _span(days: float | None) -> str:

@@ -82,6 +82,10 @@ def _model_view(models: dict[str, Any], fields: dict[str, bytes], settings: Sett
         model, _, stream = key.partition("/")
         if model not in models or not stream:
             continue
+        stream, _, segment = stream.partition("#")
+        if segment:
+            models[model].setdefault("segments", {})[segment] = segment_row(stream, state)
+            continue
         conf = settings.model(model)
         window = settings.window_for(conf)
         if len(state.get("slots", [])) >= window.blocks:
@@ -101,6 +105,19 @@ def _model_view(models: dict[str, Any], fields: dict[str, bytes], settings: Sett
             "drift": {f: {"statistic": d[0], "value": d[1], "threshold": d[2], "level": d[3] if len(d) > 3 else ""}
                       for f, d in sorted(state.get("last_drift", {}).items())},
             "incidents": sorted(incidents, key=lambda i: (i["field"], i["kind"]))}
+
+
+def segment_row(stream: str, state: dict[str, Any]) -> dict[str, Any]:
+    """One segment's view: its events, its worst drift (value over threshold) and its open incidents."""
+    drift = state.get("last_drift", {})
+    worst = max(drift.items(), key=lambda kv: (kv[1][1] / kv[1][2] if kv[1][2] else 0.0, kv[0]), default=None)
+    return {"stream": stream, "events": int(state["counts"]["events"]),
+            "window_events": int(sum(int(s[1]) for s in state.get("slots", []))),
+            "worst_feature": worst[0] if worst else "", "worst_statistic": worst[1][0] if worst else "",
+            "worst_value": float(worst[1][1]) if worst else 0.0,
+            "worst_threshold": float(worst[1][2]) if worst else 0.0,
+            "incidents": sorted(f"{inc['severity']} {inc['kind']} {inc['field']}: {', '.join(sorted(inc['checks']))}"
+                                for inc in state["incidents"]["open"].values())}
 
 
 def _merge_labels(acc: dict[str, Any], meta: dict[str, Any]) -> None:
@@ -187,6 +204,16 @@ def render_status(status: dict[str, Any]) -> None:
                     table.add_row(feature, d["statistic"], f"{d['value']:.4f}", f"{d['threshold']:.4f}",
                                   d.get("level", ""))
                 console.print(table)
+        segments = model.get("segments", {})
+        if segments:
+            table = Table("segment", "events (window)", "worst drift", "value / threshold", "open incidents",
+                          title=f"{name}: segments")
+            for label, seg in sorted(segments.items(), key=lambda kv: (-len(kv[1]["incidents"]), kv[0])):
+                ratio = seg["worst_value"] / seg["worst_threshold"] if seg["worst_threshold"] else 0.0
+                table.add_row(label, f"{seg['events']} ({seg['window_events']})",
+                              f"{seg['worst_feature']} {seg['worst_statistic']}".strip(), f"{ratio:.2f}",
+                              "; ".join(seg["incidents"]))
+            console.print(table)
         console.print(f"[bold]{name}[/bold]: {model['events']} events, {model['rejects']} rejected, "
                       f"{len(model['open_alerts'])} open alerts")
         budget = model.get("budget")
