@@ -42,13 +42,13 @@ def schema_for(n_numeric: int, n_categorical: int) -> dict[str, Any]:
 
 
 def payloads(schema: dict[str, Any], n: int, n_numeric: int, n_categorical: int,
-             events_per_s: float = 100.0) -> list[bytes]:
+             events_per_s: float = 100.0, n_values: int = 8) -> list[bytes]:
     """`n` seeded events; event times as a stream of `events_per_s` (100: event time runs far faster than the
     clock while the daemon reads them, as in a replay)."""
     rng = np.random.default_rng(SEED)
     parsed = parse_schema(schema)
     nums = rng.normal(0, 1, (n, n_numeric)).round(3)  # ~200 bytes at 20 + 5 fields
-    cats = rng.integers(0, 8, (n, n_categorical))
+    cats = rng.integers(0, n_values, (n, n_categorical))
     out = []
     for i in range(n):
         rec = {"event_id": i, "event_time": 1_767_225_600_000 + int(i * 1000 // events_per_s)}
@@ -58,10 +58,12 @@ def payloads(schema: dict[str, Any], n: int, n_numeric: int, n_categorical: int,
     return out
 
 
-def write_config(tmp: Path, schema: dict[str, Any], extra: dict[str, Any] | None = None) -> Path:
+def write_config(tmp: Path, schema: dict[str, Any], extra: dict[str, Any] | None = None,
+                 model: dict[str, Any] | None = None) -> Path:
     (tmp / "bench.avsc").write_text(json.dumps(schema))
     cfg: dict[str, Any] = {"models": [{"name": "bench", "id_field": "event_id", "time_field": "event_time",
-                                       "freshness_s": None, "features": {"topic": "bench", "schema": "bench.avsc"}}]}
+                                       "freshness_s": None, "features": {"topic": "bench", "schema": "bench.avsc"},
+                                       **(model or {})}]}
     cfg.update(extra or {})
     path = tmp / "bench.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -211,6 +213,27 @@ proc_settings: dict[int, Any] = {}  # id(processor) -> its Settings (the model s
 def processor(config: Path) -> StreamProcessor:
     settings = load_settings(config, environ={})
     proc = build_processors(settings)["bench"]
+    assert isinstance(proc, StreamProcessor)
+    proc_settings[id(proc)] = settings
+    return proc
+
+
+def referenced(config: Path, schema: dict[str, Any], data: list[bytes]) -> StreamProcessor:
+    """A processor with a reference profiled from the first 20,000 events (with the PCA of the numeric
+    fields, and the categories segments are made of)."""
+    import io
+
+    from monitor.profile.build import build_profile
+
+    settings = load_settings(config, environ={})
+    base = build_processors(settings)["bench"]
+    assert isinstance(base, StreamProcessor)
+    parsed = parse_schema(schema)
+    rows = [schemaless_reader(io.BytesIO(p), parsed, None) for p in data[:20_000]]
+    columns = {k: (np.array([r[k] for r in rows]), np.zeros(len(rows), dtype=bool)) for k in rows[0]}
+    ref = build_profile("bench", base.base_fields, columns, version="v1", source="bench", sentinels={},
+                        time_field="event_time", feature_fields=[f.name for f in base.base_fields])
+    proc = build_processors(settings, {"bench": ref})["bench"]
     assert isinstance(proc, StreamProcessor)
     proc_settings[id(proc)] = settings
     return proc
@@ -463,6 +486,23 @@ def main() -> int:
         results["pipeline_without_checkpoint_events_per_s"] = mid["none"]
         results["in_process_runs"] = {k: [round(x) for x in v] for k, v in runs.items()}
         results["redis_bytes_written_per_event"] = dict(written_per_event)
+        # Issue 15: what segments (2 fields of 10 values each: 22 views beside the stream's) and the
+        # multivariate check cost, against the same pipeline with the same reference, on the same events.
+        seg_data = payloads(schema, n, N_NUMERIC, N_CATEGORICAL, n_values=10)
+        variants = {"reference": {}, "segments": {"segments": ["c0", "c1"], "max_segments": 10},
+                    "multivariate": {"multivariate": {"enabled": True}}}
+        costs: dict[str, list[float]] = {k: [] for k in variants}
+        names = list(variants)
+        for r in range(1 if quick else 3):
+            for kind in names[r % 3:] + names[:r % 3]:
+                gc.collect()
+                folder = tmp / f"variant-{kind}-{r}"
+                folder.mkdir()
+                costs[kind].append(pipeline(referenced(write_config(folder, schema, model=variants[kind]), schema,
+                                                       seg_data), seg_data))
+        mid_costs = {k: float(np.median(v)) for k, v in costs.items()}
+        results["variants_events_per_s"] = mid_costs
+        results["variants_runs"] = {k: [round(x) for x in v] for k, v in costs.items()}
         results["labels_checkpoint_bytes_at_max_pending"] = labels_checkpoint()
         scaling = {}
         for width in (20, 200, 1000):
@@ -521,6 +561,9 @@ def main() -> int:
         "labels partition checkpoint KiB at max_pending (target <= 64)":
             results["labels_checkpoint_bytes_at_max_pending"] / 1024,
     }
+    v = results["variants_events_per_s"]
+    ratios["segments on 2 fields x 10 values / the same pipeline without"] = v["segments"] / v["reference"]
+    ratios["the multivariate check on / off"] = v["multivariate"] / v["reference"]
     if "end_to_end" in results:
         ratios["end-to-end daemon / ceiling (target >= 0.6)"] = results["end_to_end"]["events_per_s"] / c
         ratios["Redis bytes per feature (target <= 16384)"] = results["end_to_end"]["redis_bytes_per_feature"]
@@ -538,6 +581,8 @@ def main() -> int:
         print(f"{key:<62} {results[key]:>14,.0f}")
     for kind, each in results["in_process_runs"].items():
         print(f"{'  each run, ' + kind + ' (median above)':<62} {each}")
+    for kind, eps in results["variants_events_per_s"].items():
+        print(f"{'pipeline with a reference, ' + kind:<62} {eps:>14,.0f}")
     for width, ns in results["ns_per_feature_value"].items():
         print(f"{'ns per feature-value at ' + width + ' features':<62} {ns:>14,.0f}")
     print(f"{'RSS MB after ' + str(results['rss_events'] // 10) + ' / ' + str(results['rss_events']) + ' events':<62} "
