@@ -34,11 +34,13 @@ SCHEMA = {"type": "record", "name": "Order", "fields": [
     {"name": "country", "type": "string"}, {"name": "channel", "type": "string"}]}
 
 
-def stream(n: int, seed: int, shift: tuple[str, int, float] | None = None) -> dict[str, np.ndarray]:
-    """`shift`: (country, from event, size in sigmas of amount) — amount moves for that country only."""
+def stream(n: int, seed: int, shift: tuple[str, int, float] | None = None, mt_dearer: float = 0.0
+           ) -> dict[str, np.ndarray]:
+    """`shift`: (country, from event, size in sigmas of amount) — amount moves for that country only.
+    `mt_dearer`: MT's orders are always this much larger (a segment that differs by nature)."""
     rng = np.random.default_rng(seed)
     country = rng.choice(np.array(list(COUNTRIES)), n, p=np.array(list(COUNTRIES.values())))
-    amount = rng.normal(80, 20, n)
+    amount = rng.normal(80, 20, n) + np.where(country == "MT", mt_dearer, 0.0)
     if shift is not None:
         where, at, size = shift
         amount = amount + np.where((country == where) & (np.arange(n) >= at), size * 20, 0.0)
@@ -76,9 +78,10 @@ def ref(tmp_path_factory: pytest.TempPathFactory) -> ReferenceProfile:
 
     tmp = tmp_path_factory.mktemp("ref")
     cols = stream(60_000, seed=1)
-    return build_profile("shop", _model_specs(settings_for(tmp), "shop"),
-                         {k: (v, np.zeros(len(v), bool)) for k, v in cols.items()}, version="v1", source="train",
-                         sentinels={}, time_field="event_time")
+    specs = _model_specs(settings_for(tmp), "shop")
+    return build_profile("shop", specs, {k: (v, np.zeros(len(v), bool)) for k, v in cols.items()}, version="v1",
+                         source="train", sentinels={}, time_field="event_time",
+                         feature_fields=[s.name for s in specs], segments=["country", "channel"], max_segments=10)
 
 
 def run(tmp: Path, cols: dict[str, np.ndarray], ref: ReferenceProfile, batch: int = 500, **model: Any) -> Any:
@@ -175,3 +178,40 @@ def test_status_the_page_and_the_report_show_the_segment_table(tmp_path: Path, r
     features, extra = collect(settings, settings.model("shop"), store, ref, [])
     html = render("shop", ref, features, extra, [])
     assert '<table id=segments>' in html and "country=MT" in html
+
+
+def test_a_problem_of_the_whole_stream_is_one_incident_not_one_per_segment(tmp_path: Path,
+                                                                          ref: ReferenceProfile) -> None:
+    """NaN in 30% of every country's `age` from 40 minutes in: the stream's nan_rate incident, and no segment
+    opens one of its own for it (its evidence would say explained_by)."""
+    cols = stream(100_000, seed=6)
+    burst = np.arange(len(cols["age"])) >= 48_000
+    cols["age"] = np.where(burst & (np.random.default_rng(7).random(len(burst)) < 0.3), np.nan, cols["age"])
+    out = run(tmp_path, cols, ref)
+    opened = [(a.segment, a.feature, a.check) for a in out.alerts if a.status == "OPEN"]
+    assert opened == [(None, "age", "nan_rate")], opened
+    seg_views = [v for part in out.model_parts.values() for k, v in part.streams.items() if "#" in k]
+    explained = [r for v in seg_views for r in v.last_results if r.evidence.get("explained_by")]
+    assert explained and all(r.field == "age" and not r.failing for r in explained)
+
+
+def test_a_segment_that_differs_by_nature_is_compared_with_its_own_reference(tmp_path: Path) -> None:
+    """MT's orders are always 1.5 sigma larger, in training and live: with the segment's own profiles (built by
+    reference build) nothing alerts; against the overall profile alone, MT's view would alert forever."""
+    from monitor.cli.main import _model_specs
+
+    specs = _model_specs(settings_for(tmp_path), "shop")
+    cols = stream(60_000, seed=1, mt_dearer=30.0)
+    columns = {k: (v, np.zeros(len(v), bool)) for k, v in cols.items()}
+    common = {"version": "v1", "source": "train", "sentinels": {}, "time_field": "event_time",
+              "feature_fields": [s.name for s in specs]}
+    own = build_profile("shop", specs, columns, segments=["country", "channel"], max_segments=10, **common)
+    mt = own.segment_profiles("country=MT")
+    assert "country" not in mt and mt["amount"].mean == pytest.approx(float(
+        np.mean(cols["amount"][cols["country"] == "MT"])))
+    assert ReferenceProfile.from_json(own.to_json()).segment_profiles("country=MT") == mt
+    live = stream(100_000, seed=8, mt_dearer=30.0)
+    assert run(tmp_path, live, own).alerts == []
+    overall_only = build_profile("shop", specs, columns, **common)
+    flagged = {(a.segment, a.feature) for a in run(tmp_path, live, overall_only).alerts if a.status == "OPEN"}
+    assert ("country=MT", "amount") in flagged

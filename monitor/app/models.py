@@ -49,7 +49,18 @@ class ModelPartition:
             if proc.stream == "predictions" and not segment:
                 model = proc.model.name
                 view.explain = lambda: self._explain_inputs(model)
+            if segment:
+                view.stream_open = lambda: self._stream_open(base)
+                view.stream_rates = lambda: self._stream_rates(base)
         return view
+
+    def _stream_rates(self, base: str) -> dict[tuple[str, str], float]:
+        view = self.streams.get(base)
+        return dict(view.last_rates) if view is not None else {}
+
+    def _stream_open(self, base: str) -> set[str]:
+        view = self.streams.get(base)
+        return view.open_fields() if view is not None else set()
 
     def _explain_inputs(self, model: str) -> tuple[dict[str, list[Any]], dict[str, float]]:
         """The model's features stream's last drift values (this partition holds all of the model's streams:

@@ -25,7 +25,14 @@ from monitor.core.partition import (
     StreamPartition,
     TimeCheck,
 )
-from monitor.core.profiles import CategoricalProfile, Contract, FieldContract, FieldProfile, ReferenceProfile
+from monitor.core.profiles import (
+    OTHER_SEGMENT,
+    Contract,
+    FieldContract,
+    FieldProfile,
+    ReferenceProfile,
+    segment_values,
+)
 from monitor.core.schema import FieldSpec, field_types, infer_fields, schema_changes
 from monitor.core.seasons import SeasonalReference
 from monitor.core.types import Alert, RawRecord, Reject
@@ -37,7 +44,6 @@ from monitor.profile.contract import load_contract
 from monitor.settings import CheckSettings, ModelSettings, Settings, StreamSettings, WindowSettings
 
 log = structlog.get_logger("monitor.pipeline")
-OTHER_SEGMENT = "(other)"  # a segment field's values beyond max_segments (and no value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,10 +152,14 @@ class StreamProcessor(_ReferenceUser):
             return None
         return mv
 
-    def _profiles(self) -> tuple[dict[str, FieldProfile] | None, dict[str, FieldContract] | None, float | None]:
-        """This stream's reference profiles, contract and CBPE reference accuracy."""
+    def _profiles(self, segment: str | None = None
+                  ) -> tuple[dict[str, FieldProfile] | None, dict[str, FieldContract] | None, float | None]:
+        """This stream's reference profiles (a segment's own where the reference has them), contract and CBPE
+        reference accuracy."""
         names = {f.name for f in self.fields}
         ref = {k: v for k, v in self.reference.fields.items() if k in names} if self.reference else None
+        if ref is not None and segment is not None and self.reference is not None:
+            ref.update({k: v for k, v in self.reference.segment_profiles(segment).items() if k in names})
         if ref is not None and self.multivariate is not None and self.reference is not None:
             mv_profile = self.reference.multivariate_profile()
             if mv_profile is not None:
@@ -167,7 +177,7 @@ class StreamProcessor(_ReferenceUser):
     def new_model_stream(self, expected_partitions: int = 0, segment: str | None = None) -> ModelStream:
         """Stage 2's merged view of this stream over all its input partitions (how many, if known); with
         `segment`, of that segment's events (its slots close when the stream's do)."""
-        ref, contract, cbpe = self._profiles()
+        ref, contract, cbpe = self._profiles(segment)
         fields, checks = (self.fields, self.checks) if segment is None else self.segment_view()
         return ModelStream(self.model.name, self.stream, self.topic, fields, checks, self.window,
                            self.model_view, reference=ref, ref_version=self.reference_version, contract=contract,
@@ -194,12 +204,7 @@ class StreamProcessor(_ReferenceUser):
         values of each (none without a reference: a warning at start)."""
         if self.stream != "features" or not self.model.segments or self.reference is None:
             return []
-        out = []
-        for name in self.model.segments:
-            prof = self.reference.fields.get(name)
-            values = list(prof.categories[: self.model.max_segments]) if isinstance(prof, CategoricalProfile) else []
-            out.append((name, values))
-        return out
+        return [(name, segment_values(self.reference, name, self.model.max_segments)) for name in self.model.segments]
 
     def segment_labels(self) -> list[str]:
         return [label for name, values in self.segments() for label in
@@ -232,13 +237,16 @@ class StreamProcessor(_ReferenceUser):
                 labels = {v: f"{name}={v}" for v in values}
                 other = f"{name}={OTHER_SEGMENT}"
                 part.add_segment(name, labels, other, {label: self._new_partition(partition, topic_partitions,
-                                                                                   fields, checks, child=True)
+                                                                                   fields, checks, label)
                                                        for label in [*labels.values(), other]})
         return part
 
     def _new_partition(self, partition: int, topic_partitions: int = 1, fields: list[FieldSpec] | None = None,
-                       checks: dict[str, CheckSettings] | None = None, child: bool = False) -> StreamPartition:
-        ref, contract, cbpe = self._profiles()
+                       checks: dict[str, CheckSettings] | None = None, segment: str | None = None
+                       ) -> StreamPartition:
+        """A partition of the stream, or of one of its segments (`segment`: a child of the stream's)."""
+        child = segment is not None
+        ref, contract, cbpe = self._profiles(segment)
         scored = self._scored and not child
         fields = self.fields if fields is None else fields
         checks = self.checks if checks is None else checks

@@ -523,7 +523,8 @@ def _reference(settings: Settings, args: argparse.Namespace) -> int:
                                     progress=step, season=args.season, season_min_rows=args.season_min_rows,
                                     feature_fields=[s.name for s in _model_specs(settings, model.name, ("features",))],
                                     variance_share=model.multivariate.variance_share,
-                                    score_field=model.score_field)
+                                    score_field=model.score_field, segments=model.segments,
+                                    max_segments=model.max_segments)
         # The version number is taken only now: a build that failed above used none (v3 used to follow two).
         version = args.version or store.next_version(model.name)
         profile = dataclasses.replace(profile, version=version)

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from monitor.core import stats
 from monitor.core.blocks import CLIPPED, ROW_HEAD, CategoricalSummary, Layout, unpack_categorical
 from monitor.core.explain import explanation
 from monitor.core.incidents import MODEL_WIDE, CheckResult, Incidents, WindowSpan
@@ -144,6 +145,13 @@ class ModelStream:
         # The predictions stream: the features stream's last drift and the features' importance, to rank what
         # explains a prediction drift (`monitor.core.explain`); set by the model's partition.
         self.explain: Callable[[], tuple[dict[str, list[Any]], dict[str, float]]] | None = None
+        # A segment's view: the fields with an incident open in the whole stream's view. A segment's failing
+        # check of such a field opens nothing: the stream's incident has it (one problem, one incident).
+        self.stream_open: Callable[[], set[str]] | None = None
+        # ... and the stream's rates at its last evaluation: a segment's rate check fails only when its rate is
+        # significantly above the stream's (a problem of the whole stream shows in every segment, noisily).
+        self.stream_rates: Callable[[], dict[tuple[str, str], float]] | None = None
+        self.last_rates: dict[tuple[str, str], float] = {}  # (field, check) -> rate (not stored: set each time)
 
     # -- input -------------------------------------------------------------------------------------
     def add(self, block: Block, parsed: Parsed | None = None) -> list[Alert]:
@@ -469,6 +477,16 @@ class ModelStream:
                                self._partitions(v, everyone))
                    for v in values]
         results += detections + self.signals + (self._silence_results() if self.segment is None else [])
+        self.last_rates = {(r.field, r.check): r.statistic for r in results if r.check in _PART_COUNTS}
+        if self.stream_open is not None and any(r.failing for r in results):
+            covered = self.stream_open()
+            results = [replace(r, failing=False, evidence={**r.evidence, "explained_by": "the stream's incident"})
+                       if r.failing and r.field in covered else r for r in results]
+        if self.stream_rates is not None and any(r.failing and r.check in _PART_COUNTS for r in results):
+            rates = self.stream_rates()
+            n = sum(int(s[1]) for s in self.slots)
+            results = [self._versus_stream(r, rates, n) if r.failing and r.check in _PART_COUNTS else r
+                       for r in results]
         if self.explain is not None and any(r.failing and r.kind in EXPLAINED for r in results):
             why = explanation(*self.explain())
             results = [replace(r, evidence={**r.evidence, **why}) if r.failing and r.kind in EXPLAINED else r
@@ -526,6 +544,29 @@ class ModelStream:
         return out
 
     # -- persistence -------------------------------------------------------------------------------
+    def _versus_stream(self, r: CheckResult, rates: dict[tuple[str, str], float], n: int) -> CheckResult:
+        """A segment's failing rate check against the stream's rate: it stays failing only when a binomial test
+        puts the segment's count above the stream's rate (p under the feature's drift FDR, split over the
+        segments)."""
+        base = rates.get((r.field, r.check))
+        feat = self.features.get(r.field)
+        if base is None or feat is None or n <= 0:
+            return r
+        k = round(r.statistic * n)
+        p = stats.binomial_above(k, n, base)
+        evidence = {**r.evidence, "stream_rate": f"{base:.4g}", "versus_stream_p": f"{p:.3g}"}
+        if p < feat.checks.drift.fdr:
+            return replace(r, evidence=evidence)
+        return replace(r, failing=False, evidence={**evidence, "explained_by": "the stream's own rate"})
+
+    def open_fields(self) -> set[str]:
+        """The fields with an open incident (those gathered in a model-wide one too)."""
+        out = set()
+        for inc in self.incidents.open.values():
+            out.add(str(inc["field"]))
+            out.update(str(c["field"]) for c in inc["checks"].values())
+        return out
+
     def to_state(self) -> dict[str, Any]:
         return {
             "ref_version": self.ref_version,

@@ -81,6 +81,14 @@ class ReferenceProfile:
     # feature -> how much the score moves with it, in [0, 1] (|Pearson correlation| for a numeric feature, the
     # correlation ratio for a categorical one); None without a score column in the reference data.
     importance: dict[str, float] | None = None
+    # Per segment (the model's `segments:`, `<field>=<value>` or `<field>=(other)`): the other features'
+    # profiles over that segment's rows, for the segment's view; {"max_segments", "min_rows", "fields": {label:
+    # {field: profile}}}. A segment without one (too few rows) is compared with the overall profiles.
+    segments: dict[str, Any] | None = None
+
+    def segment_profiles(self, label: str) -> dict[str, FieldProfile]:
+        raw = ((self.segments or {}).get("fields") or {}).get(label) or {}
+        return {name: _profile(f) for name, f in raw.items()}
 
     def multivariate_profile(self) -> NumericProfile | None:
         raw = (self.multivariate or {}).get("profile")
@@ -97,9 +105,23 @@ class ReferenceProfile:
         raw.setdefault("seasons", None)
         raw.setdefault("multivariate", None)
         raw.setdefault("importance", None)
+        raw.setdefault("segments", None)
         for name, f in raw.pop("fields").items():
-            fields[name] = NumericProfile(**f) if f["kind"] == "numeric" else CategoricalProfile(**f)
+            fields[name] = _profile(f)
         return cls(fields=fields, **raw)
+
+
+def _profile(raw: dict[str, Any]) -> FieldProfile:
+    return NumericProfile(**raw) if raw["kind"] == "numeric" else CategoricalProfile(**raw)
+
+
+OTHER_SEGMENT = "(other)"  # a segment field's values beyond max_segments (and no value)
+
+
+def segment_values(reference: ReferenceProfile | None, field_name: str, max_segments: int) -> list[str]:
+    """The values of a segment field with a view of their own: the reference's most frequent."""
+    prof = reference.fields.get(field_name) if reference is not None else None
+    return list(prof.categories[:max_segments]) if isinstance(prof, CategoricalProfile) else []
 
 
 class FieldContract(BaseModel):

@@ -250,3 +250,12 @@ def statistic(name: str, ref: np.ndarray, cur: np.ndarray, centers: np.ndarray |
     if name == "chi2":
         return chi2_homogeneity(ref, cur).statistic
     raise ValueError(f"unknown statistic {name!r}")
+
+
+def binomial_above(k: int, n: int, rate: float) -> float:
+    """P(X >= k) for X ~ Binomial(n, rate): how surprising `k` of `n` is at `rate`."""
+    from scipy.stats import binom
+
+    if k <= 0:
+        return 1.0
+    return float(binom.sf(k - 1, n, min(max(rate, 0.0), 1.0)))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,14 @@ from monitor.core.categories import category_texts
 from monitor.core.columns import to_number
 from monitor.core.labels import classifier_block, metrics, regressor_block
 from monitor.core.multivariate import fit as fit_multivariate
-from monitor.core.profiles import CategoricalProfile, FieldProfile, NumericProfile, ReferenceProfile
+from monitor.core.profiles import (
+    OTHER_SEGMENT,
+    CategoricalProfile,
+    FieldProfile,
+    NumericProfile,
+    ReferenceProfile,
+    segment_values,
+)
 from monitor.core.schema import FieldSpec
 from monitor.core.seasons import DEFAULT_MIN_ROWS, SEASONS, season_profile
 from monitor.errors import ConfigError
@@ -195,6 +202,9 @@ def build_profile(
     feature_fields: list[str] | None = None,
     variance_share: float = 0.9,
     score_field: str | None = None,
+    segments: list[str] | None = None,
+    max_segments: int = 10,
+    segment_min_rows: int = DEFAULT_MIN_ROWS,
 ) -> ReferenceProfile:
     """Profile every monitored field present in the columns (features and, if there, predictions);
     with `performance` and a label column, also the model's reference performance; with `season`, each
@@ -255,8 +265,44 @@ def build_profile(
     importance = None
     if score_field and score_field in columns:
         importance = feature_importance(columns, {n: fields[n] for n in features}, score_field)
-    return ReferenceProfile(model, version, created, source, rows, rate, fields, perf, seasons, multivariate,
-                            importance)
+    profile = ReferenceProfile(model, version, created, source, rows, rate, fields, perf, seasons, multivariate,
+                               importance)
+    if segments:
+        profile = replace(profile, segments=segment_profiles(profile, specs, columns, sentinels,
+                                                              [n for n in features if n not in segments], segments,
+                                                              max_segments, segment_min_rows))
+    return profile
+
+
+def segment_profiles(reference: ReferenceProfile, specs: list[FieldSpec],
+                     columns: dict[str, tuple[np.ndarray, np.ndarray]], sentinels: dict[str, list[float]],
+                     profiled: list[str], segments: list[str], max_segments: int, min_rows: int) -> dict[str, Any]:
+    """Each segment's profiles of the `profiled` features over its own rows (segments with fewer than
+    `min_rows` rows get none: their view uses the overall profiles)."""
+    kinds = {s.name: s.kind for s in specs}
+    out: dict[str, dict[str, Any]] = {}
+    for name in segments:
+        if name not in columns:
+            continue
+        values, null = columns[name]
+        texts = category_texts(np.asarray(values, dtype=object)).astype(str)
+        top = segment_values(reference, name, max_segments)
+        labels = np.where(null | ~np.isin(texts, top), f"{name}={OTHER_SEGMENT}",
+                          np.char.add(f"{name}=", texts.astype(str)))
+        for label in [*(f"{name}={v}" for v in top), f"{name}={OTHER_SEGMENT}"]:
+            rows = labels == label
+            if rows.sum() < min_rows:
+                continue
+            seg: dict[str, Any] = {}
+            for field_name in profiled:
+                v, n = columns[field_name]
+                if kinds.get(field_name) == "numeric":
+                    seg[field_name] = asdict(profile_numeric(np.asarray(v, dtype=np.float64)[rows], n[rows],
+                                                             sentinels.get(field_name, [])))
+                else:
+                    seg[field_name] = asdict(profile_categorical(np.asarray(v, dtype=object)[rows], n[rows]))
+            out[label] = seg
+    return {"max_segments": max_segments, "min_rows": min_rows, "fields": out}
 
 
 def feature_importance(columns: dict[str, tuple[np.ndarray, np.ndarray]], fields: dict[str, FieldProfile],
