@@ -128,8 +128,13 @@ class Checkpointer:
 
 
 def blocks_entry_id(tp: TP, owned: Owned, made: Sequence[Mapping[str, Any]], value: bytes) -> str:
-    """Outbox ids of block messages sort in the order the blocks were made: by the first block's sequence
-    number, a message of signals alone right after the last block made before it."""
+    """Outbox ids of block messages sort in the order the blocks were made: by the first block's number in its
+    partition's order (`StreamPartition.take_emitted`: the stream's blocks, its segments' and its signals, as
+    they must reach the model stage); without one (a state of 0.3), by the first block's sequence number, a
+    message of signals alone right after the last block made before it."""
+    orders = [int(b["_order"]) for b in made if "_order" in b]
+    if orders:
+        return block_entry_id(tp[0], tp[1], orders[0])
     seqs = [int(b["seq"]) for b in made if int(b["seq"]) >= 0]
     if seqs:
         return block_entry_id(tp[0], tp[1], seqs[0])

@@ -730,8 +730,7 @@ class Daemon:
             signals: list[dict[str, Any]] = []
             if view.enabled and not owned.part.idle_sent and quiet >= view.idle_timeout_s and self._at_end(tp, owned):
                 owned.part.signal_idle()
-                signals = owned.part.emitted
-                owned.part.emitted = []
+                signals = owned.part.take_emitted()
                 if owned.stored_offset is None:
                     self._send_signals(signals)  # no state to commit yet: the signal alone, at most once more
                     signals = []

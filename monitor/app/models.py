@@ -151,14 +151,19 @@ class ModelProcessor:
             view = part.streams.get(key)
             if view is None:
                 continue
-            alerts += view.advance()
-            # Its segments close the slots it closed.
-            for seg_key in sorted(k for k in part.streams if k.startswith(key + SEGMENT_MARK)):
-                seg = part.streams[seg_key]
-                before = seg.closed_slot
-                alerts += seg.follow(view.closed_slot)
-                if seg.closed_slot != before:
-                    touched.add(seg_key)
+            segments = [(k, part.streams[k]) for k in sorted(part.streams) if k.startswith(key + SEGMENT_MARK)]
+
+            def follow(slot: int, segments: list[tuple[str, ModelStream]] = segments) -> list[Alert]:
+                """Its segments close each slot it closes, right after it (they compare with it as it was)."""
+                out: list[Alert] = []
+                for seg_key, seg in segments:
+                    before = seg.closed_slot
+                    out += seg.follow(slot)
+                    if seg.closed_slot != before:
+                        touched.add(seg_key)
+                return out
+
+            alerts += view.advance(follow if segments else None)
         part.dirty |= touched
         part.rejects += len(rejects)
         valid = len(records) - len(rejects)

@@ -424,9 +424,8 @@ class StreamProcessor(_ReferenceUser):
 
 
 def _drain(part: StreamPartition) -> list[dict[str, Any]]:
-    """The block summaries and signals the last update produced, handed over once."""
-    out, part.emitted = part.emitted, []
-    return out
+    """The block summaries and signals the last update produced, handed over once, numbered in order."""
+    return part.take_emitted()
 
 
 def _base(schema: dict[str, Any], name: str) -> str | None:

@@ -33,8 +33,9 @@ class Replay:
 
 def replay(settings: Settings, records: Mapping[tuple[str, int], list[RawRecord]],
            references: dict[str, ReferenceProfile] | None = None, blocks_partitions: int = 1,
-           batch: int = 500) -> Replay:
-    """Run `records` (per input topic and partition, in offset order) through stage 1, then stage 2."""
+           batch: int = 500, stage2_batch: int = 1) -> Replay:
+    """Run `records` (per input topic and partition, in offset order) through stage 1, then stage 2
+    (`stage2_batch` blocks messages at a time, as the daemon reads a backlog of them)."""
     processors = build_processors(settings, references)
     streams = {t: p for t, p in processors.items() if isinstance(p, StreamProcessor)}
     models = ModelProcessor(settings, streams)
@@ -59,13 +60,18 @@ def replay(settings: Settings, records: Mapping[tuple[str, int], list[RawRecord]
     released.sort(key=lambda r: r[:4])
     out.blocks = len(released)
     offsets: dict[int, int] = {}
+    waiting: dict[int, list[RawRecord]] = {}
     for _t, _topic, _p, _seq, value, model in released:
         bp = blocks_partition(model, blocks_partitions)
-        mpart = out.model_parts.setdefault(bp, models.new_partition(bp))
         offset = offsets.get(bp, 0)
         offsets[bp] = offset + 1
-        rec = RawRecord(settings.blocks_topic, bp, offset, model.encode(), value)
-        out.alerts += models.process(mpart, [rec]).alerts
+        waiting.setdefault(bp, []).append(RawRecord(settings.blocks_topic, bp, offset, model.encode(), value))
+        if len(waiting[bp]) >= stage2_batch:
+            mpart = out.model_parts.setdefault(bp, models.new_partition(bp))
+            out.alerts += models.process(mpart, waiting.pop(bp)).alerts
+    for bp, recs in sorted(waiting.items()):
+        mpart = out.model_parts.setdefault(bp, models.new_partition(bp))
+        out.alerts += models.process(mpart, recs).alerts
     return out
 
 

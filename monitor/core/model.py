@@ -355,8 +355,10 @@ class ModelStream:
             alerts += self._close(slot)
         return alerts
 
-    def advance(self) -> list[Alert]:
-        """Close every slot the watermark has passed (oldest first) and evaluate the window after each."""
+    def advance(self, after_close: Callable[[int], list[Alert]] | None = None) -> list[Alert]:
+        """Close every slot the watermark has passed (oldest first) and evaluate the window after each;
+        `after_close(slot)` right after each (the segments' views close it too, seeing this view as it was
+        at that slot)."""
         alerts: list[Alert] = []
         if self.segment is not None:
             return alerts  # a segment follows its stream
@@ -368,6 +370,8 @@ class ModelStream:
                 break
             self.counts["forced_closes"] += int(forced)
             alerts += self._close(slot)
+            if after_close is not None:
+                alerts += after_close(slot)
         return alerts
 
     def _close(self, slot: int) -> list[Alert]:

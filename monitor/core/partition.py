@@ -805,7 +805,7 @@ def stream_values(id_field: str | None, count: int, duplicates: int, max_duplica
 
 RING_CHUNK = 64
 CLOSED_FIELD = "__closed__"
-SEGMENT_PREFIX = "s/"  # a segment child's state fields: s/<field>=<value>/<its field>
+SEGMENT_PREFIX = "#seg/"  # a segment child's state fields: #seg/<field>=<value>/<its field> ("#" is in no model name)
 # What changes at every batch in a feature's state: in one field for all features (see `split_hot`).
 HOT_PATHS = [("totals",), ("window", "open"), ("open_clipped",), ("run",), ("count",), ("missing",)]
 
@@ -940,6 +940,9 @@ class StreamPartition:
         self.segment_fields: list[tuple[str, dict[str, str], str]] = []  # (field, value -> label, the others')
         self.children: dict[str, StreamPartition] = {}
         self._screened: list[int | None] = []  # the last batch's event times as the blocks placed them
+        # Every block and signal handed out (`take_emitted`) gets the next number: the order the blocks topic
+        # must keep for this partition (the stream's blocks and its segments' interleaved), stored.
+        self.emit_order = 0
         # Event times out of bounds are counted (`bad_times`) and never move the windows (`screen_times`).
         self.time_check = time_check
         self.watermark = -1  # the latest in-bounds event time seen
@@ -1056,6 +1059,15 @@ class StreamPartition:
         self._close_children(None if self.open_meta is None else int(self.open_meta[5]))
         self.emitted += own
         return findings
+
+    def take_emitted(self) -> list[dict[str, Any]]:
+        """The blocks and signals made since the last call, each numbered (`_order`, not part of the Avro
+        message) in the order they must reach the model stage."""
+        out, self.emitted = self.emitted, []
+        for block in out:
+            block["_order"] = self.emit_order
+            self.emit_order += 1
+        return out
 
     def _close_children(self, below: int | None) -> None:
         """Close the children's open blocks of slots before `below` (None: all), and take their blocks and
@@ -1508,6 +1520,7 @@ class StreamPartition:
             "rejects": self.rejects,
             "blocks_closed": self.blocks_closed,
             "block_seq": self.block_seq,
+            "emit_order": self.emit_order,
             "idle_sent": self.idle_sent,
             "closed_meta": self.closed_meta,
             "open_meta": self.open_meta,
@@ -1530,7 +1543,7 @@ class StreamPartition:
         closed = states[META_FIELD].pop("closed_meta")
         states[CLOSED_FIELD] = {"closed_meta": [stored_once(m, min_bytes=16) for m in closed]}
         out = encode_fields(split_hot(split_hot(states, HOT_PATHS), [("window", "closed")], BLOCKS_FIELD))
-        for label, child in self.children.items():  # a child's fields under s/<label>/ (blobs are shared)
+        for label, child in self.children.items():  # a child's fields under #seg/<label>/ (blobs are shared)
             out.update({k if k.startswith(BLOB_PREFIX) else f"{SEGMENT_PREFIX}{label}/{k}": v
                         for k, v in child.to_fields().items()})
         return out
@@ -1548,6 +1561,7 @@ class StreamPartition:
         self.events, self.rejects = int(meta["events"]), int(meta["rejects"])
         self.blocks_closed = int(meta.get("blocks_closed", 0))
         self.block_seq = int(meta.get("block_seq", 0))
+        self.emit_order = int(meta.get("emit_order", self.block_seq))
         self.idle_sent = bool(meta.get("idle_sent", False))
         # Block metadata of 0.1 (9 entries) gets no out-of-bounds count and no runs.
         self.closed_meta = [_full_meta(m) for m in meta["closed_meta"]]

@@ -15,9 +15,10 @@ import numpy as np
 
 from monitor.core import stats
 from monitor.core.multivariate import MV_ALERT_FIELD, MV_FIELD
+from monitor.core.partition import SEGMENT_PREFIX
 from monitor.core.profiles import CategoricalProfile, NumericProfile, ReferenceProfile
 from monitor.core.sketches import HEAD, META_KEYS, unpack_array
-from monitor.core.state_codec import read_fields
+from monitor.core.state_codec import BLOB_PREFIX, read_fields
 from monitor.core.types import META_FIELD
 from monitor.io.state import StateStore
 from monitor.ops.status import segment_row as _segment_row
@@ -122,7 +123,8 @@ def collect(settings: Settings, model: ModelSettings, store: StateStore, referen
         snap = store.read(topic, partition)
         if META_FIELD not in snap.fields:
             continue
-        states = read_fields(snap.fields, [META_FIELD] if topics[topic] == "labels" else None)
+        states = read_fields(snap.fields, [META_FIELD] if topics[topic] == "labels" else
+                             [k for k in snap.fields if not k.startswith((BLOB_PREFIX, SEGMENT_PREFIX))])
         meta = states[META_FIELD]
         if topics[topic] == "labels":
             if meta["closed"]:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
+from monitor.core.partition import SEGMENT_PREFIX
 from monitor.core.reach import minimums, unreachable
-from monitor.core.state_codec import read_fields
+from monitor.core.state_codec import BLOB_PREFIX, read_fields
 from monitor.core.types import META_FIELD
 from monitor.io.state import StateStore
 from monitor.settings import Settings
@@ -32,7 +33,9 @@ def collect_status(settings: Settings, store: StateStore) -> dict[str, Any]:
         out["partitions"][f"{topic}[{partition}]"] = snap.offset
         if META_FIELD not in snap.fields:
             continue
-        states = read_fields(snap.fields, [META_FIELD] if kind == "labels" else None)  # not each waiting label
+        # Not each waiting label; not a segment's fields (its view is stage 2's).
+        states = read_fields(snap.fields, [META_FIELD] if kind == "labels" else
+                             [k for k in snap.fields if not k.startswith((BLOB_PREFIX, SEGMENT_PREFIX))])
         meta = states[META_FIELD]
         if kind == "labels":
             out["events_by_stream"]["labels"] = out["events_by_stream"].get("labels", 0) + meta["events"]
