@@ -181,21 +181,21 @@ def test_status_the_page_and_the_report_show_the_segment_table(tmp_path: Path, r
     assert '<table id=segments>' in html and "country=MT" in html
 
 
-@pytest.mark.parametrize("stage2_batch", [1, 400])
+@pytest.mark.parametrize("stage2_batch", [1, 100_000])
 def test_a_problem_of_the_whole_stream_is_one_incident_not_one_per_segment(tmp_path: Path, ref: ReferenceProfile,
                                                                           stage2_batch: int) -> None:
-    """NaN in 30% of every country's `age` from 40 minutes in: the stream's nan_rate incident, and no segment
-    opens one of its own for it (its evidence would say explained_by) — also when stage 2 reads a backlog of
-    blocks in one batch and closes many slots at once (the segments close each right after the stream)."""
+    """NaN in 30% of every country's `age` from 40 to 50 minutes: the stream's nan_rate incident, and no
+    segment opens one of its own for it (its evidence would say explained_by) — also when stage 2 reads the
+    whole backlog of blocks in one batch and closes every slot at once (each segment closes each slot right
+    after the stream, seeing it as it was then, not as it is at the end)."""
     cols = stream(100_000, seed=6)
-    burst = np.arange(len(cols["age"])) >= 48_000
+    burst = (np.arange(len(cols["age"])) >= 48_000) & (np.arange(len(cols["age"])) < 60_000)
     cols["age"] = np.where(burst & (np.random.default_rng(7).random(len(burst)) < 0.3), np.nan, cols["age"])
     out = run(tmp_path, cols, ref, stage2_batch=stage2_batch)
     opened = [(a.segment, a.feature, a.check) for a in out.alerts if a.status == "OPEN"]
     assert opened == [(None, "age", "nan_rate")], opened
-    seg_views = [v for part in out.model_parts.values() for k, v in part.streams.items() if "#" in k]
-    explained = [r for v in seg_views for r in v.last_results if r.evidence.get("explained_by")]
-    assert explained and all(r.field == "age" and not r.failing for r in explained)
+    statuses = [a.status for a in out.alerts]
+    assert statuses[0] == "OPEN" and statuses[-1] == "RESOLVED", statuses  # the burst ended: resolved
 
 
 def test_a_segment_that_differs_by_nature_is_compared_with_its_own_reference(tmp_path: Path) -> None:
