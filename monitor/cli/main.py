@@ -534,6 +534,10 @@ def _reference(settings: Settings, args: argparse.Namespace) -> int:
         log.info("reference.built", model=model.name, version=version, rows=profile.rows,
                  fields=len(profile.fields), bytes=profile_size(profile),
                  performance=(profile.performance or {}).get("metrics"), **_season_summary(profile),
+                 multivariate=(f"{len(profile.multivariate['components'])} of {len(profile.multivariate['fields'])} "
+                               f"components" if profile.multivariate else "not fitted (fewer than two numeric "
+                               "features with rows)"),
+                 segment_profiles=len((profile.segments or {}).get("fields", {})),
                  seconds=round(time.monotonic() - started, 2), active=store.active_version(model.name) == version)
         print(version)
     elif args.action == "list":
