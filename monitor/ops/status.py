@@ -87,7 +87,8 @@ def _model_view(models: dict[str, Any], fields: dict[str, bytes], settings: Sett
             continue
         stream, _, segment = stream.partition("#")
         if segment:
-            models[model].setdefault("segments", {})[segment] = segment_row(stream, state)
+            models[model].setdefault("segments", {})[segment] = {
+                **segment_row(stream, state), "min_count": settings.model(model).min_segment_count}
             continue
         conf = settings.model(model)
         window = settings.window_for(conf)
@@ -213,9 +214,11 @@ def render_status(status: dict[str, Any]) -> None:
                           title=f"{name}: segments")
             for label, seg in sorted(segments.items(), key=lambda kv: (-len(kv[1]["incidents"]), kv[0])):
                 ratio = seg["worst_value"] / seg["worst_threshold"] if seg["worst_threshold"] else 0.0
+                waiting = seg["window_events"] < seg.get("min_count", 0)
                 table.add_row(label, f"{seg['events']} ({seg['window_events']})",
-                              f"{seg['worst_feature']} {seg['worst_statistic']}".strip(), f"{ratio:.2f}",
-                              "; ".join(seg["incidents"]))
+                              f"{seg['worst_feature']} {seg['worst_statistic']}".strip() or
+                              (f"its window needs {seg['min_count']} events (min_segment_count)" if waiting else ""),
+                              f"{ratio:.2f}", "; ".join(seg["incidents"]))
             console.print(table)
         console.print(f"[bold]{name}[/bold]: {model['events']} events, {model['rejects']} rejected, "
                       f"{len(model['open_alerts'])} open alerts")
