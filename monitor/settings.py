@@ -529,6 +529,10 @@ class Settings(_Strict):
     def admin_config(self) -> dict[str, Any]:
         return {k: v for k, v in self.kafka.items() if k not in _CONSUMER_ONLY}
 
+    def notify_group(self) -> str:
+        """notify's consumer group (and the scope of its Redis keys)."""
+        return (self.notify.group_id if self.notify is not None else None) or f"{self.group_id}-notify"
+
     def model(self, name: str) -> ModelSettings:
         for model in self.models:
             if model.name == name:

@@ -704,3 +704,22 @@ def verify_model_view(setup: Setup, config: Path, reference: Any, produced: int)
     assert len(distinct) == rejects
     assert events + len(distinct) == produced, (events, len(distinct), produced)
     return ModelViewFigures(events, len(distinct), len(dead), expected.blocks, len(copies), n_alerts), expected
+
+
+def column_records(cols: dict[str, Any], topic: str, schema: dict[str, Any], partitions: int = 3
+                   ) -> dict[tuple[str, int], list[Any]]:
+    """Rows of numpy columns (with `event_time`) as plain Avro records of `topic`, event ids e0, e1, ...,
+    dealt round robin over `partitions`, the Kafka timestamp the event time (for the in-process replay)."""
+    from monitor.core.types import RawRecord
+    from monitor.io.avro import encode_plain
+
+    out: dict[tuple[str, int], list[Any]] = {}
+    names = list(cols)
+    for i, values in enumerate(zip(*(cols[k].tolist() for k in names), strict=True)):
+        row = dict(zip(names, values, strict=True))
+        row["event_id"] = f"e{i}"
+        part = i % partitions
+        recs = out.setdefault((topic, part), [])
+        recs.append(RawRecord(topic, part, len(recs), row["event_id"].encode(), encode_plain(schema, row),
+                              timestamp_ms=int(row["event_time"])))
+    return out

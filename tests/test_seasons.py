@@ -25,10 +25,10 @@ from monitor.app.replay import replay
 from monitor.core.profiles import NumericProfile, ReferenceProfile
 from monitor.core.seasons import SEASONS, FieldSeasons, SeasonalReference, bucket_name, buckets, season_profile
 from monitor.core.types import Alert, RawRecord
-from monitor.io.avro import encode_plain
 from monitor.profile.build import build_profile, profile_numeric
 from monitor.profile.store import profile_size
 from monitor.settings import Settings, load_settings
+from tests.helpers import column_records
 
 DAY_MS = 86_400_000
 WEEK_MS = 7 * DAY_MS
@@ -94,16 +94,7 @@ def reference(tmp: Path, season: str | None, cycles: bool = True) -> ReferencePr
 
 
 def records(cols: dict[str, np.ndarray], partitions: int = 3) -> dict[tuple[str, int], list[RawRecord]]:
-    out: dict[tuple[str, int], list[RawRecord]] = {}
-    names = list(cols)
-    for i, values in enumerate(zip(*(cols[k].tolist() for k in names), strict=True)):
-        row = dict(zip(names, values, strict=True))
-        row["event_id"] = f"e{i}"
-        part = i % partitions
-        recs = out.setdefault(("loans.features", part), [])
-        recs.append(RawRecord("loans.features", part, len(recs), row["event_id"].encode(), encode_plain(SCHEMA, row),
-                              timestamp_ms=int(row["event_time"])))
-    return out
+    return column_records(cols, "loans.features", SCHEMA, partitions)
 
 
 def opened(alerts: list[Alert]) -> list[Alert]:

@@ -19,9 +19,10 @@ import yaml
 from monitor.app.replay import replay
 from monitor.core.profiles import ReferenceProfile
 from monitor.core.types import Alert, RawRecord
-from monitor.io.avro import AlertCodec, encode_plain
+from monitor.io.avro import AlertCodec
 from monitor.profile.build import build_profile
 from monitor.settings import Settings, load_settings
+from tests.helpers import column_records
 
 START = 1_780_000_000_000
 STEP_MS = 50  # 20 events a second
@@ -60,16 +61,7 @@ def settings_for(tmp: Path, **model: Any) -> Settings:
 
 
 def records(cols: dict[str, np.ndarray], partitions: int = 3) -> dict[tuple[str, int], list[RawRecord]]:
-    out: dict[tuple[str, int], list[RawRecord]] = {}
-    names = list(cols)
-    for i, values in enumerate(zip(*(cols[k].tolist() for k in names), strict=True)):
-        row = dict(zip(names, values, strict=True))
-        row["event_id"] = f"e{i}"
-        part = i % partitions
-        recs = out.setdefault(("shop.features", part), [])
-        recs.append(RawRecord("shop.features", part, len(recs), row["event_id"].encode(),
-                              encode_plain(SCHEMA, row), timestamp_ms=int(row["event_time"])))
-    return out
+    return column_records(cols, "shop.features", SCHEMA, partitions)
 
 
 @pytest.fixture(scope="module")

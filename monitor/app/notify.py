@@ -208,7 +208,7 @@ class Notifier:
             raise ConfigError("notify needs a notify: section in the config (alertmanager and/or webhooks)")
         self.settings = settings
         self.n: NotifySettings = settings.notify
-        self.group = self.n.group_id or f"{settings.group_id}-notify"
+        self.group = settings.notify_group()
         self.store = store
         self.metrics = metrics or Metrics()
         self.receivers = list(receivers) if receivers is not None else build_receivers(settings, store)

@@ -162,6 +162,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def _serve_and_run(settings: Settings, target: Any, registry: Any) -> int:
+    """Serve `target`'s /metrics, /healthz, /readyz while it runs; stop on SIGTERM or SIGINT."""
+    server = _serve(settings, target, registry)
+    if server is None:
+        return 2
+    try:
+        return int(target.run())
+    finally:
+        server.stop()
+
+
 def _serve(settings: Settings, target: Any, registry: Any) -> Any:
     """/metrics, /healthz, /readyz (and the status page) of `target`; None when the port is taken."""
     from monitor.ops.http import HealthServer
@@ -195,16 +206,9 @@ def _notify(settings: Settings, args: argparse.Namespace) -> int:
         print("model-monitor: notify needs a notify: section in the config (alertmanager and/or webhooks)",
               file=sys.stderr)
         return 2
-    group = settings.notify.group_id or f"{settings.group_id}-notify"
     notifier = Notifier(settings, RedisNotifyStore(connect(settings.redis_url, wait_s=60), settings.key_prefix,
-                                                   group))
-    server = _serve(settings, notifier, notifier.metrics.registry)
-    if server is None:
-        return 2
-    try:
-        return notifier.run()
-    finally:
-        server.stop()
+                                                   settings.notify_group()))
+    return _serve_and_run(settings, notifier, notifier.metrics.registry)
 
 
 def _run(settings: Settings, args: argparse.Namespace) -> int:
@@ -221,15 +225,9 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
                       references=RedisReferenceStore(store.client, settings.key_prefix),
                       joins=RedisJoinStore(store.client, settings.key_prefix, settings.group_id),
                       history=DriftHistory(store.client, settings.key_prefix, settings.group_id),
-                      notify_store=RedisNotifyStore(store.client, settings.key_prefix, settings.notify.group_id or
-                                                    f"{settings.group_id}-notify") if settings.notify else None)
-    server = _serve(settings, monitor, monitor.metrics.registry)
-    if server is None:
-        return 2
-    try:
-        return monitor.run()
-    finally:
-        server.stop()
+                      notify_store=RedisNotifyStore(store.client, settings.key_prefix, settings.notify_group())
+                      if settings.notify else None)
+    return _serve_and_run(settings, monitor, monitor.metrics.registry)
 
 
 def _simulate(settings: Settings, args: argparse.Namespace) -> int:

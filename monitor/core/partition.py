@@ -59,7 +59,7 @@ from monitor.core.sketches import (
 )
 from monitor.core.sketches import N as COUNT
 from monitor.core.state_codec import BLOB_PREFIX, BLOCKS_FIELD, encode_fields, read_fields, split_hot, stored_once
-from monitor.core.types import META_FIELD, AlertKind
+from monitor.core.types import META_FIELD, SEGMENT_PREFIX, AlertKind
 from monitor.settings import CheckSettings, WindowSettings
 
 # A block's numeric part as the blocks topic carries it: field names, histogram lengths, packed values.
@@ -805,7 +805,6 @@ def stream_values(id_field: str | None, count: int, duplicates: int, max_duplica
 
 RING_CHUNK = 64
 CLOSED_FIELD = "__closed__"
-SEGMENT_PREFIX = "#seg/"  # a segment child's state fields: #seg/<field>=<value>/<its field> ("#" is in no model name)
 # What changes at every batch in a feature's state: in one field for all features (see `split_hot`).
 HOT_PATHS = [("totals",), ("window", "open"), ("open_clipped",), ("run",), ("count",), ("missing",)]
 

@@ -8,6 +8,9 @@ from enum import StrEnum
 
 # The Redis hash field of a partition's bookkeeping (the others are one per feature, `<model>/<feature>`).
 META_FIELD = "__meta__"
+# A segment child's state fields in its partition's hash: #seg/<field>=<value>/<its field> ("#" is in no model
+# name, so no feature's field starts so).
+SEGMENT_PREFIX = "#seg/"
 
 
 class AlertKind(StrEnum):

@@ -15,11 +15,10 @@ import numpy as np
 
 from monitor.core import stats
 from monitor.core.multivariate import MV_ALERT_FIELD, MV_FIELD
-from monitor.core.partition import SEGMENT_PREFIX
 from monitor.core.profiles import CategoricalProfile, NumericProfile, ReferenceProfile
 from monitor.core.sketches import HEAD, META_KEYS, unpack_array
 from monitor.core.state_codec import BLOB_PREFIX, read_fields
-from monitor.core.types import META_FIELD
+from monitor.core.types import META_FIELD, SEGMENT_PREFIX
 from monitor.io.state import StateStore
 from monitor.ops.status import segment_row as _segment_row
 from monitor.settings import ModelSettings, Settings

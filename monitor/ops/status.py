@@ -5,10 +5,9 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from monitor.core.partition import SEGMENT_PREFIX
 from monitor.core.reach import minimums, unreachable
 from monitor.core.state_codec import BLOB_PREFIX, read_fields
-from monitor.core.types import META_FIELD
+from monitor.core.types import META_FIELD, SEGMENT_PREFIX
 from monitor.io.state import StateStore
 from monitor.settings import Settings
 
