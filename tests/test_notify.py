@@ -5,6 +5,8 @@ read by confluent-kafka's own AvroDeserializer."""
 from __future__ import annotations
 
 import json
+import socket
+import threading
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -226,3 +228,48 @@ def test_registry_framed_alerts_need_a_registry_url(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"set schema_registry\.url"):
         Settings.model_validate({"alerts_format": "confluent", "models": [
             {"name": "m", "features": {"topic": "f", "schema": str(tmp_path / "x.avsc")}}]})
+
+
+def test_a_stop_while_retrying_a_refusing_receiver_leaves_the_alert_to_be_sent_again(tmp_path: Path) -> None:
+    """SIGTERM while a receiver answers 503: the alert is not committed, not marked, and not in doubt (the
+    receiver said no), so the next start sends it; a stop after an unanswered attempt leaves it in doubt."""
+    opened, _, _ = _lifecycle()
+    with Receiver() as rx:
+        rx.status["/down"] = [503]
+        settings = _settings(tmp_path, {"webhooks": [{"name": "hook", "url": rx.url + "/down"}]})
+        store = MemoryNotifyStore()
+        notifier = Notifier(settings, store, clock=lambda: NOW / 1000)
+        notifier.stop_event.set()
+        assert notifier.handle(_message(opened, NOW)) is False
+        assert not store.sent("hook", opened.alert_id) and not store.in_doubt("hook", opened.alert_id)
+    # Nothing listening: never reached, not in doubt either.
+    store = MemoryNotifyStore()
+    notifier = Notifier(_settings(tmp_path, {"webhooks": [{"name": "gone", "url": f"http://127.0.0.1:{_closed_port()}/"}]}),
+                        store, clock=lambda: NOW / 1000)
+    notifier.stop_event.set()
+    assert notifier.handle(_message(opened, NOW)) is False
+    assert not store.in_doubt("gone", opened.alert_id)
+    # A receiver that reads the request and hangs up without answering: it may have taken it. In doubt.
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+
+        def hang_up() -> None:
+            conn, _ = server.accept()
+            conn.recv(65536)
+            conn.close()
+
+        threading.Thread(target=hang_up, daemon=True).start()
+        store = MemoryNotifyStore()
+        url = f"http://127.0.0.1:{server.getsockname()[1]}/"
+        notifier = Notifier(_settings(tmp_path, {"webhooks": [{"name": "mute", "url": url}]}), store,
+                            clock=lambda: NOW / 1000)
+        notifier.stop_event.set()
+        assert notifier.handle(_message(opened, NOW)) is False
+        assert store.in_doubt("mute", opened.alert_id)
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])  # closed again on return: nothing listens there

@@ -268,7 +268,9 @@ class Notifier:
             else:
                 self.store.begin(receiver.name, alert.alert_id, self._now_ms())
                 outcome = self._deliver(receiver, alert, incident)
-                if outcome is None:
+                if outcome.stopped:
+                    if not outcome.maybe_delivered:  # refused or never reached: it did not take the alert
+                        self.store.abandon(receiver.name, alert.alert_id)
                     return False
                 if outcome.ok:
                     result = "delivered"
@@ -282,8 +284,9 @@ class Notifier:
                      incident=incident, model=alert.model, feature=alert.feature, status=alert.status)
         return True
 
-    def _deliver(self, receiver: Receiver, alert: Alert, incident: str) -> Outcome | None:
-        """Retried with backoff while worth it, up to give_up_s; None when stopped meanwhile."""
+    def _deliver(self, receiver: Receiver, alert: Alert, incident: str) -> Outcome:
+        """Retried with backoff while worth it, up to give_up_s; `stopped` when the process stops meanwhile
+        (with the last attempt's answer)."""
         deadline = time.monotonic() + self.n.give_up_s
         pause = 0.5
         while True:
@@ -297,7 +300,8 @@ class Notifier:
             log.warning("notify.retry", receiver=receiver.name, detail=outcome.detail, alert_id=alert.alert_id,
                         in_s=pause)
             if self.stop_event.wait(pause):
-                return None
+                return Outcome(False, False, "stopped", outcome.status, stopped=True,
+                               maybe_delivered=outcome.maybe_delivered)
             pause = min(pause * 2, 30.0)
 
     def _dead_letter(self, msg: Message, reason: str, error_class: str, message: str,

@@ -29,6 +29,8 @@ class NotifyStore(Protocol):
 
     def in_doubt(self, receiver: str, alert_id: str) -> bool: ...
 
+    def abandon(self, receiver: str, alert_id: str) -> None: ...
+
     def forget_before(self, receiver: str, before_ms: int) -> None: ...
 
     def firing(self) -> dict[str, dict[str, Any]]: ...
@@ -58,6 +60,9 @@ class MemoryNotifyStore:
 
     def in_doubt(self, receiver: str, alert_id: str) -> bool:
         return alert_id in self.sending.get(receiver, {})
+
+    def abandon(self, receiver: str, alert_id: str) -> None:
+        self.sending.get(receiver, {}).pop(alert_id, None)
 
     def forget_before(self, receiver: str, before_ms: int) -> None:
         marks = self.marks.get(receiver, {})
@@ -101,6 +106,9 @@ class RedisNotifyStore:
     def in_doubt(self, receiver: str, alert_id: str) -> bool:
         return bool(self._call("read a delivery", self.client.hexists, f"{self.base}:sending:{receiver}",
                                alert_id))
+
+    def abandon(self, receiver: str, alert_id: str) -> None:
+        self._call("abandon a delivery", self.client.hdel, f"{self.base}:sending:{receiver}", alert_id)
 
     def forget_before(self, receiver: str, before_ms: int) -> None:
         self._call("trim marks", self.client.zremrangebyscore, self._sent_key(receiver), "-inf", f"({before_ms}")

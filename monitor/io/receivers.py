@@ -23,6 +23,10 @@ class Outcome:
     permanent: bool = False
     detail: str = ""
     status: int | None = None
+    stopped: bool = False  # given up because the process is stopping (the caller does not commit it)
+    # The request may have reached the receiver (no answer came: a timeout or a dropped connection after it
+    # was sent); False when it answered, or when no connection was made.
+    maybe_delivered: bool = False
 
 
 def post_json(url: str, body: Any, headers: dict[str, str], timeout: float) -> Outcome:
@@ -36,6 +40,7 @@ def post_json(url: str, body: Any, headers: dict[str, str], timeout: float) -> O
         status = exc.code
         permanent = 400 <= status < 500 and status not in RETRYABLE_4XX
         return Outcome(False, permanent, f"HTTP {status}", status)
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        return Outcome(False, False, f"unreachable: {type(reason).__name__}")
+    except urllib.error.URLError as exc:  # no connection (refused, no route, name, connect timeout)
+        return Outcome(False, False, f"unreachable: {type(exc.reason).__name__}")
+    except OSError as exc:  # sent, but no answer: a read timeout, the connection dropped
+        return Outcome(False, False, f"no answer: {type(exc).__name__}", maybe_delivered=True)
