@@ -365,6 +365,8 @@ def _alerts(settings: Settings, args: argparse.Namespace) -> int:
                          + (f" features={a.evidence['features']}" if "features" in a.evidence else ""))
             else:
                 where = f"at={a.source_topic}[{a.source_partition}]@{a.source_offset}"
+            if a.segment:
+                where += f" segment={a.segment}"
             print(f"{a.status:<8} {a.kind:<16} {a.check:<15} {a.model}/{a.feature:<18} "
                   f"statistic={a.statistic:.4g} threshold={a.threshold:.4g} severity={a.severity} {where}",
                   flush=True)
