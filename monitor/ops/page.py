@@ -88,7 +88,8 @@ def render_page(data: PageData) -> str:
         for label, seg in sorted(m.get("segments", {}).items(), key=lambda kv: (-len(kv[1]["incidents"]), kv[0])))
     alerts = "".join(
         f'<tr><td>{e(a.status)}</td><td>{e(str(a.kind))}</td><td>{e(a.check)}</td><td>{e(a.model)}/'
-        f'{e(a.feature)}{e(" [" + a.segment + "]") if a.segment else ""}</td><td>{a.statistic:.4g} / {a.threshold:.4g}</td><td>{e(a.message)}</td>'
+        f'{e(a.feature)}{e(" [" + a.segment + "]") if a.segment else ""}</td>'
+        f'<td>{a.statistic:.4g} / {a.threshold:.4g}</td><td>{e(a.message)}</td>'
         f'<td>{e("; ".join(f"{k}={v}" for k, v in list(a.evidence.items())[:4]))}</td></tr>'
         for a in data.recent)
     parts = "".join(
