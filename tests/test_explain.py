@@ -126,3 +126,15 @@ def test_a_prediction_drift_ranks_the_feature_the_score_leans_on_first(tmp_path:
     wide = next(a for a in opened if str(a.kind) == "DRIFT")
     assert {"x_hi", "x_lo"} <= set(wide.evidence.get("features", wide.feature).split(", "))
     assert isinstance(ReferenceProfile.from_json(ref.to_json()).importance, dict)
+
+
+def test_the_report_shows_the_ranking() -> None:
+    from monitor.ops.report import render
+
+    alert = {"status": "OPEN", "kind": "PREDICTION_DRIFT", "check": "cusum", "feature": "score", "event_time": 1,
+             "source_offset": -1, "alert_id": "a",
+             "explanation": "1. x_hi 0.253 (psi 0.265 x its threshold, importance 0.956); 2. x_lo 0.0297 (psi 1.32 x "
+                            "its threshold, importance 0.0225)", "explanation_basis": "drift size x importance"}
+    page = render("m", None, [], {"totals": {"events": 0, "rejects": 0}}, [alert])
+    table = page[page.index("<table id=explanations>"):]
+    assert table.index("<li>x_hi 0.253") < table.index("<li>x_lo 0.0297")

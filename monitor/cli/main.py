@@ -628,7 +628,9 @@ def _read_alerts(settings: Settings, model: str, idle_s: float = 2.0) -> list[di
             a = codec.decode(msg.value() or b"")
             if a.model == model:
                 out.append({"alert_id": a.alert_id, "kind": str(a.kind), "check": a.check, "feature": a.feature,
-                            "status": a.status, "event_time": a.event_time, "source_offset": a.source_offset})
+                            "status": a.status, "event_time": a.event_time, "source_offset": a.source_offset,
+                            "segment": a.segment, "explanation": a.evidence.get("explanation", ""),
+                            "explanation_basis": a.evidence.get("explanation_basis", "")})
     finally:
         consumer.close()
     return out

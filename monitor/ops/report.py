@@ -332,10 +332,24 @@ def render(model: str, reference: ReferenceProfile | None, features: list[Featur
 <th>state</th><th>statistic</th><th>value</th><th>threshold</th><th>open checks</th></tr>{rows}</table></div>
 <h2>Alerts</h2><div class=card><div class=legend>{legend}</div>{_timeline(alerts)}
 <p class=muted>{len(alerts)} alert events (circles: OPEN, squares: RESOLVED)</p></div>
-{_segments_html(extra.get("segments", {}))}
+{_segments_html(extra.get("segments", {}))}{_explanations_html(alerts)}
 <h2>Model performance (labelled window)</h2><div class=card>{perf_html}</div>
 <h2>Per feature</h2><div class=grid>{''.join(cards)}</div></body></html>
 """
+
+
+def _explanations_html(alerts: list[dict[str, Any]]) -> str:
+    """Why the output moved: each prediction drift's ranking of the features (drift size x importance)."""
+    rows = "".join(
+        f'<tr><td>{html.escape(a["status"])}</td><td>{html.escape(a["kind"])} {html.escape(a["check"])} on '
+        f'{html.escape(a["feature"])}</td><td><ol>'
+        + "".join(f"<li>{html.escape(part.split('. ', 1)[-1])}</li>" for part in a["explanation"].split("; "))
+        + f'</ol><span class=muted>{html.escape(a.get("explanation_basis", ""))}</span></td></tr>'
+        for a in alerts if a.get("explanation") and a.get("status") in ("OPEN", "UPDATED"))
+    if not rows:
+        return ""
+    return (f'<h2>Why the predictions moved</h2><div class=card><table id=explanations><tr><th>alert</th>'
+            f'<th>what</th><th>features, by contribution</th></tr>{rows}</table></div>')
 
 
 def _segments_html(segments: dict[str, Any]) -> str:
