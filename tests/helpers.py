@@ -723,3 +723,18 @@ def column_records(cols: dict[str, Any], topic: str, schema: dict[str, Any], par
         recs.append(RawRecord(topic, part, len(recs), row["event_id"].encode(), encode_plain(schema, row),
                               timestamp_ms=int(row["event_time"])))
     return out
+
+
+def debian_tool(name: str, package: str) -> str:
+    """The path of a program from a Debian package that `.ci/run` installs: skipped locally without it, a
+    failure in CI."""
+    import shutil
+
+    import pytest
+
+    path = shutil.which(name)
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{name} is missing: .ci/run installs Debian's {package} package")
+        pytest.skip(f"{name} not installed (Debian: apt-get install {package})")
+    return path

@@ -21,9 +21,9 @@ from monitor.app.replay import replay
 from monitor.core.explain import explanation, rank
 from monitor.core.profiles import CategoricalProfile, NumericProfile, ReferenceProfile
 from monitor.core.types import RawRecord
-from monitor.io.avro import encode_plain
 from monitor.profile.build import build_profile, feature_importance
 from monitor.settings import load_settings
+from tests.helpers import column_records
 
 START = 1_780_000_000_000
 STEP_MS = 50
@@ -79,18 +79,9 @@ def test_the_ranking_weighs_drift_size_by_importance() -> None:
 
 
 def _records(cols: dict[str, np.ndarray], partitions: int = 3) -> dict[tuple[str, int], list[RawRecord]]:
-    out: dict[tuple[str, int], list[RawRecord]] = {}
-    n = len(cols["event_time"])
-    for topic, schema in (("m.features", FEATURES), ("m.predictions", PREDICTIONS)):
-        names = [f["name"] for f in schema["fields"] if f["name"] != "event_id"]
-        for i in range(n):
-            row = {k: cols[k][i].item() for k in names}
-            row["event_id"] = f"e{i}"
-            part = i % partitions
-            recs = out.setdefault((topic, part), [])
-            recs.append(RawRecord(topic, part, len(recs), row["event_id"].encode(), encode_plain(schema, row),
-                                  timestamp_ms=int(row["event_time"])))
-    return out
+    """Each event on both topics (a schema's writer takes its own fields of the row)."""
+    return {**column_records(cols, "m.features", FEATURES, partitions),
+            **column_records(cols, "m.predictions", PREDICTIONS, partitions)}
 
 
 def test_a_prediction_drift_ranks_the_feature_the_score_leans_on_first(tmp_path: Path) -> None:

@@ -8,8 +8,6 @@ locally and fails in CI."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -34,6 +32,7 @@ from tests.helpers import (
     Setup,
     assert_key_layout,
     both_stages_done,
+    debian_tool,
     free_port,
     produce_simulated,
     read_topic,
@@ -66,12 +65,7 @@ def _produce(setup: Setup, alerts: list[Alert]) -> list[bytes]:
 
 
 def _tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{name} is missing: .ci/run installs Debian's {name} package")
-        pytest.skip(f"{name} not installed (Debian: apt-get install {name})")
-    return path
+    return debian_tool(name, name)
 
 
 def _http(method: str, url: str, body: Any = None) -> Any:

@@ -6,9 +6,7 @@ scraping a running daemon knows every metric the rules use. promtool and prometh
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 import urllib.request
 from pathlib import Path
@@ -17,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.helpers import MODEL_VIEW, DaemonProcess, Setup, free_port, wait_for_log, wait_until
+from tests.helpers import MODEL_VIEW, DaemonProcess, Setup, debian_tool, free_port, wait_for_log, wait_until
 
 GRAFANA = Path(__file__).resolve().parent.parent / "deploy" / "grafana"
 RULES = GRAFANA / "alert-rules.yaml"
@@ -25,12 +23,7 @@ TESTS = GRAFANA / "alert-rules.test.yaml"
 
 
 def _tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{name} is missing: .ci/run installs Debian's prometheus package")
-        pytest.skip(f"{name} not installed (Debian: apt-get install prometheus)")
-    return path
+    return debian_tool(name, "prometheus")
 
 
 def _rules() -> list[dict[str, Any]]:
