@@ -529,7 +529,8 @@ def assert_close(got: Any, want: Any, where: object, rel: float = 1e-9) -> None:
 def assert_same_state(stored: Any, expected: Any, where: object) -> None:
     """A partition's stored state against a replay of the same records: the whole state, not only counts
     (windows, detectors, alert lifecycle, cooldowns, recent ids), floats to 1e-9."""
-    assert (stored.events, stored.rejects) == (expected.events, expected.rejects), (where, stored.events, stored.rejects, expected.events, expected.rejects)
+    assert (stored.events, stored.rejects) == (expected.events, expected.rejects), \
+        (where, "stored", stored.events, stored.rejects, "replay", expected.events, expected.rejects)
     assert_close(comparable_state(stored), comparable_state(expected), where)
 
 

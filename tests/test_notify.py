@@ -273,3 +273,25 @@ def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])  # closed again on return: nothing listens there
+
+
+def test_the_readmes_alertmanager_and_notify_examples_are_valid(tmp_path: Path) -> None:
+    """What a newcomer copies: the README's `notify:` section loads, and its alertmanager.yml passes Debian's
+    `amtool check-config`."""
+    import re
+    import subprocess
+
+    import yaml
+
+    from tests.helpers import debian_tool
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    notify = yaml.safe_load(re.search(r"```yaml\n(notify:.*?)```", readme, re.S).group(1))  # type: ignore[union-attr]
+    settings = _settings(tmp_path, notify["notify"])
+    assert settings.notify is not None and [w.name for w in settings.notify.webhooks] == ["oncall-slack",
+                                                                                          "incident-service"]
+    block = re.search(r"  ```yaml\n  # alertmanager.yml\n(.*?)  ```", readme, re.S).group(1)  # type: ignore[union-attr]
+    (tmp_path / "alertmanager.yml").write_text("\n".join(line[2:] for line in block.splitlines()) + "\n")
+    out = subprocess.run([debian_tool("amtool", "prometheus-alertmanager"), "check-config",
+                          str(tmp_path / "alertmanager.yml")], capture_output=True, text=True)
+    assert out.returncode == 0 and "SUCCESS" in out.stdout, out.stdout + out.stderr
