@@ -493,9 +493,13 @@ def comparable_state(part: Any) -> dict[str, Any]:
     `stream_stopped` silence): what a replay of the same records must reproduce."""
     from monitor.core.sketches import unpack_array
     from monitor.core.state_codec import read_fields
+    from monitor.core.types import SEGMENT_PREFIX
 
     out: dict[str, Any] = {}
-    for key, state in read_fields(part.to_fields()).items():
+    own = {k: v for k, v in part.to_fields().items() if not k.startswith(SEGMENT_PREFIX)}
+    for label, child in getattr(part, "children", {}).items():  # segments: each child's state on its own
+        out[f"{SEGMENT_PREFIX}{label}"] = comparable_state(child)
+    for key, state in read_fields(own).items():
         state = plain(state)
         if key == "__meta__":
             state.pop("idle_sent", None)

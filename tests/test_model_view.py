@@ -43,8 +43,9 @@ def settings_for(tmp_path: Path, **top: Any) -> Settings:
     return load_settings(path, environ={})
 
 
-def build_reference(tmp: Path) -> ReferenceProfile:
-    """A profile of 100,000 simulated training rows (another seed than the live streams)."""
+def build_reference(tmp: Path, **extra: Any) -> ReferenceProfile:
+    """A profile of 100,000 simulated training rows (another seed than the live streams); `extra` for
+    `build_profile` (feature_fields, segments, ...)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -56,7 +57,7 @@ def build_reference(tmp: Path) -> ReferenceProfile:
     pq.write_table(pa.Table.from_pylist(rows), path)
     settings = settings_for(tmp)
     return build_profile("churn", _model_specs(settings, "churn"), read_table(path), version="v1",
-                         source=path.name, sentinels={"days_since_login": [-1.0]}, time_field="event_time")
+                         source=path.name, sentinels={"days_since_login": [-1.0]}, time_field="event_time", **extra)
 
 
 @pytest.fixture(scope="module")

@@ -172,15 +172,23 @@ def test_nan_burst_new_category_and_an_upstream_break_through_the_daemon(
 
 
 def test_20_kill_9_of_both_stages_lose_and_double_nothing(kafka_bootstrap: str, redis_url: str, tmp_path: Path,
-                                                          reference: ReferenceProfile,
                                                           daemons: list[DaemonProcess]) -> None:
-    """20 kill -9 of a daemon running both stages at random moments, restarted each time: the model stage's
-    counts and sums equal an uninterrupted in-process replay, and every incident's alerts arrive, each id
-    byte-identical however often it was re-sent."""
+    """20 kill -9 of a daemon running both stages at random moments, restarted each time: every stage-1 state
+    (segment children included) and the model stage's counts and sums (segment views included) equal an
+    uninterrupted in-process replay, and every incident's alerts arrive, each id byte-identical however often
+    it was re-sent. Segments on `region` and the multivariate check are on: their state is exactly-once too."""
+    from monitor.cli.main import _model_specs
+    from tests.test_model_view import build_reference, settings_for
+
+    features = [s.name for s in _model_specs(settings_for(tmp_path), "churn", ("features",))]
+    reference = build_reference(tmp_path, feature_fields=features, segments=["region"], max_segments=3)
     # Static membership: a restarted daemon takes its partitions back at once instead of after the session timeout.
     setup, config = _setup(kafka_bootstrap, redis_url, tmp_path, 6, reference,
                            consumer={**FAST_GROUP, "group.instance.id": "kill-test"},
                            http={"host": "127.0.0.1", "port": 0}, batch={"max_messages": 200, "timeout_s": 0.2})
+    raw = yaml.safe_load(config.read_text())
+    raw["models"][0].update({"segments": ["region"], "max_segments": 3, "multivariate": {"enabled": True}})
+    config.write_text(yaml.safe_dump(raw))
     incidents = [f"shift:feature=age,start={ONSET},length={END - ONSET},size=1",
                  "nan_burst:feature=credit_score,start=30000,length=3000,rate=0.3",
                  "new_category:feature=region,start=45000,length=3000,rate=0.3,value=atlantis"]
