@@ -201,7 +201,7 @@ class StreamProcessor(_ReferenceUser):
 
     def segments(self) -> list[tuple[str, list[str]]]:
         """(field, the values with a view of their own) of the model's segments: the reference's most frequent
-        values of each (none without a reference: a warning at start)."""
+        values of each (none without a reference)."""
         if self.stream != "features" or not self.model.segments or self.reference is None:
             return []
         return [(name, segment_values(self.reference, name, self.model.max_segments)) for name in self.model.segments]
@@ -231,9 +231,10 @@ class StreamProcessor(_ReferenceUser):
 
     def new_partition(self, partition: int, topic_partitions: int = 1) -> StreamPartition:
         part = self._new_partition(partition, topic_partitions)
-        if self.model_view.enabled:
+        segments = self.segments() if self.model_view.enabled else []
+        if segments:
             fields, checks = self.segment_view()
-            for name, values in self.segments():
+            for name, values in segments:
                 labels = {v: f"{name}={v}" for v in values}
                 other = f"{name}={OTHER_SEGMENT}"
                 part.add_segment(name, labels, other, {label: self._new_partition(partition, topic_partitions,

@@ -346,27 +346,25 @@ class ModelStream:
     def follow(self, closed_slot: int | None) -> list[Alert]:
         """A segment's view: close its slots up to the one the stream's view closed last (their blocks came
         before the stream's blocks that moved its watermark past them)."""
-        alerts: list[Alert] = []
-        for slot in sorted(self.pending):
-            forced = len(self.pending) > self.view.max_open_slots
-            if not forced and (closed_slot is None or slot > closed_slot):
-                break
-            self.counts["forced_closes"] += int(forced)
-            alerts += self._close(slot)
-        return alerts
+        return self._close_pending(lambda slot: closed_slot is not None and slot <= closed_slot)
 
     def advance(self, after_close: Callable[[int], list[Alert]] | None = None) -> list[Alert]:
         """Close every slot the watermark has passed (oldest first) and evaluate the window after each;
         `after_close(slot)` right after each (the segments' views close it too, seeing this view as it was
         at that slot)."""
-        alerts: list[Alert] = []
         if self.segment is not None:
-            return alerts  # a segment follows its stream
+            return []  # a segment follows its stream
         mark = self.watermark()
         slot_ms = self.window_settings.block_ms
+        return self._close_pending(lambda slot: mark is not None and (slot + 1) * slot_ms <= mark, after_close)
+
+    def _close_pending(self, passed: Callable[[int], bool],
+                       after_close: Callable[[int], list[Alert]] | None = None) -> list[Alert]:
+        """Close the open slots, oldest first, while `passed(slot)` (or too many are open)."""
+        alerts: list[Alert] = []
         for slot in sorted(self.pending):
             forced = len(self.pending) > self.view.max_open_slots
-            if not forced and (mark is None or (slot + 1) * slot_ms > mark):
+            if not forced and not passed(slot):
                 break
             self.counts["forced_closes"] += int(forced)
             alerts += self._close(slot)
