@@ -172,6 +172,13 @@ def _http_transport_errors() -> tuple[type[BaseException], ...]:
     return (error,) if isinstance(error, type) and issubclass(error, BaseException) else ()
 
 
+def _registry_unreachable() -> tuple[type[BaseException], ...]:
+    """What "the registry cannot be reached" looks like; anything else is a bug and is not called an outage."""
+    from confluent_kafka.schema_registry.error import OAuthTokenError
+
+    return (OAuthTokenError, OSError, *_http_transport_errors())
+
+
 def register_schema(conf: Mapping[str, str], subject: str, schema_text: str) -> int:
     """Register an Avro schema under `subject` (or find it there); its id. `DependencyUnavailable` while the
     registry cannot be reached; `ConfigError` when it refuses the schema (e.g. incompatible with the subject's
@@ -180,7 +187,7 @@ def register_schema(conf: Mapping[str, str], subject: str, schema_text: str) -> 
     from confluent_kafka.schema_registry.error import SchemaRegistryError
 
     client = registry_client(conf)
-    unreachable: tuple[type[BaseException], ...] = (OSError, *_http_transport_errors())
+    unreachable = _registry_unreachable()
     try:
         return int(client.register_schema(subject, Schema(schema_text, "AVRO")))
     except SchemaRegistryError as exc:
@@ -196,11 +203,10 @@ def register_schema(conf: Mapping[str, str], subject: str, schema_text: str) -> 
 
 def registry_lookup(conf: Mapping[str, str]) -> SchemaLookup:
     """A schema-id lookup backed by confluent-kafka's SchemaRegistryClient (`mock://` works in tests)."""
-    from confluent_kafka.schema_registry.error import OAuthTokenError, SchemaRegistryError
+    from confluent_kafka.schema_registry.error import SchemaRegistryError
 
     client = registry_client(conf)
-    # What "the registry cannot be reached" looks like; anything else is a bug and is not called an outage.
-    unreachable: tuple[type[BaseException], ...] = (OAuthTokenError, OSError, *_http_transport_errors())
+    unreachable = _registry_unreachable()
 
     def lookup(schema_id: int) -> Mapping[str, Any]:
         try:
