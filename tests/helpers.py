@@ -240,19 +240,40 @@ def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
         consumer.close()
 
 
-def read_topic(bootstrap: str, topic: str, expected: int | None = None, idle: float = 3.0) -> list[Any]:
-    """All messages of a topic (until `expected` are read, or nothing new arrives for `idle` seconds)."""
+def read_topic(bootstrap: str, topic: str, expected: int | None = None, idle: float = 3.0,
+               stuck: float = 30.0) -> list[Any]:
+    """All messages of a topic: until `expected` are read, or, without `expected`, until every partition is read
+    to the end it had when the call began and then nothing new arrives for `idle` seconds. (Idle alone ended
+    a read of a three-broker cluster's alerts before its first fetch answered.) A partition whose last
+    offsets are transaction markers may never report that end: after `stuck` seconds without a message, idle
+    alone decides."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{time.monotonic_ns()}",
                          "isolation.level": "read_committed",
                          "auto.offset.reset": "earliest", "enable.auto.commit": False})
-    consumer.assign([TopicPartition(topic, p, 0) for p in range(partition_count(consumer, topic))])
+    parts = [TopicPartition(topic, p, 0) for p in range(partition_count(consumer, topic))]
+    ends = {tp.partition: consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in parts}
+    reached = {p: 0 for p in ends}
+    consumer.assign(parts)
     out: list[Any] = []
     last = time.monotonic()
+
+    def at_ends() -> bool:
+        if all(reached[p] >= e for p, e in ends.items()):
+            return True
+        positions = consumer.position([TopicPartition(topic, p) for p in ends])
+        return all(max(reached[tp.partition], tp.offset) >= ends[tp.partition] for tp in positions)
+
     try:
-        while time.monotonic() - last < idle and (expected is None or len(out) < expected):
+        while expected is None or len(out) < expected:
+            quiet = time.monotonic() - last
+            if quiet >= idle and (expected is not None or quiet >= stuck or at_ends()):
+                break
             for msg in consumer.consume(500, 0.2):
                 if msg.error() is None:
                     out.append(msg)
+                    p, o = msg.partition(), msg.offset()
+                    assert p is not None and o is not None
+                    reached[p] = max(reached[p], o + 1)
                     last = time.monotonic()
     finally:
         consumer.close()
@@ -636,6 +657,33 @@ class ModelViewFigures:
     alert_copies: int
 
 
+def block_differences(setup: Setup, settings: Any, records: list[Any], tp: tuple[str, int]) -> str:
+    """The first block of `tp` whose offsets or counts on the blocks topic differ from a replay of its records
+    (the diagnosis of a failed exactly-once check: which records, so which owner and fault)."""
+    from monitor.app.models import ModelProcessor
+    from monitor.app.pipeline import StreamProcessor, build_processors
+
+    proc = build_processors(settings, None)[tp[0]]
+    assert isinstance(proc, StreamProcessor)
+    part = proc.new_partition(tp[1], setup.partitions)
+    want: dict[int, tuple[int, int, int]] = {}
+    for lo in range(0, len(records), 500):
+        for b in proc.process(part, records[lo:lo + 500]).blocks:
+            if b.get("segment") is None:
+                want[int(b["seq"])] = (int(b["first_offset"]), int(b["last_offset"]), int(b["events"]))
+    codec = ModelProcessor(settings, {tp[0]: proc}).codec
+    got: dict[int, set[tuple[int, int, int]]] = {}
+    for msg in read_topic(setup.bootstrap, setup.blocks, sum(end_offsets(setup.bootstrap, setup.blocks).values())):
+        for b in codec.decode(msg.value()):
+            if (b["topic"], b["partition"]) == tp and b.get("segment") is None and not b.get("idle"):
+                got.setdefault(int(b["seq"]), set()).add((int(b["first_offset"]), int(b["last_offset"]),
+                                                          int(b["events"])))
+    for seq in sorted(set(want) | set(got)):
+        if got.get(seq) != {want.get(seq)}:
+            return f"block {seq}: on the topic {sorted(got.get(seq, set()))}, replay {want.get(seq)}"
+    return "every block on the topic equals the replay's"
+
+
 def verify_model_view(setup: Setup, config: Path, reference: Any, produced: int) -> tuple[ModelViewFigures, Any]:
     """The pass condition of both stages against an uninterrupted in-process replay (`monitor.app.replay`) of
     the same input partitions: every stage-1 state equal (counts, sums, windows, detectors), every stored
@@ -672,7 +720,10 @@ def verify_model_view(setup: Setup, config: Path, reference: Any, produced: int)
         assert snap.offset == ends[tp], (tp, snap.offset, ends[tp])
         stored = expected.processors[tp[0]].new_partition(tp[1], setup.partitions)  # type: ignore[call-arg]
         stored.load_fields(snap.fields)
-        assert_same_state(stored, part, tp)
+        try:
+            assert_same_state(stored, part, tp)
+        except AssertionError as exc:  # where the stream went wrong: its blocks on the topic against the replay's
+            raise AssertionError(f"{exc}; {block_differences(setup, settings, records[tp], tp)}") from exc
         if tp[0] == setup.features:
             events += part.events
             rejects += part.rejects

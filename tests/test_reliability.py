@@ -127,6 +127,39 @@ def test_a_paused_replica_is_fenced(setup: Setup, daemons: list[DaemonProcess]) 
     print(f"scenario 3: zombie events={sorted(x for x in events if x and 'partition' in x)} {figures}")
 
 
+def test_a_fenced_static_member_replaces_its_consumer(setup: Setup, daemons: list[DaemonProcess]) -> None:
+    """A static member the coordinator fences (`FENCED_INSTANCE_ID`: here another consumer joins with its
+    group.instance.id; in the cluster chaos run, a broker failover did it to all three replicas) has a consumer
+    librdkafka declares dead (`_FATAL`). The daemon makes a new one and carries on: it stays alive, takes its
+    partitions back from the stored offsets, and nothing is lost or counted twice. (Before, it ran on with the
+    dead consumer, alive and idle, until someone restarted it.)"""
+    from confluent_kafka import Consumer
+
+    config = fast_config(setup, instance_id=f"{setup.unique}-x")
+    stream = BackgroundProducer(setup, 20_000, rate=1_500, seed=34, incidents=INCIDENTS, bad=BAD)
+    a = _start(setup, config, daemons, "a")
+    wait_for_log(a, "partitions.assigned", 60)
+    wait_until(lambda: stored_offsets(setup) > 2_000, 60, "some progress")
+    impostor = Consumer({"bootstrap.servers": setup.bootstrap, "group.id": setup.group,
+                         "group.instance.id": f"{setup.unique}-x", "enable.auto.commit": False,
+                         "session.timeout.ms": 6000, "partition.assignment.strategy": "cooperative-sticky"})
+    impostor.subscribe([setup.features, setup.predictions])
+    try:
+        wait_until(lambda: (impostor.poll(0.2), any(e.get("event") == "kafka.consumer_replaced"
+                                                     for e in a.logs()))[1], 60, "a to replace its consumer")
+    finally:
+        impostor.close()
+    rows, bad = stream.join()
+    total = total_offsets(setup)
+    wait_until(lambda: stored_offsets(setup) == total, 180, "the stream to be done")
+    assert a.proc is not None and a.proc.poll() is None, "the daemon must keep running"
+    replaced = [e for e in a.logs() if e.get("event") == "kafka.consumer_replaced"]
+    assert replaced and "fenced" in str(replaced[0].get("reason", "")).lower(), replaced
+    assert sum(e.get("event") == "partitions.assigned" and bool(e.get("partitions")) for e in a.logs()) >= 2
+    figures = verify_exactly_once(setup, config, len(rows) + bad)
+    print(f"fenced static member: replaced {len(replaced)}x {figures}")
+
+
 def _redis(setup: Setup) -> Any:
     from monitor.io.redis_client import connect
 

@@ -114,6 +114,9 @@ class Daemon:
         self.alive = True
         self.outbox = Outbox(store, self.metrics, settings.alerts_topic, settings.blocks_topic, stage)
         self.consumer: Consumer | None = None
+        # A fatal error of the consumer (`_FATAL`: e.g. a static member fenced by the coordinator after a broker
+        # failover): the loop replaces the consumer (`_replace_consumer`) instead of running on with a dead one.
+        self.consumer_fatal: str | None = None
         self._last_probe = 0.0
         self.aligned: set[TP] = set()  # input partitions paused for running ahead in event time
         self.topic_start: dict[str, int] = {}  # the earliest event time seen per input topic (alignment)
@@ -133,6 +136,8 @@ class Daemon:
 
     # -- rebalance callbacks ----------------------------------------------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if consumer is not self.consumer:
+            return  # a replaced consumer, closing (`_replace_consumer`)
         committed = None if self.stop_event.is_set() else self._committed(consumer, partitions)
         if committed is None:
             # Stopping: a rebalance can still assign partitions inside close(). Take nothing (no fence, no
@@ -245,6 +250,8 @@ class Daemon:
         part.load_fields(fields)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if consumer is not self.consumer:
+            return
         # Batches waiting for their checkpoint are written now, while this instance still owns the partitions.
         self._flush_deferred([(tp.topic, tp.partition) for tp in partitions], due_only=False, revoking=True)
         self.outbox.publish(wait=5.0)
@@ -254,6 +261,8 @@ class Daemon:
         log.info("partitions.revoked", partitions=[f"{tp.topic}[{tp.partition}]" for tp in partitions])
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if consumer is not self.consumer:
+            return
         # Write nothing: another instance may own these now, and the fence rejects our late writes.
         self._release(partitions)
         consumer.incremental_unassign(partitions)
@@ -298,10 +307,7 @@ class Daemon:
     def run(self) -> int:
         s = self.settings
         hooks = {"error_cb": self._on_kafka_error, "logger": librdkafka_logger()}
-        try:
-            self.consumer = Consumer({**s.consumer_config(), "group.id": self.group_id, **hooks})
-        except KafkaException as exc:  # librdkafka refused the settings (e.g. max.poll.interval.ms too short)
-            raise ConfigError(f"kafka/consumer settings: {exc.args[0].str()}") from exc
+        self.consumer = self._new_consumer()
         closed = False
         try:
             self.outbox.producer = Producer({**s.producer_config(), **hooks})
@@ -322,8 +328,7 @@ class Daemon:
             while s.alerts_format == "confluent" and not self._register_alert_schema() \
                     and not self.stop_event.is_set():
                 pass
-            self.consumer.subscribe(list(self.processors), on_assign=self._on_assign, on_revoke=self._on_revoke,
-                                    on_lost=self._on_lost)
+            self._subscribe()
             try:
                 metadata = self.consumer.list_topics(timeout=10)
                 self.topic_partitions = {t: len(md.partitions) for t, md in metadata.topics.items() if md.error is None}
@@ -340,6 +345,9 @@ class Daemon:
             caught_up = True
             try:
                 while not self.stop_event.is_set() and self.alive and not self.outbox.fatal:
+                    if self.consumer_fatal is not None:
+                        self._replace_consumer()
+                        continue
                     if len(self.outbox) > s.max_outbox:
                         # The alerts topic is not taking alerts: stop adding to the outbox until it drains.
                         self._outage("alerts", DependencyUnavailable(f"{len(self.outbox)} alerts undelivered"))
@@ -384,6 +392,48 @@ class Daemon:
             self.consumer = None
             self.outbox.producer = self.outbox.tx_producer = self.checkpointer.producer = None
         return 0 if self.alive and not self.outbox.fatal else 1
+
+    def _new_consumer(self) -> Consumer:
+        hooks = {"error_cb": self._on_consumer_error, "logger": librdkafka_logger()}
+        try:
+            return Consumer({**self.settings.consumer_config(), "group.id": self.group_id, **hooks})
+        except KafkaException as exc:  # librdkafka refused the settings (e.g. max.poll.interval.ms too short)
+            raise ConfigError(f"kafka/consumer settings: {exc.args[0].str()}") from exc
+
+    def _subscribe(self) -> None:
+        assert self.consumer is not None
+        self.consumer.subscribe(list(self.processors), on_assign=self._on_assign, on_revoke=self._on_revoke,
+                                on_lost=self._on_lost)
+
+    def _on_consumer_error(self, err: KafkaError) -> None:
+        """The consumer's errors: a fatal one (`_FATAL`; e.g. `FENCED_INSTANCE_ID`, a static member the
+        coordinator replaced) leaves this consumer unusable, so the loop makes a new one; configuration and
+        authorisation errors still end the daemon."""
+        if err.code() == KafkaError._FATAL:
+            log.error("kafka.consumer_fatal", reason=err.str(), action="replacing the consumer")
+            self.consumer_fatal = err.str()
+            return
+        self._on_kafka_error(err)
+
+    def _replace_consumer(self) -> None:
+        """Swap a consumer that librdkafka declared dead for a new one in the same group. Batches applied but
+        not yet written are written first (the fence decides whether they still may be); the partitions are
+        then released without more writes, as if lost, and the new consumer joins the group and takes what it
+        is given from the stored offsets."""
+        old, reason = self.consumer, self.consumer_fatal
+        owned = [TopicPartition(*tp) for tp in self.owned]
+        self._flush_deferred(list(self.owned), due_only=False, revoking=True)
+        self.outbox.publish(wait=5.0)
+        self._release(owned)
+        self.metrics.assigned.labels(self.stage).set(0)
+        self.consumer, self.consumer_fatal = None, None
+        if old is not None:
+            with contextlib.suppress(KafkaException, RuntimeError):
+                old.close()  # its rebalance callbacks see a consumer that is no longer ours and do nothing
+        self.metrics.consumer_replacements.labels(self.stage).inc()
+        self.consumer = self._new_consumer()
+        self._subscribe()
+        log.warning("kafka.consumer_replaced", stage=self.stage, reason=reason, released=len(owned))
 
     def _on_kafka_error(self, err: KafkaError) -> None:
         if is_fatal(err):
@@ -430,7 +480,7 @@ class Daemon:
             err = msg.error()
             if err is not None:
                 if err.code() != KafkaError._PARTITION_EOF:
-                    self._on_kafka_error(err)
+                    self._on_consumer_error(err)
                 continue
             raw = to_raw(msg)
             by_tp[(raw.topic, raw.partition)].append(raw)
@@ -440,9 +490,7 @@ class Daemon:
             if next_offset is not None:
                 commits.append(TopicPartition(tp[0], tp[1], next_offset))
         if commits:
-            assert self.consumer is not None
-            # Only for lag dashboards: the offsets that count are in the state store.
-            self.consumer.commit(offsets=commits, asynchronous=True)
+            self._commit(commits)
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
 
     def _process_partition(self, tp: TP, records: list[RawRecord]) -> int | None:
@@ -510,9 +558,17 @@ class Daemon:
             if due_only and (now - owned.deferred_since) * 1000 < self.settings.checkpoint_interval_ms:
                 continue
             if self._checkpoint(tp, owned, owned.applied, [], [], recovered=False, reload=not revoking):
-                assert self.consumer is not None
-                self.consumer.commit(offsets=[TopicPartition(tp[0], tp[1], owned.stored_offset or 0)],
-                                     asynchronous=True)
+                self._commit([TopicPartition(tp[0], tp[1], owned.stored_offset or 0)])
+
+    def _commit(self, offsets: list[TopicPartition]) -> None:
+        """Commit to the group, asynchronously. Only for lag dashboards: the offsets that count are in the state
+        store, so a consumer that can no longer commit (fenced, about to be replaced) changes nothing."""
+        if self.consumer is None:
+            return
+        try:
+            self.consumer.commit(offsets=offsets, asynchronous=True)
+        except KafkaException as exc:
+            log.debug("kafka.commit_failed", error=str(exc))
 
     def _apply(self, tp: TP, owned: Owned, processor: AnyProcessor | ModelProcessor,
                records: list[RawRecord]) -> BatchOutcome:

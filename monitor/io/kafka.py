@@ -59,8 +59,10 @@ def dead_letter_headers(reject: Reject) -> list[tuple[str, str | bytes | None]]:
 
 
 def is_fatal(err: KafkaError) -> bool:
-    """Fatal errors end the daemon; everything else is retried by librdkafka or by our loop."""
+    """Fatal errors end the daemon; everything else is retried by librdkafka or by our loop. (A client's fatal
+    error reaches `error_cb` as `_FATAL`, whose `fatal()` is not set; the consumer's is handled by replacing it.)"""
     return bool(err.fatal()) or err.code() in (
+        KafkaError._FATAL,
         KafkaError._AUTHENTICATION,
         KafkaError.TOPIC_AUTHORIZATION_FAILED,
         KafkaError.GROUP_AUTHORIZATION_FAILED,

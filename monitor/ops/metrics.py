@@ -57,6 +57,9 @@ class Metrics:
                                 "or with fewer in-sync replicas than min.insync.replicas while quiet past "
                                 "freshness_s: its quiet is Kafka's, not the stream's (no stream_stopped)",
                                 ["topic", "partition"], registry=r)
+        self.consumer_replacements = Counter("monitor_consumer_replacements_total", "Kafka consumers replaced "
+                                             "after a fatal error (e.g. a static member fenced by the group "
+                                             "coordinator)", ["stage"], registry=r)
         self.rollbacks = Counter("monitor_state_rollbacks_total", "Times the store was found behind what this "
                                  "replica had written to it (a Redis failover lost acknowledged writes): the "
                                  "partition was reloaded and its records consumed again", ["topic", "partition"],
