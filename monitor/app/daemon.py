@@ -51,7 +51,7 @@ from monitor.errors import ConfigError, DependencyUnavailable, FencedError, Offs
 from monitor.io.avro import AlertCodec, BlockCodec, alert_schema_text, register_schema
 from monitor.io.history import DriftHistory
 from monitor.io.join import LABELS, PREDICTIONS, JoinStore, MemoryJoinStore, watermark
-from monitor.io.kafka import Writability, is_fatal, to_raw
+from monitor.io.kafka import Writability, is_fatal, poll_paused, to_raw
 from monitor.io.state import PartitionSnapshot, StateStore, check_consistent
 from monitor.ops.logs import librdkafka_logger
 from monitor.ops.metrics import Metrics
@@ -117,6 +117,7 @@ class Daemon:
         # A fatal error of the consumer (`_FATAL`: e.g. a static member fenced by the coordinator after a broker
         # failover): the loop replaces the consumer (`_replace_consumer`) instead of running on with a dead one.
         self.consumer_fatal: str | None = None
+        self.retired: Consumer | None = None  # the consumer being replaced: its rebalance callbacks do nothing
         self._last_probe = 0.0
         self.aligned: set[TP] = set()  # input partitions paused for running ahead in event time
         self.topic_start: dict[str, int] = {}  # the earliest event time seen per input topic (alignment)
@@ -136,7 +137,7 @@ class Daemon:
 
     # -- rebalance callbacks ----------------------------------------------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        if consumer is not self.consumer:
+        if consumer is self.retired:
             return  # a replaced consumer, closing (`_replace_consumer`)
         committed = None if self.stop_event.is_set() else self._committed(consumer, partitions)
         if committed is None:
@@ -250,7 +251,7 @@ class Daemon:
         part.load_fields(fields)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        if consumer is not self.consumer:
+        if consumer is self.retired:
             return
         # Batches waiting for their checkpoint are written now, while this instance still owns the partitions.
         self._flush_deferred([(tp.topic, tp.partition) for tp in partitions], due_only=False, revoking=True)
@@ -261,7 +262,7 @@ class Daemon:
         log.info("partitions.revoked", partitions=[f"{tp.topic}[{tp.partition}]" for tp in partitions])
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        if consumer is not self.consumer:
+        if consumer is self.retired:
             return
         # Write nothing: another instance may own these now, and the fence rejects our late writes.
         self._release(partitions)
@@ -426,10 +427,11 @@ class Daemon:
         self.outbox.publish(wait=5.0)
         self._release(owned)
         self.metrics.assigned.labels(self.stage).set(0)
-        self.consumer, self.consumer_fatal = None, None
+        self.consumer, self.consumer_fatal, self.retired = None, None, old
         if old is not None:
             with contextlib.suppress(KafkaException, RuntimeError):
-                old.close()  # its rebalance callbacks see a consumer that is no longer ours and do nothing
+                old.close()  # its rebalance callbacks see the retired consumer and do nothing
+        self.retired = None
         self.metrics.consumer_replacements.labels(self.stage).inc()
         self.consumer = self._new_consumer()
         self._subscribe()
@@ -1047,11 +1049,14 @@ class Daemon:
         deadline = time.monotonic() + 1.0
         while time.monotonic() < deadline and not self.stop_event.is_set():
             if consumer is not None:
-                consumer.poll(0.1)  # paused: returns no messages, serves callbacks and heartbeats
+                poll_paused(consumer, 0.1)  # serves callbacks and heartbeats; a message is put back
             else:
                 time.sleep(0.1)
-        if consumer is not None and assignment:
-            consumer.resume(assignment)
+        if consumer is not None:
+            # What is assigned now (a rebalance inside the polls may have changed it), but the halted partitions.
+            resume = [tp for tp in consumer.assignment() if (tp.topic, tp.partition) not in self.lost]
+            if resume:
+                consumer.resume(resume)
             self.aligned = set()  # resumed with the rest; the next batch pauses again what runs ahead
 
     def _publish_view(self) -> None:

@@ -35,7 +35,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from monitor.core.types import Alert, Reject
 from monitor.errors import ConfigError, DependencyUnavailable
 from monitor.io.avro import AlertCodec
-from monitor.io.kafka import dead_letter_headers, to_raw
+from monitor.io.kafka import dead_letter_headers, poll_paused, to_raw
 from monitor.io.notify_store import NotifyStore
 from monitor.io.receivers import Outcome, post_json
 from monitor.ops.logs import librdkafka_logger
@@ -392,7 +392,7 @@ class Notifier:
                     pending = msg if pending is None else pending
                     deadline = time.monotonic() + 2.0
                     while time.monotonic() < deadline and not self.stop_event.is_set():
-                        consumer.poll(0.2)  # paused: no messages, keeps the group membership
+                        poll_paused(consumer, 0.2)  # keeps the group membership; a message is put back
                     continue
                 if pending is not None:
                     pending = None

@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType  # type: ignore[attr-defined]  # not re-exported
 from confluent_kafka.cimpl import NewTopic
 
@@ -56,6 +56,22 @@ def dead_letter_headers(reject: Reject) -> list[tuple[str, str | bytes | None]]:
         "offset": str(rec.offset),
     }
     return [*rec.headers, *((DLQ_HEADER_PREFIX + k, v.encode()) for k, v in ours.items())]
+
+
+def poll_paused(consumer: Consumer, timeout: float) -> bool:
+    """Poll a consumer whose partitions are paused, to serve its callbacks and heartbeats, reading nothing. A
+    partition assigned inside this poll is not paused and can hand over a message: that partition is paused
+    and the message put back (sought to its offset), to be read again after resume rather than skipped.
+    (The daemon dropped such a message while Redis was down: one record of a partition taken over during the
+    outage was never counted.) True if a message was put back."""
+    msg = consumer.poll(timeout)
+    if msg is None or msg.error() is not None:
+        return False
+    topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+    assert topic is not None and partition is not None and offset is not None
+    consumer.seek(TopicPartition(topic, partition, offset))
+    consumer.pause([TopicPartition(topic, partition)])
+    return True
 
 
 def is_fatal(err: KafkaError) -> bool:
