@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from monitor.cli.simulate import Incident, Simulator
@@ -240,6 +240,19 @@ def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
         consumer.close()
 
 
+def _high_watermark(consumer: Consumer, tp: TopicPartition, timeout: float = 30.0) -> int:
+    """The partition's end, asked again while the broker is not ready to answer (a topic just made has no
+    leader for a moment: NOT_LEADER_FOR_PARTITION)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return int(consumer.get_watermark_offsets(tp, timeout=10)[1])
+        except KafkaException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def read_topic(bootstrap: str, topic: str, expected: int | None = None, idle: float = 3.0,
                stuck: float = 30.0) -> list[Any]:
     """All messages of a topic: until `expected` are read, or, without `expected`, until every partition is read
@@ -251,7 +264,7 @@ def read_topic(bootstrap: str, topic: str, expected: int | None = None, idle: fl
                          "isolation.level": "read_committed",
                          "auto.offset.reset": "earliest", "enable.auto.commit": False})
     parts = [TopicPartition(topic, p, 0) for p in range(partition_count(consumer, topic))]
-    ends = {tp.partition: consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in parts}
+    ends = {tp.partition: _high_watermark(consumer, tp) for tp in parts}
     reached = {p: 0 for p in ends}
     consumer.assign(parts)
     out: list[Any] = []

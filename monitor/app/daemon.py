@@ -343,7 +343,6 @@ class Daemon:
                 decoder = getattr(proc, "decoder_kind", None)
                 if decoder is not None:
                     log.info("topic.decoder", topic=topic, decoder=decoder)
-            caught_up = True
             try:
                 while not self.stop_event.is_set() and self.alive and not self.outbox.fatal:
                     if self.consumer_fatal is not None:
@@ -356,10 +355,13 @@ class Daemon:
                         continue
                     if self.outage == "alerts":
                         self.outage = None
-                    # Caught up, with outbox entries Kafka has yet to confirm: wake up soon to forget them, rather
-                    # than wait out a whole batch timeout. (Busy, a full batch comes first: no smaller batches.)
-                    timeout = min(s.batch.timeout_s, 0.05) if caught_up and self.outbox.inflight else s.batch.timeout_s
-                    msgs = self.consumer.consume(num_messages=s.batch.max_messages, timeout=timeout)
+                    # With outbox entries Kafka has yet to confirm, or applied batches waiting for their
+                    # checkpoint, wake up soon when nothing comes (to forget the entries; to write the batches once
+                    # the backlog has ended) rather than wait out a whole batch timeout. (A consume returns with
+                    # the first message: a short wait makes no batch smaller.)
+                    waiting = self.outbox.inflight or any(o.applied is not None for o in self.owned.values())
+                    timeout = min(s.batch.timeout_s, 0.05) if waiting else s.batch.timeout_s
+                    msgs = self._consume(timeout)
                     caught_up = len(msgs) < s.batch.max_messages
                     if msgs:
                         self._handle(msgs)
@@ -393,6 +395,17 @@ class Daemon:
             self.consumer = None
             self.outbox.producer = self.outbox.tx_producer = self.checkpointer.producer = None
         return 0 if self.alive and not self.outbox.fatal else 1
+
+    def _consume(self, timeout: float) -> list[Message]:
+        """The next batch: wait up to `timeout` for the first message, then take what is already fetched, up
+        to `batch.max_messages`. (librdkafka's `consume(n, timeout)` waits for n messages or the whole timeout:
+        a stage fed slowly -- the model stage's blocks, a quiet input -- waited `batch.timeout_s` for every
+        batch, which delayed each incident by up to that much and ended every backlog with one such wait.)"""
+        assert self.consumer is not None
+        first = self.consumer.consume(num_messages=1, timeout=timeout)
+        if not first or self.settings.batch.max_messages == 1:
+            return first
+        return first + self.consumer.consume(num_messages=self.settings.batch.max_messages - 1, timeout=0)
 
     def _new_consumer(self) -> Consumer:
         hooks = {"error_cb": self._on_consumer_error, "logger": librdkafka_logger()}
@@ -535,12 +548,14 @@ class Daemon:
         return None if deferred else outcome.next_offset
 
     def _may_defer(self, processor: AnyProcessor | ModelProcessor, owned: Owned, outcome: BatchOutcome) -> bool:
-        """Whether a stage-1 batch may wait for a later checkpoint: it made nothing that leaves with a checkpoint
-        (alerts, blocks and signals go out only from a checkpointed outbox; rejects go to the dead-letter topic
-        and predictions to the join store just before theirs), and the oldest waiting batch is younger than
-        `checkpoint_interval_ms`. A crash replays the waiting batches from the stored offset."""
+        """Whether a feature/prediction batch (stage 1) or a blocks batch (stage 2) may wait for a later
+        checkpoint: it made nothing that leaves with a checkpoint (alerts, blocks and signals go out only from a
+        checkpointed outbox; rejects go to the dead-letter topic and predictions to the join store just before
+        theirs), and the oldest waiting batch is younger than `checkpoint_interval_ms`. A crash replays the
+        waiting batches from the stored offset. (Labels batches are written at once, as before.)"""
         interval = self.settings.checkpoint_interval_ms
-        if not interval or not isinstance(processor, StreamProcessor) or owned.stored_offset is None:
+        if not interval or not isinstance(processor, StreamProcessor | ModelProcessor) \
+                or owned.stored_offset is None:
             return False
         if self.outage is not None:
             return False  # the first batch through after an outage is written at once: it ends the outage

@@ -1,10 +1,11 @@
-"""Frozen dataclasses for the values that flow through the pipeline: raw records, alerts, rejects."""
+"""The values that flow through the pipeline (frozen): raw records, alerts, rejects."""
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import NamedTuple
 
 # The Redis hash field of a partition's bookkeeping (the others are one per feature, `<model>/<feature>`).
 META_FIELD = "__meta__"
@@ -33,9 +34,9 @@ class Severity(StrEnum):
     POSSIBLE = "POSSIBLE"
 
 
-@dataclass(frozen=True, slots=True)
-class RawRecord:
-    """One consumed Kafka message, as bytes; `offset` is its position in `topic`/`partition`."""
+class RawRecord(NamedTuple):
+    """One consumed Kafka message, as bytes; `offset` is its position in `topic`/`partition`. (A named tuple,
+    not a frozen dataclass: the daemon makes one per message, and a tuple is made in a third of the time.)"""
 
     topic: str
     partition: int

@@ -26,22 +26,16 @@ def _bytes(value: str | bytes | None) -> bytes:
 
 
 def to_raw(msg: Message) -> RawRecord:
-    """A consumed message (never an error event) as a plain frozen value."""
+    """A consumed message (never an error event) as a plain frozen value. (Once per message in the daemon:
+    positional arguments, and headers looked at only when there are some.)"""
     ts_type, ts = msg.timestamp()
-    raw_headers = msg.headers() or []
-    pairs = raw_headers.items() if isinstance(raw_headers, dict) else raw_headers
-    headers = tuple((str(k), _bytes(v)) for k, v in pairs)
+    raw_headers = msg.headers()
+    headers = () if not raw_headers else tuple(
+        (str(k), _bytes(v)) for k, v in (raw_headers.items() if isinstance(raw_headers, dict) else raw_headers))
     topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
     assert topic is not None and partition is not None and offset is not None
-    return RawRecord(
-        topic=topic,
-        partition=partition,
-        offset=offset,
-        key=msg.key(),
-        value=msg.value(),
-        headers=headers,
-        timestamp_ms=ts if ts_type != 0 and ts >= 0 else None,
-    )
+    return RawRecord(topic, partition, offset, msg.key(), msg.value(), headers,
+                     ts if ts_type != 0 and ts >= 0 else None)
 
 
 def dead_letter_headers(reject: Reject) -> list[tuple[str, str | bytes | None]]:
