@@ -355,14 +355,20 @@ class Daemon:
                         continue
                     if self.outage == "alerts":
                         self.outage = None
-                    # With outbox entries Kafka has yet to confirm, or applied batches waiting for their
-                    # checkpoint, wake up soon when nothing comes (to forget the entries; to write the batches once
-                    # the backlog has ended) rather than wait out a whole batch timeout. (A consume returns with
-                    # the first message: a short wait makes no batch smaller.)
+                    # A consume waits for a full batch or the whole timeout. With outbox entries Kafka has yet to
+                    # confirm, or applied batches waiting for their checkpoint, wait at most 50 ms (to forget the
+                    # entries; to write the batches once a backlog has ended: a backlog ending on a full batch
+                    # kept its last checkpoint waiting batch.timeout_s). The model stage always does: its blocks
+                    # come a few at a time, never a full batch, and each waited out the timeout (an incident's
+                    # delay, and the end of every backlog). Busy, a full batch comes first: no smaller batches.
                     waiting = self.outbox.inflight or any(o.applied is not None for o in self.owned.values())
-                    timeout = min(s.batch.timeout_s, 0.05) if waiting else s.batch.timeout_s
-                    msgs = self._consume(timeout)
-                    caught_up = len(msgs) < s.batch.max_messages
+                    short = waiting or self.stage == "models"
+                    timeout = min(s.batch.timeout_s, 0.05) if short else s.batch.timeout_s
+                    msgs = self.consumer.consume(num_messages=s.batch.max_messages, timeout=timeout)
+                    # Caught up: stage 1, a batch that is not full; the model stage, whose batches never are, a
+                    # consume that brought nothing (its blocks stopped coming for 50 ms). Then the batches waiting
+                    # for their checkpoint are written.
+                    caught_up = (not msgs) if self.stage == "models" else len(msgs) < s.batch.max_messages
                     if msgs:
                         self._handle(msgs)
                         self._align()
@@ -395,17 +401,6 @@ class Daemon:
             self.consumer = None
             self.outbox.producer = self.outbox.tx_producer = self.checkpointer.producer = None
         return 0 if self.alive and not self.outbox.fatal else 1
-
-    def _consume(self, timeout: float) -> list[Message]:
-        """The next batch: wait up to `timeout` for the first message, then take what is already fetched, up
-        to `batch.max_messages`. (librdkafka's `consume(n, timeout)` waits for n messages or the whole timeout:
-        a stage fed slowly -- the model stage's blocks, a quiet input -- waited `batch.timeout_s` for every
-        batch, which delayed each incident by up to that much and ended every backlog with one such wait.)"""
-        assert self.consumer is not None
-        first = self.consumer.consume(num_messages=1, timeout=timeout)
-        if not first or self.settings.batch.max_messages == 1:
-            return first
-        return first + self.consumer.consume(num_messages=self.settings.batch.max_messages - 1, timeout=0)
 
     def _new_consumer(self) -> Consumer:
         hooks = {"error_cb": self._on_consumer_error, "logger": librdkafka_logger()}
