@@ -670,25 +670,22 @@ class ModelViewFigures:
     alert_copies: int
 
 
-def block_differences(setup: Setup, settings: Any, records: list[Any], tp: tuple[str, int]) -> str:
+def block_differences(setup: Setup, expected: Any, records: list[Any], tp: tuple[str, int]) -> str:
     """The first block of `tp` whose offsets or counts on the blocks topic differ from a replay of its records
-    (the diagnosis of a failed exactly-once check: which records, so which owner and fault)."""
-    from monitor.app.models import ModelProcessor
-    from monitor.app.pipeline import StreamProcessor, build_processors
-
-    proc = build_processors(settings, None)[tp[0]]
-    assert isinstance(proc, StreamProcessor)
+    with the replay's processor (the diagnosis of a failed exactly-once check: which records, so which owner
+    and fault)."""
+    proc = expected.processors[tp[0]]
     part = proc.new_partition(tp[1], setup.partitions)
     want: dict[int, tuple[int, int, int]] = {}
     for lo in range(0, len(records), 500):
         for b in proc.process(part, records[lo:lo + 500]).blocks:
-            if b.get("segment") is None:
+            if not b.get("segment"):  # the stream's own blocks ("" or null), not a segment's
                 want[int(b["seq"])] = (int(b["first_offset"]), int(b["last_offset"]), int(b["events"]))
-    codec = ModelProcessor(settings, {tp[0]: proc}).codec
+    codec = expected.models.codec
     got: dict[int, set[tuple[int, int, int]]] = {}
     for msg in read_topic(setup.bootstrap, setup.blocks, sum(end_offsets(setup.bootstrap, setup.blocks).values())):
         for b in codec.decode(msg.value()):
-            if (b["topic"], b["partition"]) == tp and b.get("segment") is None and not b.get("idle"):
+            if (b["topic"], b["partition"]) == tp and not b.get("segment") and not b.get("idle"):
                 got.setdefault(int(b["seq"]), set()).add((int(b["first_offset"]), int(b["last_offset"]),
                                                           int(b["events"])))
     for seq in sorted(set(want) | set(got)):
@@ -736,7 +733,7 @@ def verify_model_view(setup: Setup, config: Path, reference: Any, produced: int)
         try:
             assert_same_state(stored, part, tp)
         except AssertionError as exc:  # where the stream went wrong: its blocks on the topic against the replay's
-            raise AssertionError(f"{exc}; {block_differences(setup, settings, records[tp], tp)}") from exc
+            raise AssertionError(f"{exc}; {block_differences(setup, expected, records[tp], tp)}") from exc
         if tp[0] == setup.features:
             events += part.events
             rejects += part.rejects
