@@ -34,7 +34,7 @@ def test_a_partition_assigned_while_paused_loses_no_message(kafka_bootstrap: str
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and (len(consumer.assignment()) < 2 or not put_back):
             consumer.pause(consumer.assignment())  # as the daemon does when an outage begins
-            put_back += poll_paused(consumer, 0.2)
+            put_back += poll_paused(consumer, 2.0)  # long enough for the assignment and its first fetch
         assert len(consumer.assignment()) == 2 and put_back, "the case under test: a message was handed over"
         consumer.pause(consumer.assignment())
         for _ in range(5):  # all paused now: nothing more is handed over
