@@ -361,8 +361,8 @@ class Daemon:
                     # kept its last checkpoint waiting batch.timeout_s). The model stage always does: its blocks
                     # come a few at a time, never a full batch, and each waited out the timeout (an incident's
                     # delay, and the end of every backlog). Busy, a full batch comes first: no smaller batches.
-                    waiting = self.outbox.inflight or any(o.applied is not None for o in self.owned.values())
-                    short = waiting or self.stage == "models"
+                    short = self.stage == "models" or bool(self.outbox.inflight) \
+                        or any(o.applied is not None for o in self.owned.values())
                     timeout = min(s.batch.timeout_s, 0.05) if short else s.batch.timeout_s
                     msgs = self.consumer.consume(num_messages=s.batch.max_messages, timeout=timeout)
                     # Caught up: stage 1, a batch that is not full; the model stage, whose batches never are, a
