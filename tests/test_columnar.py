@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import math
+import zlib
 from typing import Any
 
 import numpy as np
@@ -15,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from monitor.core.categories import category_text
-from monitor.core.columns import event_time_ms
+from monitor.core.columns import CRC_TABLE, crc32_decimals, crc32_spans, event_time_ms
 from monitor.core.partition import numeric_column
 from monitor.errors import DecodeError
 from monitor.io.avro import AvroDecoder, encode_confluent
@@ -129,6 +130,11 @@ def check(decoder: AvroDecoder, payloads: list[bytes | None]) -> ColumnarDecoder
         assert [None if c < 0 else names[c] for c in codes.tolist()] == \
             [None if r.get(name) is None else category_text(r.get(name)) for r in rows]
         assert names == list(dict.fromkeys(category_text(r[name]) for r in rows if r.get(name) is not None))
+        hashed = part.text_hashes()  # the id hashes of the duplicate check, where compiled
+        if hashed is not None:
+            hashes, present = hashed
+            assert [int(h) if ok else None for h, ok in zip(hashes.tolist(), present.tolist(), strict=True)] == \
+                [None if r.get(name) is None else zlib.crc32(category_text(r.get(name)).encode()) for r in rows]
         times, present = part.event_times()
         assert [t if ok else None for t, ok in zip(times.tolist(), present.tolist(), strict=True)] == \
             [event_time_ms(r.get(name)) for r in rows]
@@ -270,3 +276,20 @@ def test_every_boolean_byte_and_a_string_of_every_utf8_shape() -> None:
     samples = [b"a", "é".encode(), "€".encode(), "😀".encode(), b"\xc0\xaf", b"\xe0\x80\xaf", b"\xed\xa0\x80",
                b"\xf4\x90\x80\x80", b"\xe2\x82", b"\xff", b"\x80", b"\xf0\x9f\x98"]
     check(decoder_for(schema), [bytes([2 * len(s)]) + s for s in samples])
+
+
+@settings(max_examples=200, deadline=None)
+@given(ints=st.lists(st.one_of(st.integers(-(2**63), 2**63 - 1), st.sampled_from([0, -1, -(2**63), 2**63 - 1, 10**18])),
+                     max_size=20),
+       texts=st.lists(st.text(max_size=12), max_size=20))
+def test_compiled_crc32_is_zlibs(ints: list[int], texts: list[str]) -> None:
+    """The duplicate check's compiled id hashes: zlib.crc32 of the decimal text of an int64, of a str's UTF-8."""
+    present = np.ones(len(ints), dtype=bool)
+    got = crc32_decimals(np.array(ints, dtype=np.int64), present, CRC_TABLE).tolist()
+    assert got == [zlib.crc32(str(v).encode()) for v in ints]
+    raw = [t.encode() for t in texts]
+    buf = np.frombuffer(b"".join(raw) or b"\0", dtype=np.uint8)
+    lengths = np.array([len(r) for r in raw], dtype=np.int64)
+    starts = np.cumsum(lengths) - lengths
+    got = crc32_spans(buf, starts, lengths, np.ones(len(raw), dtype=bool), CRC_TABLE).tolist()
+    assert got == [zlib.crc32(r) for r in raw]

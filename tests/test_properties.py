@@ -41,6 +41,43 @@ def test_blocks_of_all_runs_at_once_equal_one_run_at_a_time(values: list[float],
                                                                               equal_nan=True), (k, rows[k], want)
 
 
+@settings(max_examples=150, deadline=None)
+@given(data=st.data(), n=st.integers(1, 40), fields=st.integers(1, 4))
+def test_blocks_of_all_features_at_once_equal_each_features_own(data: Any, n: int, fields: int) -> None:
+    """`run_blocks_all` (one compiled call for every numeric feature: ragged bin edges and sentinels, bounds,
+    clipping to the reference) gives, bit for bit, each feature's own `run_blocks`."""
+    from monitor.core.partition import Limits, NumericFeature, run_blocks_all
+    from monitor.core.profiles import FieldContract, NumericProfile
+    from monitor.core.schema import FieldSpec
+    from monitor.settings import CheckSettings
+
+    checks = CheckSettings()
+    numeric = []
+    for j in range(fields):
+        edges = sorted(set(data.draw(st.lists(st.sampled_from([-2.0, -0.5, 0.0, 0.5, 3.0, 7.0]), max_size=4))))
+        profile = data.draw(st.one_of(st.none(), st.just(NumericProfile(
+            "numeric", 100, 0, 0, 0, [], -3.0, 9.0, 0.5, 1.5, edges, [1 / (len(edges) + 1)] * (len(edges) + 1)))))
+        sentinels = data.draw(st.lists(st.sampled_from([-1.0, 7.0, 1e12]), max_size=2, unique=True))
+        bounds = data.draw(st.sampled_from([(None, None), (-2.0, 5.0), (0.0, None)]))
+        contract = None if bounds == (None, None) else FieldContract(type="numeric", min=bounds[0], max=bounds[1],
+                                                                      sentinels=sentinels)
+        feat = NumericFeature(FieldSpec(f"x{j}", "numeric", True), checks, 3, profile,
+                              Limits.build(checks, contract, sentinels), None)
+        v = np.array(data.draw(st.lists(finite_or_not, min_size=n, max_size=n)))
+        missing = np.array(data.draw(st.lists(st.booleans(), min_size=n, max_size=n)))
+        v[missing] = np.nan
+        numeric.append((feat, v, missing))
+    cuts = sorted(set(data.draw(st.lists(st.integers(1, max(n - 1, 1)), max_size=6)))) if n > 1 else []
+    starts = np.array([0, *[c for c in cuts if 0 < c < n]], dtype=np.int64)
+    together = run_blocks_all(numeric, starts)
+    for feat, v, missing in numeric:
+        rows, clipped = feat.run_blocks(v, missing, starts)
+        got_rows, got_clipped = together[feat.name]
+        assert got_rows.shape == rows.shape
+        assert np.array_equal(got_rows, rows, equal_nan=True), feat.name
+        assert np.array_equal(got_clipped, clipped), feat.name
+
+
 def _processors(tmp: Path, partition_alerts: bool = False) -> tuple[StreamProcessor, ModelProcessor]:
     return small_model(tmp, [{"name": "x", "type": ["null", "double"], "default": None},
                              {"name": "c", "type": "string"}], partition_alerts)

@@ -308,9 +308,12 @@ class StreamProcessor(_ReferenceUser):
         keep = keep[[i not in bad for i in keep.tolist()]] if bad else keep
         rejects = [bad[i] for i in sorted(bad)]
         offsets = np.array([rec.offset for rec in records], dtype=np.int64)
-        kept = keep.tolist()
-        columns = {name: col.take(keep) for name, col in out.columns.items()}
-        batch = DecodedBatch(offsets[keep], [times[i] for i in kept], None, [stamps[i] for i in kept], columns)
+        if len(keep) == n:  # every record (the usual batch): the columns as decoded
+            batch = DecodedBatch(offsets, times, None, stamps, out.columns)
+        else:
+            kept = keep.tolist()
+            batch = DecodedBatch(offsets[keep], [times[i] for i in kept], None, [stamps[i] for i in kept],
+                                 {name: col.take(keep) for name, col in out.columns.items()})
         batch, limit_rejects = self._enforce_limits(batch, records)
         rejects += limit_rejects  # after the decoding rejects
         order = sorted(first_seen.items(), key=lambda kv: kv[1][0])
@@ -329,10 +332,13 @@ class StreamProcessor(_ReferenceUser):
             for i in np.flatnonzero(~ok[np.where(codes >= 0, codes, len(names))]).tolist():
                 bad.setdefault(i, ("unknown_model", f"{m.model_field} is not {m.model_id}"))
         limit = self.limits.max_abs_value
-        for name in self.numeric_names:
-            col = batch.numeric(name)[0]
-            with np.errstate(invalid="ignore"):
-                for i in np.flatnonzero(np.isfinite(col) & (np.abs(col) > limit)).tolist():
+        values = batch.numeric_matrix(self.numeric_names)  # converted once for the limits and the features
+        with np.errstate(invalid="ignore"):
+            over = np.isfinite(values) & (np.abs(values) > limit)
+        if over.any():
+            for k in np.flatnonzero(over.any(axis=1)).tolist():
+                name = self.numeric_names[k]
+                for i in np.flatnonzero(over[k]).tolist():
                     bad.setdefault(i, ("value_too_large", f"{name} exceeds +-{limit:g}"))
         max_len = self.limits.max_string_length
         for name in self.string_names:

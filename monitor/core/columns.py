@@ -169,6 +169,20 @@ class RawColumn:
             out[i] = True
         return np.asarray(out, dtype=bool)
 
+    def text_hashes(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """`zlib.crc32(category_text(value).encode())` of each value and where there is one, compiled, for a
+        column of strings or of plain integers (an id field); None for any other column (the caller hashes
+        `categories()`'s names)."""
+        if self.objects or self.column.logical is not None:
+            return None
+        tags = self.tags
+        present = tags != TAG_NULL
+        if bool(((tags == TAG_STR) | ~present).all()):  # a str's UTF-8 bytes are the buffer's span
+            return crc32_spans(self.buf, self.ivals, self.fvals.astype(np.int64), present, CRC_TABLE), present
+        if bool(((tags == TAG_INT) | ~present).all()):
+            return crc32_decimals(self.ivals, present, CRC_TABLE), present
+        return None
+
     def categories(self) -> tuple[np.ndarray, list[str]]:
         """Codes (-1: missing) of `category_text(value)` in order of first appearance, and the names of the
         codes."""
@@ -189,6 +203,24 @@ class RawColumn:
         codes = np.fromiter((-1 if v is None else index.setdefault(category_text(v), len(index))
                              for v in self.values()), dtype=np.int64, count=len(self))
         return codes, list(index)
+
+
+def fill_floats(columns: list[RawColumn]) -> np.ndarray | None:
+    """`floats()` of many columns in one pass: the plain numeric ones (no logical type, nothing fastavro
+    decoded, not converted yet) as rows of one matrix, each column's `floats()` a row of it. Returns the
+    matrix (None if no column qualified)."""
+    plain = [c for c in columns if c._floats is None and c.column.logical is None and not c.objects]
+    if not plain:
+        return None
+    tags = np.stack([c.tags for c in plain])
+    out = np.where(tags == TAG_FLOAT, np.stack([c.fvals for c in plain]), np.nan)
+    ints = (tags == TAG_INT) | (tags == TAG_BOOL)
+    if ints.any():
+        out[ints] = np.stack([c.ivals for c in plain])[ints].astype(np.float64)
+    missing = tags == TAG_NULL
+    for k, c in enumerate(plain):
+        c._floats = (out[k], missing[k])
+    return out
 
 
 def _first_order(ints: np.ndarray, present: np.ndarray, name: Any) -> tuple[np.ndarray, list[str]]:
@@ -284,3 +316,60 @@ def recent_duplicates(hashes: np.ndarray, present: np.ndarray, ring: np.ndarray,
         seen += 1
         filled = min(filled + 1, size)
     return out, filled, seen
+
+
+def _crc_table() -> np.ndarray:
+    """The CRC-32 (IEEE 802.3, zlib's) lookup table."""
+    table = np.zeros(256, dtype=np.uint32)
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (0xEDB88320 ^ (c >> 1)) if c & 1 else c >> 1
+        table[i] = c
+    return table
+
+
+CRC_TABLE = _crc_table()
+
+
+@njit(cache=True, nogil=True)
+def crc32_spans(buf: np.ndarray, starts: np.ndarray, lengths: np.ndarray, present: np.ndarray,
+                table: np.ndarray) -> np.ndarray:
+    """`zlib.crc32` of each byte string buf[starts[i]:starts[i] + lengths[i]] (0 where not present)."""
+    out = np.zeros(starts.shape[0], dtype=np.int64)
+    for i in range(starts.shape[0]):
+        if not present[i]:
+            continue
+        c = np.uint32(0xFFFFFFFF)
+        for j in range(starts[i], starts[i] + lengths[i]):
+            c = table[(c ^ np.uint32(buf[j])) & np.uint32(0xFF)] ^ (c >> np.uint32(8))
+        out[i] = np.int64(c ^ np.uint32(0xFFFFFFFF))
+    return out
+
+
+@njit(cache=True, nogil=True)
+def crc32_decimals(ints: np.ndarray, present: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """`zlib.crc32(str(v).encode())` of each int64 (0 where not present), without making the strings."""
+    out = np.zeros(ints.shape[0], dtype=np.int64)
+    digits = np.empty(20, dtype=np.uint8)
+    for i in range(ints.shape[0]):
+        if not present[i]:
+            continue
+        v = ints[i]
+        negative = v < 0
+        # the magnitude as unsigned (|int64 min| does not fit in int64)
+        m = np.uint64(-(v + 1)) + np.uint64(1) if negative else np.uint64(v)
+        k = 0
+        while True:
+            digits[k] = np.uint8(48 + m % np.uint64(10))
+            m //= np.uint64(10)
+            k += 1
+            if m == 0:
+                break
+        c = np.uint32(0xFFFFFFFF)
+        if negative:
+            c = table[(c ^ np.uint32(45)) & np.uint32(0xFF)] ^ (c >> np.uint32(8))
+        for j in range(k - 1, -1, -1):
+            c = table[(c ^ np.uint32(digits[j])) & np.uint32(0xFF)] ^ (c >> np.uint32(8))
+        out[i] = np.int64(c ^ np.uint32(0xFFFFFFFF))
+    return out

@@ -22,7 +22,7 @@ from numba.typed import Dict as NumbaDict
 from monitor.core import stats
 from monitor.core.blocks import CLIPPED, ROW_HEAD, CategoricalSummary, pack, pack_categorical, packed_row
 from monitor.core.categories import category_text
-from monitor.core.columns import RawColumn, recent_duplicates, to_number
+from monitor.core.columns import RawColumn, fill_floats, recent_duplicates, to_number
 from monitor.core.detectors import Adwin, PageHinkley
 from monitor.core.multivariate import MV_ALERT_FIELD, MV_CHECK, MV_FIELD, Multivariate
 from monitor.core.profiles import CategoricalProfile, FieldContract, FieldProfile, NumericProfile
@@ -48,6 +48,7 @@ from monitor.core.sketches import (
     UNSEEN_KEY,
     CategoricalWindow,
     NumericWindow,
+    _blocks_many_kernel,
     longest_runs,
     m2_from_sum_of_squares,
     merge_numeric,
@@ -125,6 +126,17 @@ class DecodedBatch:
         assert self.rows is not None
         return numeric_column(self.rows, name)
 
+    def numeric_matrix(self, names: list[str]) -> np.ndarray:
+        """`numeric(name)[0]` of each name as the rows of one matrix; each column's `numeric` is then a row of
+        it (converted in one pass where the compiled decoder's columns allow)."""
+        if not names:
+            return np.zeros((0, len(self)))
+        if self.columns is not None and all(name in self.columns for name in names):
+            done = fill_floats([self.columns[name] for name in names])
+            if done is not None and done.shape[0] == len(names):
+                return done
+        return np.stack([self.numeric(name)[0] for name in names])
+
     def categories(self, name: str) -> tuple[np.ndarray, list[str]]:
         """Codes of `category_text(value)` in order of first appearance (-1: null or absent) and the code's
         names."""
@@ -134,6 +146,18 @@ class DecodedBatch:
         codes = np.fromiter((-1 if v is None else index.setdefault(category_text(v), len(index))
                              for v in self.values(name)), dtype=np.int64, count=len(self))
         return codes, list(index)
+
+    def text_hashes(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """`zlib.crc32` of each record's `category_text` of `name` (UTF-8) as int64, and where it has a value
+        (compiled for a column of strings or plain integers; through `categories` otherwise)."""
+        if self.columns is not None and name in self.columns:
+            fast = self.columns[name].text_hashes()
+            if fast is not None:
+                return fast
+        codes, names = self.categories(name)
+        table = np.array([zlib.crc32(text.encode()) for text in names] or [0], dtype=np.int64)
+        present = codes >= 0
+        return table[np.where(present, codes, 0)], present
 
     def values(self, name: str) -> list[Any]:
         """A field's values as fastavro returns them (None where absent): the per-record path, for rare uses."""
@@ -809,6 +833,48 @@ CLOSED_FIELD = "__closed__"
 HOT_PATHS = [("totals",), ("window", "open"), ("open_clipped",), ("run",), ("count",), ("missing",)]
 
 
+def run_blocks_all(numeric: list[tuple[NumericFeature, np.ndarray, np.ndarray]], starts: np.ndarray
+                   ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """`NumericFeature.run_blocks` of every feature (with its values and nulls) in one compiled call: the same
+    numbers, without a call (and its numpy set-up) per feature."""
+    k = len(numeric)
+    values = np.ascontiguousarray(np.stack([v for _f, v, _m in numeric]), dtype=np.float64)
+    missing = np.ascontiguousarray(np.stack([m for _f, _v, m in numeric]), dtype=bool)
+    n_edges = np.zeros(k, dtype=np.int64)
+    hist_lens = np.zeros(k, dtype=np.int64)
+    n_sentinels = np.zeros(k, dtype=np.int64)
+    lo, hi = np.full(k, -np.inf), np.full(k, np.inf)
+    has_lo, has_hi, has_clip = np.zeros(k, dtype=bool), np.zeros(k, dtype=bool), np.zeros(k, dtype=bool)
+    clip_lo, clip_hi = np.zeros(k), np.zeros(k)
+    for j, (feat, _v, _m) in enumerate(numeric):
+        edges = feat.window.edges
+        if edges is not None:
+            n_edges[j], hist_lens[j] = len(edges), feat.window.hist_len
+        sent = feat.limits.sentinels
+        n_sentinels[j] = 0 if sent is None else len(sent)
+        b_lo, b_hi = feat.limits.bounds
+        if b_lo is not None:
+            lo[j], has_lo[j] = float(b_lo), True
+        if b_hi is not None:
+            hi[j], has_hi[j] = float(b_hi), True
+        prof = feat.profile
+        if prof is not None and prof.mean is not None and prof.std:
+            half = feat.checks.clip_z * prof.std
+            clip_lo[j], clip_hi[j], has_clip[j] = prof.mean - half, prof.mean + half, True
+    edges_m = np.zeros((k, max(1, int(n_edges.max(initial=0)))))
+    sent_m = np.zeros((k, max(1, int(n_sentinels.max(initial=0)))))
+    for j, (feat, _v, _m) in enumerate(numeric):
+        if n_edges[j]:
+            edges_m[j, :n_edges[j]] = feat.window.edges
+        if n_sentinels[j]:
+            sent_m[j, :n_sentinels[j]] = feat.limits.sentinels
+    widths = [HEAD + feat.window.hist_len for feat, _v, _m in numeric]
+    rows, clipped = _blocks_many_kernel(values, missing, np.ascontiguousarray(starts, dtype=np.int64), edges_m,
+                                        n_edges, hist_lens, lo, hi, has_lo, has_hi, sent_m, n_sentinels, clip_lo,
+                                        clip_hi, has_clip, max(widths))
+    return {feat.name: (rows[j, :, :widths[j]], clipped[j]) for j, (feat, _v, _m) in enumerate(numeric)}
+
+
 class RecentIds:
     """The last `size` event ids of a partition, as CRC-32 hashes in a ring: bounded memory, exact order.
 
@@ -833,12 +899,16 @@ class RecentIds:
 
     def duplicates_of(self, codes: np.ndarray, names: list[str]) -> np.ndarray:
         """Whether each id (as codes of `names`, the `str` of each id; -1: none) is among the `size` ids before
-        it: CRC-32 hashes of the names, then one compiled pass over the ring."""
-        if not self.size:
-            return np.zeros(len(codes), dtype=bool)
+        it: CRC-32 hashes of the names, then `duplicates_hashed`."""
         table = np.array([zlib.crc32(name.encode()) for name in names] or [0], dtype=np.int64)
         present = codes >= 0
-        hashes = table[np.where(present, codes, 0)]
+        return self.duplicates_hashed(table[np.where(present, codes, 0)], present)
+
+    def duplicates_hashed(self, hashes: np.ndarray, present: np.ndarray) -> np.ndarray:
+        """`duplicates_of` given each id's CRC-32 hash (`DecodedBatch.text_hashes`) and where there is one: one
+        compiled pass over the ring."""
+        if not self.size:
+            return np.zeros(len(hashes), dtype=bool)
         before = self.pos
         out, self.filled, self.pos = recent_duplicates(hashes, present, self.ring, self._last, self.filled,
                                                        self.pos)
@@ -1115,7 +1185,7 @@ class StreamPartition:
             numeric.append((mv_feature, errors, np.zeros(n, dtype=bool)))
         categorical = [(f, *batch.categories(f.name)) for f in self.features.values()
                        if isinstance(f, CategoricalFeature)]
-        dups = (self.recent_ids.duplicates_of(*batch.categories(self.id_field))
+        dups = (self.recent_ids.duplicates_hashed(*batch.text_hashes(self.id_field))
                 if self.id_field else np.zeros(n, dtype=bool))
         expected, scored = self._expected_correct(batch)
         bids = self._block_ids(batch, times)
@@ -1131,8 +1201,7 @@ class StreamPartition:
         # every numeric feature in a few numpy calls per feature instead of a loop over the runs.
         vectorised = bool(numeric) and not any(f.window.track_examples for f, _, _ in numeric)
         starts = np.array([a for a, _ in runs], dtype=np.int64)
-        per_run = {f.name: f.run_blocks(values, missing, starts) for f, values, missing in numeric} if vectorised \
-            else {}
+        per_run = run_blocks_all(numeric, starts) if vectorised else {}
         if self.emit_blocks and not self.evaluate and (vectorised or not numeric):
             self._apply_runs(runs, bids, offsets, times, dups, expected, scored, bad_times, per_run, categorical,
                              events_before, longest)

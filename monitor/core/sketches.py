@@ -79,14 +79,13 @@ def numeric_blocks(
 
 
 @njit(cache=True, nogil=True)
-def _blocks_kernel(values: np.ndarray, missing: np.ndarray, starts: np.ndarray, edges: np.ndarray, hist_len: int,
-                   width: int, lo: float, hi: float, has_lo: bool, has_hi: bool, sentinels: np.ndarray
-                   ) -> np.ndarray:
-    """`numeric_blocks` compiled: one pass per run for counts, sums, range and bins, a second for M2 about the
-    run's mean (taken about its first usable value: exact enough at any offset)."""
+def _fill_blocks(values: np.ndarray, missing: np.ndarray, starts: np.ndarray, edges: np.ndarray, hist_len: int,
+                 lo: float, hi: float, has_lo: bool, has_hi: bool, sentinels: np.ndarray, out: np.ndarray) -> None:
+    """`numeric_blocks` compiled, into `out` (zeros, a row per run): one pass per run for counts, sums, range
+    and bins, a second for M2 about the run's mean (taken about its first usable value: exact enough at any
+    offset)."""
     n = values.shape[0]
     runs = starts.shape[0]
-    out = np.zeros((runs, width))
     for r in range(runs):
         a = starts[r]
         b = starts[r + 1] if r + 1 < runs else n
@@ -151,7 +150,56 @@ def _blocks_kernel(values: np.ndarray, missing: np.ndarray, starts: np.ndarray, 
                 d = (v - shift) - mean
                 m2 += d * d
         row[M2] = m2
+
+
+
+
+@njit(cache=True, nogil=True)
+def _blocks_kernel(values: np.ndarray, missing: np.ndarray, starts: np.ndarray, edges: np.ndarray, hist_len: int,
+                   width: int, lo: float, hi: float, has_lo: bool, has_hi: bool, sentinels: np.ndarray
+                   ) -> np.ndarray:
+    out = np.zeros((starts.shape[0], width))
+    _fill_blocks(values, missing, starts, edges, hist_len, lo, hi, has_lo, has_hi, sentinels, out)
     return out
+
+
+@njit(cache=True, nogil=True)
+def _blocks_many_kernel(values: np.ndarray, missing: np.ndarray, starts: np.ndarray, edges: np.ndarray,
+                        n_edges: np.ndarray, hist_lens: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+                        has_lo: np.ndarray, has_hi: np.ndarray, sentinels: np.ndarray, n_sentinels: np.ndarray,
+                        clip_lo: np.ndarray, clip_hi: np.ndarray, has_clip: np.ndarray, width: int
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """`_blocks_kernel` of each row of `values` (a field each; ragged edges and sentinels padded, with their
+    lengths), and each run's sum of usable values clipped to [clip_lo, clip_hi] where `has_clip`."""
+    fields = values.shape[0]
+    n = values.shape[1]
+    runs = starts.shape[0]
+    out = np.zeros((fields, runs, width))
+    clipped = np.zeros((fields, runs))
+    for f in range(fields):
+        sent = sentinels[f, :n_sentinels[f]]
+        _fill_blocks(values[f], missing[f], starts, edges[f, :n_edges[f]], hist_lens[f], lo[f], hi[f], has_lo[f],
+                     has_hi[f], sent, out[f])
+        for r in range(runs):
+            a = starts[r]
+            b = starts[r + 1] if r + 1 < runs else n
+            total = 0.0
+            for i in range(a, b):
+                v = values[f, i]
+                if not np.isfinite(v):
+                    continue
+                skip = False
+                for x in sent:
+                    if v == x:
+                        skip = True
+                        break
+                if skip:
+                    continue
+                if has_clip[f]:
+                    v = min(max(v, clip_lo[f]), clip_hi[f])
+                total += v
+            clipped[f, r] = total
+    return out, clipped
 
 
 def run_lengths(values: np.ndarray, usable: np.ndarray, last_value: float, last_len: int) -> np.ndarray:
