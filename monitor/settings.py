@@ -447,9 +447,10 @@ class Settings(_Strict):
     limits: LimitSettings = LimitSettings()
     max_outbox: int = Field(10_000, ge=1, description="undelivered alerts before consumption pauses")
     checkpoint_interval_ms: int = Field(
-        1000, ge=0, description="stage 1: a batch that produced no alert, block, reject or prediction may wait this "
-        "long for its checkpoint (the next one writes both); 0 checkpoints every batch. A crash replays the "
-        "batches not yet checkpointed: exactly once either way")
+        1000, ge=0, description="a batch that produced no alert, reject or prediction (and, unless a backlog is "
+        "being read, no block) may wait this long for its checkpoint (the next one writes both, and the waiting "
+        "blocks leave with it); 0 checkpoints every batch. A crash replays the batches not yet checkpointed: "
+        "exactly once either way")
     alerts_transactional: bool = Field(False, description="publish alerts in Kafka transactions, so "
                                        "read_committed subscribers never see an aborted send")
     transactional_id: str | None = Field(None, description="default: <group_id>-alerts-<instance_id>, or "

@@ -156,3 +156,57 @@ def test_consumer_settings_librdkafka_refuses_are_a_clear_error_not_a_traceback(
     failed = [e for e in events if e.get("event") == "stage.failed"]
     assert failed and "max.poll.interval.ms" in failed[0]["error"], events
     assert "Traceback" not in out.stderr
+
+
+class _Watermarks:
+    """A consumer that knows no high watermark (the lag metric is best effort) and takes commits."""
+
+    def get_watermark_offsets(self, _tp: Any, cached: bool = True) -> tuple[int, int]:
+        return 0, -1
+
+    def commit(self, offsets: Any, asynchronous: bool = True) -> None:
+        pass
+
+
+def test_blocks_wait_for_their_checkpoint_only_while_a_backlog_is_read(tmp_path: Path) -> None:
+    """Issue 12: reading a backlog (full batches), a batch that closed blocks waits for its checkpoint like a
+    quiet one, its blocks with it (they leave with the checkpoint of the state that made them, in the order
+    made); caught up, a batch's blocks are written at once. The stored outbox holds the same blocks, in the
+    same order, either way."""
+    from monitor.app.daemon import Daemon
+    from monitor.io.avro import BlockCodec
+    from monitor.io.state import MemoryStore
+    from tests.test_model_view import records_for, settings_for
+
+    settings = settings_for(tmp_path, checkpoint_interval_ms=60_000)
+    topic = settings.models[0].features.topic
+    records = records_for(settings, 1, [], events=3_000)[(topic, 0)]
+
+    def run(backlog: bool) -> tuple[list[int], list[str], list[list[int]]]:
+        """The stored offset after each batch, the outbox ids at the end, the blocks' sequence numbers."""
+        store = MemoryStore()
+        daemon = Daemon(settings, store)
+        daemon.consumer = _Watermarks()  # type: ignore[assignment]
+        daemon._take(topic, 0)
+        stored = []
+        for lo in range(0, len(records), 500):
+            daemon.backlog = backlog
+            daemon._process_partition((topic, 0), records[lo:lo + 500])
+            stored.append(daemon.owned[(topic, 0)].stored_offset)
+        daemon._flush_deferred(due_only=False)
+        assert daemon.owned[(topic, 0)].waiting_blocks == []
+        snap = store.read(topic, 0)
+        assert snap.offset == len(records)
+        codec = BlockCodec()
+        ids = sorted(k for k in snap.outbox if k.startswith("blk:"))
+        seqs = [[int(b["seq"]) for b in codec.decode(snap.outbox[k].partition(b"\n")[2])]
+                for k in ids]
+        return stored, ids, seqs
+
+    caught_up, backlog = run(False), run(True)
+    # 10 ms apart, 1 s slots: 100 events a block, every batch of 500 closes blocks.
+    assert caught_up[0] == list(range(500, 3_001, 500))  # each batch written at once
+    assert backlog[0] == [500] + [500] * 5  # the first batch is written (no stored offset yet), the rest wait
+    flat = [s for chunk in backlog[2] for s in chunk]
+    assert flat == sorted(flat) and flat == [s for chunk in caught_up[2] for s in chunk]
+    assert len(flat) >= 25  # 3,000 events, 100 a block

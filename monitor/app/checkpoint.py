@@ -49,6 +49,8 @@ class Owned:
     written: dict[str, bytes] = field(default_factory=dict)  # the state fields as stored (what is in Redis)
     applied: int | None = None  # memory's next offset when batches since the stored one wait for a checkpoint
     deferred_since: float = 0.0  # monotonic time of the first of them
+    # The blocks and signals those batches made (while a backlog is read): they leave with their checkpoint.
+    waiting_blocks: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -90,7 +92,7 @@ class Checkpointer:
             # Predictions whose label never came (counted again if a crash replays the batch).
             self.metrics.unlabelled.labels(join.model).inc(dropped)
         outbox = {a.alert_id: encode_entry(a.model.encode(), self.codec.encode(a)) for a in alerts}
-        made = (outcome.blocks if outcome is not None else []) + blocks
+        made = owned.waiting_blocks + (outcome.blocks if outcome is not None else []) + blocks
         for chunk, value in self.block_codec.encode_chunks(made, BLOCKS_MESSAGE_BYTES):
             outbox[blocks_entry_id(tp, owned, chunk, value)] = encode_entry(chunk[0]["model"].encode(), value)
         fields = owned.part.to_fields()

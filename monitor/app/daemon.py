@@ -111,6 +111,7 @@ class Daemon:
         self.stop_event = threading.Event()
         self.assigned_once = False
         self.outage: str | None = None
+        self.backlog = False  # the last consume brought a full batch: a backlog is being read
         self.alive = True
         self.outbox = Outbox(store, self.metrics, settings.alerts_topic, settings.blocks_topic, stage)
         self.consumer: Consumer | None = None
@@ -369,6 +370,8 @@ class Daemon:
                     # consume that brought nothing (its blocks stopped coming for 50 ms). Then the batches waiting
                     # for their checkpoint are written.
                     caught_up = (not msgs) if self.stage == "models" else len(msgs) < s.batch.max_messages
+                    # Reading a backlog (a full batch): batches that made blocks may wait for their checkpoint too.
+                    self.backlog = len(msgs) >= s.batch.max_messages
                     if msgs:
                         self._handle(msgs)
                         self._align()
@@ -532,6 +535,7 @@ class Daemon:
         if deferred:
             owned.applied = outcome.next_offset
             owned.deferred_since = owned.deferred_since or time.monotonic()
+            owned.waiting_blocks += outcome.blocks
         elif not self._checkpoint(tp, owned, outcome.next_offset, outcome.alerts, outcome.rejects, outcome):
             return None
         m = self.metrics
@@ -544,17 +548,19 @@ class Daemon:
 
     def _may_defer(self, processor: AnyProcessor | ModelProcessor, owned: Owned, outcome: BatchOutcome) -> bool:
         """Whether a feature/prediction batch (stage 1) or a blocks batch (stage 2) may wait for a later
-        checkpoint: it made nothing that leaves with a checkpoint (alerts, blocks and signals go out only from a
-        checkpointed outbox; rejects go to the dead-letter topic and predictions to the join store just before
-        theirs), and the oldest waiting batch is younger than `checkpoint_interval_ms`. A crash replays the
-        waiting batches from the stored offset. (Labels batches are written at once, as before.)"""
+        checkpoint: it made no alert, reject or prediction (alerts go out only from a checkpointed outbox;
+        rejects go to the dead-letter topic and predictions to the join store just before theirs), nor blocks
+        unless a backlog is being read (its blocks wait in `Owned.waiting_blocks` and go out with the checkpoint
+        that writes the state that made them: caught up, blocks leave at once), and the oldest waiting batch is
+        younger than `checkpoint_interval_ms`. A crash replays the waiting batches from the stored offset, and
+        makes the same blocks again. (Labels batches are written at once, as before.)"""
         interval = self.settings.checkpoint_interval_ms
         if not interval or not isinstance(processor, StreamProcessor | ModelProcessor) \
                 or owned.stored_offset is None:
             return False
         if self.outage is not None:
             return False  # the first batch through after an outage is written at once: it ends the outage
-        if outcome.alerts or outcome.rejects or outcome.blocks or outcome.join_entries:
+        if outcome.alerts or outcome.rejects or outcome.join_entries or (outcome.blocks and not self.backlog):
             return False
         return not owned.deferred_since or (time.monotonic() - owned.deferred_since) * 1000 < interval
 
@@ -657,7 +663,7 @@ class Daemon:
                 self._reload(tp)
             return False
         owned.stored_offset = next_offset
-        owned.applied, owned.deferred_since = None, 0.0
+        owned.applied, owned.deferred_since, owned.waiting_blocks = None, 0.0, []
         if self.outage is not None and (recovered or self.outage in ("redis", "kafka")):
             log.info("dependency.up", dependency=self.outage)
             self.outage = None
