@@ -63,6 +63,28 @@ def test_outbox_entries_are_removed_after_delivery(store: StateStore) -> None:
     assert store.read("t", 3).outbox == {"y": b"m\n2"}
 
 
+def test_acquiring_many_partitions_at_once_is_acquiring_each(store: StateStore) -> None:
+    """`acquire_many` (a rebalance's partitions in one round trip on one Redis server): each partition's
+    offset, state and outbox as `acquire` reads them, under a new fence above every one before, which
+    refuses the previous owner's writes; a new partition reads as empty; every partition is listed."""
+    old = {p: store.acquire("t", p) for p in (5, 6)}
+    store.commit("t", 5, old[5].fence, None, 40, {"a": b"5"}, {"o": b"m\n5"})
+    store.commit("t", 6, old[6].fence, None, 60, {"b": b"6"}, {})
+    snaps = store.acquire_many([("t", 5), ("t", 6), ("t", 7)])
+    assert list(snaps) == [("t", 5), ("t", 6), ("t", 7)]
+    assert (snaps[("t", 5)].offset, snaps[("t", 5)].fields, snaps[("t", 5)].outbox) == (40, {"a": b"5"},
+                                                                                        {"o": b"m\n5"})
+    assert (snaps[("t", 6)].offset, snaps[("t", 6)].fields, snaps[("t", 6)].outbox) == (60, {"b": b"6"}, {})
+    assert (snaps[("t", 7)].offset, snaps[("t", 7)].fields) == (None, {})
+    for p in (5, 6):
+        assert snaps[("t", p)].fence > old[p].fence
+        with pytest.raises(FencedError):
+            store.commit("t", p, old[p].fence, store.read("t", p).offset, 99, {"z": b"zombie"}, {})
+    store.commit("t", 7, snaps[("t", 7)].fence, None, 1, {"c": b"7"}, {})
+    assert store.read("t", 7).offset == 1
+    assert {("t", 5), ("t", 6), ("t", 7)} <= set(store.partitions())
+
+
 def test_state_without_offset_is_an_alarm() -> None:
     """State with no offset (or the reverse) raises StateLost instead of resuming silently."""
     from monitor.io.state import PartitionSnapshot

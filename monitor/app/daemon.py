@@ -148,8 +148,13 @@ class Daemon:
             log.info("partitions.assigned_while_stopping", partitions=[f"{tp.topic}[{tp.partition}]"
                                                                        for tp in partitions])
             return
+        try:  # every partition's fence and state in one round trip; one by one (waiting out an outage) if not
+            snaps = self.store.acquire_many([(tp.topic, tp.partition) for tp in partitions])
+        except DependencyUnavailable:
+            snaps = {}
         for tp in partitions:
-            tp.offset = self._take(tp.topic, tp.partition, committed.get((tp.topic, tp.partition)))
+            tp.offset = self._take(tp.topic, tp.partition, committed.get((tp.topic, tp.partition)),
+                                   snaps.get((tp.topic, tp.partition)))
         consumer.incremental_assign(partitions)
         if self.stage == "ingest" and self.settings.model_view.enabled:
             self._initial_lags(consumer, partitions)
@@ -180,12 +185,13 @@ class Daemon:
                     return None  # stopping: never raise out of a rebalance callback
         return {(tp.topic, tp.partition): tp.offset for tp in found if tp.offset >= 0}
 
-    def _take(self, topic: str, partition: int, committed: int | None = None) -> int:
-        """Fence the partition, load its state and outbox; return where to start consuming."""
-        while True:
+    def _take(self, topic: str, partition: int, committed: int | None = None,
+              snap: PartitionSnapshot | None = None) -> int:
+        """Fence the partition (unless `snap`: acquired already), load its state and outbox; return where to
+        start consuming."""
+        while snap is None:
             try:
                 snap = self.store.acquire(topic, partition)
-                break
             except DependencyUnavailable as exc:
                 # Inside the rebalance callback: wait without polling (librdkafka heartbeats on its own thread).
                 self._outage("redis", exc, poll=False)

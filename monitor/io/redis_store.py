@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from redis.cluster import RedisCluster
+
 from monitor.errors import DependencyUnavailable, FencedError, OffsetConflict, StateBehind
 from monitor.io.redis_client import REDIS_ERRORS, RedisClient, connect
 from monitor.io.state import PartitionSnapshot
@@ -89,6 +91,24 @@ class RedisStore:
         except REDIS_ERRORS as exc:
             raise DependencyUnavailable(f"redis: {type(exc).__name__}") from exc
         return PartitionSnapshot(int(fence), int(offset) if offset else None, _pairs(fields), _pairs(outbox))
+
+    def acquire_many(self, partitions: Sequence[tuple[str, int]]) -> dict[tuple[str, int], PartitionSnapshot]:
+        """`acquire` of each partition; on one server in one round trip (a pipeline of the same script, each
+        call atomic on its own), on a cluster one call each (their keys live in different slots)."""
+        if isinstance(self.client, RedisCluster) or len(partitions) < 2:
+            return {(t, p): self.acquire(t, p) for t, p in partitions}
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.sadd(self.index_key, *[f"{t}:{p}" for t, p in partitions])
+            for t, p in partitions:
+                self._acquire(keys=self._order(t, p), client=pipe)
+            replies = pipe.execute()
+        except REDIS_ERRORS as exc:
+            raise DependencyUnavailable(f"redis: {type(exc).__name__}") from exc
+        out = {}
+        for tp, (fence, offset, fields, outbox) in zip(partitions, replies[1:], strict=True):
+            out[tp] = PartitionSnapshot(int(fence), int(offset) if offset else None, _pairs(fields), _pairs(outbox))
+        return out
 
     def read(self, topic: str, partition: int) -> PartitionSnapshot:
         k = self.keys(topic, partition)

@@ -29,6 +29,10 @@ class StateStore(Protocol):
         state and outbox."""
         ...
 
+    def acquire_many(self, partitions: Sequence[tuple[str, int]]) -> dict[tuple[str, int], PartitionSnapshot]:
+        """`acquire` of each partition (one round trip where the store allows: a rebalance hands out many)."""
+        ...
+
     def read(self, topic: str, partition: int) -> PartitionSnapshot:
         """Read without taking ownership (for `status`)."""
         ...
@@ -91,6 +95,9 @@ class MemoryStore:
         with self._lock:
             self._fence[key] = self._fence.get(key, 0) + 1
             return self._snapshot(key)
+
+    def acquire_many(self, partitions: Sequence[tuple[str, int]]) -> dict[tuple[str, int], PartitionSnapshot]:
+        return {(t, p): self.acquire(t, p) for t, p in partitions}
 
     def read(self, topic: str, partition: int) -> PartitionSnapshot:
         with self._lock:
