@@ -7,6 +7,7 @@ process is live while both are, ready when both are, and stops both on SIGTERM. 
 
 from __future__ import annotations
 
+import gc
 import threading
 from typing import Literal
 
@@ -82,6 +83,10 @@ class Monitor:
 
         threads = [threading.Thread(target=work, args=(d,), name=f"stage-{getattr(d, 'stage', 'notify')}",
                                     daemon=True) for d in self._parts()]
+        # What exists now (the libraries' modules and types, settings, processors: ~200,000 objects) lives as
+        # long as the process: the cyclic garbage collector stops scanning it. A full collection took ~80 ms
+        # and ran at every partition assignment of 48 partitions, and now and then under load.
+        gc.freeze()
         for t in threads:
             t.start()
         for t in threads:
