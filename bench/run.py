@@ -486,7 +486,8 @@ def alert_latency(config: Path, schema: dict[str, Any], bootstrap: str, redis_ur
     arr = np.array(latencies) * 1000
     return {"rate_per_s": rate_per_s, "sent_per_s": i / seconds, "alerts": len(arr),
             "p50_ms": float(np.percentile(arr, 50)) if len(arr) else float("nan"),
-            "p99_ms": float(np.percentile(arr, 99)) if len(arr) else float("nan")}
+            "p99_ms": float(np.percentile(arr, 99)) if len(arr) else float("nan"),
+            "each_ms": [round(float(x), 1) for x in arr]}
 
 
 def main() -> int:

@@ -111,7 +111,6 @@ class Daemon:
         self.stop_event = threading.Event()
         self.assigned_once = False
         self.outage: str | None = None
-        self.backlog = False  # the last consume brought a full batch: a backlog is being read
         self.alive = True
         self.outbox = Outbox(store, self.metrics, settings.alerts_topic, settings.blocks_topic, stage)
         self.consumer: Consumer | None = None
@@ -376,8 +375,6 @@ class Daemon:
                     # consume that brought nothing (its blocks stopped coming for 50 ms). Then the batches waiting
                     # for their checkpoint are written.
                     caught_up = (not msgs) if self.stage == "models" else len(msgs) < s.batch.max_messages
-                    # Reading a backlog (a full batch): batches that made blocks may wait for their checkpoint too.
-                    self.backlog = len(msgs) >= s.batch.max_messages
                     if msgs:
                         self._handle(msgs)
                         self._align()
@@ -537,7 +534,8 @@ class Daemon:
             self._reload(tp)
             self._outage(exc.dependency, exc)
             return None
-        deferred = self._may_defer(processor, owned, outcome)
+        lag = self._update_lag(tp, outcome.next_offset)
+        deferred = self._may_defer(processor, owned, outcome, lag)
         if deferred:
             owned.applied = outcome.next_offset
             owned.deferred_since = owned.deferred_since or time.monotonic()
@@ -549,16 +547,17 @@ class Daemon:
         m.events.labels(name, processor.stream).inc(outcome.valid)
         for rej in outcome.rejects:
             m.rejects.labels(name, processor.stream, rej.reason).inc()
-        self._update_lag(tp, outcome.next_offset)
         return None if deferred else outcome.next_offset
 
-    def _may_defer(self, processor: AnyProcessor | ModelProcessor, owned: Owned, outcome: BatchOutcome) -> bool:
+    def _may_defer(self, processor: AnyProcessor | ModelProcessor, owned: Owned, outcome: BatchOutcome,
+                   lag: int | None = None) -> bool:
         """Whether a feature/prediction batch (stage 1) or a blocks batch (stage 2) may wait for a later
         checkpoint: it made no alert, reject or prediction (alerts go out only from a checkpointed outbox;
         rejects go to the dead-letter topic and predictions to the join store just before theirs), nor blocks
-        unless a backlog is being read (its blocks wait in `Owned.waiting_blocks` and go out with the checkpoint
-        that writes the state that made them: caught up, blocks leave at once), and the oldest waiting batch is
-        younger than `checkpoint_interval_ms`. A crash replays the waiting batches from the stored offset, and
+        unless a backlog is being read (`lag`: at least `batch.max_messages` records of the partition wait behind
+        the batch; its blocks wait in `Owned.waiting_blocks` and go out with the checkpoint that writes the state
+        that made them: near the end of the log, blocks leave at once), and the oldest waiting batch is younger
+        than `checkpoint_interval_ms`. A crash replays the waiting batches from the stored offset, and
         makes the same blocks again. (Labels batches are written at once, as before.)"""
         interval = self.settings.checkpoint_interval_ms
         if not interval or not isinstance(processor, StreamProcessor | ModelProcessor) \
@@ -566,7 +565,8 @@ class Daemon:
             return False
         if self.outage is not None:
             return False  # the first batch through after an outage is written at once: it ends the outage
-        if outcome.alerts or outcome.rejects or outcome.join_entries or (outcome.blocks and not self.backlog):
+        backlog = lag is not None and lag >= self.settings.batch.max_messages
+        if outcome.alerts or outcome.rejects or outcome.join_entries or (outcome.blocks and not backlog):
             return False
         return not owned.deferred_since or (time.monotonic() - owned.deferred_since) * 1000 < interval
 
@@ -1085,15 +1085,18 @@ class Daemon:
         self.view = PageView(tuple(self.recent_alerts), MappingProxyType(dict(self.lags)),
                              MappingProxyType(dict(self.latest_drift)))
 
-    def _update_lag(self, tp: TP, next_offset: int) -> None:
+    def _update_lag(self, tp: TP, next_offset: int) -> int | None:
+        """The partition's records after `next_offset`, as of the last fetch's high watermark (None: unknown)."""
         assert self.consumer is not None
         try:
             _low, high = self.consumer.get_watermark_offsets(TopicPartition(*tp), cached=True)
         except KafkaException:
-            return  # lag is best effort
-        if high >= 0:
-            self.lags[tp] = max(high - next_offset, 0)
-            self.metrics.lag.labels(tp[0], str(tp[1])).set(self.lags[tp])
+            return None  # lag is best effort
+        if high < 0:
+            return None
+        self.lags[tp] = max(high - next_offset, 0)
+        self.metrics.lag.labels(tp[0], str(tp[1])).set(self.lags[tp])
+        return self.lags[tp]
 
 
 @dataclass(frozen=True)
