@@ -116,7 +116,8 @@ def pipeline(proc: StreamProcessor, data: list[bytes], batch: int = 500, checkpo
     (merge, windows, drift, CUSUM, incidents), and both states serialised for their checkpoints (only the
     fields whose bytes changed, as the daemon writes them), with the in-memory store.
 
-    `checkpoint`: "daemon" as the daemon does while it reads a backlog (`Daemon._may_defer`): stage 1's state is
+    `checkpoint`: "daemon" as the daemon does near the end of a log (`Daemon._may_defer`; reading a backlog it
+    also lets batches that made blocks wait, which this does not): stage 1's state is
     written when a batch made blocks, alerts or rejects, when its oldest unwritten batch is
     `checkpoint_interval_ms` old, and at the end; stage 2's likewise when a batch made alerts, when its oldest
     unwritten batch is that old, and at the end. "batch": every batch of both stages
