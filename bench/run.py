@@ -382,6 +382,14 @@ def end_to_end(config: Path, data: list[bytes], bootstrap: str, redis_url: str,
     keys = list(store.client.scan_iter(match=f"*bench{unique}*"))
     redis_bytes = sum(store.client.memory_usage(k) or 0 for k in keys)
     features = N_NUMERIC + N_CATEGORICAL
+    # Each run leaves the broker and Redis as it found them: the runs take turns, and a broker holding every
+    # earlier run's topics (hundreds of partitions by the last live runs) would tax the later runs, and the
+    # 48-partition ones most.
+    for key in keys:
+        store.client.delete(key)
+    topics = [topic, f"{topic}.alerts", f"{topic}.blocks"]
+    for fut in admin.delete_topics(topics, operation_timeout=30).values():
+        fut.result(60)
     # Sustained: from the first batch counted to the end, without that batch's events (the start -- group join,
     # assignment, loading state -- is `start_s`, outside it).
     return {"events_per_s": rate(len(data), elapsed), "seconds": elapsed, "partitions": partitions,
