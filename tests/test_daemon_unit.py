@@ -171,8 +171,8 @@ class _Watermarks:
 
 
 def test_blocks_wait_for_their_checkpoint_only_while_a_backlog_is_read(tmp_path: Path) -> None:
-    """Issue 12: reading a backlog (at least `batch.max_messages` records of the partition behind the batch, by
-    the last fetch's high watermark), a batch that closed blocks waits for its checkpoint like a quiet one, its
+    """Issue 12: reading a backlog (at least `BACKLOG_BATCHES` full batches of the partition behind the batch,
+    by the last fetch's high watermark), a batch that closed blocks waits for its checkpoint like a quiet one, its
     blocks with it (they leave with the checkpoint of the state that made them, in the order made); near the
     end of the log, or with no watermark known, a batch's blocks are written at once. The stored outbox holds
     the same blocks, in the same order, either way. (A full consume batch is no sign of a backlog: a consume
@@ -210,13 +210,15 @@ def test_blocks_wait_for_their_checkpoint_only_while_a_backlog_is_read(tmp_path:
                 for k in ids]
         return stored, ids, seqs
 
-    max_messages = settings.batch.max_messages
-    backlog = run(max_messages)
+    from monitor.app.daemon import BACKLOG_BATCHES
+
+    behind = BACKLOG_BATCHES * settings.batch.max_messages
+    backlog = run(behind)
     # 10 ms apart, 1 s slots: 100 events a block, every batch of 500 closes blocks.
     assert backlog[0] == [500] + [500] * 5  # the first batch is written (no stored offset yet), the rest wait
     flat = [s for chunk in backlog[2] for s in chunk]
     assert flat == sorted(flat) and len(flat) >= 25  # 3,000 events, 100 a block
-    for behind in (0, max_messages - 1, None):
-        caught_up = run(behind)
-        assert caught_up[0] == list(range(500, 3_001, 500)), behind  # each batch written at once
+    for less in (0, behind - 1, None):
+        caught_up = run(less)
+        assert caught_up[0] == list(range(500, 3_001, 500)), less  # each batch written at once
         assert [s for chunk in caught_up[2] for s in chunk] == flat
