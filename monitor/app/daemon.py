@@ -71,6 +71,7 @@ Stage = Literal["ingest", "models"]
 # waited ~0.55 s longer).
 BACKLOG_BATCHES = 5
 
+
 class Daemon:
     def __init__(self, settings: Settings, store: StateStore, metrics: Metrics | None = None,
                  references: ReferenceStore | None = None, joins: JoinStore | None = None,
