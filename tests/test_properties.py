@@ -41,11 +41,30 @@ def test_blocks_of_all_runs_at_once_equal_one_run_at_a_time(values: list[float],
                                                                               equal_nan=True), (k, rows[k], want)
 
 
+def _own_run_blocks(feat: Any, values: np.ndarray, missing: np.ndarray, starts: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """One feature's block vector per run and its sum of clipped usable values per run, in plain numpy."""
+    rows = numeric_blocks(values, missing, starts, feat.window.edges, feat.window.hist_len, feat.limits.bounds,
+                          feat.limits.sentinels)
+    ok = np.isfinite(values)
+    if feat.limits.sentinels is not None and len(feat.limits.sentinels):
+        ok &= ~np.isin(values, feat.limits.sentinels)
+    clean = np.where(ok, values, 0.0)
+    prof = feat.profile
+    if prof is not None and prof.mean is not None and prof.std:
+        half = feat.checks.clip_z * prof.std
+        clean = np.where(ok, np.clip(clean, prof.mean - half, prof.mean + half), 0.0)
+    run_of = np.zeros(len(values), dtype=np.int64)
+    run_of[starts[1:]] = 1
+    return rows, np.bincount(np.cumsum(run_of), weights=clean, minlength=len(starts))
+
+
 @settings(max_examples=150, deadline=None)
 @given(data=st.data(), n=st.integers(1, 40), fields=st.integers(1, 4))
 def test_blocks_of_all_features_at_once_equal_each_features_own(data: Any, n: int, fields: int) -> None:
     """`run_blocks_all` (one compiled call for every numeric feature: ragged bin edges and sentinels, bounds,
-    clipping to the reference) gives, bit for bit, each feature's own `run_blocks`."""
+    clipping to the reference) gives, bit for bit, each feature's own computation with numpy: `numeric_blocks`
+    of its values, and its usable values clipped and summed per run (`_own_run_blocks`)."""
     from monitor.core.partition import Limits, NumericFeature, run_blocks_all
     from monitor.core.profiles import FieldContract, NumericProfile
     from monitor.core.schema import FieldSpec
@@ -71,7 +90,7 @@ def test_blocks_of_all_features_at_once_equal_each_features_own(data: Any, n: in
     starts = np.array([0, *[c for c in cuts if 0 < c < n]], dtype=np.int64)
     together = run_blocks_all(numeric, starts)
     for feat, v, missing in numeric:
-        rows, clipped = feat.run_blocks(v, missing, starts)
+        rows, clipped = _own_run_blocks(feat, v, missing, starts)
         got_rows, got_clipped = together[feat.name]
         assert got_rows.shape == rows.shape
         assert np.array_equal(got_rows, rows, equal_nan=True), feat.name

@@ -54,7 +54,6 @@ from monitor.core.sketches import (
     merge_numeric,
     merge_rows,
     numeric_block,
-    numeric_blocks,
     run_lengths,
     run_tallies,
 )
@@ -393,24 +392,8 @@ class NumericFeature:
             usable = np.clip(usable, prof.mean - half, prof.mean + half)
         self.open_clipped += float(usable.sum())
 
-    def run_blocks(self, values: np.ndarray, missing: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Per run of a batch (runs start at `starts`): its block vector and its sum of clipped values, all at once."""
-        rows = numeric_blocks(values, missing, starts, self.window.edges, self.window.hist_len, self.limits.bounds,
-                              self.limits.sentinels)
-        ok = np.isfinite(values)
-        if self.limits.sentinels is not None and len(self.limits.sentinels):
-            ok &= ~np.isin(values, self.limits.sentinels)
-        clean = np.where(ok, values, 0.0)
-        prof = self.profile
-        if prof is not None and prof.mean is not None and prof.std:
-            half = self.checks.clip_z * prof.std
-            clean = np.where(ok, np.clip(clean, prof.mean - half, prof.mean + half), 0.0)
-        run_of = np.zeros(len(values), dtype=np.int64)
-        run_of[starts[1:]] = 1
-        return rows, np.bincount(np.cumsum(run_of), weights=clean, minlength=len(starts))
-
     def add_run(self, row: np.ndarray, clipped: float) -> None:
-        """Merge one run's precomputed block vector (see `run_blocks`) into the open block."""
+        """Merge one run's precomputed block vector (see `run_blocks_all`) into the open block."""
         self.window.add_block(row)
         self.open_clipped += float(clipped)
 
@@ -835,8 +818,9 @@ HOT_PATHS = [("totals",), ("window", "open"), ("open_clipped",), ("run",), ("cou
 
 def run_blocks_all(numeric: list[tuple[NumericFeature, np.ndarray, np.ndarray]], starts: np.ndarray
                    ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """`NumericFeature.run_blocks` of every feature (with its values and nulls) in one compiled call: the same
-    numbers, without a call (and its numpy set-up) per feature."""
+    """Per run of a batch (runs start at `starts`), every numeric feature's block vector (`numeric_blocks` of its
+    values and nulls) and its sum of usable values clipped to the reference mean +- clip_z std, in one compiled
+    call for all features."""
     k = len(numeric)
     values = np.ascontiguousarray(np.stack([v for _f, v, _m in numeric]), dtype=np.float64)
     missing = np.ascontiguousarray(np.stack([m for _f, _v, m in numeric]), dtype=bool)
@@ -1198,7 +1182,7 @@ class StreamPartition:
         warm_taken = {f.name: f.warm_up_batch(values, events_before) if self.evaluate else 0
                       for f, values, _missing in numeric}
         # Stage 1 of the model view (no per-partition evaluation, so no example offsets): every run's block of
-        # every numeric feature in a few numpy calls per feature instead of a loop over the runs.
+        # every numeric feature in one compiled call instead of a loop over the runs.
         vectorised = bool(numeric) and not any(f.window.track_examples for f, _, _ in numeric)
         starts = np.array([a for a, _ in runs], dtype=np.int64)
         per_run = run_blocks_all(numeric, starts) if vectorised else {}

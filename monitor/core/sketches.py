@@ -152,8 +152,6 @@ def _fill_blocks(values: np.ndarray, missing: np.ndarray, starts: np.ndarray, ed
         row[M2] = m2
 
 
-
-
 @njit(cache=True, nogil=True)
 def _blocks_kernel(values: np.ndarray, missing: np.ndarray, starts: np.ndarray, edges: np.ndarray, hist_len: int,
                    width: int, lo: float, hi: float, has_lo: bool, has_hi: bool, sentinels: np.ndarray
