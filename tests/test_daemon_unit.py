@@ -159,46 +159,56 @@ def test_consumer_settings_librdkafka_refuses_are_a_clear_error_not_a_traceback(
 
 
 class _Watermarks:
-    """A consumer whose partitions end at `high` (what the last fetch said), and which takes commits."""
+    """A consumer whose partitions end at `high[partition]` (what the last fetch said), and which takes
+    commits."""
 
-    high = -1
+    def __init__(self) -> None:
+        self.high: dict[int, int] = {}
 
-    def get_watermark_offsets(self, _tp: Any, cached: bool = True) -> tuple[int, int]:
-        return 0, self.high
+    def get_watermark_offsets(self, tp: Any, cached: bool = True) -> tuple[int, int]:
+        return 0, self.high.get(tp.partition, -1)
 
     def commit(self, offsets: Any, asynchronous: bool = True) -> None:
         pass
 
 
 def test_blocks_wait_for_their_checkpoint_only_while_a_backlog_is_read(tmp_path: Path) -> None:
-    """Issue 12: reading a backlog (at least `BACKLOG_BATCHES` full batches of the partition behind the batch,
-    by the last fetch's high watermark), a batch that closed blocks waits for its checkpoint like a quiet one, its
-    blocks with it (they leave with the checkpoint of the state that made them, in the order made); near the
-    end of the log, or with no watermark known, a batch's blocks are written at once. The stored outbox holds
-    the same blocks, in the same order, either way. (A full consume batch is no sign of a backlog: a consume
-    waits to fill its batch, so at half load every batch was full, and the first version of this, keyed on
-    it, delayed the bench's alerts by ~0.6 s.)"""
-    from monitor.app.daemon import Daemon
+    """Issue 12: reading a backlog (at least `BACKLOG_BATCHES` full batches to read over the stage's
+    partitions, by the last fetch's high watermarks), a batch that closed blocks waits for its checkpoint like a
+    quiet one, its blocks with it (they leave with the checkpoint of the state that made them, in the order
+    made); near the end of the log, or with no watermark known, a batch's blocks are written at once. The
+    stored outbox holds the same blocks, in the same order, either way. The bar is over all partitions: the
+    same backlog spread over two partitions waits too. A partition never checkpointed may wait from its first
+    batch when a restart would read it from the same place (`start_from: earliest`), not when it would start at
+    the log end. (A full consume batch is no sign of a backlog: a consume waits to fill its batch, so at half
+    load every batch was full, and the first version of this, keyed on it, delayed the bench's alerts by
+    ~0.6 s.)"""
+    from monitor.app.daemon import BACKLOG_BATCHES, Daemon
     from monitor.io.avro import BlockCodec
     from monitor.io.state import MemoryStore
     from tests.test_model_view import records_for, settings_for
 
     settings = settings_for(tmp_path, checkpoint_interval_ms=60_000)
+    latest = settings.model_copy(update={"start_from": "latest"})
     topic = settings.models[0].features.topic
     records = records_for(settings, 1, [], events=3_000)[(topic, 0)]
 
-    def run(behind: int | None) -> tuple[list[int], list[str], list[list[int]]]:
+    def run(behind: int | None, other: int = 0, config: Any = settings
+            ) -> tuple[list[int | None], list[str], list[list[int]]]:
         """The stored offset after each batch, the outbox ids at the end, the blocks' sequence numbers, with
-        `behind` records after each batch (None: no watermark known)."""
+        `behind` records after each batch (None: no watermark known) and `other` records to read in another
+        partition of the stage."""
         store = MemoryStore()
-        daemon = Daemon(settings, store)
+        daemon = Daemon(config, store)
         consumer = _Watermarks()
         daemon.consumer = consumer  # type: ignore[assignment]
         daemon._take(topic, 0)
+        daemon.lags[(topic, 1)] = other
         stored = []
         for lo in range(0, len(records), 500):
-            consumer.high = -1 if behind is None else lo + 500 + behind
-            daemon._process_partition((topic, 0), records[lo:lo + 500])
+            if behind is not None:
+                consumer.high[0] = lo + 500 + behind
+            daemon._handle_records({(topic, 0): records[lo:lo + 500]})
             stored.append(daemon.owned[(topic, 0)].stored_offset)
         daemon._flush_deferred(due_only=False)
         assert daemon.owned[(topic, 0)].waiting_blocks == []
@@ -210,15 +220,79 @@ def test_blocks_wait_for_their_checkpoint_only_while_a_backlog_is_read(tmp_path:
                 for k in ids]
         return stored, ids, seqs
 
-    from monitor.app.daemon import BACKLOG_BATCHES
-
     behind = BACKLOG_BATCHES * settings.batch.max_messages
     backlog = run(behind)
-    # 10 ms apart, 1 s slots: 100 events a block, every batch of 500 closes blocks.
-    assert backlog[0] == [500] + [500] * 5  # the first batch is written (no stored offset yet), the rest wait
+    # 10 ms apart, 1 s slots: 100 events a block, every batch of 500 closes blocks. From the log start, even the
+    # first batch waits (a crash reads it again from there).
+    assert backlog[0] == [None] * 6
     flat = [s for chunk in backlog[2] for s in chunk]
     assert flat == sorted(flat) and len(flat) >= 25  # 3,000 events, 100 a block
-    for less in (0, behind - 1, None):
-        caught_up = run(less)
-        assert caught_up[0] == list(range(500, 3_001, 500)), less  # each batch written at once
+    spread = run(behind // 2, other=behind - behind // 2)
+    assert spread[0] == [None] * 6 and spread[1:] == backlog[1:]
+    # From the log end, the first batch is written (a restart would skip it), then the rest wait.
+    from_end = run(behind, config=latest)
+    assert from_end[0] == [500] * 6 and [s for chunk in from_end[2] for s in chunk] == flat
+    for less, other in ((0, 0), (behind // 2, behind // 2 - 1), (behind - 1, 0), (None, behind)):
+        caught_up = run(less, other)
+        assert caught_up[0] == list(range(500, 3_001, 500)), (less, other)  # each batch written at once
         assert [s for chunk in caught_up[2] for s in chunk] == flat
+
+
+def test_a_consumes_checkpoints_go_in_one_write_and_fail_one_by_one(tmp_path: Path) -> None:
+    """Issue 12: the batches of every partition of a consume are written in one `commit_many` (one round trip
+    to Redis), each checked on its own: a partition another owner took is dropped while the others are
+    written and committed to the group; when the store does not answer, every one is reloaded from the store
+    after one pause (`_outage` once, not once per partition)."""
+    from monitor.app.daemon import Daemon
+    from monitor.errors import DependencyUnavailable
+    from monitor.io.state import MemoryStore
+    from tests.test_model_view import records_for, settings_for
+
+    settings = settings_for(tmp_path, checkpoint_interval_ms=0)  # every batch is written
+    topic = settings.models[0].features.topic
+    records = records_for(settings, 3, [], events=3_000)
+    batch = {(topic, p): records[(topic, p)][:300] for p in range(3)}
+
+    class Counting(MemoryStore):
+        def __init__(self) -> None:
+            super().__init__()
+            self.calls: list[list[tuple[str, int]]] = []
+            self.down = False
+
+        def commit_many(self, commits: Any) -> Any:
+            self.calls.append([(c.topic, c.partition) for c in commits])
+            if self.down:
+                return [DependencyUnavailable("redis: ConnectionError")] * len(commits)
+            return super().commit_many(commits)
+
+    class Consumer(_Watermarks):
+        def __init__(self) -> None:
+            super().__init__()
+            self.committed: list[tuple[str, int, int]] = []
+
+        def commit(self, offsets: Any, asynchronous: bool = True) -> None:
+            self.committed += [(tp.topic, tp.partition, tp.offset) for tp in offsets]
+
+    store = Counting()
+    daemon = Daemon(settings, store)
+    consumer = Consumer()
+    daemon.consumer = consumer  # type: ignore[assignment]
+    for p in range(3):
+        daemon._take(topic, p)
+    store.acquire(topic, 1)  # another replica takes partition 1
+    daemon._handle_records(batch)
+    assert store.calls == [[(topic, 0), (topic, 1), (topic, 2)]]
+    ends = {p: batch[(topic, p)][-1].offset + 1 for p in range(3)}
+    assert [store.read(topic, p).offset for p in range(3)] == [ends[0], None, ends[2]]
+    assert set(daemon.owned) == {(topic, 0), (topic, 2)}
+    assert consumer.committed == [(topic, 0, ends[0]), (topic, 2, ends[2])]
+    # Redis down: nothing written, one pause, each partition reloaded (and read again from its stored offset).
+    store.down = True
+    pauses: list[str] = []
+    reloaded: list[tuple[str, int]] = []
+    daemon._outage = lambda dependency, exc, poll=True: pauses.append(dependency)  # type: ignore[method-assign]
+    daemon._reload = lambda tp: reloaded.append(tp)  # type: ignore[method-assign]
+    later = {(topic, p): records[(topic, p)][300:600] for p in (0, 2)}
+    daemon._handle_records(later)
+    assert pauses == ["redis"] and reloaded == [(topic, 0), (topic, 2)]
+    assert [store.read(topic, p).offset for p in (0, 2)] == [ends[0], ends[2]]

@@ -85,6 +85,34 @@ def test_acquiring_many_partitions_at_once_is_acquiring_each(store: StateStore) 
     assert {("t", 5), ("t", 6), ("t", 7)} <= set(store.partitions())
 
 
+def test_committing_many_partitions_at_once_is_committing_each(store: StateStore) -> None:
+    """`commit_many` (a consume's checkpoints, one round trip on one Redis server): each commit is checked and
+    written on its own, as `commit` would: in one call, a good commit is written while a stale fence, an
+    offset that moved, and a fence the store never handed out are refused, each with `commit`'s error,
+    writing nothing of theirs."""
+    from monitor.io.state import Commit
+
+    snaps = {p: store.acquire("t", p) for p in range(10, 14)}
+    store.commit("t", 11, snaps[11].fence, None, 5, {"a": b"11"}, {})
+    stale = snaps[12].fence
+    snaps[12] = store.acquire("t", 12)  # another owner took it
+    results = store.commit_many([
+        Commit("t", 10, snaps[10].fence, None, 7, {"a": b"10"}, {"o": b"m\n10"}),
+        Commit("t", 11, snaps[11].fence, None, 9, {"a": b"zombie"}, {}),  # the stored offset is 5 now
+        Commit("t", 12, stale, None, 3, {"a": b"zombie"}, {"z": b"m\nz"}),
+        Commit("t", 13, snaps[13].fence + 10, None, 3, {"a": b"ahead"}, {}),
+        Commit("t", 11, snaps[11].fence, 5, 8, {"b": b"11"}, {"p": b"m\n11"}, ["a"]),
+    ])
+    assert [type(r) for r in results] == [type(None), OffsetConflict, FencedError, StateBehind, type(None)]
+    assert (store.read("t", 10).offset, store.read("t", 10).fields, store.read("t", 10).outbox) == (
+        7, {"a": b"10"}, {"o": b"m\n10"})
+    assert (store.read("t", 11).offset, store.read("t", 11).fields, store.read("t", 11).outbox) == (
+        8, {"b": b"11"}, {"p": b"m\n11"})
+    for p in (12, 13):
+        assert (store.read("t", p).offset, store.read("t", p).fields, store.read("t", p).outbox) == (None, {}, {})
+    assert store.commit_many([]) == []
+
+
 def test_state_without_offset_is_an_alarm() -> None:
     """State with no offset (or the reverse) raises StateLost instead of resuming silently."""
     from monitor.io.state import PartitionSnapshot

@@ -6,6 +6,10 @@
    whose bytes changed since the last checkpoint; those no state refers to any more are deleted), its outbox
    entries (alerts; block summaries in as few messages as fit `BLOCKS_MESSAGE_BYTES`) and the new offset.
 
+The batches of all partitions a consume brought are written together (`Checkpointer.write_many`): their
+rejects in one wait for Kafka, their scripts in one round trip to Redis (one pipeline on one server), each
+script checked and written, or refused, on its own.
+
 The `Outbox` then sends the entries until Kafka confirms them. See ../shared/docs/RELIABILITY.md.
 """
 
@@ -26,11 +30,11 @@ from monitor.core.labels import LabelPartition
 from monitor.core.partition import StreamPartition
 from monitor.core.state_codec import changed_fields
 from monitor.core.types import Alert, Reject
-from monitor.errors import DependencyUnavailable
+from monitor.errors import DependencyUnavailable, MonitorError
 from monitor.io.avro import AlertCodec, BlockCodec
 from monitor.io.join import LABELS, JoinStore, watermark
 from monitor.io.kafka import dead_letter_headers
-from monitor.io.state import StateStore
+from monitor.io.state import Commit, StateStore
 from monitor.ops.metrics import Metrics
 
 log = structlog.get_logger("monitor.checkpoint")
@@ -51,6 +55,9 @@ class Owned:
     deferred_since: float = 0.0  # monotonic time of the first of them
     # The blocks and signals those batches made (while a backlog is read): they leave with their checkpoint.
     waiting_blocks: list[dict[str, Any]] = field(default_factory=list)
+    # Never checkpointed (`stored_offset` None), it started where a restart would start again (the log start,
+    # or the group's committed offset), not at the log end: its first batches may wait for a checkpoint too.
+    starts_again_here: bool = False
 
 
 @dataclass(frozen=True)
@@ -63,8 +70,24 @@ class JoinTarget:
     labels_partitions: int = 0  # of the model's labels topic (0: not known yet: no prediction expires by time)
 
 
+@dataclass
+class Job:
+    """One partition's batch to make durable: its next offset, alerts, rejects, outcome (join entries, blocks)
+    and further blocks (signals), and where its join entries go."""
+
+    tp: TP
+    owned: Owned
+    next_offset: int
+    alerts: list[Alert]
+    rejects: list[Reject]
+    outcome: BatchOutcome | None
+    blocks: list[dict[str, Any]]
+    join: JoinTarget | None
+
+
 class Checkpointer:
-    """Writes one partition's batch: dead-letter first, then state + outbox + offset in one atomic script."""
+    """Writes partitions' batches: dead-letter first, then each one's state + outbox + offset in one atomic
+    script."""
 
     def __init__(self, store: StateStore, joins: JoinStore, metrics: Metrics, dead_letter_topic: str) -> None:
         self.store = store
@@ -83,23 +106,70 @@ class Checkpointer:
         Raises `FencedError` (another instance owns the partition now), `OffsetConflict` (the store is not
         where memory thinks) or `DependencyUnavailable` (Redis or the dead-letter topic): nothing was
         committed then, and the caller reloads from the store."""
-        self.dead_letter(rejects)
-        if outcome is not None and outcome.join_entries and join is not None:
-            # A prediction expires once its own partition and every labels partition are a ttl past it.
-            labels = watermark(self.joins.progress(join.model)[LABELS], join.labels_partitions)
-            dropped = self.joins.put(join.model, tp[1], outcome.join_entries, join.ttl_ms, join.max_predictions,
-                                     -1 if labels is None else labels)
-            # Predictions whose label never came (counted again if a crash replays the batch).
-            self.metrics.unlabelled.labels(join.model).inc(dropped)
-        outbox = {a.alert_id: encode_entry(a.model.encode(), self.codec.encode(a)) for a in alerts}
-        made = owned.waiting_blocks + (outcome.blocks if outcome is not None else []) + blocks
+        result = self.write_many([Job(tp, owned, next_offset, alerts, rejects, outcome, blocks, join)])[0]
+        if isinstance(result, MonitorError):
+            raise result
+        return result
+
+    def write_many(self, jobs: Sequence[Job]) -> list[dict[str, bytes] | MonitorError]:
+        """`write` of each job (batches of different partitions), in one round trip to Redis where it allows:
+        the rejects of all first (one wait for Kafka), then each job's join entries, then every state in one
+        `StateStore.commit_many`. Each job is written or not on its own; the answer, in order, is its outbox
+        entries or the error `write` would have raised."""
+        results: list[dict[str, bytes] | MonitorError | None] = [None] * len(jobs)
+        try:
+            self.dead_letter([r for job in jobs for r in job.rejects])
+        except DependencyUnavailable as exc:  # no batch with rejects may be written (their offsets pass them)
+            for i, job in enumerate(jobs):
+                if job.rejects:
+                    results[i] = exc
+        staged: list[tuple[int, dict[str, bytes], dict[str, bytes], int]] = []
+        commits: list[Commit] = []
+        for i, job in enumerate(jobs):
+            if results[i] is not None:
+                continue
+            try:
+                self._join(job)
+            except DependencyUnavailable as exc:
+                results[i] = exc
+                continue
+            outbox = self._outbox(job)
+            owned = job.owned
+            fields = owned.part.to_fields()
+            changed, gone = changed_fields(fields, owned.written)  # closed blocks, written once, are not again
+            commits.append(Commit(job.tp[0], job.tp[1], owned.fence, owned.stored_offset, job.next_offset, changed,
+                                  outbox, gone))
+            staged.append((i, outbox, fields, sum(len(v) for v in changed.values())))
+        for (i, outbox, fields, written), problem in zip(staged, self.store.commit_many(commits), strict=True):
+            if problem is not None:
+                results[i] = problem
+                continue
+            job = jobs[i]
+            job.owned.written = fields
+            self.metrics.state_bytes_written.labels(job.tp[0]).inc(written)
+            results[i] = outbox
+        assert all(r is not None for r in results)
+        return [r for r in results if r is not None]
+
+    def _join(self, job: Job) -> None:
+        """A predictions batch's entries into the label-join store (raises `DependencyUnavailable`)."""
+        outcome, join = job.outcome, job.join
+        if outcome is None or not outcome.join_entries or join is None:
+            return
+        # A prediction expires once its own partition and every labels partition are a ttl past it.
+        labels = watermark(self.joins.progress(join.model)[LABELS], join.labels_partitions)
+        dropped = self.joins.put(join.model, job.tp[1], outcome.join_entries, join.ttl_ms, join.max_predictions,
+                                 -1 if labels is None else labels)
+        # Predictions whose label never came (counted again if a crash replays the batch).
+        self.metrics.unlabelled.labels(join.model).inc(dropped)
+
+    def _outbox(self, job: Job) -> dict[str, bytes]:
+        """The job's outbox entries: its alerts, and its blocks in as few messages as fit."""
+        outbox = {a.alert_id: encode_entry(a.model.encode(), self.codec.encode(a)) for a in job.alerts}
+        made = job.owned.waiting_blocks + (job.outcome.blocks if job.outcome is not None else []) + job.blocks
         for chunk, value in self.block_codec.encode_chunks(made, BLOCKS_MESSAGE_BYTES):
-            outbox[blocks_entry_id(tp, owned, chunk, value)] = encode_entry(chunk[0]["model"].encode(), value)
-        fields = owned.part.to_fields()
-        changed, gone = changed_fields(fields, owned.written)  # closed blocks, written once, are not written again
-        self.store.commit(tp[0], tp[1], owned.fence, owned.stored_offset, next_offset, changed, outbox, gone)
-        owned.written = fields
-        self.metrics.state_bytes_written.labels(tp[0]).inc(sum(len(v) for v in changed.values()))
+            outbox[blocks_entry_id(job.tp, job.owned, chunk, value)] = encode_entry(chunk[0]["model"].encode(),
+                                                                                   value)
         return outbox
 
     def dead_letter(self, rejects: list[Reject]) -> None:

@@ -31,7 +31,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from monitor.app.checkpoint import BLOCKS_MESSAGE_BYTES, Checkpointer, JoinTarget, Owned
+from monitor.app.checkpoint import BLOCKS_MESSAGE_BYTES, Checkpointer, Job, JoinTarget, Owned
 from monitor.app.models import ModelPartition, ModelProcessor
 from monitor.app.outbox import Outbox
 from monitor.app.pipeline import (
@@ -47,7 +47,7 @@ from monitor.core.partition import StreamPartition
 from monitor.core.profiles import ReferenceProfile
 from monitor.core.reach import expected_window_events, minimums, unreachable
 from monitor.core.types import Alert, AlertKind, RawRecord, Reject
-from monitor.errors import ConfigError, DependencyUnavailable, FencedError, OffsetConflict, StateBehind, StateLost
+from monitor.errors import ConfigError, DependencyUnavailable, FencedError, MonitorError, StateLost
 from monitor.io.avro import AlertCodec, BlockCodec, alert_schema_text, register_schema
 from monitor.io.history import DriftHistory
 from monitor.io.join import LABELS, PREDICTIONS, JoinStore, MemoryJoinStore, watermark
@@ -65,11 +65,13 @@ TP = tuple[str, int]
 Stage = Literal["ingest", "models"]
 
 
-# A batch's blocks may wait for its checkpoint (`Daemon._may_defer`) only while its partition has at least this
-# many full batches behind it: a real backlog (a catch-up, a replay), not the few batches a consumer's prefetch
-# holds when a busy daemon runs a little behind a live stream (at 62% load, with one batch, 3 of 10 incidents
-# waited ~0.55 s longer).
-BACKLOG_BATCHES = 5
+# A batch's blocks may wait for its checkpoint (`Daemon._may_defer`) only while the stage has at least this many
+# full batches to read over all its partitions (`Daemon.lags`): a real backlog (a catch-up, a replay), not the few
+# batches a consumer's prefetch holds when a busy daemon runs a little behind a live stream. Waiting blocks leave
+# when the stage has caught up, and the time to catch up depends on how much there is to read over all its
+# partitions, not on how it is spread: one bar for 3 partitions or 48. At 3 partitions 15 is the bar measured as
+# five batches per partition (at 62% load, with one batch per partition, 3 of 10 incidents waited ~0.55 s longer).
+BACKLOG_BATCHES = 15
 
 
 class Daemon:
@@ -218,14 +220,16 @@ class Daemon:
                 self.lost[(topic, partition)] = problem
                 return committed if committed is not None else OFFSET_END
             # restart: fresh state from the committed offset; the next checkpoint overwrites what is left
-            self.owned[(topic, partition)] = Owned(snap.fence, None, part, dict(snap.fields))
+            self.owned[(topic, partition)] = Owned(snap.fence, None, part, dict(snap.fields),
+                                                   starts_again_here=committed is not None or self._from_start)
             self.last_seen[(topic, partition)] = time.monotonic()
             if committed is not None:
                 return committed
             return OFFSET_BEGINNING if self.settings.start_from == "earliest" else OFFSET_END
         if snap.fields:
             self._load(part, snap.fields)
-        self.owned[(topic, partition)] = Owned(snap.fence, snap.offset, part, dict(snap.fields))
+        self.owned[(topic, partition)] = Owned(snap.fence, snap.offset, part, dict(snap.fields),
+                                               starts_again_here=self._from_start)
         self.last_seen[(topic, partition)] = time.monotonic()
         self.outbox.add((topic, partition), snap.outbox)
         if snap.offset is not None:
@@ -507,16 +511,26 @@ class Daemon:
                 continue
             raw = to_raw(msg)
             by_tp[(raw.topic, raw.partition)].append(raw)
-        commits = []
-        for tp, records in by_tp.items():
-            next_offset = self._process_partition(tp, records)
-            if next_offset is not None:
-                commits.append(TopicPartition(tp[0], tp[1], next_offset))
-        if commits:
-            self._commit(commits)
+        self._handle_records(by_tp)
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
 
-    def _process_partition(self, tp: TP, records: list[RawRecord]) -> int | None:
+    def _handle_records(self, by_tp: Mapping[TP, list[RawRecord]]) -> None:
+        """A consume's records, partition by partition; then the batches to write now, of all of them, in one
+        round trip to Redis (`_checkpoint_many`), and their offsets committed to the group."""
+        jobs = []
+        for tp, records in by_tp.items():
+            job = self._process_partition(tp, records)
+            if job is not None:
+                jobs.append(job)
+        written = [job for job, ok in zip(jobs, self._checkpoint_many(jobs), strict=True) if ok]
+        for job in written:
+            assert job.outcome is not None
+            self._count(job.tp, job.outcome)
+        if written:
+            self._commit([TopicPartition(job.tp[0], job.tp[1], job.next_offset) for job in written])
+
+    def _process_partition(self, tp: TP, records: list[RawRecord]) -> Job | None:
+        """Apply one partition's records; the batch to write now (None: none, or it waits for a later one)."""
         owned = self.owned.get(tp)
         if owned is None:
             return None  # revoked while the batch was in flight
@@ -542,54 +556,71 @@ class Daemon:
             self._outage(exc.dependency, exc)
             return None
         lag = self._update_lag(tp, outcome.next_offset)
-        deferred = self._may_defer(processor, owned, outcome, lag)
-        if deferred:
-            owned.applied = outcome.next_offset
-            owned.deferred_since = owned.deferred_since or time.monotonic()
-            owned.waiting_blocks += outcome.blocks
-        elif not self._checkpoint(tp, owned, outcome.next_offset, outcome.alerts, outcome.rejects, outcome):
-            return None
+        if not self._may_defer(processor, owned, outcome, lag):
+            return self._job(tp, owned, outcome.next_offset, outcome.alerts, outcome.rejects, outcome)
+        owned.applied = outcome.next_offset
+        owned.deferred_since = owned.deferred_since or time.monotonic()
+        owned.waiting_blocks += outcome.blocks
+        self._count(tp, outcome)
+        return None
+
+    def _count(self, tp: TP, outcome: BatchOutcome) -> None:
+        """A batch applied (and written, or waiting for its checkpoint): its events and rejects."""
+        processor = self.processors[tp[0]]
         m = self.metrics
         name = processor.model.name if not isinstance(processor, ModelProcessor) else "*"
         m.events.labels(name, processor.stream).inc(outcome.valid)
         for rej in outcome.rejects:
             m.rejects.labels(name, processor.stream, rej.reason).inc()
-        return None if deferred else outcome.next_offset
 
     def _may_defer(self, processor: AnyProcessor | ModelProcessor, owned: Owned, outcome: BatchOutcome,
                    lag: int | None = None) -> bool:
         """Whether a feature/prediction batch (stage 1) or a blocks batch (stage 2) may wait for a later
         checkpoint: it made no alert, reject or prediction (alerts go out only from a checkpointed outbox;
         rejects go to the dead-letter topic and predictions to the join store just before theirs), nor blocks
-        unless a backlog is being read (`lag`: at least `BACKLOG_BATCHES` full batches of the partition wait
-        behind the batch; its blocks wait in `Owned.waiting_blocks` and go out with the checkpoint that writes the state
-        that made them: near the end of the log, blocks leave at once), and the oldest waiting batch is younger
-        than `checkpoint_interval_ms`. A crash replays the waiting batches from the stored offset, and
-        makes the same blocks again. (Labels batches are written at once, as before.)"""
+        unless a backlog is being read (`BACKLOG_BATCHES` full batches to read over the stage's partitions; its
+        blocks wait in `Owned.waiting_blocks` and go out with the checkpoint that writes the state that made them:
+        near the end of the log, blocks leave at once), and the oldest waiting batch is younger than
+        `checkpoint_interval_ms`. A crash replays the waiting batches from the stored offset (or, before the
+        first checkpoint, from where the partition started, when a restart starts there again:
+        `Owned.starts_again_here`), and makes the same blocks again. (Labels batches are written at once.)
+        `lag`: this partition's, just updated (None: unknown)."""
         interval = self.settings.checkpoint_interval_ms
-        if not interval or not isinstance(processor, StreamProcessor | ModelProcessor) \
-                or owned.stored_offset is None:
+        if not interval or not isinstance(processor, StreamProcessor | ModelProcessor):
             return False
+        if owned.stored_offset is None and not owned.starts_again_here:
+            return False  # a restart would start at the log end then: the records read so far would be skipped
         if self.outage is not None:
             return False  # the first batch through after an outage is written at once: it ends the outage
-        backlog = lag is not None and lag >= BACKLOG_BATCHES * self.settings.batch.max_messages
+        backlog = lag is not None and sum(self.lags.values()) >= BACKLOG_BATCHES * self.settings.batch.max_messages
         if outcome.alerts or outcome.rejects or outcome.join_entries or (outcome.blocks and not backlog):
             return False
         return not owned.deferred_since or (time.monotonic() - owned.deferred_since) * 1000 < interval
 
+    @property
+    def _from_start(self) -> bool:
+        """Whether a partition without a stored offset is read from the log start (`start_from: earliest`)."""
+        return self.settings.start_from == "earliest"
+
     def _flush_deferred(self, partitions: list[TP] | None = None, due_only: bool = True,
                         revoking: bool = False) -> None:
-        """Checkpoint the partitions whose applied batches wait (those due, or all of `partitions`). `revoking`:
-        inside the rebalance callback, a failed write is not retried (the next owner replays the batches)."""
+        """Checkpoint the partitions whose applied batches wait (those due, or all of `partitions`), in one
+        round trip to Redis. `revoking`: inside the rebalance callback, a failed write is not retried (the next
+        owner replays the batches)."""
         now = time.monotonic()
+        jobs = []
         for tp in list(self.owned) if partitions is None else partitions:
             owned = self.owned.get(tp)
             if owned is None or owned.applied is None:
                 continue
             if due_only and (now - owned.deferred_since) * 1000 < self.settings.checkpoint_interval_ms:
                 continue
-            if self._checkpoint(tp, owned, owned.applied, [], [], recovered=False, reload=not revoking):
-                self._commit([TopicPartition(tp[0], tp[1], owned.stored_offset or 0)])
+            jobs.append(self._job(tp, owned, owned.applied, [], []))
+        written = self._checkpoint_many(jobs, recovered=False, reload=not revoking)
+        commits = [TopicPartition(job.tp[0], job.tp[1], job.next_offset) for job, ok in zip(jobs, written,
+                                                                                           strict=True) if ok]
+        if commits:
+            self._commit(commits)
 
     def _commit(self, offsets: list[TopicPartition]) -> None:
         """Commit to the group, asynchronously. Only for lag dashboards: the offsets that count are in the state
@@ -647,14 +678,9 @@ class Daemon:
             owned.part.last_drift = {}
         return outcome
 
-    def _checkpoint(self, tp: TP, owned: Owned, next_offset: int, alerts: list[Alert], rejects: list[Reject],
-                    outcome: BatchOutcome | None = None, blocks: list[dict[str, Any]] | None = None,
-                    recovered: bool = True, reload: bool = True) -> bool:
-        """Make the batch durable (`Checkpointer.write`), then queue its alerts and blocks for publishing;
-        False if not written (the partition was fenced, or reloaded from the store). A written batch ends an
-        outage, unless `recovered` is False (batches applied before it, written late: they say nothing about a
-        schema registry that is down now). With `reload` False, a failed write leaves the partition as it is.
-        """
+    def _job(self, tp: TP, owned: Owned, next_offset: int, alerts: list[Alert], rejects: list[Reject],
+             outcome: BatchOutcome | None = None, blocks: list[dict[str, Any]] | None = None) -> Job:
+        """A batch to write, with where its predictions go for the label join (stage 1)."""
         processor = self.processors[tp[0]]
         join = None
         if not isinstance(processor, ModelProcessor):
@@ -662,20 +688,44 @@ class Daemon:
             labels = processor.model.labels
             join = JoinTarget(processor.model.name, int(perf.join_ttl_s * 1000), perf.max_predictions,
                               self.topic_partitions.get(labels.topic, 0) if labels is not None else 0)
-        try:
-            outbox = self.checkpointer.write(tp, owned, next_offset, alerts, rejects, outcome, blocks or [], join)
-        except FencedError:
+        return Job(tp, owned, next_offset, alerts, rejects, outcome, blocks or [], join)
+
+    def _checkpoint(self, tp: TP, owned: Owned, next_offset: int, alerts: list[Alert], rejects: list[Reject],
+                    outcome: BatchOutcome | None = None, blocks: list[dict[str, Any]] | None = None,
+                    recovered: bool = True, reload: bool = True) -> bool:
+        """Make the batch durable and queue its alerts and blocks for publishing (`_checkpoint_many`)."""
+        return self._checkpoint_many([self._job(tp, owned, next_offset, alerts, rejects, outcome, blocks)],
+                                     recovered, reload)[0]
+
+    def _checkpoint_many(self, jobs: list[Job], recovered: bool = True, reload: bool = True) -> list[bool]:
+        """Make the batches durable (`Checkpointer.write_many`: one round trip to Redis for all), then queue
+        each one's alerts and blocks for publishing; per job, False if not written (the partition was fenced,
+        or reloaded from the store). A written batch ends an outage, unless `recovered` is False (batches
+        applied before it, written late: they say nothing about a schema registry that is down now). With
+        `reload` False, a failed write leaves the partition as it is."""
+        if not jobs:
+            return []
+        results = self.checkpointer.write_many(jobs)
+        down = next((r for r in results if isinstance(r, DependencyUnavailable)), None)
+        if down is not None:  # one pause for the batch, not one per partition
+            self._outage("redis" if "redis" in str(down) else "kafka", down)
+        return [self._written(job, result, recovered, reload) for job, result in zip(jobs, results, strict=True)]
+
+    def _written(self, job: Job, result: dict[str, bytes] | MonitorError, recovered: bool, reload: bool) -> bool:
+        """After one job's write: on success, the partition's new stored offset, the end of an outage, the
+        label join's progress, and its outbox entries to send; on failure, reload (unless fenced)."""
+        tp, owned, alerts, outcome = job.tp, job.owned, job.alerts, job.outcome
+        if isinstance(result, FencedError):
             log.warning("partition.fenced", topic=tp[0], partition=tp[1])
             self.owned.pop(tp, None)
             return False
-        except (OffsetConflict, StateBehind, DependencyUnavailable) as exc:
+        if isinstance(result, MonitorError):
             # Memory is ahead of the store: drop it, reload what the store has and consume from there.
-            if isinstance(exc, DependencyUnavailable):
-                self._outage("redis" if "redis" in str(exc) else "kafka", exc)
             if reload:
                 self._reload(tp)
             return False
-        owned.stored_offset = next_offset
+        processor = self.processors[tp[0]]
+        owned.stored_offset = job.next_offset
         owned.applied, owned.deferred_since, owned.waiting_blocks = None, 0.0, []
         if self.outage is not None and (recovered or self.outage in ("redis", "kafka")):
             log.info("dependency.up", dependency=self.outage)
@@ -690,10 +740,10 @@ class Daemon:
                     self.joins.advance(processor.model.name, LABELS, tp[1], reached)
                 except DependencyUnavailable as exc:
                     log.warning("join.progress_unwritten", topic=tp[0], partition=tp[1], error=str(exc))
-            for result, count in owned.part.counts.items():
-                self.metrics.joins.labels(processor.model.name, str(tp[1]), result).set(count)
+            for result_name, count in owned.part.counts.items():
+                self.metrics.joins.labels(processor.model.name, str(tp[1]), result_name).set(count)
             self.metrics.joins.labels(processor.model.name, str(tp[1]), "pending").set(len(owned.part.pending))
-        self.outbox.add(tp, outbox)
+        self.outbox.add(tp, result)
         for alert in alerts:
             self.recent_alerts.appendleft(alert)
             self.metrics.alerts.labels(alert.model, alert.kind, alert.check).inc()
@@ -1041,7 +1091,7 @@ class Daemon:
         part = self._new_partition(*tp)
         if snap.fields:
             self._load(part, snap.fields)
-        self.owned[tp] = Owned(snap.fence, snap.offset, part, dict(snap.fields))
+        self.owned[tp] = Owned(snap.fence, snap.offset, part, dict(snap.fields), starts_again_here=self._from_start)
         # What the store's outbox holds is sent (again): after a rollback it can hold entries this replica has
         # delivered since, which would otherwise stay there; a re-sent entry is byte-identical, same id.
         self.outbox.add(tp, snap.outbox)

@@ -10,9 +10,9 @@ from typing import Any
 
 from redis.cluster import RedisCluster
 
-from monitor.errors import DependencyUnavailable, FencedError, OffsetConflict, StateBehind
+from monitor.errors import DependencyUnavailable, FencedError, MonitorError, OffsetConflict, StateBehind
 from monitor.io.redis_client import REDIS_ERRORS, RedisClient, connect
-from monitor.io.state import PartitionSnapshot
+from monitor.io.state import Commit, PartitionSnapshot
 
 # Take ownership: a new fence token above the stored one and above the server's clock in microseconds, so a
 # token handed out after a failover that lost the last writes is still above every token handed out before
@@ -139,26 +139,47 @@ class RedisStore:
         outbox: dict[str, bytes],
         deletes: Sequence[str] = (),
     ) -> None:
-        args: list[Any] = [fence, "" if expected_offset is None else expected_offset, new_offset, len(fields),
-                           len(deletes)]
-        for name, value in fields.items():
-            args += [name, value]
-        args += list(deletes)
-        for name, value in outbox.items():
-            args += [name, value]
+        c = Commit(topic, partition, fence, expected_offset, new_offset, fields, outbox, deletes)
         try:
-            status, value = self._commit(keys=self._order(topic, partition), args=args)
+            status, value = self._commit(keys=self._order(topic, partition), args=_commit_args(c))
         except REDIS_ERRORS as exc:
             # The reply may be lost after the script ran: the caller re-reads the stored offset.
             raise DependencyUnavailable(f"redis: {type(exc).__name__}") from exc
-        if status == b"BEHIND":
-            raise StateBehind(f"{topic}[{partition}] fence {fence} is ahead of the store's ({_s(value) or 'none'}): "
-                              f"the store lost acknowledged writes")
-        if status == b"FENCED":
-            raise FencedError(f"{topic}[{partition}] fence {fence} is stale (now {_s(value)})")
-        if status == b"CONFLICT":
-            stored = _s(value)
-            raise OffsetConflict(expected_offset, int(stored) if stored else None)
+        problem = _refusal(c, status, value)
+        if problem is not None:
+            raise problem
+
+    def commit_many(self, commits: Sequence[Commit]) -> list[MonitorError | None]:
+        """On one server, the commit scripts in one pipeline (not a transaction: each script is atomic and
+        checked on its own, as alone); on a cluster, one call each (the partitions live in different slots)."""
+        out: list[MonitorError | None] = []
+        if isinstance(self.client, RedisCluster) or len(commits) < 2:
+            for c in commits:
+                try:
+                    self.commit(c.topic, c.partition, c.fence, c.expected_offset, c.new_offset, c.fields,
+                                c.outbox, c.deletes)
+                    out.append(None)
+                except (FencedError, StateBehind, OffsetConflict, DependencyUnavailable) as exc:
+                    out.append(exc)
+            return out
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for c in commits:
+                self._commit(keys=self._order(c.topic, c.partition), args=_commit_args(c), client=pipe)
+            replies = pipe.execute(raise_on_error=False)
+        except REDIS_ERRORS as exc:
+            # Some scripts may have run: each caller re-reads its stored offset.
+            unavailable = DependencyUnavailable(f"redis: {type(exc).__name__}")
+            unavailable.__cause__ = exc
+            return [unavailable] * len(commits)
+        for c, reply in zip(commits, replies, strict=True):
+            if isinstance(reply, Exception):  # this script failed (out of memory, ...), not the others
+                failed = DependencyUnavailable(f"redis: {type(reply).__name__}")
+                failed.__cause__ = reply
+                out.append(failed)
+            else:
+                out.append(_refusal(c, *reply))
+        return out
 
     def positions(self, partitions: Sequence[tuple[str, int]]) -> dict[tuple[str, int], tuple[int, int | None]]:
         try:
@@ -197,6 +218,33 @@ class RedisStore:
             self.client.ping()
         except REDIS_ERRORS as exc:
             raise DependencyUnavailable(f"redis: {type(exc).__name__}") from exc
+
+
+def _commit_args(c: Commit) -> list[Any]:
+    """The `_COMMIT` script's arguments: fence, expected and new offset, the counts, then the fields to write,
+    the fields to delete and the outbox entries."""
+    args: list[Any] = [c.fence, "" if c.expected_offset is None else c.expected_offset, c.new_offset,
+                       len(c.fields), len(c.deletes)]
+    for name, value in c.fields.items():
+        args += [name, value]
+    args += list(c.deletes)
+    for name, value in c.outbox.items():
+        args += [name, value]
+    return args
+
+
+def _refusal(c: Commit, status: bytes, value: bytes) -> MonitorError | None:
+    """The error a `_COMMIT` reply means (None: written)."""
+    where = f"{c.topic}[{c.partition}]"
+    if status == b"BEHIND":
+        return StateBehind(f"{where} fence {c.fence} is ahead of the store's ({_s(value) or 'none'}): "
+                           f"the store lost acknowledged writes")
+    if status == b"FENCED":
+        return FencedError(f"{where} fence {c.fence} is stale (now {_s(value)})")
+    if status == b"CONFLICT":
+        stored = _s(value)
+        return OffsetConflict(c.expected_offset, int(stored) if stored else None)
+    return None
 
 
 def _pairs(flat: list[bytes]) -> dict[str, bytes]:

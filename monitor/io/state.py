@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from monitor.errors import FencedError, OffsetConflict, StateBehind, StateLost
+from monitor.errors import FencedError, MonitorError, OffsetConflict, StateBehind, StateLost
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +21,20 @@ class PartitionSnapshot:
     offset: int | None  # next offset to consume; None = never checkpointed
     fields: dict[str, bytes] = field(default_factory=dict)
     outbox: dict[str, bytes] = field(default_factory=dict)  # alert_id -> model name + b"\n" + Avro bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """One partition's checkpoint, as `StateStore.commit` takes it (for `commit_many`)."""
+
+    topic: str
+    partition: int
+    fence: int
+    expected_offset: int | None
+    new_offset: int
+    fields: dict[str, bytes]
+    outbox: dict[str, bytes]
+    deletes: Sequence[str] = ()
 
 
 class StateStore(Protocol):
@@ -55,6 +69,13 @@ class StateStore(Protocol):
         ours (the store forgot writes it acknowledged), `OffsetConflict` if the stored offset is not
         `expected_offset`; in each case nothing is written.
         """
+        ...
+
+    def commit_many(self, commits: Sequence[Commit]) -> list[MonitorError | None]:
+        """`commit` of each (one round trip where the store allows: a consume brings batches of many
+        partitions). Each commit is atomic and checked on its own; the answer, in order, is None where it was
+        written, or the error `commit` would have raised (`DependencyUnavailable` for all when the store did
+        not answer: those may have been written, as with `commit`)."""
         ...
 
     def outbox_done(self, topic: str, partition: int, alert_ids: list[str]) -> None:
@@ -137,6 +158,17 @@ class MemoryStore:
                 state.pop(name, None)
             self._outbox.setdefault(key, {}).update(outbox)
             self._offset[key] = new_offset
+
+    def commit_many(self, commits: Sequence[Commit]) -> list[MonitorError | None]:
+        out: list[MonitorError | None] = []
+        for c in commits:
+            try:
+                self.commit(c.topic, c.partition, c.fence, c.expected_offset, c.new_offset, c.fields, c.outbox,
+                            c.deletes)
+                out.append(None)
+            except (FencedError, StateBehind, OffsetConflict) as exc:
+                out.append(exc)
+        return out
 
     def positions(self, partitions: Sequence[tuple[str, int]]) -> dict[tuple[str, int], tuple[int, int | None]]:
         with self._lock:
