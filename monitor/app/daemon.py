@@ -582,14 +582,16 @@ class Daemon:
         blocks wait in `Owned.waiting_blocks` and go out with the checkpoint that writes the state that made them:
         near the end of the log, blocks leave at once), and the oldest waiting batch is younger than
         `checkpoint_interval_ms`. A crash replays the waiting batches from the stored offset (or, before the
-        first checkpoint, from where the partition started, when a restart starts there again:
+        first checkpoint, from where a stage-1 partition started, when a restart starts there again:
         `Owned.starts_again_here`), and makes the same blocks again. (Labels batches are written at once.)
         `lag`: this partition's, just updated (None: unknown)."""
         interval = self.settings.checkpoint_interval_ms
         if not interval or not isinstance(processor, StreamProcessor | ModelProcessor):
             return False
-        if owned.stored_offset is None and not owned.starts_again_here:
-            return False  # a restart would start at the log end then: the records read so far would be skipped
+        if owned.stored_offset is None and (not owned.starts_again_here or isinstance(processor, ModelProcessor)):
+            # A restart would start at the log end: the records read so far would be skipped. (The model stage,
+            # a few partitions, writes its first batch at once as before: nothing to gain.)
+            return False
         if self.outage is not None:
             return False  # the first batch through after an outage is written at once: it ends the outage
         backlog = lag is not None and sum(self.lags.values()) >= BACKLOG_BATCHES * self.settings.batch.max_messages
