@@ -707,11 +707,14 @@ class Daemon:
         `reload` False, a failed write leaves the partition as it is."""
         if not jobs:
             return []
-        results = self.checkpointer.write_many(jobs)
-        down = next((r for r in results if isinstance(r, DependencyUnavailable)), None)
-        if down is not None:  # one pause for the batch, not one per partition
-            self._outage("redis" if "redis" in str(down) else "kafka", down)
-        return [self._written(job, result, recovered, reload) for job, result in zip(jobs, results, strict=True)]
+        written = []
+        paused = False
+        for job, result in zip(jobs, self.checkpointer.write_many(jobs), strict=True):
+            if isinstance(result, DependencyUnavailable) and not paused:  # one pause, not one per partition
+                self._outage("redis" if "redis" in str(result) else "kafka", result)
+                paused = True
+            written.append(self._written(job, result, recovered, reload))
+        return written
 
     def _written(self, job: Job, result: dict[str, bytes] | MonitorError, recovered: bool, reload: bool) -> bool:
         """After one job's write: on success, the partition's new stored offset, the end of an outage, the
