@@ -139,9 +139,11 @@ class RedisStore:
         outbox: dict[str, bytes],
         deletes: Sequence[str] = (),
     ) -> None:
-        c = Commit(topic, partition, fence, expected_offset, new_offset, fields, outbox, deletes)
+        self._commit_one(Commit(topic, partition, fence, expected_offset, new_offset, fields, outbox, deletes))
+
+    def _commit_one(self, c: Commit) -> None:
         try:
-            status, value = self._commit(keys=self._order(topic, partition), args=_commit_args(c))
+            status, value = self._commit(keys=self._order(c.topic, c.partition), args=_commit_args(c))
         except REDIS_ERRORS as exc:
             # The reply may be lost after the script ran: the caller re-reads the stored offset.
             raise DependencyUnavailable(f"redis: {type(exc).__name__}") from exc
@@ -156,8 +158,7 @@ class RedisStore:
         if isinstance(self.client, RedisCluster) or len(commits) < 2:
             for c in commits:
                 try:
-                    self.commit(c.topic, c.partition, c.fence, c.expected_offset, c.new_offset, c.fields,
-                                c.outbox, c.deletes)
+                    self._commit_one(c)
                     out.append(None)
                 except (FencedError, StateBehind, OffsetConflict, DependencyUnavailable) as exc:
                     out.append(exc)
