@@ -420,8 +420,9 @@ def verify_exactly_once(setup: Setup, config: Path, produced: int, regenerated: 
         n_alerts = len(alerts)
         if set(copies) >= expected_alerts or time.monotonic() > deadline:
             break
+    extra = sorted({_alert_brief(v) for k in set(copies) - expected_alerts for v in copies[k]})
     assert set(copies) == expected_alerts, (f"{len(expected_alerts - set(copies))} alert ids of the replay missing, "
-                                            f"{len(set(copies) - expected_alerts)} not in it")
+                                            f"{len(set(copies) - expected_alerts)} not in it: {extra[:10]}")
     assert all(len(v) == 1 or (regenerated and same_alert(v)) for v in copies.values()), \
         "a re-sent alert must be byte-identical"
     while True:
@@ -452,6 +453,20 @@ def same_alert(copies: set[bytes]) -> bool:
     except AssertionError:
         return False
     return True
+
+
+def _alert_brief(payload: bytes) -> str:
+    """An unexpected alert in an assertion message: where and what, no payload values."""
+    import io as _io
+
+    from fastavro import schemaless_reader
+
+    from monitor.io.avro import AlertCodec
+
+    rec = schemaless_reader(_io.BytesIO(payload), AlertCodec().schema, None)
+    assert isinstance(rec, dict)
+    return (f"{rec['source_topic']}[{rec['source_partition']}]@{rec['source_offset']} {rec['feature']}/{rec['check']} "
+            f"{rec['status']}")
 
 
 def _alert_id(payload: bytes) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -165,7 +166,7 @@ class _Watermarks:
     def __init__(self) -> None:
         self.high: dict[int, int] = {}
 
-    def get_watermark_offsets(self, tp: Any, cached: bool = True) -> tuple[int, int]:
+    def get_watermark_offsets(self, tp: Any, timeout: float = -1, cached: bool = True) -> tuple[int, int]:
         return 0, self.high.get(tp.partition, -1)
 
     def commit(self, offsets: Any, asynchronous: bool = True) -> None:
@@ -296,3 +297,139 @@ def test_a_consumes_checkpoints_go_in_one_write_and_fail_one_by_one(tmp_path: Pa
     daemon._handle_records(later)
     assert pauses == ["redis"] and reloaded == [(topic, 0), (topic, 2)]
     assert [store.read(topic, p).offset for p in (0, 2)] == [ends[0], ends[2]]
+
+
+def test_silence_clocks_restart_when_an_outage_ends_however_it_was_waited_out(tmp_path: Path) -> None:
+    """A broker outage longer than `freshness_s` raises no `stream_stopped`, also when the daemon waited it
+    out inside one call (a dead-letter write waits up to 30 s for Kafka) and never came to `_check_silence`
+    while it lasted: the outage ends (here, with a batch written) and every partition's silence clock
+    restarts then. (The CI of issue 12 raised `stream_stopped` for five partitions in this case.) Without an
+    outage, a partition as quiet is called silent: the check can fire."""
+    import time
+
+    from confluent_kafka import KafkaError
+
+    from monitor.app.daemon import Daemon
+    from monitor.io.state import MemoryStore
+    from tests.test_model_view import records_for, settings_for
+
+    settings = settings_for(tmp_path, checkpoint_interval_ms=0)
+    topic = settings.models[0].features.topic
+    freshness = settings.models[0].freshness_s
+    assert freshness is not None
+    records = records_for(settings, 3, [], events=1_200)
+
+    def started() -> tuple[Daemon, list[tuple[str, int]]]:
+        daemon = Daemon(settings, MemoryStore())
+        consumer = _Watermarks()
+        consumer.high = {p: records[(topic, p)][199].offset + 1 for p in range(3)}  # read to the end
+        daemon.consumer = consumer  # type: ignore[assignment]
+        daemon._writable = lambda tp: True  # type: ignore[method-assign]
+        for p in range(3):
+            daemon._take(topic, p)
+        daemon._handle_records({(topic, p): records[(topic, p)][:200] for p in range(3)})
+        silent: list[tuple[str, int]] = []
+        write = daemon._checkpoint
+
+        def checkpoint(tp: Any, owned: Any, next_offset: int, alerts: Any, rejects: Any, outcome: Any = None,
+                       blocks: Any = None, recovered: bool = True, reload: bool = True) -> bool:
+            if any("silent_s" in b for b in blocks or []):
+                silent.append(tp)
+            return write(tp, owned, next_offset, alerts, rejects, outcome, blocks, recovered, reload)
+
+        daemon._checkpoint = checkpoint  # type: ignore[method-assign]
+        return daemon, silent
+
+    def stalled(daemon: Daemon) -> None:  # no `_check_silence` for longer than freshness_s
+        for tp in daemon.owned:
+            daemon.last_seen[tp] = time.monotonic() - freshness - 1.0
+        daemon._last_silence_check = 0.0
+
+    quiet, silent = started()
+    stalled(quiet)
+    quiet._check_silence()
+    assert sorted(silent) == [(topic, p) for p in range(3)]
+
+    daemon, silent = started()
+    daemon._on_kafka_error(KafkaError(KafkaError._ALL_BROKERS_DOWN))
+    assert daemon.outage == "kafka"
+    stalled(daemon)
+    daemon._handle_records({(topic, 0): records[(topic, 0)][200:300]})  # the wait ends: a batch is written
+    assert daemon.outage is None
+    daemon._check_silence()
+    assert silent == []
+
+
+class _Group:
+    """A consumer in a group as librdkafka keeps it: `pause` marks a partition until `resume`, across a
+    rebalance (measured on Kafka 4 with cooperative-sticky: paused, lost by exceeding max.poll.interval.ms and
+    assigned again, a partition delivered nothing until resumed). Its polls run the rebalance callbacks
+    queued in `rebalances`, one per poll, as librdkafka serves them inside a poll."""
+
+    def __init__(self) -> None:
+        self.assigned: set[tuple[str, int]] = set()
+        self.paused: set[tuple[str, int]] = set()
+        self.rebalances: list[Callable[[], None]] = []
+        self.offsets: dict[int, int] = {}  # the group's committed offsets
+
+    def committed(self, partitions: list[Any], timeout: float) -> list[Any]:
+        from confluent_kafka import TopicPartition
+        return [TopicPartition(tp.topic, tp.partition, self.offsets.get(tp.partition, -1001)) for tp in partitions]
+
+    def offsets_for_times(self, partitions: list[Any], timeout: float) -> list[Any]:
+        from confluent_kafka import KafkaError, KafkaException
+        raise KafkaException(KafkaError(KafkaError._TIMED_OUT))
+
+    def incremental_assign(self, partitions: list[Any]) -> None:
+        self.assigned |= {(tp.topic, tp.partition) for tp in partitions}
+
+    def incremental_unassign(self, partitions: list[Any]) -> None:
+        self.assigned -= {(tp.topic, tp.partition) for tp in partitions}
+
+    def assignment(self) -> list[Any]:
+        from confluent_kafka import TopicPartition
+        return [TopicPartition(t, p) for t, p in sorted(self.assigned)]
+
+    def pause(self, partitions: list[Any]) -> None:
+        self.paused |= {(tp.topic, tp.partition) for tp in partitions}
+
+    def resume(self, partitions: list[Any]) -> None:
+        self.paused -= {(tp.topic, tp.partition) for tp in partitions}
+
+    def poll(self, timeout: float) -> None:
+        if self.rebalances:
+            self.rebalances.pop(0)()
+
+
+def test_partitions_lost_while_paused_are_read_again_when_assigned(tmp_path: Path) -> None:
+    """The CI of issue 12: a dead-letter write waited out a broker outage for 30 s, past max.poll.interval.ms;
+    the outage's pause came next, the group dropped the member inside its polls (every partition lost), and
+    when the partitions came back they were still paused in librdkafka: nothing was read again, for minutes.
+    Assigned again, a partition is read (resumed), unless its state is lost and the policy halts it."""
+    from confluent_kafka import TopicPartition
+
+    from monitor.app.daemon import Daemon
+    from monitor.errors import DependencyUnavailable
+    from monitor.io.state import MemoryStore
+    from tests.test_model_view import settings_for
+
+    settings = settings_for(tmp_path)
+    store = MemoryStore()
+    daemon = Daemon(settings, store)
+    topic = settings.models[0].features.topic
+    consumer = _Group()
+    daemon.consumer = consumer  # type: ignore[assignment]
+    parts = [TopicPartition(topic, p) for p in range(3)]
+    daemon._on_assign(consumer, parts)  # type: ignore[arg-type]
+    assert consumer.assigned == {(topic, p) for p in range(3)} and consumer.paused == set()
+    consumer.rebalances.append(lambda: daemon._on_lost(consumer, parts))  # type: ignore[arg-type]
+    daemon._outage("kafka", DependencyUnavailable("kafka: dead-letter topic unwritable"))
+    assert consumer.assigned == set() and consumer.paused == {(topic, p) for p in range(3)}
+    daemon._on_assign(consumer, parts)  # type: ignore[arg-type]
+    assert consumer.paused == set()
+    # Partition 1 with a committed offset and no state in the store (Redis lost it), under on_state_lost:
+    # halt, is assigned paused and stays so; the others are read.
+    daemon._on_lost(consumer, parts)  # type: ignore[arg-type]
+    consumer.offsets = {1: 500}
+    daemon._on_assign(consumer, parts)  # type: ignore[arg-type]
+    assert set(daemon.lost) == {(topic, 1)} and consumer.paused == {(topic, 1)}

@@ -166,7 +166,13 @@ class Daemon:
         consumer.incremental_assign(partitions)
         if self.stage == "ingest" and self.settings.model_view.enabled:
             self._initial_lags(consumer, partitions)
+        # librdkafka keeps a partition's pause across a rebalance: one paused when it was lost (by an outage's
+        # pause, `_align`, `poll_paused`) came back paused and was never read again (a broker outage that
+        # outlasted max.poll.interval.ms left every partition so). A partition taken is read, unless halted.
         halted = [tp for tp in partitions if (tp.topic, tp.partition) in self.lost]
+        readable = [tp for tp in partitions if (tp.topic, tp.partition) not in self.lost]
+        if readable:
+            consumer.resume(readable)
         if halted:
             consumer.pause(halted)
         self.assigned_once = True
@@ -371,7 +377,7 @@ class Daemon:
                         self.outbox.publish(wait=1.0)
                         continue
                     if self.outage == "alerts":
-                        self.outage = None
+                        self._outage_over()
                     # A consume waits for a full batch or the whole timeout. With outbox entries Kafka has yet to
                     # confirm, or applied batches waiting for their checkpoint, wait at most 50 ms (to forget the
                     # entries; to write the batches once a backlog has ended: a backlog ending on a full batch
@@ -483,7 +489,7 @@ class Daemon:
             return False
         self.checkpointer.codec = AlertCodec(schema_id)
         if self.outage == "schema_registry":
-            self.outage = None
+            self._outage_over()
         log.info("alerts.schema_registered", subject=subject, schema_id=schema_id)
         return True
 
@@ -497,8 +503,7 @@ class Daemon:
             self.consumer.list_topics(timeout=2.0)
         except KafkaException:
             return
-        log.info("dependency.up", dependency="kafka")
-        self.outage = None
+        self._outage_over()
 
     def _handle(self, msgs: list[Message]) -> None:
         started = time.perf_counter()
@@ -733,8 +738,7 @@ class Daemon:
         owned.stored_offset = job.next_offset
         owned.applied, owned.deferred_since, owned.waiting_blocks = None, 0.0, []
         if self.outage is not None and (recovered or self.outage in ("redis", "kafka")):
-            log.info("dependency.up", dependency=self.outage)
-            self.outage = None
+            self._outage_over()
         if outcome is not None and outcome.label_lags_ms and isinstance(processor, LabelProcessor):
             for lag in outcome.label_lags_ms:
                 self.metrics.label_lag.labels(processor.model.name).observe(lag / 1000.0)
@@ -848,9 +852,9 @@ class Daemon:
         """Once a second, per owned input partition: tell the model stage when it has gone idle (read to its
         end, no event for `idle_timeout_s`), and raise VOLUME when no event came for the model's `freshness_s`."""
         now = time.monotonic()
-        if self.outage == "kafka":
-            # We cannot read: a quiet partition says nothing about the stream. Its silence clock restarts
-            # when the brokers answer again.
+        if self.outage is not None:
+            # We cannot read (or write what we read): a quiet partition says nothing about the stream. Its
+            # silence clock restarts when the dependency answers again (`_outage_over`).
             for tp in self.owned:
                 self.last_seen[tp] = now
             return
@@ -1101,7 +1105,7 @@ class Daemon:
         # delivered since, which would otherwise stay there; a re-sent entry is byte-identical, same id.
         self.outbox.add(tp, snap.outbox)
         if self.outage == "redis":
-            self.outage = None  # the store answered
+            self._outage_over()  # the store answered
         start = snap.offset if snap.offset is not None else (
             OFFSET_BEGINNING if self.settings.start_from == "earliest" else OFFSET_END)
         self.consumer.seek(TopicPartition(tp[0], tp[1], start))
@@ -1115,6 +1119,18 @@ class Daemon:
             except DependencyUnavailable as exc:
                 self._outage("redis", exc)
         return None
+
+    def _outage_over(self) -> None:
+        """The dependency that was down answers again. While it was down the daemon could not read, or waited
+        inside a call to it (a dead-letter write waits up to 30 s for a broker that is down) without coming
+        to `_check_silence`: every partition's silence clock restarts now, however the outage was waited out."""
+        if self.outage is None:
+            return
+        log.info("dependency.up", dependency=self.outage)
+        self.outage = None
+        now = time.monotonic()
+        for tp in self.owned:
+            self.last_seen[tp] = now
 
     def _outage(self, dependency: str, exc: Exception, poll: bool = True) -> None:
         """Pause consumption while a dependency is down; keep polling so the group membership holds."""
