@@ -20,13 +20,15 @@ lint: venv
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
-## The whole suite on a real Kafka broker and Redis (started here unless already reachable).
+## The whole suite: the unit tests and doctests on every core (pytest-xdist; they need no broker), then the
+## integration tests one at a time on a real Kafka broker and Redis (started here unless already reachable).
 test: lint
-	bash $(STACK) run -- $(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not integration" -n auto $(PYTEST_ARGS)
+	bash $(STACK) run -- $(PY) -m pytest -m integration $(PYTEST_ARGS)
 
 ## Unit tests only: no broker, no Redis.
 unit: venv
-	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not integration" -n auto $(PYTEST_ARGS)
 
 ## Start Kafka + Redis, create topics, run the daemon and the simulator with two incidents, print alerts.
 demo: venv

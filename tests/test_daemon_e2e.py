@@ -255,6 +255,40 @@ def test_bad_records_go_to_dead_letter_and_sigterm_restart_loses_nothing(
     assert "premium" not in logs and "bank_transfer" not in logs
 
 
+def test_a_closed_log_stream_neither_stops_nor_hangs_the_daemon(setup: Setup, tmp_path: Path) -> None:
+    """The daemon logs to stderr; when whatever reads it goes away (a log shipper that died, `| head`), it goes
+    on monitoring without its log lines and stops on SIGTERM with exit 0. (Before, the next line raised
+    BrokenPipeError in the stage's thread, and the process hung in the consumer's close.)"""
+    import signal
+
+    proc = subprocess.Popen([sys.executable, "-m", "monitor", "run", "--config", str(setup.write_config())],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_clean_env())
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if b'"partitions.assigned"' in line:
+                break
+        proc.stderr.close()  # the reader goes away: every line from now on meets a closed pipe
+        bad = {i: ("garbage", b"\x00\xff not avro") for i in (100, 2_000)}
+        rows, n_bad = produce_simulated(setup, 5_000, seed=12, bad=bad,
+                                        incidents=["nan_burst:feature=credit_score,start=1000,length=1000,rate=0.5"])
+        wait_until(lambda: _caught_up(setup), 120, "the daemon to read on with its log stream closed")
+        assert proc.poll() is None
+        status = collect_status(load_settings(setup.write_config()), _store(setup))
+        assert status["models"]["churn"]["events"] == len(rows) == 5_000 and n_bad == 2
+        assert _alerts(setup, idle=1.0), "the NaN burst's alert (each alert is also a log line it could not write)"
+        code, body = http_get(setup.http_port, "/metrics")
+        dropped = [float(line.split()[-1]) for line in body.decode().splitlines()
+                   if line.startswith("monitor_log_lines_dropped ")]
+        assert code == 200 and dropped and dropped[0] >= 2, dropped  # two dead letters, one alert at least
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
 def test_http_endpoints(setup: Setup, daemons: list[DaemonProcess], tmp_path: Path) -> None:
     """/healthz, /readyz (after assignment) and /metrics with event counts."""
     produce_simulated(setup, 2_000, seed=1)

@@ -26,3 +26,28 @@ def test_lines_go_to_the_current_stderr_even_after_the_one_configured_was_closed
     structlog.get_logger("t").warning("two", n=2)  # raised ValueError when the closed file was kept
     line = json.loads(second.getvalue())
     assert line["event"] == "two" and line["level"] == "warning" and line["n"] == 2
+
+
+def test_a_line_that_cannot_be_written_is_dropped_and_counted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stderr whose reader went away (EPIPE) or that was closed: the line is dropped and counted, logging
+    does not raise (it ended a stage's thread mid-batch), and lines flow again once stderr can take them."""
+    from monitor.ops.logs import dropped_lines
+
+    class Gone(io.StringIO):
+        def write(self, text: str) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    configure_logging("info")
+    before = dropped_lines()
+    monkeypatch.setattr(sys, "stderr", Gone())
+    structlog.get_logger("t").info("lost", n=1)
+    closed = io.StringIO()
+    closed.close()
+    monkeypatch.setattr(sys, "stderr", closed)
+    structlog.get_logger("t").error("lost too", n=2)
+    assert dropped_lines() == before + 2
+    back = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", back)
+    structlog.get_logger("t").info("written", n=3)
+    assert [json.loads(x)["event"] for x in back.getvalue().splitlines()] == ["written"]
+    assert dropped_lines() == before + 2

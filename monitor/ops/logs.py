@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 
@@ -12,13 +13,29 @@ _LIBRDKAFKA = "monitor.librdkafka"
 
 class _Stderr:
     """Whatever `sys.stderr` is when a line is written, not when logging was configured (a test harness, or
-    an embedding program, may swap it and close the old one)."""
+    an embedding program, may swap it and close the old one).
+
+    A line that cannot be written (its reader went away: a log shipper that died, `| head`; or the stream
+    was closed) is dropped and counted, and the daemon goes on, as the standard library's logging handlers
+    do. Raising instead ended a stage's thread mid-batch, and the process then hung in the consumer's close."""
+
+    dropped = 0
 
     def write(self, text: str) -> int:
-        return sys.stderr.write(text)
+        try:
+            return sys.stderr.write(text)
+        except (OSError, ValueError):  # EPIPE and other write errors; ValueError: a closed file
+            _Stderr.dropped += 1
+            return 0
 
     def flush(self) -> None:
-        sys.stderr.flush()
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr.flush()
+
+
+def dropped_lines() -> int:
+    """Log lines not written since the process started (`monitor_log_lines_dropped`)."""
+    return _Stderr.dropped
 
 
 def configure_logging(level: str = "info") -> None:
@@ -32,7 +49,7 @@ def configure_logging(level: str = "info") -> None:
             structlog.processors.JSONRenderer(sort_keys=True),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=_Stderr()),  # type: ignore[arg-type]
+        logger_factory=structlog.WriteLoggerFactory(file=_Stderr()),  # type: ignore[arg-type]  # a line: one write
         cache_logger_on_first_use=True,
     )
 

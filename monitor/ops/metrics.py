@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from monitor.ops.logs import dropped_lines
+
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
@@ -40,6 +42,10 @@ class Metrics:
                               "the blocks topic for stage models)", ["stage"], registry=r)
         self.outages = Counter("monitor_dependency_outages_total", "Pauses because a dependency was down",
                                ["dependency"], registry=r)
+        self.log_dropped = Gauge("monitor_log_lines_dropped", "Log lines the process could not write (stderr "
+                                 "closed, or its reader gone) since it started; it goes on without them",
+                                 registry=r)
+        self.log_dropped.set_function(lambda: float(dropped_lines()))
         self.label_lag = Histogram("monitor_label_lag_seconds", "Label time minus prediction time of joined labels",
                                    ["model"], buckets=(1, 10, 60, 600, 3600, 6 * 3600, 86400, 7 * 86400),
                                    registry=r)
