@@ -440,13 +440,7 @@ def same_alert(copies: set[bytes]) -> bool:
     """Copies of one alert id are the same alert: equal fields, floats to 1e-9 relative. An alert made again
     after a store rollback comes from the same records cut into other batches, so its statistic can differ
     in the last bits (sums added in another order); a copy re-sent from the outbox is byte-identical."""
-    import io as _io
-
-    from fastavro import schemaless_reader
-
-    from monitor.io.avro import AlertCodec
-
-    recs = [schemaless_reader(_io.BytesIO(c), AlertCodec().schema, None) for c in copies]
+    recs = [_alert_record(c) for c in copies]
     try:
         for rec in recs[1:]:
             assert_close(rec, recs[0], "alert", rel=1e-9)
@@ -455,8 +449,8 @@ def same_alert(copies: set[bytes]) -> bool:
     return True
 
 
-def _alert_brief(payload: bytes) -> str:
-    """An unexpected alert in an assertion message: where and what, no payload values."""
+def _alert_record(payload: bytes) -> dict[str, Any]:
+    """An alert message decoded with plain fastavro and the alert schema."""
     import io as _io
 
     from fastavro import schemaless_reader
@@ -465,20 +459,18 @@ def _alert_brief(payload: bytes) -> str:
 
     rec = schemaless_reader(_io.BytesIO(payload), AlertCodec().schema, None)
     assert isinstance(rec, dict)
+    return rec
+
+
+def _alert_brief(payload: bytes) -> str:
+    """An unexpected alert in an assertion message: where and what, no payload values."""
+    rec = _alert_record(payload)
     return (f"{rec['source_topic']}[{rec['source_partition']}]@{rec['source_offset']} {rec['feature']}/{rec['check']} "
             f"{rec['status']}")
 
 
 def _alert_id(payload: bytes) -> str:
-    import io as _io
-
-    from fastavro import schemaless_reader
-
-    from monitor.io.avro import AlertCodec
-
-    rec = schemaless_reader(_io.BytesIO(payload), AlertCodec().schema, None)
-    assert isinstance(rec, dict)
-    return str(rec["alert_id"])
+    return str(_alert_record(payload)["alert_id"])
 
 
 def wait_for_log(daemon: DaemonProcess, event: str, timeout: float) -> dict[str, Any]:
